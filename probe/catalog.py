@@ -1,0 +1,236 @@
+"""Catalogs: interception CAs, local interceptors and blockpages, as data files with sources.
+
+The shipped catalogs live in `probe/data/`; `--catalog FILE` adds entries to whichever catalog
+the file names in its `"catalog"` field. Analysis reads only these objects, so a grown catalog
+re-judges old records the same way it judges new ones.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+KINDS = ("interception_cas", "local_interceptors", "blockpages")
+_HTTP_FIELDS = ("body", "title")
+_HTTP_MATCHES = ("contains", "prefix", "exact")
+
+
+class CatalogError(ValueError):
+    """A catalog file that cannot be used; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """A distinguished-name pattern: every attribute given must match (`*` wildcards, any case)."""
+
+    id: str
+    name: str
+    kind: str
+    country: str | None
+    match: dict[str, str]
+    sources: tuple[str, ...]
+
+    def matches(self, attributes: dict[str, list[str]]) -> bool:
+        for attribute, pattern in self.match.items():
+            values = attributes.get(attribute.upper(), [])
+            if not any(fnmatch.fnmatchcase(" ".join(v.split()).casefold(), pattern.casefold()) for v in values):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class CertificateEntry:
+    id: str
+    name: str
+    country: str | None
+    subject: str
+    sha256_der: str | None
+    sha256_spki: str | None
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HttpFingerprint:
+    id: str
+    name: str
+    country: str | None
+    field: str  # "body", "title" or "header:<name>"
+    match: str  # "contains", "prefix" or "exact"
+    pattern: str
+    sources: tuple[str, ...]
+
+    def matches(self, value: str | None) -> bool:
+        if value is None:
+            return False
+        if self.field != "body":
+            value, pattern = value.casefold(), self.pattern.casefold()
+        else:
+            pattern = self.pattern
+        if self.match == "contains":
+            return pattern in value
+        if self.match == "prefix":
+            return value.startswith(pattern)
+        return value == pattern
+
+
+@dataclass(frozen=True)
+class DnsFingerprint:
+    id: str
+    name: str
+    country: str | None
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    sources: tuple[str, ...]
+
+
+@dataclass
+class Catalogs:
+    interception_certificates: list[CertificateEntry] = field(default_factory=list)
+    interception_names: list[NameRule] = field(default_factory=list)
+    local_interceptors: list[NameRule] = field(default_factory=list)
+    http_blockpages: list[HttpFingerprint] = field(default_factory=list)
+    dns_blockpages: list[DnsFingerprint] = field(default_factory=list)
+    versions: dict[str, list[str]] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """What the verdicts were judged with, for the record."""
+        return {kind: list(versions) for kind, versions in sorted(self.versions.items())}
+
+
+def _text(entry: dict[str, Any], key: str, where: str, required: bool = True) -> str | None:
+    value = entry.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise CatalogError(f"{where}: '{key}' must be a non-empty string")
+    return value
+
+
+def _sources(entry: dict[str, Any], where: str) -> tuple[str, ...]:
+    sources = entry.get("sources")
+    if not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources):
+        raise CatalogError(f"{where}: 'sources' must be a non-empty list of strings")
+    return tuple(sources)
+
+
+def _hex_digest(entry: dict[str, Any], key: str, where: str) -> str | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    text = str(value).lower().replace(":", "")
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise CatalogError(f"{where}: '{key}' must be a SHA-256 in hex")
+    return text
+
+
+def _name_rule(entry: dict[str, Any], where: str, default_kind: str) -> NameRule:
+    match = entry.get("match")
+    if not isinstance(match, dict) or not match or not all(isinstance(v, str) for v in match.values()):
+        raise CatalogError(f"{where}: 'match' must map name attributes (CN, O, C, ...) to patterns")
+    return NameRule(
+        id=_text(entry, "id", where) or "",
+        name=_text(entry, "name", where) or "",
+        kind=str(entry.get("kind", default_kind)),
+        country=_text(entry, "country", where, required=False),
+        match={k.upper(): v for k, v in match.items()},
+        sources=_sources(entry, where),
+    )
+
+
+def _entries(document: dict[str, Any], key: str, origin: str) -> list[tuple[dict[str, Any], str]]:
+    rows = document.get(key, [])
+    if not isinstance(rows, list):
+        raise CatalogError(f"{origin}: '{key}' must be a list")
+    found = []
+    for index, entry in enumerate(rows, start=1):
+        where = f"{origin}: {key}[{index}]"
+        if not isinstance(entry, dict):
+            raise CatalogError(f"{where}: must be an object")
+        found.append((entry, where))
+    return found
+
+
+def add_document(catalogs: Catalogs, document: Any, origin: str) -> None:
+    """Add one catalog file's entries, checking each, to the catalog it names."""
+    if not isinstance(document, dict):
+        raise CatalogError(f"{origin}: a catalog file must hold a JSON object")
+    kind = document.get("catalog")
+    if kind not in KINDS:
+        raise CatalogError(f"{origin}: 'catalog' must be one of {', '.join(KINDS)}")
+    catalogs.versions.setdefault(kind, []).append(f"{origin}@{document.get('version', 'unversioned')}")
+    if kind == "interception_cas":
+        for entry, where in _entries(document, "certificates", origin):
+            cert = CertificateEntry(
+                id=_text(entry, "id", where) or "",
+                name=_text(entry, "name", where) or "",
+                country=_text(entry, "country", where, required=False),
+                subject=str(entry.get("subject", "")),
+                sha256_der=_hex_digest(entry, "sha256_der", where),
+                sha256_spki=_hex_digest(entry, "sha256_spki", where),
+                sources=_sources(entry, where),
+            )
+            if cert.sha256_der is None and cert.sha256_spki is None:
+                raise CatalogError(f"{where}: needs 'sha256_der' or 'sha256_spki'")
+            catalogs.interception_certificates.append(cert)
+        for entry, where in _entries(document, "names", origin):
+            catalogs.interception_names.append(_name_rule(entry, where, "interception_ca"))
+    elif kind == "local_interceptors":
+        for entry, where in _entries(document, "names", origin):
+            catalogs.local_interceptors.append(_name_rule(entry, where, "local"))
+    else:
+        for entry, where in _entries(document, "http", origin):
+            field_name = _text(entry, "field", where) or ""
+            if field_name not in _HTTP_FIELDS and not field_name.startswith("header:"):
+                raise CatalogError(f"{where}: 'field' must be body, title or header:<name>")
+            match = entry.get("match", "contains")
+            if match not in _HTTP_MATCHES:
+                raise CatalogError(f"{where}: 'match' must be one of {', '.join(_HTTP_MATCHES)}")
+            catalogs.http_blockpages.append(
+                HttpFingerprint(
+                    id=_text(entry, "id", where) or "",
+                    name=_text(entry, "name", where) or "",
+                    country=_text(entry, "country", where, required=False),
+                    field=field_name.lower(),
+                    match=match,
+                    pattern=_text(entry, "pattern", where) or "",
+                    sources=_sources(entry, where),
+                )
+            )
+        for entry, where in _entries(document, "dns", origin):
+            try:
+                network = ipaddress.ip_network(_text(entry, "address", where) or "", strict=False)
+            except ValueError as exc:
+                raise CatalogError(f"{where}: 'address' must be an IP address or network ({exc})") from None
+            catalogs.dns_blockpages.append(
+                DnsFingerprint(
+                    id=_text(entry, "id", where) or "",
+                    name=_text(entry, "name", where) or "",
+                    country=_text(entry, "country", where, required=False),
+                    network=network,
+                    sources=_sources(entry, where),
+                )
+            )
+
+
+def load_catalogs(extra_files: list[Path] | None = None) -> Catalogs:
+    """The shipped catalogs, plus every `--catalog FILE` given."""
+    catalogs = Catalogs()
+    data = resources.files("probe") / "data"
+    for kind in KINDS:
+        document = json.loads((data / f"{kind}.json").read_text(encoding="utf-8"))
+        add_document(catalogs, document, f"builtin:{kind}")
+    for path in extra_files or []:
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CatalogError(f"{path}: no such file") from None
+        except json.JSONDecodeError as exc:
+            raise CatalogError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CatalogError(f"{path}: cannot read: {exc}") from None
+        add_document(catalogs, document, str(path))
+    return catalogs

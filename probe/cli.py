@@ -1,0 +1,153 @@
+"""The `probe` command: `probe run` measures, `probe show` prints records readably.
+
+Exit codes (docs/operating.md): 0 measured and nothing found, 1 blocking found, 2 usage or input
+error, 3 offline (no network: nothing claimed), 4 interrupted (finished records kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from probe import __version__
+from probe.catalog import CatalogError, load_catalogs
+from probe.certs import RootsError, load_roots
+from probe.dnsquery import ResolverSpecError, parse_resolver, system_resolver_addresses
+from probe.measure import MeasureConfig
+from probe.run import execute, format_summary
+from probe.targets import TargetError, load_targets
+from probe.verdict import AnalysisContext
+
+EXIT_OK, EXIT_BLOCKING, EXIT_USAGE, EXIT_OFFLINE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
+DEFAULT_CONTROL_RESOLVER = "https://1.1.1.1/dns-query"
+DEFAULT_CONTROL_SNI = "example.org"
+
+
+class _Interrupted(BaseException):
+    pass
+
+
+def _raise_interrupted(signum: int, frame: Any) -> NoReturn:
+    raise _Interrupted(signum)
+
+
+def _positive(kind: type) -> Any:
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
+        return value
+
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="probe", description="Find TLS interception, lying DNS and blocking.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="measure every target and write a results file")
+    run.add_argument("--targets", type=Path, default=Path("targets.txt"), help="targets file or Citizen Lab CSV")
+    run.add_argument("--out", type=Path, default=Path("results"), help="directory for the results file")
+    run.add_argument("--roots", type=Path, help="PEM bundle of reference roots (default: Mozilla's, from certifi)")
+    run.add_argument("--resolver", help="ask this resolver (IP[:port]) instead of the system resolver")
+    run.add_argument(
+        "--control-resolver",
+        default=DEFAULT_CONTROL_RESOLVER,
+        help="control resolver: udp://IP[:port], tcp://, tls://IP[:port][#name], or a DoH https:// URL "
+        f"(default {DEFAULT_CONTROL_RESOLVER}); 'none' for no control",
+    )
+    run.add_argument("--control-sni", default=DEFAULT_CONTROL_SNI, help="SNI for the control handshake; 'none' to skip")
+    run.add_argument(
+        "--catalog", type=Path, action="append", default=[], help="catalog file adding entries (repeatable)"
+    )
+    run.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds for each network step")
+    run.add_argument("--concurrency", type=_positive(int), default=8, help="targets measured at once")
+    run.add_argument("--asn", help="the network's AS number, when the operator knows it (e.g. AS9198)")
+    run.add_argument("--country", help="the network's country code, when the operator knows it (e.g. KZ)")
+    run.add_argument(
+        "--lab",
+        action="store_true",
+        help="treat the documentation address ranges as public (only for the censorship lab)",
+    )
+
+    show = commands.add_parser("show", help="print the records of a results file readably")
+    show.add_argument("file", type=Path)
+    show.add_argument("--all", action="store_true", help="also print records with nothing found")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"probe: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def command_run(args: argparse.Namespace) -> int:
+    try:
+        targets = load_targets(args.targets)
+        roots = load_roots(args.roots)
+        catalogs = load_catalogs(args.catalog)
+        resolver = parse_resolver(args.resolver) if args.resolver else None
+        control = None if args.control_resolver.lower() == "none" else parse_resolver(args.control_resolver)
+    except (TargetError, RootsError, CatalogError, ResolverSpecError) as exc:
+        return _fail(str(exc))
+    control_sni = None if args.control_sni.lower() == "none" else args.control_sni
+    config = MeasureConfig(
+        timeout=args.timeout, roots=roots, resolver=resolver, control_resolver=control, control_sni=control_sni
+    )
+    analysis = AnalysisContext(roots=roots, catalogs=catalogs, documentation_is_public=args.lab)
+    network = {
+        "resolver": resolver.url if resolver else "system",
+        "system_resolver_addresses": [] if resolver else system_resolver_addresses(),
+        "control_resolver": control.url if control else None,
+        "asn": args.asn,
+        "country": args.country.upper() if args.country else None,
+    }
+    reference = {
+        "roots": roots.describe(),
+        "catalogs": catalogs.describe(),
+        "control_sni": control_sni,
+        "documentation_addresses_public": bool(args.lab),
+        "timeout": args.timeout,
+    }
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    try:
+        summary = execute(targets, config, analysis, network, reference, args.out, args.concurrency)
+    except _Interrupted:
+        print("\nprobe: interrupted; every finished record was kept.", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)  # measuring threads are bounded, but no need to wait for them
+    print(format_summary(summary))
+    if summary.offline:
+        return EXIT_OFFLINE
+    return EXIT_BLOCKING if summary.blocking_found else EXIT_OK
+
+
+def command_show(args: argparse.Namespace) -> int:
+    from probe.show import show_file
+
+    try:
+        print(show_file(args.file, include_clean=args.all), end="")
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return command_run(args)
+    return command_show(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

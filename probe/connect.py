@@ -1,0 +1,111 @@
+"""TCP connects and TLS handshakes, recorded as observations.
+
+The handshake runs with verification off, so that the whole chain the network presents is
+captured even when it is forged; judging the chain is `certs`' job, later, on the record.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import socket
+import ssl
+from typing import Any
+
+from probe import failures
+from probe.clock import Clock
+
+ALPN_OFFER = ["h2", "http/1.1"]
+
+
+def tcp_connect(address: str, port: int, timeout: float, clock: Clock) -> tuple[socket.socket | None, dict[str, Any]]:
+    """Connect to one address; the record never holds the probe's own address."""
+    record: dict[str, Any] = {"address": address, "port": port, "failure": None, "t0": clock.now(), "t": None}
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect((address, port))
+    except Exception as exc:
+        sock.close()
+        record["failure"] = failures.classify(exc)
+        record["t"] = clock.now()
+        return None, record
+    record["t"] = clock.now()
+    return sock, record
+
+
+def _client_context(alpn: list[str] | None) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    return context
+
+
+def presented_chain(tls: ssl.SSLSocket) -> list[bytes]:
+    """Every certificate the server sent, DER, leaf first."""
+    getter = getattr(tls, "get_unverified_chain", None)  # public from Python 3.13
+    if getter is not None:
+        chain = getter() or []
+        return [bytes(cert) for cert in chain]
+    sslobj = getattr(tls, "_sslobj", None)
+    chain = sslobj.get_unverified_chain() if sslobj is not None else None
+    if chain:
+        import _ssl
+
+        return [cert.public_bytes(_ssl.ENCODING_DER) for cert in chain]
+    leaf = tls.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
+
+
+def tls_handshake(
+    sock: socket.socket,
+    address: str,
+    port: int,
+    server_name: str | None,
+    timeout: float,
+    clock: Clock,
+    alpn: list[str] | None = None,
+) -> tuple[ssl.SSLSocket | None, dict[str, Any]]:
+    """Handshake on a connected socket; record chain, version, cipher, ALPN, or the failure."""
+    record: dict[str, Any] = {
+        "address": address,
+        "port": port,
+        "server_name": server_name,
+        "tls_version": None,
+        "cipher_suite": None,
+        "negotiated_protocol": None,
+        "peer_certificates": [],
+        "failure": None,
+        "alert": None,
+        "t0": clock.now(),
+        "t": None,
+    }
+    context = _client_context(ALPN_OFFER if alpn is None else alpn)
+    sock.settimeout(timeout)
+    try:
+        tls = context.wrap_socket(sock, server_hostname=server_name, do_handshake_on_connect=False)
+        tls.do_handshake()
+    except Exception as exc:
+        record["failure"] = failures.classify(exc)
+        record["alert"] = failures.alert_description(exc)
+        record["t"] = clock.now()
+        sock.close()
+        return None, record
+    record["t"] = clock.now()
+    record["tls_version"] = tls.version()
+    cipher = tls.cipher()
+    record["cipher_suite"] = cipher[0] if cipher else None
+    record["negotiated_protocol"] = tls.selected_alpn_protocol()
+    record["peer_certificates"] = [base64.b64encode(der).decode("ascii") for der in presented_chain(tls)]
+    return tls, record
+
+
+def close_quietly(sock: socket.socket | None) -> None:
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.close()

@@ -1,0 +1,123 @@
+"""A bounded HTTP/1.1 GET over a socket the probe already connected (plain or TLS).
+
+Bounded in body size and wall-clock time, so that a hostile or trickling server cannot hold the
+probe. The body itself is not stored: its length, hash, title and a short prefix are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+import socket
+import time
+from typing import Any
+
+from probe import failures
+from probe.clock import Clock
+
+MAX_BODY_BYTES = 1 << 20
+MAX_HEADER_BYTES = 64 << 10
+BODY_PREFIX_CHARS = 16384  # enough for blockpages, re-matched when the catalog grows
+USER_AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0"
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+
+
+def _title(body: bytes) -> str | None:
+    match = _TITLE.search(body[:MAX_BODY_BYTES])
+    if not match:
+        return None
+    text = match.group(1).decode("utf-8", errors="replace")
+    return " ".join(html.unescape(text).split())[:200] or None
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    rest = body
+    while rest:
+        line, sep, rest = rest.partition(b"\r\n")
+        if not sep:
+            break
+        try:
+            size = int(line.split(b";")[0].strip() or b"0", 16)
+        except ValueError:
+            break
+        if size == 0:
+            break
+        out += rest[:size]
+        rest = rest[size + 2 :]
+    return bytes(out)
+
+
+def http_get(
+    sock: socket.socket, host: str, path: str, timeout: float, clock: Clock, max_body: int = MAX_BODY_BYTES
+) -> dict[str, Any]:
+    """Send one GET and read the response within `timeout` seconds and `max_body` bytes."""
+    record: dict[str, Any] = {
+        "request": {"method": "GET", "host": host, "path": path},
+        "status": None,
+        "headers": [],
+        "location": None,
+        "title": None,
+        "body_length": None,
+        "body_sha256": None,
+        "body_prefix": None,
+        "body_truncated": False,
+        "failure": None,
+        "t0": clock.now(),
+        "t": None,
+    }
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
+        "Accept: text/html,*/*;q=0.8\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n"
+    ).encode("ascii", errors="strict")
+    deadline = time.monotonic() + timeout
+    data = bytearray()
+    try:
+        sock.settimeout(timeout)
+        sock.sendall(request)
+        while len(data) < max_body + MAX_HEADER_BYTES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("HTTP deadline")
+            sock.settimeout(remaining)
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        else:
+            record["body_truncated"] = True
+    except Exception as exc:
+        record["failure"] = failures.classify(exc)
+    record["t"] = clock.now()
+    head, sep, body = bytes(data).partition(b"\r\n\r\n")
+    if not data:
+        if record["failure"] is None:
+            record["failure"] = failures.EOF_ERROR
+        return record
+    if not sep or not head.startswith(b"HTTP/"):
+        if record["failure"] is None:
+            record["failure"] = "http_invalid_response"
+        return record
+    lines = head.decode("iso-8859-1").split("\r\n")
+    try:
+        record["status"] = int(lines[0].split()[1])
+    except (IndexError, ValueError):
+        record["failure"] = record["failure"] or "http_invalid_response"
+        return record
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.append([name.strip(), value.strip()])
+    record["headers"] = headers
+    lowered = {name.lower(): value for name, value in headers}
+    if "chunked" in lowered.get("transfer-encoding", "").lower():
+        body = _dechunk(body)
+    body = body[:max_body]
+    record["location"] = lowered.get("location")
+    record["title"] = _title(body)
+    record["body_length"] = len(body)
+    record["body_sha256"] = hashlib.sha256(body).hexdigest()
+    record["body_prefix"] = body[:BODY_PREFIX_CHARS].decode("utf-8", errors="replace")
+    # A response that arrived whole before a reset is still a response; keep the failure as evidence.
+    return record

@@ -1,0 +1,256 @@
+"""Analysis: observations + catalogs -> anomalies, interceptor and verdict. Pure and repeatable.
+
+The verdict is the earliest stage (dns, then tcp, then tls, then http) that failed in a way the
+control did not. Where no control could speak for a stage, the verdict is `inconclusive`, never a
+claim; with no network at all it is `offline`. docs/verdicts.md states the rules in prose.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from probe import failures
+from probe.bogons import is_bogon
+from probe.catalog import Catalogs
+from probe.certs import ReferenceRoots, analyze_chain
+
+# Stage outcomes, in the order they decide the verdict.
+OK, BLOCKED, DOWN, UNKNOWN, OFFLINE, LOCAL = "ok", "blocked", "down", "inconclusive", "offline", "local"
+
+_DNS_FAILURE_CODES = {
+    failures.DNS_NXDOMAIN: "dns.nxdomain",
+    failures.DNS_NO_ANSWER: "dns.no_answer",
+    failures.DNS_SERVFAIL: "dns.servfail",
+    failures.DNS_REFUSED: "dns.refused",
+    failures.GENERIC_TIMEOUT: "dns.timeout",
+    failures.DNS_TEMPORARY: "dns.timeout",
+}
+_CONNECT_CODES = {
+    failures.GENERIC_TIMEOUT: "timeout",
+    failures.CONNECTION_REFUSED: "refused",
+    failures.CONNECTION_RESET: "reset",
+    failures.HOST_UNREACHABLE: "unreachable",
+}
+_STREAM_CODES = {
+    failures.CONNECTION_RESET: "reset",
+    failures.GENERIC_TIMEOUT: "timeout",
+    failures.EOF_ERROR: "eof",
+}
+_DENIALS = (failures.DNS_NXDOMAIN, failures.DNS_NO_ANSWER)
+
+
+@dataclass
+class Judgement:
+    blocking: str = "none"
+    anomalies: list[str] = field(default_factory=list)
+    interceptor: dict[str, Any] | None = None
+    blockpage: dict[str, Any] | None = None
+    tls: dict[str, Any] | None = None  # the certificate analysis of the target's handshake
+
+    def add(self, *codes: str) -> None:
+        for code in codes:
+            if code not in self.anomalies:
+                self.anomalies.append(code)
+
+
+@dataclass(frozen=True)
+class AnalysisContext:
+    roots: ReferenceRoots
+    catalogs: Catalogs
+    documentation_is_public: bool = False
+
+
+def _purpose(items: list[dict[str, Any]], purpose: str) -> list[dict[str, Any]]:
+    return [item for item in items if item.get("purpose", "target") == purpose]
+
+
+def _judge_dns(
+    dns: dict[str, Any] | None, tls_valid_addresses: set[str], ctx: AnalysisContext, j: Judgement
+) -> tuple[str, bool]:
+    """Return (stage outcome, whether a control confirmed the name's addresses)."""
+    if dns is None:  # an IP literal: nothing to resolve
+        return OK, True
+    system, control = dns["system"], dns.get("control")
+    control_ok = control is not None and bool(control["addresses"])
+    control_denies = control is not None and control["failure"] in _DENIALS
+    if control is not None and not control_ok and not control_denies:
+        j.add("dns.control_failed")
+    control_addresses = set(control["addresses"]) if control_ok else set()
+
+    if system["failure"] is not None:
+        if system["failure"] in failures.LOCAL_NETWORK_FAILURES:
+            return OFFLINE, False
+        if control_ok:
+            j.add(_DNS_FAILURE_CODES.get(system["failure"], "dns.failure"))
+            return BLOCKED, True
+        if control_denies and system["failure"] in _DENIALS:
+            j.add("dns.name_does_not_exist")
+            return DOWN, True
+        return UNKNOWN, False
+
+    addresses = system["addresses"]
+    blocked = False
+    bogons = [a for a in addresses if a not in control_addresses and is_bogon(a, ctx.documentation_is_public)]
+    if bogons:
+        j.add("dns.bogon")
+        blocked = True
+    for address in addresses:
+        for fingerprint in ctx.catalogs.dns_blockpages:
+            if ipaddress.ip_address(address) in fingerprint.network:
+                j.add("dns.blockpage_ip")
+                j.blockpage = j.blockpage or {
+                    "id": fingerprint.id,
+                    "name": fingerprint.name,
+                    "country": fingerprint.country,
+                    "matched": address,
+                }
+                blocked = True
+    if blocked:
+        return BLOCKED, control_ok
+    if not control_ok:
+        if control_denies:  # the control says the name does not exist, yet the resolver answers
+            return UNKNOWN, False
+        return OK, False  # unchecked, but nothing wrong is shown; later stages must not blame it
+    if control_addresses & set(addresses) or tls_valid_addresses & set(addresses):
+        return OK, True
+    j.add("dns.inconsistent")
+    return BLOCKED, True
+
+
+def _connect_outcome(attempts: list[dict[str, Any]], stage: str, j: Judgement) -> str | None:
+    """The stage's anomaly when every attempt failed; None when one succeeded or none was made."""
+    if not attempts or any(a["failure"] is None for a in attempts):
+        return None
+    failures_seen = [a["failure"] for a in attempts]
+    if all(f in failures.LOCAL_NETWORK_FAILURES for f in failures_seen):
+        return OFFLINE
+    first = next(f for f in failures_seen if f not in failures.LOCAL_NETWORK_FAILURES)
+    j.add(f"{stage}.{_CONNECT_CODES.get(first, 'failure')}")
+    return BLOCKED
+
+
+def _tls_failure_code(handshake: dict[str, Any]) -> str:
+    if handshake.get("alert"):
+        return "tls.alert"
+    return f"tls.{_STREAM_CODES.get(handshake['failure'], 'failure')}"
+
+
+def _judge_tls(
+    obs: dict[str, Any], host: str, at: datetime, confirmed: bool, ctx: AnalysisContext, j: Judgement
+) -> str:
+    targets = _purpose(obs["tls_handshakes"], "target")
+    if not targets:
+        return OK
+    handshake = targets[-1]
+    controls = _purpose(obs["tls_handshakes"], "control_sni")
+    control_tcp = _purpose(obs["tcp_connect"], "control_sni")
+    control = controls[-1] if controls else None
+
+    if handshake["failure"] is not None:
+        j.add(_tls_failure_code(handshake))
+        if control is not None and control["failure"] is None:
+            j.add("tls.sni_triggered")
+            return BLOCKED
+        if control is not None or control_tcp:
+            j.add("tls.fails_for_any_name")
+            return UNKNOWN
+        return BLOCKED if confirmed else UNKNOWN
+
+    analysis = analyze_chain(handshake["peer_certificates"], host, at, ctx.roots, ctx.catalogs)
+    j.tls = analysis
+    interceptor = analysis["interceptor"]
+    if interceptor is None:
+        return OK
+    j.interceptor = interceptor
+    if not analysis["valid"]:
+        j.add("tls.untrusted_chain")
+    if interceptor["catalog"] == "local_interceptors":
+        j.add("tls.local_interceptor", *analysis["evidence"])
+        return LOCAL
+    if interceptor["catalog"] == "interception_cas":
+        strong = interceptor["matched_by"] in ("sha256_der", "sha256_spki")
+        j.add("tls.known_interception_ca" if strong else "tls.interception_ca_name")
+    j.add(*analysis["evidence"])
+    if control is not None and control["failure"] is None and control["peer_certificates"]:
+        control_analysis = analyze_chain(control["peer_certificates"], host, at, ctx.roots, ctx.catalogs)
+        control_issuer = control_analysis["certificates"][0]["issuer"] if control_analysis["certificates"] else None
+        if control_issuer != interceptor["issuer"]:
+            j.add("tls.sni_triggered")
+    return BLOCKED
+
+
+def _judge_http(obs: dict[str, Any], confirmed: bool, ctx: AnalysisContext, j: Judgement) -> str:
+    requests = obs["http_requests"]
+    if not requests:
+        return OK
+    response = requests[-1]
+    if response["status"] is None:
+        j.add(f"http.{_STREAM_CODES.get(response['failure'], 'failure')}")
+        return BLOCKED if confirmed else UNKNOWN
+    headers = {name.lower(): value for name, value in response["headers"]}
+    for fingerprint in ctx.catalogs.http_blockpages:
+        if fingerprint.field == "body":
+            value = response.get("body_prefix")
+        elif fingerprint.field == "title":
+            value = response.get("title")
+        else:
+            value = headers.get(fingerprint.field.split(":", 1)[1])
+        if fingerprint.matches(value):
+            j.add("http.blockpage")
+            j.blockpage = {
+                "id": fingerprint.id,
+                "name": fingerprint.name,
+                "country": fingerprint.country,
+                "matched": fingerprint.field,
+            }
+            return BLOCKED
+    return OK
+
+
+def _tls_valid_addresses(obs: dict[str, Any], host: str, at: datetime, ctx: AnalysisContext) -> set[str]:
+    valid = set()
+    for handshake in _purpose(obs["tls_handshakes"], "target"):
+        if handshake["failure"] is not None:
+            continue
+        if analyze_chain(handshake["peer_certificates"], host, at, ctx.roots, ctx.catalogs)["valid"]:
+            valid.add(handshake["address"])
+    return valid
+
+
+def judge(
+    target: dict[str, Any], observations: dict[str, Any] | None, at: datetime, offline: bool, ctx: AnalysisContext
+) -> Judgement:
+    """The record's anomalies, verdict, interceptor and blockpage, from observations alone."""
+    j = Judgement()
+    if offline or observations is None:
+        j.blocking = "offline"
+        j.add("network.offline")
+        return j
+    host = target["host"]
+    dns_outcome, confirmed = _judge_dns(observations["dns"], _tls_valid_addresses(observations, host, at, ctx), ctx, j)
+    stages: list[tuple[str, str]] = [("dns", dns_outcome)]
+    tcp_outcome = _connect_outcome(_purpose(observations["tcp_connect"], "target"), "tcp", j)
+    if tcp_outcome == BLOCKED and not confirmed:
+        tcp_outcome = UNKNOWN
+    stages.append(("tcp", tcp_outcome or OK))
+    tls_outcome = _judge_tls(observations, host, at, confirmed, ctx, j)
+    stages.append(("tls_mitm" if j.interceptor else "tls", tls_outcome))
+    stages.append(("http", _judge_http(observations, confirmed, ctx, j)))
+
+    for stage, outcome in stages:
+        if outcome == OK:
+            continue
+        j.blocking = {
+            BLOCKED: stage,
+            DOWN: "down",
+            UNKNOWN: "inconclusive",
+            OFFLINE: "offline",
+            LOCAL: "local_interception",
+        }[outcome]
+        if outcome == OFFLINE:
+            j.add("network.offline")
+        break
+    return j

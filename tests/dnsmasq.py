@@ -1,0 +1,64 @@
+"""A real resolver (dnsmasq) on 127.0.0.1 for the tests, answering only from its own rules."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+
+import dns.message
+import dns.query
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Dnsmasq:
+    """`records` maps a name to an address, or to None for NXDOMAIN. Other names: REFUSED."""
+
+    def __init__(self, records: dict[str, str | None]) -> None:
+        binary = shutil.which("dnsmasq")
+        if binary is None:
+            raise RuntimeError("dnsmasq is not installed (apt-get install dnsmasq-base); .ci/run installs it")
+        self.port = free_udp_port()
+        args = [
+            binary,
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            f"--port={self.port}",
+            "--user=root",
+            "--pid-file=",
+            "--log-facility=-",
+        ]
+        for host, address in records.items():
+            args.append(f"--address=/{host}/{address}" if address else f"--address=/{host}/")
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_ready(next(iter(records)))
+
+    def _wait_ready(self, name: str) -> None:
+        query = dns.message.make_query(name, "A")
+        for _ in range(50):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dnsmasq exited with {self.process.returncode}")
+            try:
+                dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.2)
+                return
+            except Exception:
+                time.sleep(0.1)
+        raise RuntimeError("dnsmasq did not answer within 5 s")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)

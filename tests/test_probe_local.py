@@ -1,0 +1,206 @@
+"""End-to-end `probe run` against TLS servers and real resolvers (dnsmasq) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from probe.cli import main
+from tests import pki
+from tests.conftest import PkiFixture, by_host, qaznet_root, read_results
+from tests.dnsmasq import Dnsmasq
+from tests.tlsserver import TlsServer
+
+NAMES = ["valid.test", "isca.test", "kzroot.test", "antivirus.test", "reset.test", "blocked.test", "silent.test"]
+
+
+@pytest.fixture(scope="module")
+def world(test_pki: PkiFixture) -> Iterator[dict]:
+    directory = test_pki.directory
+    isca_root = pki.make_root(
+        pki.name(C="KZ", O="ISCA", CN="Information Security Certification Authority CA")
+    )
+    isca_sub = pki.make_intermediate(isca_root, pki.name(C="KZ", CN="Security Certificate"))
+    # The real Qaznet root cannot sign (no key): a look-alike intermediate carries its name,
+    # and the server presents the real root certificate after it, as interceptors do.
+    real_root = qaznet_root()
+    qaznet_like = pki.make_root(real_root.subject)
+    antivirus_root = pki.make_root(
+        pki.name(CN="ESET SSL Filter CA", O="ESET, spol. s r. o.", C="SK")
+    )
+    valid = test_pki.leaf_files(test_pki.public_intermediate, ["valid.test"], "valid")
+    behaviours = {
+        "valid.test": valid,
+        "blocked.test": test_pki.leaf_files(test_pki.public_intermediate, ["blocked.test"], "blocked"),
+        "isca.test": pki.make_leaf(isca_sub, ["isca.test"], rsa_exponent=3, stripped=True).write(directory, "isca"),
+        "kzroot.test": pki.make_leaf(qaznet_like, ["kzroot.test"], extra_chain=[real_root]).write(directory, "kzroot"),
+        "antivirus.test": pki.make_leaf(antivirus_root, ["antivirus.test"]).write(directory, "antivirus"),
+        "reset.test": "reset",
+        "silent.test": "silence",
+    }
+    system = Dnsmasq({**{n: "127.0.0.1" for n in NAMES if n != "blocked.test"}, "blocked.test": None})
+    control = Dnsmasq({n: "127.0.0.1" for n in NAMES})
+    try:
+        with TlsServer(behaviours, default=valid) as server:
+            yield {"server": server, "system": system, "control": control}
+    finally:
+        system.stop()
+        control.stop()
+
+
+def _targets(tmp_path: Path, port: int, hosts: list[str]) -> Path:
+    path = tmp_path / "targets.txt"
+    path.write_text("".join(f"{host}:{port} NEWS\n" for host in hosts), encoding="utf-8")
+    return path
+
+
+def _args(world: dict, test_pki: PkiFixture, targets: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--targets", str(targets),
+        "--out", str(out),
+        "--roots", str(test_pki.roots_pem),
+        "--resolver", f"127.0.0.1:{world['system'].port}",
+        "--control-resolver", f"udp://127.0.0.1:{world['control'].port}",
+        "--timeout", "2",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def verdicts(world: dict, test_pki: PkiFixture, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """One run over every name: the records, by host."""
+    tmp = tmp_path_factory.mktemp("run")
+    hosts = [n for n in NAMES if n != "silent.test"]
+    code = main(_args(world, test_pki, _targets(tmp, world["server"].port, hosts), tmp / "out"))
+    records = by_host(read_results(tmp / "out"))
+    assert code == 1  # blocking found
+    assert set(records) == set(hosts)
+    return records
+
+
+def test_valid_chain_gives_none(verdicts: dict[str, dict]) -> None:
+    record = verdicts["valid.test"]
+    assert record["blocking"] == "none"
+    assert record["anomalies"] == []
+    assert record["interceptor"] is None
+    handshake = record["observations"]["tls_handshakes"][0]
+    assert handshake["server_name"] == "valid.test"
+    assert len(handshake["peer_certificates"]) == 2  # leaf and intermediate, as presented
+    assert record["analysis"]["tls"]["valid"] is True
+
+
+def test_isca_named_root_gives_tls_mitm_by_name(verdicts: dict[str, dict]) -> None:
+    record = verdicts["isca.test"]
+    assert record["blocking"] == "tls_mitm"
+    assert record["interceptor"]["catalog"] == "interception_cas"
+    assert record["interceptor"]["catalog_id"] == "kz-isca"
+    assert record["interceptor"]["matched_by"] == "issuer_name"
+    assert record["interceptor"]["issuer"] == "CN=Security Certificate,C=KZ"
+    assert "tls.interception_ca_name" in record["anomalies"]
+    assert "tls.untrusted_chain" in record["anomalies"]
+    # The 2019 forgeries' marks are reported as supporting evidence.
+    for code in ("tls.rsa_exponent_3", "tls.no_scts", "tls.extensions_stripped"):
+        assert code in record["anomalies"]
+    # The same address answered the control SNI with the site's own chain: the name triggers it.
+    assert "tls.sni_triggered" in record["anomalies"]
+    control = record["observations"]["tls_handshakes"][1]
+    assert control["purpose"] == "control_sni" and control["server_name"] == "example.org"
+
+
+def test_real_kazakhstan_root_gives_tls_mitm_by_fingerprint(verdicts: dict[str, dict]) -> None:
+    record = verdicts["kzroot.test"]
+    assert record["blocking"] == "tls_mitm"
+    assert record["interceptor"]["catalog_id"] == "kz-qaznet-2019"
+    assert record["interceptor"]["matched_by"] == "sha256_der"
+    assert record["interceptor"]["matched_certificate"] == 1
+    assert "tls.known_interception_ca" in record["anomalies"]
+
+
+def test_antivirus_root_gives_local_interception(verdicts: dict[str, dict]) -> None:
+    record = verdicts["antivirus.test"]
+    assert record["blocking"] == "local_interception"
+    assert record["interceptor"]["catalog"] == "local_interceptors"
+    assert record["interceptor"]["catalog_id"] == "eset"
+    assert "tls.local_interceptor" in record["anomalies"]
+
+
+def test_reset_after_client_hello_gives_tls(verdicts: dict[str, dict]) -> None:
+    record = verdicts["reset.test"]
+    assert record["blocking"] == "tls"
+    assert "tls.reset" in record["anomalies"]
+    assert "tls.sni_triggered" in record["anomalies"]
+    target, control = record["observations"]["tls_handshakes"]
+    assert target["failure"] == "connection_reset"
+    assert control["purpose"] == "control_sni" and control["failure"] is None
+
+
+def test_name_denied_by_system_resolver_gives_dns(verdicts: dict[str, dict]) -> None:
+    record = verdicts["blocked.test"]
+    assert record["blocking"] == "dns"
+    assert "dns.nxdomain" in record["anomalies"]
+    dns = record["observations"]["dns"]
+    assert dns["system"]["failure"] == "dns_nxdomain_error"
+    assert dns["system"]["queries"][0]["rcode"] == "NXDOMAIN"
+    assert dns["control"]["addresses"] == ["127.0.0.1"]
+    assert record["observations"]["addresses_from"] == "control"
+
+
+def test_record_keeps_input_and_category_and_no_probe_address(verdicts: dict[str, dict]) -> None:
+    record = verdicts["valid.test"]
+    assert record["target"]["input"].startswith("valid.test:")
+    assert record["target"]["category"] == "NEWS"
+    assert record["network"]["resolver"].startswith("udp://127.0.0.1:")
+    # No field of the record holds a local socket address.
+    assert "local_address" not in str(record) and "probe_ip" not in str(record)
+
+
+def test_show_prints_certificates(verdicts: dict[str, dict], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(verdicts["kzroot.test"]) + "\n", encoding="utf-8")
+    assert main(["show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "tls_mitm" in out
+    assert "CN=Qaznet Trust Network,C=KZ" in out
+    assert "00309c736dd661da6f1eb24173aa849944c168a43a15bffd192eecfdb6f8dbd2" in out
+
+
+def test_silence_after_client_hello_is_tls_timeout(world: dict, test_pki: PkiFixture, tmp_path: Path) -> None:
+    targets = _targets(tmp_path, world["server"].port, ["silent.test"])
+    assert main(_args(world, test_pki, targets, tmp_path / "out", "--timeout", "1")) == 1
+    (record,) = read_results(tmp_path / "out")
+    assert record["blocking"] == "tls"
+    assert record["anomalies"][:2] == ["tls.timeout", "tls.sni_triggered"]
+
+
+def test_sigterm_midway_keeps_every_finished_record(world: dict, test_pki: PkiFixture, tmp_path: Path) -> None:
+    hosts = ["valid.test"] * 3 + ["silent.test"] * 6
+    targets = _targets(tmp_path, world["server"].port, hosts)
+    out = tmp_path / "out"
+    args = _args(world, test_pki, targets, out, "--concurrency", "1", "--timeout", "3")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen([sys.executable, "-m", "probe.cli", *args], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            files = list(out.glob("*.jsonl"))
+            if files and files[0].read_text().count("\n") >= 4:
+                break
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 4
+    finally:
+        if process.poll() is None:
+            process.kill()
+    records = read_results(out)
+    assert 4 <= len(records) < len(hosts)
+    assert [r["blocking"] for r in records[:3]] == ["none"] * 3
