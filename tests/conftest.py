@@ -50,7 +50,9 @@ class PkiFixture:
 def test_pki(tmp_path_factory: pytest.TempPathFactory) -> PkiFixture:
     directory = tmp_path_factory.mktemp("pki")
     root = pki.make_root(pki.name(CN="Probe Test Public Root CA", O="Probe Test Trust Services", C="US"))
-    intermediate = pki.make_intermediate(root, pki.name(CN="Probe Test Public Issuing CA 1", O="Probe Test Trust Services"))
+    intermediate = pki.make_intermediate(
+        root, pki.name(CN="Probe Test Public Issuing CA 1", O="Probe Test Trust Services")
+    )
     roots_pem = pki.write_pem(directory / "reference-roots.pem", [root.cert])
     return PkiFixture(directory, root, intermediate, roots_pem)
 

@@ -54,9 +54,7 @@ def make_root(subject: x509.Name, days: int = 3650) -> Authority:
         .not_valid_before(NOW - dt.timedelta(days=1))
         .not_valid_after(NOW + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(_ski(key), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -74,13 +72,9 @@ def make_intermediate(parent: Authority, subject: x509.Name) -> Authority:
         .not_valid_before(NOW - dt.timedelta(days=1))
         .not_valid_after(NOW + dt.timedelta(days=1000))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(_ski(key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()), critical=False)
         .sign(parent.key, hashes.SHA256())
     )
     return Authority(cert, key, [parent.cert, *parent.parents])
@@ -137,9 +131,7 @@ def make_leaf(
         builder = (
             builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)
             .add_extension(
                 x509.AuthorityInformationAccess(
                     [
@@ -160,3 +152,14 @@ def make_leaf(
 def write_pem(path: Path, certs: list[x509.Certificate]) -> Path:
     path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))
     return path
+
+
+def der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def spki_sha256(cert: x509.Certificate) -> str:
+    import hashlib
+
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()

@@ -24,17 +24,13 @@ NAMES = ["valid.test", "isca.test", "kzroot.test", "antivirus.test", "reset.test
 @pytest.fixture(scope="module")
 def world(test_pki: PkiFixture) -> Iterator[dict]:
     directory = test_pki.directory
-    isca_root = pki.make_root(
-        pki.name(C="KZ", O="ISCA", CN="Information Security Certification Authority CA")
-    )
+    isca_root = pki.make_root(pki.name(C="KZ", O="ISCA", CN="Information Security Certification Authority CA"))
     isca_sub = pki.make_intermediate(isca_root, pki.name(C="KZ", CN="Security Certificate"))
     # The real Qaznet root cannot sign (no key): a look-alike intermediate carries its name,
     # and the server presents the real root certificate after it, as interceptors do.
     real_root = qaznet_root()
     qaznet_like = pki.make_root(real_root.subject)
-    antivirus_root = pki.make_root(
-        pki.name(CN="ESET SSL Filter CA", O="ESET, spol. s r. o.", C="SK")
-    )
+    antivirus_root = pki.make_root(pki.name(CN="ESET SSL Filter CA", O="ESET, spol. s r. o.", C="SK"))
     valid = test_pki.leaf_files(test_pki.public_intermediate, ["valid.test"], "valid")
     behaviours = {
         "valid.test": valid,

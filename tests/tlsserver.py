@@ -6,6 +6,7 @@ It reads the ClientHello before deciding, as an SNI-filtering middlebox does, so
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import struct
@@ -111,10 +112,8 @@ class TlsServer:
                 return
             assert isinstance(behaviour, tuple)
             tls = self._context(behaviour).wrap_socket(conn, server_side=True)
-            try:
+            with contextlib.suppress(OSError, ssl.SSLError):
                 tls.recv(4096)
-            except (OSError, ssl.SSLError):
-                pass
             tls.close()
         except (OSError, ssl.SSLError):
             conn.close()

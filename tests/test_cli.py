@@ -1,0 +1,55 @@
+"""The command line: bad input is a clear message and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _probe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "probe.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_bad_target_line_stops_the_run(tmp_path: Path) -> None:
+    (tmp_path / "targets.txt").write_text("good.example\nexample..com\n", encoding="utf-8")
+    result = _probe("run", "--control-resolver", "udp://127.0.0.1:9", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("probe: targets.txt:2: not a valid host name")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "results").exists()  # the run did not start
+
+
+def test_bad_control_resolver_and_roots(tmp_path: Path) -> None:
+    (tmp_path / "targets.txt").write_text("good.example\n", encoding="utf-8")
+    result = _probe("run", "--control-resolver", "quic://192.0.2.1", cwd=tmp_path)
+    assert result.returncode == 2 and "unknown resolver transport 'quic'" in result.stderr
+    (tmp_path / "roots.pem").write_text("not a certificate\n", encoding="utf-8")
+    result = _probe("run", "--roots", "roots.pem", cwd=tmp_path)
+    assert result.returncode == 2 and "roots.pem: not a PEM bundle" in result.stderr
+
+
+def test_bad_catalog_names_the_entry(tmp_path: Path) -> None:
+    (tmp_path / "targets.txt").write_text("good.example\n", encoding="utf-8")
+    (tmp_path / "extra.json").write_text(
+        '{"catalog": "interception_cas", "certificates": [{"id": "x", "name": "X", "sources": ["s"]}]}',
+        encoding="utf-8",
+    )
+    result = _probe("run", "--catalog", "extra.json", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "extra.json: certificates[1]: needs 'sha256_der' or 'sha256_spki'" in result.stderr
+
+
+def test_show_rejects_a_file_that_is_not_records(tmp_path: Path) -> None:
+    (tmp_path / "r.jsonl").write_text('{"schema_version": 1}\nnot json\n', encoding="utf-8")
+    result = _probe("show", "r.jsonl", cwd=tmp_path)
+    assert result.returncode == 2 and "r.jsonl:2: not a JSON record" in result.stderr

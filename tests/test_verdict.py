@@ -1,0 +1,192 @@
+"""Analysis is pure: the same observations and catalogs always give the same verdict.
+
+These tests feed recorded observations to `judge` directly, for the rules that need no server:
+honest verdicts without a control, bogons, a name gone everywhere, offline, and re-judging an old
+record when the catalog grows.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from probe.anomalies import ANOMALIES, BLOCKING_VALUES
+from probe.catalog import add_document, load_catalogs
+from probe.certs import load_roots
+from probe.record import load_schema
+from probe.verdict import AnalysisContext, judge
+from tests import pki
+from tests.conftest import SHARED_ROOTS, PkiFixture
+
+AT = dt.datetime.now(dt.UTC)
+
+
+def _lookup(resolver: str, addresses: list[str], failure: str | None = None) -> dict:
+    return {
+        "resolver": resolver,
+        "transport": "udp",
+        "hostname": "site.example",
+        "addresses": addresses,
+        "failure": failure,
+        "queries": [],
+    }
+
+
+def _observations(
+    system: dict, control: dict | None, tcp: list[dict] | None = None, tls: list[dict] | None = None
+) -> dict:
+    return {
+        "dns": {"system": system, "control": control},
+        "tcp_connect": tcp or [],
+        "tls_handshakes": tls or [],
+        "http_requests": [],
+        "addresses_from": "system",
+    }
+
+
+def _tcp(failure: str | None, address: str = "198.51.100.7") -> dict:
+    return {"address": address, "port": 443, "failure": failure, "t0": 0.0, "t": 1.0, "purpose": "target"}
+
+
+@pytest.fixture(scope="module")
+def ctx(test_pki: PkiFixture) -> AnalysisContext:
+    # Addresses here are from the documentation ranges, so they count as public, as in the lab.
+    return AnalysisContext(roots=load_roots(test_pki.roots_pem), catalogs=load_catalogs(), documentation_is_public=True)
+
+
+def test_name_gone_everywhere_is_down_not_dns(ctx: AnalysisContext) -> None:
+    obs = _observations(_lookup("system", [], "dns_nxdomain_error"), _lookup("control", [], "dns_nxdomain_error"))
+    j = judge({"host": "site.example"}, obs, AT, False, ctx)
+    assert (j.blocking, j.anomalies) == ("down", ["dns.name_does_not_exist"])
+
+
+def test_no_control_makes_dns_failure_inconclusive(ctx: AnalysisContext) -> None:
+    obs = _observations(_lookup("system", [], "dns_nxdomain_error"), _lookup("control", [], "generic_timeout_error"))
+    j = judge({"host": "site.example"}, obs, AT, False, ctx)
+    assert j.blocking == "inconclusive"
+    assert j.anomalies == ["dns.control_failed"]
+
+
+def test_tcp_failure_without_control_claims_nothing(ctx: AnalysisContext) -> None:
+    obs = _observations(_lookup("system", ["198.51.100.7"]), None, tcp=[_tcp("generic_timeout_error")])
+    assert judge({"host": "site.example"}, obs, AT, False, ctx).blocking == "inconclusive"
+    confirmed = _observations(
+        _lookup("system", ["198.51.100.7"]), _lookup("control", ["198.51.100.7"]), tcp=[_tcp("connection_refused")]
+    )
+    j = judge({"host": "site.example"}, confirmed, AT, False, ctx)
+    assert (j.blocking, j.anomalies) == ("tcp", ["tcp.refused"])
+
+
+def test_bogon_answer_is_dns(ctx: AnalysisContext) -> None:
+    obs = _observations(
+        _lookup("system", ["10.10.34.35"]),
+        _lookup("control", ["198.51.100.7"]),
+        tcp=[_tcp("generic_timeout_error", "10.10.34.35")],
+    )
+    j = judge({"host": "site.example"}, obs, AT, False, ctx)
+    assert j.blocking == "dns"
+    assert j.anomalies[0] == "dns.bogon"
+
+
+def test_documentation_ranges_are_bogons_outside_the_lab(test_pki: PkiFixture) -> None:
+    obs = _observations(_lookup("system", ["203.0.113.9"]), _lookup("control", ["198.51.100.7"]))
+    outside = AnalysisContext(roots=load_roots(test_pki.roots_pem), catalogs=load_catalogs())
+    lab = AnalysisContext(roots=outside.roots, catalogs=outside.catalogs, documentation_is_public=True)
+    assert "dns.bogon" in judge({"host": "site.example"}, obs, AT, False, outside).anomalies
+    in_lab = judge({"host": "site.example"}, obs, AT, False, lab)
+    assert "dns.bogon" not in in_lab.anomalies and "dns.inconsistent" in in_lab.anomalies
+
+
+def test_no_network_is_offline(ctx: AnalysisContext) -> None:
+    unreachable = _observations(
+        _lookup("system", [], "network_unreachable"), _lookup("control", [], "network_unreachable")
+    )
+    assert judge({"host": "site.example"}, unreachable, AT, False, ctx).blocking == "offline"
+    j = judge({"host": "site.example"}, None, AT, True, ctx)
+    assert (j.blocking, j.anomalies, j.interceptor) == ("offline", ["network.offline"], None)
+
+
+def test_old_record_is_rejudged_when_the_catalog_grows(ctx: AnalysisContext, tmp_path: Path) -> None:
+    """A chain under an unknown root is tls_mitm with no catalog id; once catalogued, it is named."""
+    root = pki.make_root(pki.name(CN="Unnamed National Root", C="ZZ"))
+    leaf = pki.make_leaf(root, ["site.example"])
+    chain = [base64.b64encode(pki.der(c)).decode() for c in leaf.chain + [root.cert]]
+    handshake = {
+        "address": "198.51.100.7",
+        "port": 443,
+        "server_name": "site.example",
+        "tls_version": "TLSv1.3",
+        "cipher_suite": "TLS_AES_128_GCM_SHA256",
+        "negotiated_protocol": None,
+        "peer_certificates": chain,
+        "failure": None,
+        "alert": None,
+        "t0": 0.0,
+        "t": 0.1,
+        "purpose": "target",
+    }
+    obs = _observations(
+        _lookup("system", ["198.51.100.7"]), _lookup("control", ["198.51.100.7"]), tcp=[_tcp(None)], tls=[handshake]
+    )
+    before = judge({"host": "site.example"}, obs, AT, False, ctx)
+    assert before.blocking == "tls_mitm" and before.interceptor["catalog_id"] is None
+    assert before.interceptor["issuer"] == "C=ZZ,CN=Unnamed National Root"
+    grown = load_catalogs()
+    add_document(
+        grown,
+        {
+            "catalog": "interception_cas",
+            "version": "test",
+            "certificates": [
+                {
+                    "id": "zz-root",
+                    "name": "ZZ national root",
+                    "country": "ZZ",
+                    "sha256_spki": pki.spki_sha256(root.cert),
+                    "sources": ["this test"],
+                }
+            ],
+        },
+        "grown.json",
+    )
+    after = judge(
+        {"host": "site.example"},
+        json.loads(json.dumps(obs)),
+        AT,
+        False,
+        AnalysisContext(roots=ctx.roots, catalogs=grown, documentation_is_public=True),
+    )
+    assert after.blocking == "tls_mitm"
+    assert (after.interceptor["catalog_id"], after.interceptor["matched_by"]) == ("zz-root", "sha256_spki")
+    assert "tls.known_interception_ca" in after.anomalies
+
+
+def test_every_anomaly_is_in_the_schema_and_documented() -> None:
+    schema = load_schema()
+    assert schema["properties"]["anomalies"]["items"]["enum"] == sorted(ANOMALIES)
+    assert schema["properties"]["blocking"]["enum"] == list(BLOCKING_VALUES)
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "anomalies.md").read_text(encoding="utf-8")
+    for code in ANOMALIES:
+        assert f"`{code}`" in doc, f"{code} is not documented in docs/anomalies.md"
+
+
+def test_catalog_fingerprints_are_those_of_the_real_roots() -> None:
+    if not SHARED_ROOTS.exists():
+        pytest.skip("the real Kazakhstan roots are not beside the checkout")
+    from cryptography import x509
+
+    catalog = load_catalogs()
+    by_der = {entry.sha256_der: entry for entry in catalog.interception_certificates}
+    files = sorted(SHARED_ROOTS.glob("*.pem"))
+    assert len(files) == 10
+    for path in files:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        import hashlib
+
+        entry = by_der[hashlib.sha256(pki.der(cert)).hexdigest()]
+        assert entry.sha256_spki == pki.spki_sha256(cert)
+        assert entry.country == "KZ"
