@@ -72,13 +72,20 @@ def classify_gai(code: int | None) -> str:
     return f"unknown_failure: getaddrinfo error {code}"
 
 
+_ALERT_PREFIXES = ("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_")
+_TLSV1_ALERTS = frozenset(
+    {"UNRECOGNIZED_NAME", "CERTIFICATE_UNOBTAINABLE", "UNSUPPORTED_EXTENSION", "BAD_CERTIFICATE_STATUS_RESPONSE"}
+)
+
+
 def alert_description(exc: BaseException) -> str | None:
-    """The TLS alert a server sent, when the handshake ended with one (e.g. `handshake_failure`)."""
+    """The TLS alert a peer sent, when the handshake ended with one (e.g. `handshake_failure`)."""
     if not isinstance(exc, ssl.SSLError):
         return None
-    reason = getattr(exc, "reason", None) or ""
-    if reason.startswith("TLSV1_ALERT_") or reason.startswith("SSLV3_ALERT_"):
-        return reason.split("ALERT_", 1)[1].lower()
-    if "alert" in str(exc).lower():
-        return reason.lower() or "unknown"
+    reason = (getattr(exc, "reason", None) or "").upper()
+    for prefix in _ALERT_PREFIXES:
+        if reason.startswith(prefix):
+            return reason[len(prefix) :].lower()
+    if reason.startswith("TLSV1_") and reason[6:] in _TLSV1_ALERTS:
+        return reason[6:].lower()
     return None

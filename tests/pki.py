@@ -43,8 +43,9 @@ def _ski(key) -> x509.SubjectKeyIdentifier:
     return x509.SubjectKeyIdentifier.from_public_key(key.public_key())
 
 
-def make_root(subject: x509.Name, days: int = 3650) -> Authority:
-    key = ec.generate_private_key(ec.SECP256R1())
+def make_root(subject: x509.Name, days: int = 3650, rsa_key: bool = False) -> Authority:
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    key = rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -87,6 +88,7 @@ class Leaf:
     chain: list[x509.Certificate]  # leaf first, as the server sends it
 
     def write(self, directory: Path, stem: str) -> tuple[Path, Path]:
+        """The chain (leaf first) and the key, as PEM files a server loads."""
         cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
         cert_path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.chain))
         key_path.write_bytes(
@@ -163,3 +165,13 @@ def spki_sha256(cert: x509.Certificate) -> str:
 
     spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(spki).hexdigest()
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def der_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)

@@ -1,0 +1,351 @@
+"""The censorship lab: Linux network namespaces with real servers, resolvers, interceptors and filters.
+
+`Lab(name).up()` builds everything from `topology.py`; `down()` removes it all, processes,
+namespaces and their resolv.conf, and is safe to call twice or on a half-built lab.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests import pki
+from tests.lab import topology as t
+
+REPO = Path(__file__).resolve().parents[2]
+REQUIRED_PROGRAMS = ("ip", "iptables", "nginx", "dnsmasq", "unbound", "mitmdump", "ss")
+NETNS_ETC = Path("/etc/netns")
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def missing_prerequisites() -> str | None:
+    """Why the lab cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the censorship lab needs root (network namespaces)"
+    missing = [p for p in REQUIRED_PROGRAMS if shutil.which(p) is None]
+    if missing:
+        return f"the censorship lab needs {', '.join(missing)} (bash .ci/run installs them)"
+    return None
+
+
+def _run(*args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise LabError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+    return result
+
+
+class Lab:
+    def __init__(self, name: str = "kzlab", directory: Path | None = None) -> None:
+        self.name = name
+        self.client, self.isp, self.world, self.offline = (
+            f"{name}-{role}" for role in ("client", "isp", "world", "off")
+        )
+        self.namespaces = (self.client, self.isp, self.world, self.offline)
+        self.directory = directory or Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.roots_pem = self.directory / "lab-public-roots.pem"
+        self.catalog = self.directory / "lab-catalog.json"
+
+    # --- building -------------------------------------------------------------------------
+    def up(self) -> Lab:
+        reason = missing_prerequisites()
+        if reason:
+            raise LabError(reason)
+        self.down(quiet=True)
+        try:
+            self._write_pki()
+            self._build_network()
+            self._install_filters()
+            self._start_services()
+        except BaseException:
+            self.down(quiet=True)
+            raise
+        (self.directory / "lab.json").write_text(json.dumps(self.describe(), indent=2), encoding="utf-8")
+        return self
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "directory": str(self.directory),
+            "namespaces": {"client": self.client, "isp": self.isp, "world": self.world, "offline": self.offline},
+            "roots": str(self.roots_pem),
+            "catalog": str(self.catalog),
+            "control_resolver": f"udp://{t.PUBLIC_RESOLVER}",
+            "sites": t.SITES,
+        }
+
+    def _write_pki(self) -> None:
+        d = self.directory
+        d.mkdir(parents=True, exist_ok=True)
+        root = pki.make_root(pki.name(CN="Lab Public Root CA", O="Lab Trust Services", C="US"))
+        issuing = pki.make_intermediate(root, pki.name(CN="Lab Public Issuing CA", O="Lab Trust Services"))
+        pki.write_pem(self.roots_pem, [root.cert])
+        for host in [*t.SITES, "default.lab"]:
+            pki.make_leaf(issuing, [host]).write(d, host)
+        for stem, subject in (
+            ("mitm-isca", pki.name(C="KZ", O="ISCA", CN="Information Security Certification Authority CA")),
+            ("mitm-antivirus", pki.name(CN="ESET SSL Filter CA", O="ESET, spol. s r. o.", C="SK")),
+        ):
+            authority = pki.make_root(subject, rsa_key=True)
+            confdir = d / stem
+            confdir.mkdir(exist_ok=True)
+            (confdir / "mitmproxy-ca.pem").write_bytes(pki.key_pem(authority.key) + pki.der_pem(authority.cert))
+        self.catalog.write_text(json.dumps(t.LAB_BLOCKPAGE_CATALOG, indent=2), encoding="utf-8")
+
+    def _ns(self, namespace: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _run("ip", "netns", "exec", namespace, *args, check=check)
+
+    def _build_network(self) -> None:
+        for namespace in self.namespaces:
+            _run("ip", "netns", "add", namespace)
+            self._ns(namespace, "ip", "link", "set", "lo", "up")
+        resolvers = {
+            self.client: t.ISP_RESOLVER,
+            self.offline: t.ISP_RESOLVER,
+            self.isp: t.PUBLIC_RESOLVER,
+            self.world: t.PUBLIC_RESOLVER,
+        }
+        for namespace, resolver in resolvers.items():
+            etc = NETNS_ETC / namespace
+            etc.mkdir(parents=True, exist_ok=True)
+            (etc / "resolv.conf").write_text(f"nameserver {resolver}\noptions timeout:2 attempts:1\n", encoding="ascii")
+        _run("ip", "link", "add", "c0", "netns", self.client, "type", "veth", "peer", "name", "r0", "netns", self.isp)
+        _run("ip", "link", "add", "r1", "netns", self.isp, "type", "veth", "peer", "name", "w0", "netns", self.world)
+        steps = [
+            (self.client, f"ip addr add {t.CLIENT_ADDRESS}/24 dev c0"),
+            (self.client, "ip link set c0 up"),
+            (self.isp, f"ip addr add {t.ISP_CLIENT_SIDE}/24 dev r0"),
+            (self.isp, f"ip addr add {t.ISP_RESOLVER}/24 dev r0"),
+            (self.isp, f"ip addr add {t.BLOCKPAGE_SERVER}/24 dev r0"),
+            (self.isp, "ip link set r0 up"),
+            (self.isp, f"ip addr add {t.ISP_WORLD_SIDE}/24 dev r1"),
+            (self.isp, "ip link set r1 up"),
+            (self.isp, "sysctl -qw net.ipv4.ip_forward=1"),
+            (self.world, f"ip addr add {t.WORLD_ADDRESS}/24 dev w0"),
+            (self.world, "ip link set w0 up"),
+            # Only the lab's own networks are routed; no namespace has a default route.
+            (self.client, f"ip route add 198.51.100.0/24 via {t.ISP_CLIENT_SIDE}"),
+            (self.client, f"ip route add 203.0.113.0/24 via {t.ISP_CLIENT_SIDE}"),
+            (self.isp, f"ip route add 203.0.113.0/24 via {t.WORLD_ADDRESS}"),
+            (self.world, f"ip route add 192.0.2.0/24 via {t.ISP_WORLD_SIDE}"),
+        ]
+        for address in t.WORLD_SITE_ADDRESSES:
+            steps.append((self.world, f"ip addr add {address}/32 dev lo"))
+        for namespace, command in steps:
+            self._ns(namespace, *command.split())
+
+    def _install_filters(self) -> None:
+        """The censor's kernel packet filters on the ISP router."""
+        rules = [
+            # Every packet to this address is dropped: connects time out.
+            f"-A FORWARD -d {t.BLACKHOLE} -j DROP",
+            # A RST answers the SYN.
+            f"-A FORWARD -p tcp -d {t.RST_ON_SYN} --syn -j REJECT --reject-with tcp-reset",
+            # The ClientHello carrying a blocked name is answered with a RST, or silently dropped.
+            f"-A FORWARD -p tcp -d {t.SNI_FILTERED} --dport 443 -m string --string tls-reset.lab --algo bm "
+            "-j REJECT --reject-with tcp-reset",
+            f"-A FORWARD -p tcp -d {t.SNI_FILTERED} --dport 443 -m string --string tls-silence.lab --algo bm -j DROP",
+        ]
+        nat_rules = [
+            # Plain HTTP to a blocked site's address is diverted to the ISP's blockpage server
+            # (NAT sees only a connection's first packet, so the divert is by address).
+            f"-A PREROUTING -i r0 -p tcp -d {t.HTTP_DIVERTED} --dport 80 -j DNAT --to-destination {t.BLOCKPAGE_SERVER}:80",
+            # HTTPS to these addresses goes through the transparent interceptors.
+            f"-A PREROUTING -i r0 -p tcp -d {t.ISCA_INTERCEPTED} --dport 443 -j REDIRECT --to-ports {t.ISCA_PROXY_PORT}",
+            f"-A PREROUTING -i r0 -p tcp -d {t.ANTIVIRUS_INTERCEPTED} --dport 443 "
+            f"-j REDIRECT --to-ports {t.ANTIVIRUS_PROXY_PORT}",
+        ]
+        for rule in rules:
+            self._ns(self.isp, "iptables", *rule.split())
+        for rule in nat_rules:
+            self._ns(self.isp, "iptables", "-t", "nat", *rule.split())
+
+    # --- services -----------------------------------------------------------------------------
+    def _spawn(self, namespace: str, label: str, *args: str) -> None:
+        log = (self.directory / f"{label}.log").open("wb")
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.processes.append((label, process))
+
+    def _wait_listening(self, namespace: str, label: str, proto: str, address: str, port: int) -> None:
+        flag = "-ltnH" if proto == "tcp" else "-lunH"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            for name, process in self.processes:
+                if name == label and process.poll() is not None:
+                    log = (self.directory / f"{label}.log").read_text(errors="replace")[-2000:]
+                    raise LabError(f"{label} exited ({process.returncode}): {log}")
+            listening = self._ns(namespace, "ss", flag, check=False).stdout
+            if any(
+                f"{address}:{port}" in line or f"*:{port}" in line or f"0.0.0.0:{port}" in line
+                for line in listening.splitlines()
+            ):
+                return
+            time.sleep(0.1)
+        raise LabError(f"{label} is not listening on {address}:{port} after 20 s")
+
+    def _nginx_conf(self, role: str, servers: str) -> Path:
+        d = self.directory
+        temp = d / f"nginx-{role}-tmp"
+        temp.mkdir(exist_ok=True)
+        conf = d / f"nginx-{role}.conf"
+        conf.write_text(
+            f"""user root;
+daemon off;
+worker_processes 1;
+pid {d}/nginx-{role}.pid;
+error_log {d}/nginx-{role}-error.log warn;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {temp}/body;
+  proxy_temp_path {temp}/proxy;
+  fastcgi_temp_path {temp}/fastcgi;
+  uwsgi_temp_path {temp}/uwsgi;
+  scgi_temp_path {temp}/scgi;
+  default_type text/html;
+{servers}
+}}
+""",
+            encoding="utf-8",
+        )
+        return conf
+
+    def _world_nginx(self) -> Path:
+        d = self.directory
+        servers = [
+            f"""  server {{ listen 443 ssl default_server; server_name _;
+    ssl_certificate {d}/default.lab.pem; ssl_certificate_key {d}/default.lab.key;
+    location / {{ return 200 "<html><head><title>default.lab</title></head><body>default</body></html>"; }} }}""",
+            # A broken server: it refuses every handshake, whatever the name.
+            f"""  server {{ listen {t.BROKEN_TLS}:443 ssl default_server; ssl_reject_handshake on; }}""",
+            """  server { listen 80 default_server; server_name _;
+    location / { return 200 "<html><head><title>$host</title></head><body>The real $host.</body></html>"; } }""",
+        ]
+        for host in t.SITES:
+            servers.append(
+                f"""  server {{ listen 443 ssl; server_name {host};
+    ssl_certificate {d}/{host}.pem; ssl_certificate_key {d}/{host}.key;
+    location / {{ return 200 "<html><head><title>{host}</title></head><body>The real {host}.</body></html>"; }} }}"""
+            )
+        return self._nginx_conf("world", "\n".join(servers))
+
+    def _blockpage_nginx(self) -> Path:
+        server = f"""  server {{ listen {t.BLOCKPAGE_SERVER}:80 default_server; server_name _;
+    location / {{ return 200 "<html><head><title>{t.BLOCKPAGE_TITLE}</title></head><body>Blocked by order.</body></html>"; }} }}"""
+        return self._nginx_conf("blockpage", server)
+
+    def _unbound_conf(self) -> Path:
+        d = self.directory
+        lines = [
+            "server:",
+            f"  interface: {t.PUBLIC_RESOLVER}",
+            "  port: 53",
+            "  access-control: 0.0.0.0/0 allow",
+            "  do-ip6: no",
+            '  username: ""',
+            '  chroot: ""',
+            f'  directory: "{d}"',
+            f'  pidfile: "{d}/unbound.pid"',
+            "  use-syslog: no",
+            '  logfile: ""',
+            "  do-daemonize: no",
+            "  verbosity: 1",
+            # Nothing but the lab's zone: no recursion towards the real root servers.
+            '  local-zone: "." refuse',
+            '  local-zone: "lab." static',
+        ]
+        for host, address in t.SITES.items():
+            lines.append(f'  local-data: "{host}. 300 IN A {address}"')
+        lines += ["remote-control:", "  control-enable: no"]
+        conf = d / "unbound.conf"
+        conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return conf
+
+    def _start_services(self) -> None:
+        d = self.directory
+        self._spawn(self.world, "unbound", "unbound", "-d", "-c", str(self._unbound_conf()))
+        self._spawn(self.world, "nginx-world", "nginx", "-c", str(self._world_nginx()))
+        lies = []
+        for host, address in t.ISP_DNS_LIES.items():
+            lies.append(f"--address=/{host}/{address}" if address else f"--address=/{host}/")
+        self._spawn(
+            self.isp, "dnsmasq-isp", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+            "--no-hosts", "--bind-interfaces", f"--listen-address={t.ISP_RESOLVER}", f"--server={t.PUBLIC_RESOLVER}",
+            "--user=root", "--pid-file=", "--log-facility=-", *lies,
+        )  # fmt: skip
+        self._spawn(self.isp, "nginx-blockpage", "nginx", "-c", str(self._blockpage_nginx()))
+        forged = "|".join(name.replace(".", r"\.") for name in t.ISCA_FORGED_NAMES)
+        mitm_common = ("--mode", "transparent", "--set", "ssl_insecure=true", "--set", "block_global=false", "-q")
+        self._spawn(
+            self.isp, "mitm-isca", "mitmdump", *mitm_common, "--listen-port", str(t.ISCA_PROXY_PORT),
+            "--set", f"confdir={d / 'mitm-isca'}", "--allow-hosts", f"^({forged})$",
+        )  # fmt: skip
+        self._spawn(
+            self.isp, "mitm-antivirus", "mitmdump", *mitm_common, "--listen-port", str(t.ANTIVIRUS_PROXY_PORT),
+            "--set", f"confdir={d / 'mitm-antivirus'}",
+        )  # fmt: skip
+        self._wait_listening(self.world, "unbound", "udp", t.PUBLIC_RESOLVER, 53)
+        self._wait_listening(self.world, "nginx-world", "tcp", "0.0.0.0", 443)
+        self._wait_listening(self.isp, "dnsmasq-isp", "udp", t.ISP_RESOLVER, 53)
+        self._wait_listening(self.isp, "nginx-blockpage", "tcp", t.BLOCKPAGE_SERVER, 80)
+        self._wait_listening(self.isp, "mitm-isca", "tcp", "*", t.ISCA_PROXY_PORT)
+        self._wait_listening(self.isp, "mitm-antivirus", "tcp", "*", t.ANTIVIRUS_PROXY_PORT)
+
+    # --- using ----------------------------------------------------------------------------------
+    def probe(self, namespace: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """Run the real `probe` command inside a namespace."""
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "PYTHONPATH": str(REPO),
+            "XDG_CACHE_HOME": str(self.directory / "cache"),
+            "HOME": str(self.directory),
+        }
+        return subprocess.run(
+            ["ip", "netns", "exec", namespace, sys.executable, "-m", "probe.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=self.directory,
+        )
+
+    # --- tearing down ---------------------------------------------------------------------------
+    def down(self, quiet: bool = False) -> None:
+        for _, process in self.processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        for _, process in self.processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+        self.processes.clear()
+        existing = set(_run("ip", "netns", "list", check=False).stdout.split())
+        for namespace in self.namespaces:
+            if namespace in existing:
+                for pid in _run("ip", "netns", "pids", namespace, check=False).stdout.split():
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), signal.SIGKILL)
+                _run("ip", "netns", "del", namespace, check=not quiet)
+            shutil.rmtree(NETNS_ETC / namespace, ignore_errors=True)

@@ -1,0 +1,107 @@
+"""The censorship lab's plan: namespaces, addresses, sites, and what the censor does to each.
+
+Addresses come only from the documentation ranges. No namespace has a default route: each knows
+only the lab's own networks, so nothing can leave the lab.
+
+    client (volunteer)        isp (router, censor)                 world (sites, public resolver)
+    192.0.2.10  --veth--  192.0.2.1 | 198.51.100.1  --veth--  198.51.100.2 + 203.0.113.0/24
+                          192.0.2.53 resolver (dnsmasq: forwards, lies about some names)
+                          192.0.2.80 blockpage (nginx)
+                          mitmproxy x2 (transparent; ISCA-named root, antivirus-named root)
+                          iptables: drop, RST on SYN, RST/silence after a ClientHello, HTTP divert
+"""
+
+from __future__ import annotations
+
+CLIENT_ADDRESS = "192.0.2.10"
+ISP_CLIENT_SIDE = "192.0.2.1"
+ISP_RESOLVER = "192.0.2.53"
+BLOCKPAGE_SERVER = "192.0.2.80"
+ISP_WORLD_SIDE = "198.51.100.1"
+WORLD_ADDRESS = "198.51.100.2"
+PUBLIC_RESOLVER = "203.0.113.53"
+LAB_NETWORKS = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+
+# Site addresses in the world, one per kind of treatment on the path.
+CLEAN_SITES = "203.0.113.10"
+RST_ON_SYN = "203.0.113.11"
+BLACKHOLE = "203.0.113.12"
+SNI_FILTERED = "203.0.113.13"
+ISCA_INTERCEPTED = "203.0.113.20"
+ANTIVIRUS_INTERCEPTED = "203.0.113.21"
+HTTP_SITES = "203.0.113.30"
+HTTP_DIVERTED = "203.0.113.31"
+BROKEN_TLS = "203.0.113.40"
+WORLD_SITE_ADDRESSES = (
+    CLEAN_SITES,
+    RST_ON_SYN,
+    BLACKHOLE,
+    SNI_FILTERED,
+    ISCA_INTERCEPTED,
+    ANTIVIRUS_INTERCEPTED,
+    HTTP_SITES,
+    HTTP_DIVERTED,
+    BROKEN_TLS,
+    PUBLIC_RESOLVER,
+)
+
+ISCA_PROXY_PORT = 8443
+ANTIVIRUS_PROXY_PORT = 8444
+
+# name -> the address the world's public resolver gives. nginx serves every HTTPS name here
+# with a certificate from the lab's public CA.
+SITES: dict[str, str] = {
+    "clean.lab": CLEAN_SITES,
+    "news.lab": CLEAN_SITES,
+    "dns-bogon.lab": CLEAN_SITES,
+    "dns-nxdomain.lab": CLEAN_SITES,
+    "dns-blockpage.lab": CLEAN_SITES,
+    "rst-syn.lab": RST_ON_SYN,
+    "blackhole.lab": BLACKHOLE,
+    "tls-reset.lab": SNI_FILTERED,
+    "tls-silence.lab": SNI_FILTERED,
+    "forged.lab": ISCA_INTERCEPTED,
+    "passed.lab": ISCA_INTERCEPTED,
+    "antivirus.lab": ANTIVIRUS_INTERCEPTED,
+    "http-clean.lab": HTTP_SITES,
+    "http-blocked.lab": HTTP_DIVERTED,
+    "broken.lab": BROKEN_TLS,
+}
+
+# What the ISP's resolver says instead of the truth.
+ISP_DNS_LIES: dict[str, str | None] = {
+    "dns-bogon.lab": "10.10.34.35",  # a private address, as Iran's resolvers answer
+    "dns-nxdomain.lab": None,  # NXDOMAIN
+    "dns-blockpage.lab": BLOCKPAGE_SERVER,
+}
+
+# SNIs the ISCA-named interceptor forges; every other name through it is passed untouched.
+ISCA_FORGED_NAMES = ("forged.lab",)
+
+BLOCKPAGE_TITLE = "Access to this resource is restricted - Lab ISP"
+
+# The catalog entries a lab run adds with --catalog: the lab ISP's blockpage, by address and title.
+LAB_BLOCKPAGE_CATALOG = {
+    "catalog": "blockpages",
+    "version": "lab",
+    "http": [
+        {
+            "id": "lab-isp-blockpage",
+            "name": "Lab ISP blockpage",
+            "country": "ZZ",
+            "field": "title",
+            "match": "contains",
+            "pattern": "Access to this resource is restricted",
+            "sources": ["tests/lab/topology.py"],
+        }
+    ],
+    "dns": [
+        {
+            "id": "lab-isp-blockpage-address",
+            "name": "Lab ISP blockpage server",
+            "country": "ZZ",
+            "address": BLOCKPAGE_SERVER,
+            "sources": ["tests/lab/topology.py"],
+        }
+    ],
+}

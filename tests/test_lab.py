@@ -1,0 +1,195 @@
+"""End-to-end scenarios in the censorship lab: the real `probe run`, inside the client namespace.
+
+Each test asserts one scenario's verdict and its key evidence; the lab is built once for the
+module and torn down afterwards, also when a test fails or the run is interrupted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import by_host, read_results
+from tests.lab import topology as t
+from tests.lab.lab import Lab, missing_prerequisites
+
+pytestmark = pytest.mark.lab
+
+_REASON = missing_prerequisites()
+if _REASON:
+    pytest.skip(_REASON, allow_module_level=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # so that teardown runs on SIGTERM too
+    instance = Lab(f"kz{os.getpid() % 100000}")
+    atexit.register(instance.down, True)
+    try:
+        yield instance.up()
+    finally:
+        instance.down(quiet=True)
+        atexit.unregister(instance.down)
+        signal.signal(signal.SIGTERM, previous)
+
+
+HTTPS_SCENARIOS = [
+    "clean.lab",
+    "news.lab",
+    "dns-bogon.lab",
+    "dns-nxdomain.lab",
+    "dns-blockpage.lab",
+    "rst-syn.lab",
+    "blackhole.lab",
+    "tls-reset.lab",
+    "tls-silence.lab",
+    "forged.lab",
+    "passed.lab",
+    "antivirus.lab",
+    "broken.lab",
+]
+HTTP_SCENARIOS = ["http://http-clean.lab/", "http://http-blocked.lab/"]
+
+
+def _run_args(lab: Lab, targets: Path, out: Path) -> list[str]:
+    return [
+        "run",
+        "--targets", str(targets),
+        "--out", str(out),
+        "--roots", str(lab.roots_pem),
+        "--control-resolver", f"udp://{t.PUBLIC_RESOLVER}",
+        "--catalog", str(lab.catalog),
+        "--lab",
+        "--timeout", "3",
+        "--concurrency", "16",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def records(lab: Lab) -> dict[str, dict]:
+    targets = lab.directory / "targets.txt"
+    targets.write_text("\n".join(HTTPS_SCENARIOS + HTTP_SCENARIOS) + "\n", encoding="utf-8")
+    out = lab.directory / "results"
+    result = lab.probe(lab.client, *_run_args(lab, targets, out))
+    assert result.returncode == 1, result.stderr  # blocking found
+    assert "forged.lab: tls_mitm, issuer CN=Information Security Certification Authority CA" in result.stdout
+    found = by_host(read_results(out))
+    assert len(found) == len(HTTPS_SCENARIOS + HTTP_SCENARIOS)
+    return found
+
+
+def test_clean_sites_give_none(records: dict[str, dict]) -> None:
+    for host in ("clean.lab", "news.lab", "http-clean.lab"):
+        assert records[host]["blocking"] == "none", host
+        assert records[host]["anomalies"] == [], host
+    dns = records["clean.lab"]["observations"]["dns"]
+    assert dns["system"]["addresses"] == dns["control"]["addresses"] == [t.CLEAN_SITES]
+
+
+def test_resolver_bogon_gives_dns(records: dict[str, dict]) -> None:
+    record = records["dns-bogon.lab"]
+    assert record["blocking"] == "dns"
+    assert record["anomalies"][0] == "dns.bogon"
+    assert record["observations"]["dns"]["system"]["addresses"] == ["10.10.34.35"]
+
+
+def test_resolver_nxdomain_gives_dns(records: dict[str, dict]) -> None:
+    record = records["dns-nxdomain.lab"]
+    assert (record["blocking"], record["anomalies"][0]) == ("dns", "dns.nxdomain")
+    # The probe still looked at the real site through the control's address: it is reachable.
+    assert record["observations"]["addresses_from"] == "control"
+    assert record["observations"]["tls_handshakes"][0]["failure"] is None
+
+
+def test_resolver_blockpage_address_gives_dns(records: dict[str, dict]) -> None:
+    record = records["dns-blockpage.lab"]
+    assert (record["blocking"], record["anomalies"][0]) == ("dns", "dns.blockpage_ip")
+    assert record["blockpage"]["id"] == "lab-isp-blockpage-address"
+
+
+def test_rst_on_syn_gives_tcp(records: dict[str, dict]) -> None:
+    record = records["rst-syn.lab"]
+    assert (record["blocking"], record["anomalies"]) == ("tcp", ["tcp.refused"])
+    assert record["observations"]["tcp_connect"][0]["failure"] == "connection_refused"
+
+
+def test_blackholed_address_gives_tcp(records: dict[str, dict]) -> None:
+    record = records["blackhole.lab"]
+    assert (record["blocking"], record["anomalies"]) == ("tcp", ["tcp.timeout"])
+
+
+def test_rst_after_client_hello_gives_tls(records: dict[str, dict]) -> None:
+    record = records["tls-reset.lab"]
+    assert record["blocking"] == "tls"
+    assert record["anomalies"] == ["tls.reset", "tls.sni_triggered"]
+    target, control = record["observations"]["tls_handshakes"]
+    assert (target["server_name"], target["failure"]) == ("tls-reset.lab", "connection_reset")
+    assert (control["purpose"], control["failure"], control["address"]) == ("control_sni", None, t.SNI_FILTERED)
+
+
+def test_silence_after_client_hello_gives_tls(records: dict[str, dict]) -> None:
+    record = records["tls-silence.lab"]
+    assert record["blocking"] == "tls"
+    assert record["anomalies"] == ["tls.timeout", "tls.sni_triggered"]
+    assert record["observations"]["tls_handshakes"][0]["failure"] == "generic_timeout_error"
+
+
+def test_sni_triggered_forging_gives_tls_mitm_naming_the_issuer(records: dict[str, dict]) -> None:
+    record = records["forged.lab"]
+    assert record["blocking"] == "tls_mitm"
+    interceptor = record["interceptor"]
+    assert interceptor["issuer"] == "CN=Information Security Certification Authority CA,O=ISCA,C=KZ"
+    assert (interceptor["catalog_id"], interceptor["matched_by"]) == ("kz-isca", "issuer_name")
+    assert {"tls.untrusted_chain", "tls.interception_ca_name", "tls.sni_triggered"} <= set(record["anomalies"])
+    # mitmproxy copied the real certificate's name into the forgery.
+    assert record["analysis"]["tls"]["certificates"][0]["dns_names"] == ["forged.lab"]
+
+
+def test_site_behind_the_interceptor_not_on_its_list_gives_none(records: dict[str, dict]) -> None:
+    record = records["passed.lab"]
+    assert (record["blocking"], record["anomalies"], record["interceptor"]) == ("none", [], None)
+    leaf = record["analysis"]["tls"]["certificates"][0]
+    assert leaf["issuer"] == "O=Lab Trust Services,CN=Lab Public Issuing CA"
+
+
+def test_antivirus_named_interceptor_gives_local_interception(records: dict[str, dict]) -> None:
+    record = records["antivirus.lab"]
+    assert record["blocking"] == "local_interception"
+    assert (record["interceptor"]["catalog"], record["interceptor"]["catalog_id"]) == ("local_interceptors", "eset")
+
+
+def test_plain_http_blockpage_gives_http(records: dict[str, dict]) -> None:
+    record = records["http-blocked.lab"]
+    assert (record["blocking"], record["anomalies"]) == ("http", ["http.blockpage"])
+    assert record["blockpage"]["id"] == "lab-isp-blockpage"
+    assert record["observations"]["http_requests"][0]["title"] == t.BLOCKPAGE_TITLE
+
+
+def test_server_broken_for_every_name_is_not_called_censorship(records: dict[str, dict]) -> None:
+    record = records["broken.lab"]
+    assert record["blocking"] == "inconclusive"
+    assert "tls.fails_for_any_name" in record["anomalies"]
+    assert record["observations"]["tls_handshakes"][0]["alert"] == "unrecognized_name"
+
+
+def test_no_network_gives_offline_and_no_claim(lab: Lab) -> None:
+    targets = lab.directory / "offline-targets.txt"
+    targets.write_text("clean.lab\ntls-reset.lab\n", encoding="utf-8")
+    out = lab.directory / "offline-results"
+    result = lab.probe(lab.offline, *_run_args(lab, targets, out))
+    assert result.returncode == 3, result.stderr
+    assert "No network" in result.stdout
+    found = read_results(out)
+    assert [r["blocking"] for r in found] == ["offline", "offline"]
+    assert all(r["observations"] is None and r["interceptor"] is None for r in found)
+    assert json.dumps(found).count("tls.reset") == 0
