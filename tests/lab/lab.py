@@ -161,9 +161,11 @@ class Lab:
         nat_rules = [
             # Plain HTTP to a blocked site's address is diverted to the ISP's blockpage server
             # (NAT sees only a connection's first packet, so the divert is by address).
-            f"-A PREROUTING -i r0 -p tcp -d {t.HTTP_DIVERTED} --dport 80 -j DNAT --to-destination {t.BLOCKPAGE_SERVER}:80",
+            f"-A PREROUTING -i r0 -p tcp -d {t.HTTP_DIVERTED} --dport 80 "
+            f"-j DNAT --to-destination {t.BLOCKPAGE_SERVER}:80",
             # HTTPS to these addresses goes through the transparent interceptors.
-            f"-A PREROUTING -i r0 -p tcp -d {t.ISCA_INTERCEPTED} --dport 443 -j REDIRECT --to-ports {t.ISCA_PROXY_PORT}",
+            f"-A PREROUTING -i r0 -p tcp -d {t.ISCA_INTERCEPTED} --dport 443 "
+            f"-j REDIRECT --to-ports {t.ISCA_PROXY_PORT}",
             f"-A PREROUTING -i r0 -p tcp -d {t.ANTIVIRUS_INTERCEPTED} --dport 443 "
             f"-j REDIRECT --to-ports {t.ANTIVIRUS_PROXY_PORT}",
         ]
@@ -248,8 +250,9 @@ http {{
         return self._nginx_conf("world", "\n".join(servers))
 
     def _blockpage_nginx(self) -> Path:
+        page = f"<html><head><title>{t.BLOCKPAGE_TITLE}</title></head><body>Blocked by order.</body></html>"
         server = f"""  server {{ listen {t.BLOCKPAGE_SERVER}:80 default_server; server_name _;
-    location / {{ return 200 "<html><head><title>{t.BLOCKPAGE_TITLE}</title></head><body>Blocked by order.</body></html>"; }} }}"""
+    location / {{ return 200 "{page}"; }} }}"""
         return self._nginx_conf("blockpage", server)
 
     def _unbound_conf(self) -> Path:
