@@ -9,8 +9,10 @@ old records can be re-judged when a catalog grows.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +22,7 @@ import certifi
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from probe.catalog import Catalogs, NameRule
@@ -38,6 +41,11 @@ class ReferenceRoots:
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "sha256": self.sha256, "count": len(self.certificates)}
 
+    @functools.cached_property
+    def store(self) -> Store:
+        """Built once: a Store of Mozilla's roots costs more than a verification."""
+        return Store(list(self.certificates))
+
     @property
     def path(self) -> str:
         return certifi.where() if self.source.startswith("certifi") else self.source
@@ -55,7 +63,9 @@ def load_roots(path: Path | None = None) -> ReferenceRoots:
     except OSError as exc:
         raise RootsError(f"{file}: cannot read reference roots: {exc.strerror or exc}") from None
     try:
-        certificates = tuple(x509.load_pem_x509_certificates(data))
+        with warnings.catch_warnings():  # a bundle's odd serial numbers are the bundle's business
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            certificates = tuple(x509.load_pem_x509_certificates(data))
     except ValueError as exc:
         raise RootsError(f"{file}: not a PEM bundle of certificates ({exc})") from None
     if not certificates:
@@ -146,9 +156,8 @@ def verify_chain(
     """Validate the presented chain for `host` at time `at`; return (valid, reason)."""
     if not chain:
         return False, "no certificate presented"
-    store = Store(list(roots.certificates))
     try:
-        verifier = PolicyBuilder().store(store).time(at).build_server_verifier(_subject_for(host))
+        verifier = PolicyBuilder().store(roots.store).time(at).build_server_verifier(_subject_for(host))
         verifier.verify(chain[0], chain[1:])
     except VerificationError as exc:
         return False, str(exc)[:300]

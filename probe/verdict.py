@@ -8,6 +8,7 @@ claim; with no network at all it is `offline`. docs/verdicts.md states the rules
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -138,9 +139,23 @@ def _tls_failure_code(handshake: dict[str, Any]) -> str:
     return f"tls.{_STREAM_CODES.get(handshake['failure'], 'failure')}"
 
 
-def _judge_tls(
-    obs: dict[str, Any], host: str, at: datetime, confirmed: bool, ctx: AnalysisContext, j: Judgement
-) -> str:
+ChainAnalyzer = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _chain_analyzer(host: str, at: datetime, ctx: AnalysisContext) -> ChainAnalyzer:
+    """Analyze each distinct presented chain once per record."""
+    cache: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def analysis(handshake: dict[str, Any]) -> dict[str, Any]:
+        key = tuple(handshake["peer_certificates"])
+        if key not in cache:
+            cache[key] = analyze_chain(list(key), host, at, ctx.roots, ctx.catalogs)
+        return cache[key]
+
+    return analysis
+
+
+def _judge_tls(obs: dict[str, Any], analysis_of: ChainAnalyzer, confirmed: bool, j: Judgement) -> str:
     targets = _purpose(obs["tls_handshakes"], "target")
     if not targets:
         return OK
@@ -159,7 +174,7 @@ def _judge_tls(
             return UNKNOWN
         return BLOCKED if confirmed else UNKNOWN
 
-    analysis = analyze_chain(handshake["peer_certificates"], host, at, ctx.roots, ctx.catalogs)
+    analysis = analysis_of(handshake)
     j.tls = analysis
     interceptor = analysis["interceptor"]
     if interceptor is None:
@@ -175,7 +190,7 @@ def _judge_tls(
         j.add("tls.known_interception_ca" if strong else "tls.interception_ca_name")
     j.add(*analysis["evidence"])
     if control is not None and control["failure"] is None and control["peer_certificates"]:
-        control_analysis = analyze_chain(control["peer_certificates"], host, at, ctx.roots, ctx.catalogs)
+        control_analysis = analysis_of(control)
         control_issuer = control_analysis["certificates"][0]["issuer"] if control_analysis["certificates"] else None
         if control_issuer != interceptor["issuer"]:
             j.add("tls.sni_triggered")
@@ -210,14 +225,10 @@ def _judge_http(obs: dict[str, Any], confirmed: bool, ctx: AnalysisContext, j: J
     return OK
 
 
-def _tls_valid_addresses(obs: dict[str, Any], host: str, at: datetime, ctx: AnalysisContext) -> set[str]:
-    valid = set()
-    for handshake in _purpose(obs["tls_handshakes"], "target"):
-        if handshake["failure"] is not None:
-            continue
-        if analyze_chain(handshake["peer_certificates"], host, at, ctx.roots, ctx.catalogs)["valid"]:
-            valid.add(handshake["address"])
-    return valid
+def _tls_valid_addresses(obs: dict[str, Any], analysis_of: ChainAnalyzer) -> set[str]:
+    """Addresses that presented a chain valid for the name: their DNS answers are consistent."""
+    handshakes = _purpose(obs["tls_handshakes"], "target")
+    return {h["address"] for h in handshakes if h["failure"] is None and analysis_of(h)["valid"]}
 
 
 def judge(
@@ -229,14 +240,14 @@ def judge(
         j.blocking = "offline"
         j.add("network.offline")
         return j
-    host = target["host"]
-    dns_outcome, confirmed = _judge_dns(observations["dns"], _tls_valid_addresses(observations, host, at, ctx), ctx, j)
+    analysis_of = _chain_analyzer(target["host"], at, ctx)
+    dns_outcome, confirmed = _judge_dns(observations["dns"], _tls_valid_addresses(observations, analysis_of), ctx, j)
     stages: list[tuple[str, str]] = [("dns", dns_outcome)]
     tcp_outcome = _connect_outcome(_purpose(observations["tcp_connect"], "target"), "tcp", j)
     if tcp_outcome == BLOCKED and not confirmed:
         tcp_outcome = UNKNOWN
     stages.append(("tcp", tcp_outcome or OK))
-    tls_outcome = _judge_tls(observations, host, at, confirmed, ctx, j)
+    tls_outcome = _judge_tls(observations, analysis_of, confirmed, j)
     stages.append(("tls_mitm" if j.interceptor else "tls", tls_outcome))
     stages.append(("http", _judge_http(observations, confirmed, ctx, j)))
 
