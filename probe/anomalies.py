@@ -14,6 +14,8 @@ ANOMALIES: dict[str, str] = {
     "dns.bogon": "The system resolver returned a special-purpose address (loopback, private, link-local, reserved, unspecified) that the control did not.",
     "dns.blockpage_ip": "The system resolver returned an address listed in the blockpage catalog.",
     "dns.inconsistent": "The system resolver's addresses share none with the control's, and no TLS handshake to them presented a chain valid for the name.",
+    "dns.injected": "A device on the path answers DNS: an address that runs no resolver answered (with something other than the control's addresses), one query got differing replies, or a reply's IP TTL differs from the resolver's.",
+    "dns.transparent_proxy": "Plain DNS to the control's address is answered by someone else: its answers or its identity (CHAOS id.server) differ from the control's encrypted channel. A property of the network, not a verdict by itself.",
     "dns.name_does_not_exist": "Both the system resolver and the control say the name does not exist: the site is gone, not blocked.",
     "tcp.timeout": "TCP connects to every address timed out.",
     "tcp.refused": "TCP connects were refused (a RST answered the SYN).",

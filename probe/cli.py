@@ -7,6 +7,7 @@ error, 3 offline (no network: nothing claimed), 4 interrupted (finished records 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import signal
 import sys
@@ -14,9 +15,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from probe import __version__
+from probe.asn import AsnTableError, load_asn_table
 from probe.catalog import CatalogError, load_catalogs
 from probe.certs import RootsError, load_roots
-from probe.dnsquery import ResolverSpecError, parse_resolver, system_resolver_addresses
+from probe.dnsquery import ResolverSpec, ResolverSpecError, parse_resolver, system_resolver_addresses
 from probe.measure import MeasureConfig
 from probe.run import execute, format_summary
 from probe.targets import TargetError, load_targets
@@ -70,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds for each network step")
     run.add_argument("--concurrency", type=_positive(int), default=8, help="targets measured at once")
+    run.add_argument(
+        "--dns-window", type=_positive(float), default=1.0, help="seconds to keep listening for more DNS replies"
+    )
+    run.add_argument("--injection-address", help="an address that runs no resolver, for the DNS injection probe")
+    run.add_argument("--no-injection-check", action="store_true", help="skip the DNS injection probe")
+    run.add_argument("--asn-db", type=Path, help="ip2asn TSV table: answers in the control's AS count as consistent")
     run.add_argument("--asn", help="the network's AS number, when the operator knows it (e.g. AS9198)")
     run.add_argument("--country", help="the network's country code, when the operator knows it (e.g. KZ)")
     run.add_argument(
@@ -89,6 +97,23 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def _system_nameserver() -> ResolverSpec | None:
+    """The first nameserver in resolv.conf, to ask directly over UDP beside getaddrinfo."""
+    for address in system_resolver_addresses():
+        try:
+            return parse_resolver(f"udp://{address}" if ":" not in address else f"udp://[{address}]")
+        except ResolverSpecError:
+            continue
+    return None
+
+
+def _plain_udp_of(control: ResolverSpec | None) -> ResolverSpec | None:
+    """The control's own address over plain UDP, to compare with its encrypted answers."""
+    if control is None or control.transport == "udp" or control.route_address is None:
+        return None
+    return ResolverSpec("udp", control.route_address, 53)
+
+
 def command_run(args: argparse.Namespace) -> int:
     try:
         targets = load_targets(args.targets)
@@ -96,13 +121,27 @@ def command_run(args: argparse.Namespace) -> int:
         catalogs = load_catalogs(args.catalog)
         resolver = parse_resolver(args.resolver) if args.resolver else None
         control = None if args.control_resolver.lower() == "none" else parse_resolver(args.control_resolver)
-    except (TargetError, RootsError, CatalogError, ResolverSpecError) as exc:
+        asn_table = load_asn_table(args.asn_db) if args.asn_db else None
+    except (TargetError, RootsError, CatalogError, ResolverSpecError, AsnTableError) as exc:
         return _fail(str(exc))
+    try:
+        injection_address = str(ipaddress.ip_address(args.injection_address)) if args.injection_address else None
+    except ValueError:
+        return _fail(f"--injection-address: not an IP address: {args.injection_address!r}")
     control_sni = None if args.control_sni.lower() == "none" else args.control_sni
     config = MeasureConfig(
-        timeout=args.timeout, roots=roots, resolver=resolver, control_resolver=control, control_sni=control_sni
+        timeout=args.timeout,
+        roots=roots,
+        resolver=resolver,
+        control_resolver=control,
+        control_sni=control_sni,
+        dns_window=args.dns_window,
+        system_udp=None if resolver else _system_nameserver(),
+        control_plain=_plain_udp_of(control),
+        injection_address=injection_address,
+        injection_check=not args.no_injection_check,
     )
-    analysis = AnalysisContext(roots=roots, catalogs=catalogs, documentation_is_public=args.lab)
+    analysis = AnalysisContext(roots=roots, catalogs=catalogs, documentation_is_public=args.lab, asn=asn_table)
     network = {
         "resolver": resolver.url if resolver else "system",
         "system_resolver_addresses": [] if resolver else system_resolver_addresses(),
@@ -115,6 +154,7 @@ def command_run(args: argparse.Namespace) -> int:
         "catalogs": catalogs.describe(),
         "control_sni": control_sni,
         "documentation_addresses_public": bool(args.lab),
+        "asn_table": asn_table.describe() if asn_table else None,
         "timeout": args.timeout,
     }
     signal.signal(signal.SIGTERM, _raise_interrupted)

@@ -11,20 +11,17 @@ import ipaddress
 import secrets
 import socket
 import ssl
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import dns.exception
-import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
-import requests
 
-from probe import failures
+from probe import failures, udpwire
 from probe.clock import Clock
 
 QUERY_TYPES = ("A", "AAAA")
@@ -109,83 +106,135 @@ def _answers(message: dns.message.Message) -> list[dict[str, Any]]:
     return rows
 
 
-def _udp_exchange(query: dns.message.Message, address: str, port: int, timeout: float) -> bytes:
-    """Send one query over UDP and return the first reply that answers it (raw wire bytes)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    deadline = time.monotonic() + timeout
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.connect((address, port))
-        sock.send(query.to_wire())
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("no DNS reply")
-            sock.settimeout(remaining)
-            wire = sock.recv(65535)
-            if len(wire) >= 2 and int.from_bytes(wire[:2], "big") == query.id:
-                return wire
-
-
 def _doh_exchange(query: dns.message.Message, url: str, timeout: float, roots: str) -> bytes:
-    response = requests.post(
-        url,
-        data=query.to_wire(),
-        headers={"Content-Type": "application/dns-message", "Accept": "application/dns-message"},
-        timeout=timeout,
-        verify=roots,
-        allow_redirects=False,
-    )
-    if response.status_code != 200:
-        raise dns.exception.DNSException(f"DoH server answered HTTP {response.status_code}")
-    return response.content
+    """DNS over HTTPS with dnspython (HTTP/2 where the server offers it), verified against `roots`."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        bootstrap = str(ipaddress.ip_address(host))
+    except ValueError:
+        bootstrap = None
+    reply = dns.query.https(query, url, timeout=timeout, verify=roots, bootstrap_address=bootstrap)
+    return reply.to_wire()
 
 
 def _classify_dns_exception(exc: BaseException) -> str:
-    if isinstance(exc, requests.exceptions.Timeout):
-        return failures.GENERIC_TIMEOUT
-    if isinstance(exc, requests.exceptions.SSLError):
-        return failures.SSL_FAILED_HANDSHAKE
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        inner = exc.args[0] if exc.args else None
-        reason = getattr(inner, "reason", None)
-        if isinstance(reason, BaseException):
-            text = str(reason)
-            if "Network is unreachable" in text:
-                return failures.NETWORK_UNREACHABLE
-            if "Connection refused" in text:
-                return failures.CONNECTION_REFUSED
-            if "timed out" in text:
-                return failures.GENERIC_TIMEOUT
-        return f"unknown_failure: {exc}"[:200]
     if isinstance(exc, dns.exception.Timeout):
         return failures.GENERIC_TIMEOUT
     if isinstance(exc, (dns.message.ShortHeader, dns.message.TrailingJunk, dns.exception.FormError)):
         return failures.DNS_BOGUS_REPLY
+    name = type(exc).__name__
+    if type(exc).__module__.startswith(("httpx", "httpcore")):  # dnspython's DoH transport
+        cause: BaseException | None = exc
+        while cause is not None:  # the socket or TLS error underneath says what happened
+            if isinstance(cause, (OSError, ssl.SSLError)) and not type(cause).__module__.startswith("http"):
+                return failures.classify(cause)
+            cause = cause.__cause__ or cause.__context__
+        if "Timeout" in name:
+            return failures.GENERIC_TIMEOUT
+        if "SSL" in str(exc) or "certificate" in str(exc).lower():
+            return failures.SSL_FAILED_HANDSHAKE
+        return f"unknown_failure: {name}: {exc}"[:200]
     return failures.classify(exc)
 
 
-def query_resolver(
-    spec: ResolverSpec, hostname: str, qtype: str, timeout: float, roots: str, clock: Clock
-) -> dict[str, Any]:
-    """One question to one resolver, recorded whatever happens."""
-    query = dns.message.make_query(hostname, qtype, want_dnssec=False)
-    query.id = secrets.randbelow(65536)
-    record: dict[str, Any] = {
-        "resolver": spec.url,
-        "transport": spec.transport,
+def _new_record(resolver: str, transport: str, hostname: str, qtype: str, clock: Clock) -> dict[str, Any]:
+    return {
+        "resolver": resolver,
+        "transport": transport,
         "hostname": hostname,
         "query_type": qtype,
         "answers": [],
         "rcode": None,
         "failure": None,
         "raw_reply": None,
+        "replies": [],
         "t0": clock.now(),
         "t": None,
     }
+
+
+def _reply_fields(wire: bytes) -> dict[str, Any]:
+    """What one reply says: rcode, answers and failure; a reply that does not parse says so."""
+    fields: dict[str, Any] = {"raw_reply": base64.b64encode(wire).decode("ascii"), "rcode": None, "answers": []}
     try:
-        if spec.transport == "udp":
-            wire = _udp_exchange(query, spec.address, spec.port, timeout)
-        elif spec.transport == "https":
+        reply = dns.message.from_wire(wire)
+    except Exception as exc:
+        fields["failure"] = _classify_dns_exception(exc)
+        return fields
+    fields["rcode"] = dns.rcode.to_text(reply.rcode())
+    fields["answers"] = _answers(reply)
+    if reply.rcode() in _RCODE_FAILURES:
+        fields["failure"] = _RCODE_FAILURES[reply.rcode()]
+    elif reply.rcode() != dns.rcode.NOERROR:
+        fields["failure"] = f"unknown_failure: rcode {fields['rcode']}"
+    else:
+        fields["failure"] = None
+    return fields
+
+
+def _make_query(hostname: str, qtype: str, rdclass: str = "IN") -> dns.message.Message:
+    query = dns.message.make_query(hostname, qtype, rdclass=rdclass, want_dnssec=False)
+    query.id = secrets.randbelow(65536)
+    return query
+
+
+@dataclass(frozen=True)
+class UdpAsk:
+    """One resolver (or a silent address) to ask over UDP, within a shared batch."""
+
+    label: str
+    resolver: str  # as recorded: a udp:// URL
+    address: str
+    port: int
+    hostname: str
+    query_types: tuple[str, ...] = QUERY_TYPES
+    expects_reply: bool = True
+    rdclass: str = "IN"
+
+
+def udp_batch(asks: list[UdpAsk], timeout: float, window: float, clock: Clock) -> dict[str, list[dict[str, Any]]]:
+    """Ask every question at once from one socket; return each label's query records, every reply kept."""
+    pending: list[tuple[UdpAsk, dict[str, Any], udpwire.Question]] = []
+    used_ids: set[int] = set()
+    for ask in asks:
+        for qtype in ask.query_types:
+            query = _make_query(ask.hostname, qtype, ask.rdclass)
+            while query.id in used_ids:
+                query.id = secrets.randbelow(65536)
+            used_ids.add(query.id)
+            record = _new_record(ask.resolver, "udp", ask.hostname, qtype, clock)
+            question = udpwire.Question(query.to_wire(), query.id, ask.address, ask.port, ask.expects_reply)
+            pending.append((ask, record, question))
+    udpwire.exchange([q for _, _, q in pending], timeout, window, clock.now)
+    results: dict[str, list[dict[str, Any]]] = {ask.label: [] for ask in asks}
+    for ask, record, question in pending:
+        for reply in question.replies:
+            fields = _reply_fields(reply["wire"])  # type: ignore[arg-type]
+            record["replies"].append({"source": reply["source"], "ip_ttl": reply["ip_ttl"], "t": reply["t"], **fields})
+        if record["replies"]:
+            first = record["replies"][0]
+            record.update({k: first[k] for k in ("rcode", "answers", "raw_reply", "failure")})
+            record["t"] = first["t"]
+        else:
+            record["failure"] = question.failure
+            record["t"] = clock.now()
+        results[ask.label].append(record)
+    return results
+
+
+def udp_ask_for(spec: ResolverSpec, label: str, hostname: str) -> UdpAsk:
+    return UdpAsk(label, spec.url, spec.address, spec.port, hostname)
+
+
+def query_stream(
+    spec: ResolverSpec, hostname: str, qtype: str, timeout: float, roots: str, clock: Clock, rdclass: str = "IN"
+) -> dict[str, Any]:
+    """One question over TCP, DNS over TLS or DNS over HTTPS, recorded whatever happens."""
+    query = _make_query(hostname, qtype, rdclass)
+    record = _new_record(spec.url, spec.transport, hostname, qtype, clock)
+    try:
+        if spec.transport == "https":
             wire = _doh_exchange(query, spec.address, timeout, roots)
         elif spec.transport == "tcp":
             wire = dns.query.tcp(query, spec.address, timeout=timeout, port=spec.port).to_wire()
@@ -199,24 +248,30 @@ def query_resolver(
                 ssl_context=context,
                 server_hostname=spec.tls_name or spec.address,
             ).to_wire()
-        record["raw_reply"] = base64.b64encode(wire).decode("ascii")
-        reply = dns.message.from_wire(wire)
-        record["rcode"] = dns.rcode.to_text(reply.rcode())
-        record["answers"] = _answers(reply)
-        if reply.rcode() in _RCODE_FAILURES:
-            record["failure"] = _RCODE_FAILURES[reply.rcode()]
-        elif reply.rcode() != dns.rcode.NOERROR:
-            record["failure"] = f"unknown_failure: rcode {record['rcode']}"
+        record.update(_reply_fields(wire))
     except Exception as exc:  # every failure becomes an observation
         record["failure"] = _classify_dns_exception(exc)
     record["t"] = clock.now()
     return record
 
 
-def lookup_with_resolver(spec: ResolverSpec, hostname: str, timeout: float, roots: str, clock: Clock) -> dict[str, Any]:
+def lookup_with_resolver(
+    spec: ResolverSpec, hostname: str, timeout: float, window: float, roots: str, clock: Clock
+) -> dict[str, Any]:
     """Ask a resolver for A and AAAA; return the lookup with its queries and combined result."""
-    queries = [query_resolver(spec, hostname, qtype, timeout, roots, clock) for qtype in QUERY_TYPES]
+    if spec.transport == "udp":
+        queries = udp_batch([udp_ask_for(spec, "lookup", hostname)], timeout, window, clock)["lookup"]
+    else:
+        queries = [query_stream(spec, hostname, qtype, timeout, roots, clock) for qtype in QUERY_TYPES]
     return combine_lookup(spec.url, spec.transport, hostname, queries)
+
+
+def identity_query(spec: ResolverSpec, timeout: float, window: float, roots: str, clock: Clock) -> dict[str, Any]:
+    """Ask a resolver who it is (CHAOS TXT id.server): a transparent proxy answers as itself."""
+    if spec.transport == "udp":
+        ask = UdpAsk("id", spec.url, spec.address, spec.port, "id.server", ("TXT",), rdclass="CH")
+        return udp_batch([ask], timeout, window, clock)["id"][0]
+    return query_stream(spec, "id.server", "TXT", timeout, roots, clock, rdclass="CH")
 
 
 def combine_lookup(resolver: str, transport: str, hostname: str, queries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -255,6 +310,7 @@ def lookup_system(hostname: str, port: int, clock: Clock) -> dict[str, Any]:
         "rcode": None,
         "failure": None,
         "raw_reply": None,
+        "replies": [],
         "t0": clock.now(),
         "t": None,
     }

@@ -8,14 +8,23 @@ again with a control SNI, so that analysis can tell a name-triggered block from 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from probe import certs
 from probe.clock import Clock
 from probe.connect import close_quietly, tcp_connect, tls_handshake
-from probe.dnsquery import ResolverSpec, lookup_system, lookup_with_resolver
+from probe.dnsquery import (
+    ResolverSpec,
+    UdpAsk,
+    combine_lookup,
+    identity_query,
+    lookup_system,
+    lookup_with_resolver,
+    udp_ask_for,
+    udp_batch,
+)
 from probe.httpget import http_get
 from probe.targets import Target
 
@@ -29,6 +38,12 @@ class MeasureConfig:
     resolver: ResolverSpec | None  # None: the system resolver (getaddrinfo)
     control_resolver: ResolverSpec | None
     control_sni: str | None
+    dns_window: float = 1.0  # seconds to keep listening for more DNS replies (injection)
+    system_udp: ResolverSpec | None = None  # the system's nameserver, asked directly over UDP
+    control_plain: ResolverSpec | None = None  # the control's address over plain UDP
+    injection_address: str | None = None  # None: the target's address as the control sees it
+    injection_check: bool = True
+    run_dns: dict[str, Any] = field(default_factory=dict)  # run-level DNS observations (identity, baseline)
 
 
 def _ordered(addresses: list[str]) -> list[str]:
@@ -58,24 +73,72 @@ def _handshake(
     return tcp, handshake, tls
 
 
+def _injection_address(config: MeasureConfig, control: dict[str, Any] | None) -> str | None:
+    if config.injection_address:
+        return config.injection_address
+    if control is None:
+        return None
+    v4 = [a for a in control["addresses"] if ipaddress.ip_address(a).version == 4]
+    return (v4 or control["addresses"] or [None])[0]
+
+
+def observe_dns(hostname: str, port: int, config: MeasureConfig, clock: Clock) -> dict[str, Any]:
+    """The control first (its answer names the injection probe's address), then every UDP question
+    at once (the system's nameserver, the control's address in plain UDP, the injection probe),
+    then getaddrinfo, as every program on the machine resolves."""
+    control = None
+    if config.control_resolver is not None:
+        control = lookup_with_resolver(
+            config.control_resolver, hostname, config.timeout, config.dns_window, config.roots.path, clock
+        )
+    asks: list[UdpAsk] = []
+    udp_system = config.resolver if config.resolver is not None else config.system_udp
+    if udp_system is not None and udp_system.transport == "udp":
+        asks.append(udp_ask_for(udp_system, "system_udp", hostname))
+    if config.control_plain is not None:
+        asks.append(udp_ask_for(config.control_plain, "control_plain", hostname))
+    silent = _injection_address(config, control) if config.injection_check else None
+    if silent is not None:
+        asks.append(UdpAsk("injection", f"udp://{silent}:53", silent, 53, hostname, ("A",), expects_reply=False))
+    answered = udp_batch(asks, config.timeout, config.dns_window, clock) if asks else {}
+
+    def lookup_of(label: str, spec: ResolverSpec | None) -> dict[str, Any] | None:
+        if label not in answered or spec is None:
+            return None
+        return combine_lookup(spec.url, "udp", hostname, answered[label])
+
+    system_udp = lookup_of("system_udp", udp_system)
+    if config.resolver is not None and config.resolver.transport != "udp":
+        system = lookup_with_resolver(
+            config.resolver, hostname, config.timeout, config.dns_window, config.roots.path, clock
+        )
+    elif config.resolver is not None:
+        system, system_udp = system_udp, None
+    else:
+        system = lookup_system(hostname, port, clock)
+    injection = None
+    if "injection" in answered:
+        (query,) = answered["injection"]
+        injection = {"address": silent, "port": 53, **query}
+    return {
+        "system": system,
+        "system_udp": system_udp,
+        "control": control,
+        "control_plain": lookup_of("control_plain", config.control_plain),
+        "injection": injection,
+        **config.run_dns,
+    }
+
+
 def measure(target: Target, config: MeasureConfig, started: datetime) -> dict[str, Any]:
     """Every observation for one target, in the record's `observations` shape."""
     clock = Clock()
     observations: dict[str, Any] = {"dns": None, "tcp_connect": [], "tls_handshakes": [], "http_requests": []}
     if target.is_ip_literal:
-        addresses = [target.host]
-        address_source = "literal"
+        addresses, address_source = [target.host], "literal"
     else:
-        if config.resolver is None:
-            system = lookup_system(target.host, target.port, clock)
-        else:
-            system = lookup_with_resolver(config.resolver, target.host, config.timeout, config.roots.path, clock)
-        control = None
-        if config.control_resolver is not None:
-            control = lookup_with_resolver(
-                config.control_resolver, target.host, config.timeout, config.roots.path, clock
-            )
-        observations["dns"] = {"system": system, "control": control}
+        observations["dns"] = observe_dns(target.host, target.port, config, clock)
+        system, control = observations["dns"]["system"], observations["dns"]["control"]
         addresses, address_source = system["addresses"], "system"
         if not addresses and control is not None and control["addresses"]:
             # The local resolver denied the name: still look at what the path does to the real site.
@@ -114,3 +177,23 @@ def measure(target: Target, config: MeasureConfig, started: datetime) -> dict[st
             close_quietly(control_tls)
         break
     return observations
+
+
+def observe_run_dns(config: MeasureConfig, baseline_name: str) -> dict[str, Any]:
+    """Observations made once a run, copied into every record so that each stands alone:
+    who answers the control over plain UDP and over its encrypted channel (a transparent proxy
+    answers as itself), and the IP TTL of the system's nameserver for an ordinary name."""
+    clock = Clock()
+    result: dict[str, Any] = {"control_identity": None, "resolver_baseline": None}
+    if config.control_resolver is not None and config.control_plain is not None:
+        result["control_identity"] = {
+            "plain": identity_query(config.control_plain, config.timeout, config.dns_window, config.roots.path, clock),
+            "encrypted": identity_query(
+                config.control_resolver, config.timeout, config.dns_window, config.roots.path, clock
+            ),
+        }
+    udp_system = config.resolver if config.resolver is not None else config.system_udp
+    if udp_system is not None and udp_system.transport == "udp":
+        ask = UdpAsk("baseline", udp_system.url, udp_system.address, udp_system.port, baseline_name, ("A",))
+        result["resolver_baseline"] = udp_batch([ask], config.timeout, config.dns_window, clock)["baseline"][0]
+    return result

@@ -10,12 +10,12 @@ import traceback
 import uuid
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from probe.measure import MeasureConfig, measure
+from probe.measure import MeasureConfig, measure, observe_run_dns
 from probe.netcheck import has_route
 from probe.record import ResultsWriter, RunContext, build_record
 from probe.targets import Target
@@ -104,6 +104,7 @@ def execute(
             for target in targets:
                 finish(target, datetime.now(UTC), None, None, offline=True)
             return summary
+        config = replace(config, run_dns=observe_run_dns(config, config.control_sni or "example.org"))
         pending: dict[Future[tuple[datetime, dict[str, Any] | None, str | None]], Target] = {}
         queue = iter(targets)
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="measure") as pool:

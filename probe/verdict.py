@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from probe import failures
+from probe.asn import AsnTable
 from probe.bogons import is_bogon
 from probe.catalog import Catalogs
 from probe.certs import ReferenceRoots, analyze_chain
@@ -62,10 +63,95 @@ class AnalysisContext:
     roots: ReferenceRoots
     catalogs: Catalogs
     documentation_is_public: bool = False
+    asn: AsnTable | None = None  # with one, answers in the control's AS count as consistent
 
 
 def _purpose(items: list[dict[str, Any]], purpose: str) -> list[dict[str, Any]]:
     return [item for item in items if item.get("purpose", "target") == purpose]
+
+
+def _udp_lookups(dns: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for key in ("system", "system_udp", "control", "control_plain"):
+        lookup = dns.get(key)
+        if lookup is not None and lookup["transport"] == "udp":
+            found.append(lookup)
+    return found
+
+
+def _reply_addresses(reply: dict[str, Any]) -> set[str]:
+    return {a["data"] for a in reply["answers"] if a["type"] in ("A", "AAAA")}
+
+
+def _injected(dns: dict[str, Any], control_addresses: set[str]) -> bool:
+    """A device on the path answers DNS: see docs/verdicts.md for the three signs."""
+    probe = dns.get("injection")
+    if probe is not None:
+        for reply in probe["replies"]:
+            truthful = (
+                reply["failure"] is None and _reply_addresses(reply) and _reply_addresses(reply) <= control_addresses
+            )
+            if not truthful:  # an address that runs no resolver answered, and not with the truth
+                return True
+    for lookup in _udp_lookups(dns):
+        for query in lookup["queries"]:
+            replies = query.get("replies") or []
+            if len(replies) < 2:
+                continue
+            answers = {(r["rcode"], tuple(sorted(_reply_addresses(r)))) for r in replies}
+            if len(answers) > 1 or len({r["ip_ttl"] for r in replies}) > 1:
+                return True
+    baseline = dns.get("resolver_baseline")
+    if baseline and baseline["replies"] and baseline["replies"][0]["ip_ttl"] is not None:
+        expected = baseline["replies"][0]["ip_ttl"]
+        resolver = baseline["replies"][0]["source"]
+        for key in ("system", "system_udp"):
+            lookup = dns.get(key)
+            if lookup is None or lookup["transport"] != "udp":
+                continue
+            for query in lookup["queries"]:
+                for reply in query.get("replies") or []:
+                    if reply["source"] == resolver and reply["ip_ttl"] not in (None, expected):
+                        return True
+    return False
+
+
+def _identity_texts(query: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(sorted(a["data"] for a in query["answers"] if a["type"] == "TXT"))
+
+
+def _transparent_proxy(dns: dict[str, Any], control_addresses: set[str], validated: set[str]) -> bool:
+    """Plain DNS to the control's address is answered by someone else than its encrypted channel."""
+    plain = dns.get("control_plain")
+    if plain is not None and control_addresses:
+        single = all(len(q.get("replies") or []) <= 1 for q in plain["queries"])  # several: injection
+        if single and plain["addresses"] and not set(plain["addresses"]) & (control_addresses | validated):
+            return True
+        if single and plain["failure"] in _DENIALS:
+            return True
+    identity = dns.get("control_identity")
+    if identity and identity.get("plain") and identity.get("encrypted"):
+        plain_id, encrypted_id = identity["plain"], identity["encrypted"]
+        if encrypted_id["failure"] is None and _identity_texts(encrypted_id) and plain_id["replies"]:
+            return plain_id["failure"] is not None or _identity_texts(plain_id) != _identity_texts(encrypted_id)
+    return False
+
+
+def _system_failure(dns: dict[str, Any]) -> str:
+    """getaddrinfo cannot tell SERVFAIL from a timeout; the same nameserver asked directly can."""
+    failure = dns["system"]["failure"]
+    direct = dns.get("system_udp")
+    if dns["system"]["transport"] == "system" and direct is not None and direct["failure"] is not None:
+        return direct["failure"]
+    return failure
+
+
+def _same_network(addresses: list[str], control_addresses: set[str], ctx: AnalysisContext) -> bool:
+    if ctx.asn is None:
+        return False
+    ours = {ctx.asn.lookup(a) for a in addresses} - {None}
+    theirs = {ctx.asn.lookup(a) for a in control_addresses} - {None}
+    return bool(ours & theirs)
 
 
 def _judge_dns(
@@ -80,17 +166,28 @@ def _judge_dns(
     if control is not None and not control_ok and not control_denies:
         j.add("dns.control_failed")
     control_addresses = set(control["addresses"]) if control_ok else set()
+    injected = _injected(dns, control_addresses)
+    proxied = _transparent_proxy(dns, control_addresses, tls_valid_addresses)
+
+    def finish(outcome: str, confirmed: bool) -> tuple[str, bool]:
+        if injected:
+            j.add("dns.injected")
+        if proxied:
+            j.add("dns.transparent_proxy")
+        if injected and outcome in (OK, UNKNOWN):
+            return BLOCKED, confirmed
+        return outcome, confirmed
 
     if system["failure"] is not None:
         if system["failure"] in failures.LOCAL_NETWORK_FAILURES:
             return OFFLINE, False
         if control_ok:
-            j.add(_DNS_FAILURE_CODES.get(system["failure"], "dns.failure"))
-            return BLOCKED, True
+            j.add(_DNS_FAILURE_CODES.get(_system_failure(dns), "dns.failure"))
+            return finish(BLOCKED, True)
         if control_denies and system["failure"] in _DENIALS:
             j.add("dns.name_does_not_exist")
-            return DOWN, True
-        return UNKNOWN, False
+            return finish(DOWN, True)
+        return finish(UNKNOWN, False)
 
     addresses = system["addresses"]
     blocked = False
@@ -110,15 +207,16 @@ def _judge_dns(
                 }
                 blocked = True
     if blocked:
-        return BLOCKED, control_ok
+        return finish(BLOCKED, control_ok)
     if not control_ok:
         if control_denies:  # the control says the name does not exist, yet the resolver answers
-            return UNKNOWN, False
-        return OK, False  # unchecked, but nothing wrong is shown; later stages must not blame it
-    if control_addresses & set(addresses) or tls_valid_addresses & set(addresses):
-        return OK, True
+            return finish(UNKNOWN, False)
+        return finish(OK, False)  # unchecked, but nothing wrong is shown; later stages must not blame it
+    shared = control_addresses & set(addresses) or tls_valid_addresses & set(addresses)
+    if shared or _same_network(addresses, control_addresses, ctx):
+        return finish(OK, True)
     j.add("dns.inconsistent")
-    return BLOCKED, True
+    return finish(BLOCKED, True)
 
 
 def _connect_outcome(attempts: list[dict[str, Any]], stage: str, j: Judgement) -> str | None:

@@ -20,7 +20,7 @@ def free_udp_port() -> int:
 class Dnsmasq:
     """`records` maps a name to an address, or to None for NXDOMAIN. Other names: REFUSED."""
 
-    def __init__(self, records: dict[str, str | None]) -> None:
+    def __init__(self, records: dict[str, str | None], extra: list[str] | None = None) -> None:
         binary = shutil.which("dnsmasq")
         if binary is None:
             raise RuntimeError("dnsmasq is not installed (apt-get install dnsmasq-base); .ci/run installs it")
@@ -40,6 +40,7 @@ class Dnsmasq:
         ]
         for host, address in records.items():
             args.append(f"--address=/{host}/{address}" if address else f"--address=/{host}/")
+        args += extra or []
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_ready(next(iter(records)))
 

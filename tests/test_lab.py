@@ -57,17 +57,23 @@ HTTPS_SCENARIOS = [
     "passed.lab",
     "antivirus.lab",
     "broken.lab",
+    "cdn.lab",
+    "dns-injected.lab",
 ]
 HTTP_SCENARIOS = ["http://http-clean.lab/", "http://http-blocked.lab/"]
 
 
-def _run_args(lab: Lab, targets: Path, out: Path) -> list[str]:
+DOT_CONTROL = f"tls://{t.PUBLIC_RESOLVER}#{t.RESOLVER_NAME}"
+DOH_CONTROL = f"https://{t.PUBLIC_RESOLVER}/dns-query"
+
+
+def _run_args(lab: Lab, targets: Path, out: Path, control: str = DOT_CONTROL) -> list[str]:
     return [
         "run",
         "--targets", str(targets),
         "--out", str(out),
         "--roots", str(lab.roots_pem),
-        "--control-resolver", f"udp://{t.PUBLIC_RESOLVER}",
+        "--control-resolver", control,
         "--catalog", str(lab.catalog),
         "--lab",
         "--timeout", "3",
@@ -193,3 +199,78 @@ def test_no_network_gives_offline_and_no_claim(lab: Lab) -> None:
     assert [r["blocking"] for r in found] == ["offline", "offline"]
     assert all(r["observations"] is None and r["interceptor"] is None for r in found)
     assert json.dumps(found).count("tls.reset") == 0
+
+
+def test_on_path_injector_gives_dns_injected(records: dict[str, dict]) -> None:
+    record = records["dns-injected.lab"]
+    assert record["blocking"] == "dns"
+    assert "dns.injected" in record["anomalies"]
+    probe = record["observations"]["dns"]["injection"]
+    assert probe["address"] == t.CLEAN_SITES  # the site's own address, which runs no resolver
+    forged = [r for r in probe["replies"] if r["answers"]]
+    assert forged and forged[0]["answers"][0]["data"] == t.INJECTED_ANSWER
+    assert forged[0]["ip_ttl"] == t.INJECTED_IP_TTL
+    # The direct query to the ISP resolver got two replies: the real one and the forged one.
+    (a_query,) = [q for q in record["observations"]["dns"]["system_udp"]["queries"] if q["query_type"] == "A"]
+    assert {r["ip_ttl"] for r in a_query["replies"]} >= {t.INJECTED_IP_TTL}
+    assert len(a_query["replies"]) == 2
+
+
+def test_no_injection_where_nobody_injects(records: dict[str, dict]) -> None:
+    for host in ("clean.lab", "cdn.lab", "tls-reset.lab"):
+        probe = records[host]["observations"]["dns"]["injection"]
+        assert probe["replies"] == [] and probe["failure"] is None, host
+        assert "dns.injected" not in records[host]["anomalies"]
+
+
+def test_cdn_answers_that_differ_but_serve_a_valid_certificate_give_none(records: dict[str, dict]) -> None:
+    record = records["cdn.lab"]
+    dns = record["observations"]["dns"]
+    assert dns["system"]["addresses"] == [t.CDN_EDGE_B]
+    assert dns["control"]["addresses"] == [t.CDN_EDGE_A]
+    assert (record["blocking"], record["anomalies"]) == ("none", [])
+
+
+def test_encrypted_control_and_its_plain_twin_agree_on_an_honest_path(records: dict[str, dict]) -> None:
+    dns = records["clean.lab"]["observations"]["dns"]
+    assert dns["control"]["transport"] == "tls"
+    assert dns["control_plain"]["addresses"] == dns["control"]["addresses"]
+    identity = dns["control_identity"]
+    assert identity["plain"]["answers"][0]["data"] == identity["encrypted"]["answers"][0]["data"]
+    assert "dns.transparent_proxy" not in records["clean.lab"]["anomalies"]
+
+
+@pytest.mark.parametrize("control", [DOT_CONTROL, DOH_CONTROL], ids=["dot", "doh"])
+def test_isp_rewriting_plain_dns_is_a_transparent_proxy(lab: Lab, control: str) -> None:
+    targets = lab.directory / "hijacked-targets.txt"
+    targets.write_text("clean.lab\ndns-bogon.lab\n", encoding="utf-8")
+    out = lab.directory / f"hijacked-{control.split(':')[0]}"
+    result = lab.probe(lab.hijacked, *_run_args(lab, targets, out, control))
+    assert result.returncode == 1, result.stderr
+    found = by_host(read_results(out))
+    clean, lied = found["clean.lab"], found["dns-bogon.lab"]
+    # The ISP's resolver answers as itself for the control's address: its identity gives it away.
+    assert (clean["blocking"], clean["anomalies"]) == ("none", ["dns.transparent_proxy"])
+    identity = clean["observations"]["dns"]["control_identity"]
+    assert identity["encrypted"]["answers"][0]["data"] == f'"{t.RESOLVER_IDENTITY}"'
+    assert identity["plain"]["rcode"] != "NOERROR" or identity["plain"]["answers"] != identity["encrypted"]["answers"]
+    # For a name it lies about, the plain answer is the lie, while the encrypted control is not fooled.
+    assert lied["blocking"] == "dns"
+    assert {"dns.bogon", "dns.transparent_proxy"} <= set(lied["anomalies"])
+    assert lied["observations"]["dns"]["control_plain"]["addresses"] == ["10.10.34.35"]
+    assert lied["observations"]["dns"]["control"]["addresses"] == [t.CLEAN_SITES]
+
+
+def test_every_namespace_has_its_own_resolver_and_no_route_out(lab: Lab) -> None:
+    import ipaddress
+    import subprocess
+
+    lab_networks = [ipaddress.ip_network(n) for n in t.LAB_NETWORKS]
+    for namespace in lab.namespaces:
+        conf = Path("/etc/netns") / namespace / "resolv.conf"
+        servers = [line.split()[1] for line in conf.read_text().splitlines() if line.startswith("nameserver")]
+        assert servers and all(any(ipaddress.ip_address(s) in n for n in lab_networks) for s in servers)
+        routes = subprocess.run(
+            ["ip", "netns", "exec", namespace, "ip", "-4", "route", "show"], capture_output=True, text=True, check=True
+        ).stdout
+        assert "default" not in routes, f"{namespace} has a default route: {routes}"

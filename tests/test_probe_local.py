@@ -17,6 +17,7 @@ from tests import pki
 from tests.conftest import PkiFixture, by_host, qaznet_root, read_results
 from tests.dnsmasq import Dnsmasq
 from tests.tlsserver import TlsServer
+from tests.unbound import Unbound
 
 NAMES = ["valid.test", "isca.test", "kzroot.test", "antivirus.test", "reset.test", "blocked.test", "silent.test"]
 
@@ -200,3 +201,57 @@ def test_sigterm_midway_keeps_every_finished_record(world: dict, test_pki: PkiFi
     records = read_results(out)
     assert 4 <= len(records) < len(hosts)
     assert [r["blocking"] for r in records[:3]] == ["none"] * 3
+
+
+@pytest.fixture(scope="module")
+def failing_resolvers() -> Iterator[dict]:
+    """A resolver that refuses (dnsmasq), one that fails (unbound forwarding to the refusing one),
+    and one with no address for a name."""
+    refusing = Dnsmasq({"known.test": "127.0.0.1"})  # no upstream: other names are REFUSED
+    dead_upstream = Unbound("servfail.test", refusing.port)
+    no_address = Dnsmasq({"known.test": "127.0.0.1"}, ["--local=/noaddr.test/", "--txt-record=noaddr.test,text-only"])
+    control = Dnsmasq({n: "127.0.0.1" for n in ("known.test", "refused.test", "servfail.test", "noaddr.test")})
+    try:
+        yield {"refusing": refusing, "dead_upstream": dead_upstream, "no_address": no_address, "control": control}
+    finally:
+        for server in (refusing, dead_upstream, no_address, control):
+            server.stop()
+
+
+def _dns_only_run(tmp_path: Path, resolver_port: int, control_port: int, host: str) -> dict:
+    targets = tmp_path / "targets.txt"
+    targets.write_text(f"{host}:9\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code = main([
+        "run", "--targets", str(targets), "--out", str(out),
+        "--resolver", f"127.0.0.1:{resolver_port}", "--control-resolver", f"udp://127.0.0.1:{control_port}",
+        "--timeout", "1", "--dns-window", "0.2", "--control-sni", "none", "--no-injection-check",
+    ])  # fmt: skip
+    (record,) = read_results(out)
+    assert code == 1
+    return record
+
+
+@pytest.mark.parametrize(
+    ("resolver", "host", "code", "rcode"),
+    [
+        ("refusing", "refused.test", "dns.refused", "REFUSED"),
+        ("dead_upstream", "servfail.test", "dns.servfail", "SERVFAIL"),
+        ("no_address", "noaddr.test", "dns.no_answer", "NOERROR"),
+    ],
+)
+def test_resolver_failures_are_named(
+    failing_resolvers: dict, tmp_path: Path, resolver: str, host: str, code: str, rcode: str
+) -> None:
+    record = _dns_only_run(tmp_path, failing_resolvers[resolver].port, failing_resolvers["control"].port, host)
+    assert record["blocking"] == "dns"
+    assert record["anomalies"][0] == code
+    assert record["observations"]["dns"]["system"]["queries"][0]["rcode"] == rcode
+
+
+def test_silent_resolver_is_dns_timeout(failing_resolvers: dict, tmp_path: Path) -> None:
+    from tests.dnsmasq import free_udp_port
+
+    record = _dns_only_run(tmp_path, free_udp_port(), failing_resolvers["control"].port, "known.test")
+    assert (record["blocking"], record["anomalies"][0]) == ("dns", "dns.timeout")
+    assert record["observations"]["dns"]["system"]["failure"] == "generic_timeout_error"

@@ -190,3 +190,66 @@ def test_catalog_fingerprints_are_those_of_the_real_roots() -> None:
         entry = by_der[hashlib.sha256(pki.der(cert)).hexdigest()]
         assert entry.sha256_spki == pki.spki_sha256(cert)
         assert entry.country == "KZ"
+
+
+def test_answers_in_the_controls_as_are_consistent(ctx: AnalysisContext, tmp_path: Path) -> None:
+    from probe.asn import AsnTableError, load_asn_table
+
+    table = tmp_path / "ip2asn.tsv"
+    table.write_text(
+        "198.51.100.0\t198.51.100.255\t64500\tZZ\tEXAMPLE-CDN\n203.0.113.0\t203.0.113.255\t64501\tZZ\tOTHER\n",
+        encoding="utf-8",
+    )
+    asn = load_asn_table(table)
+    assert (asn.lookup("198.51.100.9"), asn.lookup("203.0.113.1"), asn.lookup("192.0.2.1")) == (64500, 64501, None)
+    same_as = _observations(_lookup("system", ["198.51.100.9"]), _lookup("control", ["198.51.100.7"]))
+    other_as = _observations(_lookup("system", ["203.0.113.9"]), _lookup("control", ["198.51.100.7"]))
+    with_asn = AnalysisContext(roots=ctx.roots, catalogs=ctx.catalogs, documentation_is_public=True, asn=asn)
+    assert judge({"host": "site.example"}, same_as, AT, False, with_asn).blocking == "none"
+    assert judge({"host": "site.example"}, same_as, AT, False, ctx).anomalies == ["dns.inconsistent"]
+    assert judge({"host": "site.example"}, other_as, AT, False, with_asn).anomalies == ["dns.inconsistent"]
+    table.write_text("198.51.100.0\tnot-an-address\t64500\n", encoding="utf-8")
+    with pytest.raises(AsnTableError, match=r"ip2asn.tsv:1: expected"):
+        load_asn_table(table)
+
+
+def _udp_query(replies: list[tuple[str, int, list[str]]]) -> dict:
+    rows = [
+        {"source": source, "ip_ttl": ttl, "t": 0.1, "raw_reply": "", "rcode": "NOERROR", "failure": None,
+         "answers": [{"name": "site.example", "type": "A", "ttl": 60, "data": a} for a in answers]}
+        for source, ttl, answers in replies
+    ]  # fmt: skip
+    first = rows[0] if rows else {"answers": [], "rcode": None}
+    return {"resolver": "udp://192.0.2.53:53", "transport": "udp", "hostname": "site.example", "query_type": "A",
+            "answers": first["answers"], "rcode": first["rcode"], "failure": None, "raw_reply": None,
+            "replies": rows, "t0": 0.0, "t": 0.1}  # fmt: skip
+
+
+def test_a_reply_with_another_ip_ttl_than_the_resolvers_is_injected(ctx: AnalysisContext) -> None:
+    def observations(ttl: int) -> dict:
+        obs = _observations(_lookup("system", ["198.51.100.7"]), _lookup("control", ["198.51.100.7"]))
+        obs["dns"]["system_udp"] = {**_lookup("udp://192.0.2.53:53", ["198.51.100.7"]),
+                                    "queries": [_udp_query([("192.0.2.53", ttl, ["198.51.100.7"])])]}  # fmt: skip
+        obs["dns"]["resolver_baseline"] = _udp_query([("192.0.2.53", 64, ["192.0.2.99"])])
+        return obs
+
+    assert judge({"host": "site.example"}, observations(64), AT, False, ctx).blocking == "none"
+    injected = judge({"host": "site.example"}, observations(201), AT, False, ctx)
+    assert (injected.blocking, injected.anomalies) == ("dns", ["dns.injected"])
+
+
+def test_a_truthful_answer_from_the_probe_address_is_not_injection(ctx: AnalysisContext) -> None:
+    """Some targets do run a resolver (a DNS provider's own site): a true answer is no injection."""
+    obs = _observations(_lookup("system", ["198.51.100.7"]), _lookup("control", ["198.51.100.7"]))
+    obs["dns"]["injection"] = {
+        "address": "198.51.100.7",
+        "port": 53,
+        **_udp_query([("198.51.100.7", 57, ["198.51.100.7"])]),
+    }
+    assert judge({"host": "site.example"}, obs, AT, False, ctx).blocking == "none"
+    obs["dns"]["injection"] = {
+        "address": "198.51.100.7",
+        "port": 53,
+        **_udp_query([("198.51.100.7", 57, ["198.51.100.66"])]),
+    }
+    assert judge({"host": "site.example"}, obs, AT, False, ctx).anomalies == ["dns.injected"]

@@ -49,10 +49,9 @@ def _run(*args: str, check: bool = True, timeout: float = 30) -> subprocess.Comp
 class Lab:
     def __init__(self, name: str = "kzlab", directory: Path | None = None) -> None:
         self.name = name
-        self.client, self.isp, self.world, self.offline = (
-            f"{name}-{role}" for role in ("client", "isp", "world", "off")
-        )
-        self.namespaces = (self.client, self.isp, self.world, self.offline)
+        roles = ("client", "isp", "world", "off", "hijacked")
+        self.client, self.isp, self.world, self.offline, self.hijacked = (f"{name}-{role}" for role in roles)
+        self.namespaces = (self.client, self.isp, self.world, self.offline, self.hijacked)
         self.directory = directory or Path(tempfile.mkdtemp(prefix=f"{name}-"))
         self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.roots_pem = self.directory / "lab-public-roots.pem"
@@ -79,10 +78,20 @@ class Lab:
         return {
             "name": self.name,
             "directory": str(self.directory),
-            "namespaces": {"client": self.client, "isp": self.isp, "world": self.world, "offline": self.offline},
+            "namespaces": {
+                "client": self.client,
+                "hijacked_client": self.hijacked,
+                "isp": self.isp,
+                "world": self.world,
+                "offline": self.offline,
+            },
             "roots": str(self.roots_pem),
             "catalog": str(self.catalog),
-            "control_resolver": f"udp://{t.PUBLIC_RESOLVER}",
+            "control_resolvers": [
+                f"tls://{t.PUBLIC_RESOLVER}#{t.RESOLVER_NAME}",
+                f"https://{t.PUBLIC_RESOLVER}/dns-query",
+                f"udp://{t.PUBLIC_RESOLVER}",
+            ],
             "sites": t.SITES,
         }
 
@@ -94,6 +103,7 @@ class Lab:
         pki.write_pem(self.roots_pem, [root.cert])
         for host in [*t.SITES, "default.lab"]:
             pki.make_leaf(issuing, [host]).write(d, host)
+        pki.make_leaf(issuing, [t.RESOLVER_NAME, t.PUBLIC_RESOLVER]).write(d, t.RESOLVER_NAME)
         for stem, subject in (
             ("mitm-isca", pki.name(C="KZ", O="ISCA", CN="Information Security Certification Authority CA")),
             ("mitm-antivirus", pki.name(CN="ESET SSL Filter CA", O="ESET, spol. s r. o.", C="SK")),
@@ -111,18 +121,15 @@ class Lab:
         for namespace in self.namespaces:
             _run("ip", "netns", "add", namespace)
             self._ns(namespace, "ip", "link", "set", "lo", "up")
-        resolvers = {
-            self.client: t.ISP_RESOLVER,
-            self.offline: t.ISP_RESOLVER,
-            self.isp: t.PUBLIC_RESOLVER,
-            self.world: t.PUBLIC_RESOLVER,
-        }
-        for namespace, resolver in resolvers.items():
+        # Every namespace gets its own resolv.conf, so that nothing in the lab asks the host's resolver.
+        for namespace in self.namespaces:
+            resolver = t.PUBLIC_RESOLVER if namespace in (self.isp, self.world) else t.ISP_RESOLVER
             etc = NETNS_ETC / namespace
             etc.mkdir(parents=True, exist_ok=True)
             (etc / "resolv.conf").write_text(f"nameserver {resolver}\noptions timeout:2 attempts:1\n", encoding="ascii")
         _run("ip", "link", "add", "c0", "netns", self.client, "type", "veth", "peer", "name", "r0", "netns", self.isp)
         _run("ip", "link", "add", "r1", "netns", self.isp, "type", "veth", "peer", "name", "w0", "netns", self.world)
+        _run("ip", "link", "add", "c2", "netns", self.hijacked, "type", "veth", "peer", "name", "r2", "netns", self.isp)
         steps = [
             (self.client, f"ip addr add {t.CLIENT_ADDRESS}/24 dev c0"),
             (self.client, "ip link set c0 up"),
@@ -140,6 +147,14 @@ class Lab:
             (self.client, f"ip route add 203.0.113.0/24 via {t.ISP_CLIENT_SIDE}"),
             (self.isp, f"ip route add 203.0.113.0/24 via {t.WORLD_ADDRESS}"),
             (self.world, f"ip route add 192.0.2.0/24 via {t.ISP_WORLD_SIDE}"),
+            # The hijacked client: its own link to the ISP, in the upper half of 192.0.2.0/24.
+            (self.hijacked, f"ip addr add {t.HIJACKED_CLIENT_ADDRESS}/25 dev c2"),
+            (self.hijacked, "ip link set c2 up"),
+            (self.isp, f"ip addr add {t.ISP_HIJACKED_SIDE}/25 dev r2"),
+            (self.isp, "ip link set r2 up"),
+            (self.hijacked, f"ip route add 192.0.2.0/25 via {t.ISP_HIJACKED_SIDE}"),
+            (self.hijacked, f"ip route add 198.51.100.0/24 via {t.ISP_HIJACKED_SIDE}"),
+            (self.hijacked, f"ip route add 203.0.113.0/24 via {t.ISP_HIJACKED_SIDE}"),
         ]
         for address in t.WORLD_SITE_ADDRESSES:
             steps.append((self.world, f"ip addr add {address}/32 dev lo"))
@@ -168,6 +183,8 @@ class Lab:
             f"-j REDIRECT --to-ports {t.ISCA_PROXY_PORT}",
             f"-A PREROUTING -i r0 -p tcp -d {t.ANTIVIRUS_INTERCEPTED} --dport 443 "
             f"-j REDIRECT --to-ports {t.ANTIVIRUS_PROXY_PORT}",
+            # The hijacked client's ISP rewrites every plain DNS query to its own resolver.
+            f"-A PREROUTING -i r2 -p udp --dport 53 -j DNAT --to-destination {t.ISP_RESOLVER}:53",
         ]
         for rule in rules:
             self._ns(self.isp, "iptables", *rule.split())
@@ -177,8 +194,17 @@ class Lab:
     # --- services -----------------------------------------------------------------------------
     def _spawn(self, namespace: str, label: str, *args: str) -> None:
         log = (self.directory / f"{label}.log").open("wb")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "PYTHONPATH": str(REPO),
+            "XDG_CACHE_HOME": str(self.directory / "cache"),
+            "XDG_CONFIG_HOME": str(self.directory / "config"),
+            "HOME": str(self.directory),
+            "PYTHONUNBUFFERED": "1",
+        }
         process = subprocess.Popen(
             ["ip", "netns", "exec", namespace, *args],
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -202,6 +228,18 @@ class Lab:
                 return
             time.sleep(0.1)
         raise LabError(f"{label} is not listening on {address}:{port} after 20 s")
+
+    def _wait_log(self, namespace: str, label: str, text: str) -> None:
+        log = self.directory / f"{label}.log"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if text in log.read_text(errors="replace"):
+                return
+            for name, process in self.processes:
+                if name == label and process.poll() is not None:
+                    raise LabError(f"{label} exited ({process.returncode}): {log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.1)
+        raise LabError(f"{label} did not say {text!r} within 60 s")
 
     def _nginx_conf(self, role: str, servers: str) -> Path:
         d = self.directory
@@ -232,20 +270,24 @@ http {{
 
     def _world_nginx(self) -> Path:
         d = self.directory
+        page = '"<html><head><title>{0}</title></head><body>The real {0}.</body></html>"'
+        default_listen = " ".join(f"listen {a}:443 ssl default_server;" for a in t.HTTPS_SITE_ADDRESSES)
+        site_listen = " ".join(f"listen {a}:443 ssl;" for a in t.HTTPS_SITE_ADDRESSES)
+        http_listen = " ".join(f"listen {a}:80 default_server;" for a in t.HTTPS_SITE_ADDRESSES)
         servers = [
-            f"""  server {{ listen 443 ssl default_server; server_name _;
+            f"""  server {{ {default_listen} server_name _;
     ssl_certificate {d}/default.lab.pem; ssl_certificate_key {d}/default.lab.key;
-    location / {{ return 200 "<html><head><title>default.lab</title></head><body>default</body></html>"; }} }}""",
+    location / {{ return 200 {page.format("default.lab")}; }} }}""",
             # A broken server: it refuses every handshake, whatever the name.
             f"""  server {{ listen {t.BROKEN_TLS}:443 ssl default_server; ssl_reject_handshake on; }}""",
-            """  server { listen 80 default_server; server_name _;
-    location / { return 200 "<html><head><title>$host</title></head><body>The real $host.</body></html>"; } }""",
+            f"""  server {{ {http_listen} server_name _;
+    location / {{ return 200 {page.format("$host")}; }} }}""",
         ]
         for host in t.SITES:
             servers.append(
-                f"""  server {{ listen 443 ssl; server_name {host};
+                f"""  server {{ {site_listen} server_name {host};
     ssl_certificate {d}/{host}.pem; ssl_certificate_key {d}/{host}.key;
-    location / {{ return 200 "<html><head><title>{host}</title></head><body>The real {host}.</body></html>"; }} }}"""
+    location / {{ return 200 {page.format(host)}; }} }}"""
             )
         return self._nginx_conf("world", "\n".join(servers))
 
@@ -260,7 +302,16 @@ http {{
         lines = [
             "server:",
             f"  interface: {t.PUBLIC_RESOLVER}",
+            f"  interface: {t.PUBLIC_RESOLVER}@853",
+            f"  interface: {t.PUBLIC_RESOLVER}@443",
             "  port: 53",
+            "  tls-port: 853",
+            "  https-port: 443",
+            '  http-endpoint: "/dns-query"',
+            f'  tls-service-pem: "{d}/{t.RESOLVER_NAME}.pem"',
+            f'  tls-service-key: "{d}/{t.RESOLVER_NAME}.key"',
+            f'  identity: "{t.RESOLVER_IDENTITY}"',
+            "  hide-identity: no",
             "  access-control: 0.0.0.0/0 allow",
             "  do-ip6: no",
             '  username: ""',
@@ -287,7 +338,7 @@ http {{
         self._spawn(self.world, "unbound", "unbound", "-d", "-c", str(self._unbound_conf()))
         self._spawn(self.world, "nginx-world", "nginx", "-c", str(self._world_nginx()))
         lies = []
-        for host, address in t.ISP_DNS_LIES.items():
+        for host, address in t.ISP_DNS_ANSWERS.items():
             lies.append(f"--address=/{host}/{address}" if address else f"--address=/{host}/")
         self._spawn(
             self.isp, "dnsmasq-isp", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
@@ -305,12 +356,19 @@ http {{
             self.isp, "mitm-antivirus", "mitmdump", *mitm_common, "--listen-port", str(t.ANTIVIRUS_PROXY_PORT),
             "--set", f"confdir={d / 'mitm-antivirus'}",
         )  # fmt: skip
+        self._spawn(
+            self.isp, "injector", sys.executable, "-m", "tests.lab.injector", "--iface", "r0",
+            "--name", t.INJECTED_NAME, "--answer", t.INJECTED_ANSWER, "--ttl", str(t.INJECTED_IP_TTL),
+        )  # fmt: skip
         self._wait_listening(self.world, "unbound", "udp", t.PUBLIC_RESOLVER, 53)
-        self._wait_listening(self.world, "nginx-world", "tcp", "0.0.0.0", 443)
+        self._wait_listening(self.world, "nginx-world", "tcp", t.CLEAN_SITES, 443)
+        self._wait_listening(self.world, "unbound", "tcp", t.PUBLIC_RESOLVER, 853)
+        self._wait_listening(self.world, "unbound", "tcp", t.PUBLIC_RESOLVER, 443)
         self._wait_listening(self.isp, "dnsmasq-isp", "udp", t.ISP_RESOLVER, 53)
         self._wait_listening(self.isp, "nginx-blockpage", "tcp", t.BLOCKPAGE_SERVER, 80)
         self._wait_listening(self.isp, "mitm-isca", "tcp", "*", t.ISCA_PROXY_PORT)
         self._wait_listening(self.isp, "mitm-antivirus", "tcp", "*", t.ANTIVIRUS_PROXY_PORT)
+        self._wait_log(self.isp, "injector", "injector ready")
 
     # --- using ----------------------------------------------------------------------------------
     def probe(self, namespace: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

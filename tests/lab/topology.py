@@ -32,6 +32,9 @@ ANTIVIRUS_INTERCEPTED = "203.0.113.21"
 HTTP_SITES = "203.0.113.30"
 HTTP_DIVERTED = "203.0.113.31"
 BROKEN_TLS = "203.0.113.40"
+CDN_EDGE_A = "203.0.113.60"  # what the world's resolver answers for cdn.lab
+CDN_EDGE_B = "203.0.113.61"  # what the ISP's resolver answers: another edge of the same CDN
+INJECTED_ANSWER = "203.0.113.66"  # what the on-path injector claims; nothing runs there
 WORLD_SITE_ADDRESSES = (
     CLEAN_SITES,
     RST_ON_SYN,
@@ -42,8 +45,18 @@ WORLD_SITE_ADDRESSES = (
     HTTP_SITES,
     HTTP_DIVERTED,
     BROKEN_TLS,
+    CDN_EDGE_A,
+    CDN_EDGE_B,
     PUBLIC_RESOLVER,
 )
+# Where nginx serves the HTTPS sites (the resolver's address has its own DoH server on 443).
+HTTPS_SITE_ADDRESSES = tuple(a for a in WORLD_SITE_ADDRESSES if a not in (PUBLIC_RESOLVER, BROKEN_TLS))
+RESOLVER_NAME = "resolver.lab"  # the public resolver's certificate name, for DoT and DoH
+RESOLVER_IDENTITY = "world-public-resolver"
+
+# A second client, behind an ISP that rewrites every plain DNS query to its own resolver.
+HIJACKED_CLIENT_ADDRESS = "192.0.2.130"
+ISP_HIJACKED_SIDE = "192.0.2.129"
 
 ISCA_PROXY_PORT = 8443
 ANTIVIRUS_PROXY_PORT = 8444
@@ -66,14 +79,21 @@ SITES: dict[str, str] = {
     "http-clean.lab": HTTP_SITES,
     "http-blocked.lab": HTTP_DIVERTED,
     "broken.lab": BROKEN_TLS,
+    "cdn.lab": CDN_EDGE_A,
+    "dns-injected.lab": CLEAN_SITES,
 }
 
-# What the ISP's resolver says instead of the truth.
-ISP_DNS_LIES: dict[str, str | None] = {
-    "dns-bogon.lab": "10.10.34.35",  # a private address, as Iran's resolvers answer
-    "dns-nxdomain.lab": None,  # NXDOMAIN
-    "dns-blockpage.lab": BLOCKPAGE_SERVER,
+# What the ISP's resolver says instead of what the world's says.
+ISP_DNS_ANSWERS: dict[str, str | None] = {
+    "dns-bogon.lab": "10.10.34.35",  # a lie: a private address, as Iran's resolvers answer
+    "dns-nxdomain.lab": None,  # a lie: NXDOMAIN
+    "dns-blockpage.lab": BLOCKPAGE_SERVER,  # a lie: the ISP's blockpage
+    "cdn.lab": CDN_EDGE_B,  # no lie: another edge of the same CDN, with a valid certificate
 }
+
+# The on-path injector races forged answers for this name (and names under it).
+INJECTED_NAME = "dns-injected.lab"
+INJECTED_IP_TTL = 200
 
 # SNIs the ISCA-named interceptor forges; every other name through it is passed untouched.
 ISCA_FORGED_NAMES = ("forged.lab",)

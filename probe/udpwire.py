@@ -1,0 +1,116 @@
+"""DNS over UDP, keeping every reply: the injected one and the real one, each with its IP TTL.
+
+`dns.query.udp` returns only the first reply. A device on the path that injects answers races
+the real resolver, so the probe sends its questions from one unconnected socket and keeps
+listening for a window after each first reply, recording every reply's source and IP TTL
+(`IP_RECVTTL`, no root needed). An unconnected socket also ignores ICMP errors, so a question
+sent to an address that runs no resolver simply gets no answer, unless something on the path
+answers for it.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from probe import failures
+
+IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
+IP_TTL = getattr(socket, "IP_TTL", 2)
+IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
+IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
+
+
+@dataclass
+class Question:
+    wire: bytes
+    query_id: int
+    address: str
+    port: int
+    expects_reply: bool = True  # False for the injection probe: nobody should answer
+    replies: list[dict[str, object]] = field(default_factory=list)  # source, ip_ttl, wire, t
+    failure: str | None = None
+    sent_at: float | None = None
+
+
+def _socket(family: socket.AddressFamily) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    try:
+        if family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+    except OSError:
+        pass  # no TTLs, but still the replies
+    return sock
+
+
+def _ttl(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    for level, kind, data in ancillary:
+        if (level, kind) in ((socket.IPPROTO_IP, IP_TTL), (socket.IPPROTO_IPV6, IPV6_HOPLIMIT)) and data:
+            return int.from_bytes(data[:4], "little") if len(data) >= 4 else data[0]
+    return None
+
+
+def exchange(questions: list[Question], timeout: float, window: float, now: Callable[[], float]) -> None:
+    """Send every question; fill in each one's replies (or failure). Bounded by `timeout` overall.
+
+    A question that expects a reply is listened to until `window` seconds after its first reply;
+    one that does not (the injection probe) for `window` seconds after it was sent.
+    """
+    sockets: dict[socket.AddressFamily, socket.socket] = {}
+    start = time.monotonic()
+    hard_deadline = start + timeout
+    by_id: dict[int, list[Question]] = {}
+    try:
+        for question in questions:
+            family = socket.AF_INET6 if ":" in question.address else socket.AF_INET
+            if family not in sockets:
+                sockets[family] = _socket(family)
+            try:
+                sockets[family].sendto(question.wire, (question.address, question.port))
+            except OSError as exc:
+                question.failure = failures.classify(exc)
+                continue
+            question.sent_at = time.monotonic()
+            by_id.setdefault(question.query_id, []).append(question)
+        first_reply: dict[int, float] = {}
+
+        def listen_until(question: Question) -> float:
+            if question.failure is not None:
+                return start
+            if not question.expects_reply:
+                return min(hard_deadline, (question.sent_at or start) + window)
+            if id(question) in first_reply:
+                return min(hard_deadline, first_reply[id(question)] + window)
+            return hard_deadline
+
+        while True:
+            end = max((listen_until(q) for q in questions), default=start)
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                break
+            readable, _, _ = select.select(list(sockets.values()), [], [], remaining)
+            for sock in readable:
+                try:
+                    data, ancillary, _, source = sock.recvmsg(65535, socket.CMSG_SPACE(4))
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    continue
+                if len(data) < 2:
+                    continue
+                arrived = time.monotonic()
+                for question in by_id.get(int.from_bytes(data[:2], "big"), []):
+                    question.replies.append({"source": source[0], "ip_ttl": _ttl(ancillary), "wire": data, "t": now()})
+                    first_reply.setdefault(id(question), arrived)
+        for question in questions:
+            if question.failure is None and not question.replies and question.expects_reply:
+                question.failure = failures.GENERIC_TIMEOUT
+    finally:
+        for sock in sockets.values():
+            sock.close()
