@@ -15,7 +15,7 @@ from typing import Any
 from probe import failures
 from probe.clock import Clock
 
-ALPN_OFFER = ["h2", "http/1.1"]
+ALPN_OFFER = ["http/1.1"]  # the probe speaks HTTP/1.1 over the same connection
 
 
 def tcp_connect(address: str, port: int, timeout: float, clock: Clock) -> tuple[socket.socket | None, dict[str, Any]]:

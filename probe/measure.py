@@ -8,9 +8,11 @@ again with a control SNI, so that analysis can tell a name-triggered block from 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 from probe import certs
 from probe.clock import Clock
@@ -26,9 +28,11 @@ from probe.dnsquery import (
     udp_batch,
 )
 from probe.httpget import http_get
-from probe.targets import Target
+from probe.targets import DEFAULT_PORTS, Target, is_ip_literal
 
 MAX_ADDRESSES = 3
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(frozen=True)
@@ -153,19 +157,17 @@ def measure(target: Target, config: MeasureConfig, started: datetime) -> dict[st
             observations["tcp_connect"].append(tcp)
             if sock is None:
                 continue
-            try:
-                request = http_get(sock, target.host, target.path, config.timeout, clock)
-            finally:
-                close_quietly(sock)
-            request["address"] = address
-            observations["http_requests"].append(request)
+            _fetch(sock, target.host, target.path, address, target.url, config, clock, observations)
             break
         tcp, handshake, tls = _handshake(address, target.port, server_name, "target", config, clock)
         observations["tcp_connect"].append(tcp)
         if handshake is None:
             continue
         observations["tls_handshakes"].append(handshake)
-        close_quietly(tls)
+        if tls is not None:
+            # The page over the connection the network gave us, forged or not: a blockpage
+            # behind an interceptor is evidence too.
+            _fetch(tls, target.host, target.path, address, target.url, config, clock, observations)
         suspicious = handshake["failure"] is not None or not _chain_valid(handshake, target.host, started, config.roots)
         if suspicious and config.control_sni and server_name is not None:
             control_tcp, control_handshake, control_tls = _handshake(
@@ -177,6 +179,74 @@ def measure(target: Target, config: MeasureConfig, started: datetime) -> dict[st
             close_quietly(control_tls)
         break
     return observations
+
+
+def _fetch(
+    sock: socket.socket,
+    host: str,
+    path: str,
+    address: str,
+    url: str,
+    config: MeasureConfig,
+    clock: Clock,
+    observations: dict[str, Any],
+) -> None:
+    """GET over a connected socket, then follow at most MAX_REDIRECTS redirects, each recorded."""
+    try:
+        request = http_get(sock, host, path, config.timeout, clock)
+    finally:
+        close_quietly(sock)
+    request.update({"address": address, "url": url, "redirect_index": 0})
+    observations["http_requests"].append(request)
+    for index in range(1, MAX_REDIRECTS + 1):
+        if request["status"] not in REDIRECT_STATUSES or not request["location"]:
+            return
+        next_url = urljoin(request["url"], request["location"])
+        parts = urlsplit(next_url)
+        scheme = parts.scheme.lower()
+        if scheme not in DEFAULT_PORTS or not parts.hostname:
+            return
+        next_host = parts.hostname.lower()
+        try:
+            port = parts.port or DEFAULT_PORTS[scheme]
+        except ValueError:
+            return
+        next_path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if is_ip_literal(next_host):
+            addresses = [next_host]
+        else:
+            lookup = _lookup_for_redirect(next_host, port, config, clock)
+            observations.setdefault("redirect_lookups", []).append(lookup)
+            addresses = lookup["addresses"]
+        if not addresses:
+            return
+        next_address = _ordered(addresses)[0]
+        connection, tcp = tcp_connect(next_address, port, config.timeout, clock)
+        tcp["purpose"] = "redirect"
+        observations["tcp_connect"].append(tcp)
+        if connection is None:
+            return
+        if scheme == "https":
+            sni = None if is_ip_literal(next_host) else next_host
+            tls, handshake = tls_handshake(connection, next_address, port, sni, config.timeout, clock)
+            handshake["purpose"] = "redirect"
+            observations["tls_handshakes"].append(handshake)
+            if tls is None:
+                return
+            connection = tls
+        try:
+            request = http_get(connection, next_host, next_path, config.timeout, clock)
+        finally:
+            close_quietly(connection)
+        request.update({"address": next_address, "url": next_url, "redirect_index": index})
+        observations["http_requests"].append(request)
+
+
+def _lookup_for_redirect(host: str, port: int, config: MeasureConfig, clock: Clock) -> dict[str, Any]:
+    """Resolve a redirect's host as a browser on this machine would."""
+    if config.resolver is not None:
+        return lookup_with_resolver(config.resolver, host, config.timeout, 0.0, config.roots.path, clock)
+    return lookup_system(host, port, clock)
 
 
 def observe_run_dns(config: MeasureConfig, baseline_name: str) -> dict[str, Any]:

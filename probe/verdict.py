@@ -295,14 +295,7 @@ def _judge_tls(obs: dict[str, Any], analysis_of: ChainAnalyzer, confirmed: bool,
     return BLOCKED
 
 
-def _judge_http(obs: dict[str, Any], confirmed: bool, ctx: AnalysisContext, j: Judgement) -> str:
-    requests = obs["http_requests"]
-    if not requests:
-        return OK
-    response = requests[-1]
-    if response["status"] is None:
-        j.add(f"http.{_STREAM_CODES.get(response['failure'], 'failure')}")
-        return BLOCKED if confirmed else UNKNOWN
+def _blockpage_match(response: dict[str, Any], ctx: AnalysisContext) -> dict[str, Any] | None:
     headers = {name.lower(): value for name, value in response["headers"]}
     for fingerprint in ctx.catalogs.http_blockpages:
         if fingerprint.field == "body":
@@ -312,14 +305,33 @@ def _judge_http(obs: dict[str, Any], confirmed: bool, ctx: AnalysisContext, j: J
         else:
             value = headers.get(fingerprint.field.split(":", 1)[1])
         if fingerprint.matches(value):
-            j.add("http.blockpage")
-            j.blockpage = {
+            return {
                 "id": fingerprint.id,
                 "name": fingerprint.name,
                 "country": fingerprint.country,
-                "matched": fingerprint.field,
+                "matched": f"{fingerprint.field} of {response.get('url') or 'the response'}",
             }
+    return None
+
+
+def _judge_http(obs: dict[str, Any], confirmed: bool, ctx: AnalysisContext, j: Judgement) -> str:
+    """The target's request and each redirect after it: a blockpage anywhere on the way, or a
+    failure of the target's own request."""
+    requests = obs["http_requests"]
+    if not requests:
+        return OK
+    for response in requests:
+        if response["status"] is None:
+            continue
+        found = _blockpage_match(response, ctx)
+        if found is not None:
+            j.add("http.blockpage")
+            j.blockpage = found
             return BLOCKED
+    first = requests[0]
+    if first["status"] is None:
+        j.add(f"http.{_STREAM_CODES.get(first['failure'], 'failure')}")
+        return BLOCKED if confirmed else UNKNOWN
     return OK
 
 

@@ -60,7 +60,13 @@ HTTPS_SCENARIOS = [
     "cdn.lab",
     "dns-injected.lab",
 ]
-HTTP_SCENARIOS = ["http://http-clean.lab/", "http://http-blocked.lab/"]
+HTTP_SCENARIOS = [
+    "http://http-clean.lab/",
+    "http://http-blocked.lab/",
+    "http://http-rst.lab/",
+    "http://http-silence.lab/",
+    "http://http-redirect.lab/news/today",
+]
 
 
 DOT_CONTROL = f"tls://{t.PUBLIC_RESOLVER}#{t.RESOLVER_NAME}"
@@ -274,3 +280,35 @@ def test_every_namespace_has_its_own_resolver_and_no_route_out(lab: Lab) -> None
             ["ip", "netns", "exec", namespace, "ip", "-4", "route", "show"], capture_output=True, text=True, check=True
         ).stdout
         assert "default" not in routes, f"{namespace} has a default route: {routes}"
+
+
+def test_https_page_is_fetched_over_the_handshake(records: dict[str, dict]) -> None:
+    (request,) = records["clean.lab"]["observations"]["http_requests"]
+    assert (request["status"], request["title"], request["address"]) == (200, "clean.lab", t.CLEAN_SITES)
+    assert request["body_length"] > 0 and len(request["body_sha256"]) == 64
+
+
+def test_rst_on_a_host_keyword_gives_http_reset(records: dict[str, dict]) -> None:
+    record = records["http-rst.lab"]
+    assert (record["blocking"], record["anomalies"]) == ("http", ["http.reset"])
+    assert record["observations"]["http_requests"][0]["failure"] == "connection_reset"
+    assert record["observations"]["tcp_connect"][0]["failure"] is None  # the connect itself worked
+
+
+def test_silence_after_the_request_gives_http_timeout(records: dict[str, dict]) -> None:
+    record = records["http-silence.lab"]
+    assert (record["blocking"], record["anomalies"]) == ("http", ["http.timeout"])
+
+
+def test_redirect_to_a_blockpage_host_gives_http_blockpage(records: dict[str, dict]) -> None:
+    record = records["http-redirect.lab"]
+    assert (record["blocking"], record["anomalies"]) == ("http", ["http.blockpage"])
+    assert record["blockpage"]["id"] == "lab-isp-redirect"
+    first, followed = record["observations"]["http_requests"]
+    assert (first["status"], first["redirect_index"]) == (302, 0)
+    assert first["location"] == f"http://{t.BLOCKPAGE_HOST}/blocked.html?host=http-redirect.lab"
+    assert (followed["redirect_index"], followed["address"], followed["title"]) == (
+        1,
+        t.BLOCKPAGE_SERVER,
+        t.BLOCKPAGE_TITLE,
+    )

@@ -113,7 +113,11 @@ class TlsServer:
             assert isinstance(behaviour, tuple)
             tls = self._context(behaviour).wrap_socket(conn, server_side=True)
             with contextlib.suppress(OSError, ssl.SSLError):
-                tls.recv(4096)
+                request = tls.recv(4096)
+                if request.startswith(b"GET "):
+                    page = f"<html><head><title>{sni}</title></head><body>The real {sni}.</body></html>".encode()
+                    head = f"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {len(page)}\r\n"
+                    tls.sendall(head.encode() + b"Connection: close\r\n\r\n" + page)
             tls.close()
         except (OSError, ssl.SSLError):
             conn.close()

@@ -136,6 +136,7 @@ class Lab:
             (self.isp, f"ip addr add {t.ISP_CLIENT_SIDE}/24 dev r0"),
             (self.isp, f"ip addr add {t.ISP_RESOLVER}/24 dev r0"),
             (self.isp, f"ip addr add {t.BLOCKPAGE_SERVER}/24 dev r0"),
+            (self.isp, f"ip addr add {t.REDIRECT_SERVER}/24 dev r0"),
             (self.isp, "ip link set r0 up"),
             (self.isp, f"ip addr add {t.ISP_WORLD_SIDE}/24 dev r1"),
             (self.isp, "ip link set r1 up"),
@@ -172,12 +173,20 @@ class Lab:
             f"-A FORWARD -p tcp -d {t.SNI_FILTERED} --dport 443 -m string --string tls-reset.lab --algo bm "
             "-j REJECT --reject-with tcp-reset",
             f"-A FORWARD -p tcp -d {t.SNI_FILTERED} --dport 443 -m string --string tls-silence.lab --algo bm -j DROP",
+            # A plain HTTP request naming a blocked Host is answered with a RST, or swallowed.
+            f"-A FORWARD -p tcp -d {t.HTTP_SITES} --dport 80 -m string --string Host:_http-rst.lab --algo bm "
+            "-j REJECT --reject-with tcp-reset",
+            f"-A FORWARD -p tcp -d {t.HTTP_SITES} --dport 80 -m string --string Host:_http-silence.lab --algo bm "
+            "-j DROP",
         ]
         nat_rules = [
             # Plain HTTP to a blocked site's address is diverted to the ISP's blockpage server
             # (NAT sees only a connection's first packet, so the divert is by address).
             f"-A PREROUTING -i r0 -p tcp -d {t.HTTP_DIVERTED} --dport 80 "
             f"-j DNAT --to-destination {t.BLOCKPAGE_SERVER}:80",
+            # ... or to a server that redirects to the ISP's blockpage host.
+            f"-A PREROUTING -i r0 -p tcp -d {t.HTTP_REDIRECTED} --dport 80 "
+            f"-j DNAT --to-destination {t.REDIRECT_SERVER}:80",
             # HTTPS to these addresses goes through the transparent interceptors.
             f"-A PREROUTING -i r0 -p tcp -d {t.ISCA_INTERCEPTED} --dport 443 "
             f"-j REDIRECT --to-ports {t.ISCA_PROXY_PORT}",
@@ -186,8 +195,8 @@ class Lab:
             # The hijacked client's ISP rewrites every plain DNS query to its own resolver.
             f"-A PREROUTING -i r2 -p udp --dport 53 -j DNAT --to-destination {t.ISP_RESOLVER}:53",
         ]
-        for rule in rules:
-            self._ns(self.isp, "iptables", *rule.split())
+        for rule in rules:  # "_" stands for a space inside a matched string
+            self._ns(self.isp, "iptables", *(word.replace("Host:_", "Host: ") for word in rule.split()))
         for rule in nat_rules:
             self._ns(self.isp, "iptables", "-t", "nat", *rule.split())
 
@@ -294,7 +303,9 @@ http {{
     def _blockpage_nginx(self) -> Path:
         page = f"<html><head><title>{t.BLOCKPAGE_TITLE}</title></head><body>Blocked by order.</body></html>"
         server = f"""  server {{ listen {t.BLOCKPAGE_SERVER}:80 default_server; server_name _;
-    location / {{ return 200 "{page}"; }} }}"""
+    location / {{ return 200 "{page}"; }} }}
+  server {{ listen {t.REDIRECT_SERVER}:80 default_server; server_name _;
+    location / {{ return 302 "http://{t.BLOCKPAGE_HOST}/blocked.html?host=$host"; }} }}"""
         return self._nginx_conf("blockpage", server)
 
     def _unbound_conf(self) -> Path:

@@ -17,6 +17,8 @@ CLIENT_ADDRESS = "192.0.2.10"
 ISP_CLIENT_SIDE = "192.0.2.1"
 ISP_RESOLVER = "192.0.2.53"
 BLOCKPAGE_SERVER = "192.0.2.80"
+REDIRECT_SERVER = "192.0.2.81"  # answers every request with a redirect to the blockpage host
+BLOCKPAGE_HOST = "blockpage.isp.lab"  # known only to the ISP's resolver
 ISP_WORLD_SIDE = "198.51.100.1"
 WORLD_ADDRESS = "198.51.100.2"
 PUBLIC_RESOLVER = "203.0.113.53"
@@ -31,6 +33,7 @@ ISCA_INTERCEPTED = "203.0.113.20"
 ANTIVIRUS_INTERCEPTED = "203.0.113.21"
 HTTP_SITES = "203.0.113.30"
 HTTP_DIVERTED = "203.0.113.31"
+HTTP_REDIRECTED = "203.0.113.32"
 BROKEN_TLS = "203.0.113.40"
 CDN_EDGE_A = "203.0.113.60"  # what the world's resolver answers for cdn.lab
 CDN_EDGE_B = "203.0.113.61"  # what the ISP's resolver answers: another edge of the same CDN
@@ -44,6 +47,7 @@ WORLD_SITE_ADDRESSES = (
     ANTIVIRUS_INTERCEPTED,
     HTTP_SITES,
     HTTP_DIVERTED,
+    HTTP_REDIRECTED,
     BROKEN_TLS,
     CDN_EDGE_A,
     CDN_EDGE_B,
@@ -78,6 +82,9 @@ SITES: dict[str, str] = {
     "antivirus.lab": ANTIVIRUS_INTERCEPTED,
     "http-clean.lab": HTTP_SITES,
     "http-blocked.lab": HTTP_DIVERTED,
+    "http-rst.lab": HTTP_SITES,
+    "http-silence.lab": HTTP_SITES,
+    "http-redirect.lab": HTTP_REDIRECTED,
     "broken.lab": BROKEN_TLS,
     "cdn.lab": CDN_EDGE_A,
     "dns-injected.lab": CLEAN_SITES,
@@ -89,6 +96,7 @@ ISP_DNS_ANSWERS: dict[str, str | None] = {
     "dns-nxdomain.lab": None,  # a lie: NXDOMAIN
     "dns-blockpage.lab": BLOCKPAGE_SERVER,  # a lie: the ISP's blockpage
     "cdn.lab": CDN_EDGE_B,  # no lie: another edge of the same CDN, with a valid certificate
+    BLOCKPAGE_HOST: BLOCKPAGE_SERVER,  # the ISP's own name
 }
 
 # The on-path injector races forged answers for this name (and names under it).
@@ -113,7 +121,16 @@ LAB_BLOCKPAGE_CATALOG = {
             "match": "contains",
             "pattern": "Access to this resource is restricted",
             "sources": ["tests/lab/topology.py"],
-        }
+        },
+        {
+            "id": "lab-isp-redirect",
+            "name": "Lab ISP redirect to its blockpage host",
+            "country": "ZZ",
+            "field": "header:location",
+            "match": "prefix",
+            "pattern": f"http://{BLOCKPAGE_HOST}/",
+            "sources": ["tests/lab/topology.py"],
+        },
     ],
     "dns": [
         {
