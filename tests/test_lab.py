@@ -190,7 +190,7 @@ def test_plain_http_blockpage_gives_http(records: dict[str, dict]) -> None:
 def test_server_broken_for_every_name_is_not_called_censorship(records: dict[str, dict]) -> None:
     record = records["broken.lab"]
     assert record["blocking"] == "inconclusive"
-    assert "tls.fails_for_any_name" in record["anomalies"]
+    assert record["anomalies"] == ["tls.alert", "tls.fails_for_any_name"]
     assert record["observations"]["tls_handshakes"][0]["alert"] == "unrecognized_name"
 
 

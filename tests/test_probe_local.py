@@ -19,7 +19,17 @@ from tests.dnsmasq import Dnsmasq
 from tests.tlsserver import TlsServer
 from tests.unbound import Unbound
 
-NAMES = ["valid.test", "isca.test", "kzroot.test", "antivirus.test", "reset.test", "blocked.test", "silent.test"]
+NAMES = [
+    "valid.test",
+    "isca.test",
+    "kzroot.test",
+    "antivirus.test",
+    "reset.test",
+    "blocked.test",
+    "silent.test",
+    "closed.test",
+    "http-closed.test",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +51,11 @@ def world(test_pki: PkiFixture) -> Iterator[dict]:
         "antivirus.test": pki.make_leaf(antivirus_root, ["antivirus.test"]).write(directory, "antivirus"),
         "reset.test": "reset",
         "silent.test": "silence",
+        "closed.test": "close",
+        "http-closed.test": (
+            *test_pki.leaf_files(test_pki.public_intermediate, ["http-closed.test"], "hc"),
+            "close-after-request",
+        ),
     }
     system = Dnsmasq({**{n: "127.0.0.1" for n in NAMES if n != "blocked.test"}, "blocked.test": None})
     control = Dnsmasq({n: "127.0.0.1" for n in NAMES})
@@ -255,3 +270,15 @@ def test_silent_resolver_is_dns_timeout(failing_resolvers: dict, tmp_path: Path)
     record = _dns_only_run(tmp_path, free_udp_port(), failing_resolvers["control"].port, "known.test")
     assert (record["blocking"], record["anomalies"][0]) == ("dns", "dns.timeout")
     assert record["observations"]["dns"]["system"]["failure"] == "generic_timeout_error"
+
+
+def test_close_after_client_hello_is_tls_eof(verdicts: dict[str, dict]) -> None:
+    record = verdicts["closed.test"]
+    assert (record["blocking"], record["anomalies"]) == ("tls", ["tls.eof", "tls.sni_triggered"])
+    assert record["observations"]["tls_handshakes"][0]["failure"] == "eof_error"
+
+
+def test_close_after_the_http_request_is_http_eof(verdicts: dict[str, dict]) -> None:
+    record = verdicts["http-closed.test"]
+    assert (record["blocking"], record["anomalies"]) == ("http", ["http.eof"])
+    assert record["observations"]["tls_handshakes"][0]["failure"] is None

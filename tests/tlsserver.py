@@ -47,10 +47,11 @@ def client_hello_sni(data: bytes) -> str | None:
 
 
 class TlsServer:
-    """`behaviours` maps an SNI to a (cert, key) pair, "reset" or "silence"; `default` for the rest."""
+    """`behaviours` maps an SNI to a (cert, key) pair, "reset", "silence" or "close" (after the
+    ClientHello), or (cert, key, "close-after-request"); `default` for the rest."""
 
     def __init__(
-        self, behaviours: dict[str, tuple[Path, Path] | str], default: tuple[Path, Path] | str = "reset"
+        self, behaviours: dict[str, tuple[Path, ...] | str], default: tuple[Path, ...] | str = "reset"
     ) -> None:
         self.behaviours, self.default = behaviours, default
         self.contexts: dict[tuple[Path, Path], ssl.SSLContext] = {}
@@ -105,13 +106,24 @@ class TlsServer:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 conn.close()
                 return
+            if behaviour == "close":  # FIN after the ClientHello
+                conn.recv(16384)
+                conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+                return
             if behaviour == "silence":
                 conn.recv(16384)  # take the ClientHello and say nothing
                 self._stop.wait(SILENCE_LIMIT)
                 conn.close()
                 return
             assert isinstance(behaviour, tuple)
-            tls = self._context(behaviour).wrap_socket(conn, server_side=True)
+            close_after_request = len(behaviour) == 3 and behaviour[2] == "close-after-request"
+            tls = self._context((behaviour[0], behaviour[1])).wrap_socket(conn, server_side=True)
+            if close_after_request:  # the handshake completes; the request is met with a close
+                tls.recv(4096)
+                conn.shutdown(socket.SHUT_RDWR)
+                tls.close()
+                return
             with contextlib.suppress(OSError, ssl.SSLError):
                 request = tls.recv(4096)
                 if request.startswith(b"GET "):
