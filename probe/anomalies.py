@@ -29,6 +29,8 @@ ANOMALIES: dict[str, str] = {
     "tls.failure": "The TLS handshake failed in another way (see the failure string).",
     "tls.sni_triggered": "The same address completed a handshake with the control SNI, without the target's failure or substitution: the name triggers the interference.",
     "tls.fails_for_any_name": "The handshake also failed with the control SNI: the server or the whole address is broken or blocked; the name is not shown to be the trigger.",
+    "tls.cert_mismatch": "The helper, outside the network, saw a chain valid for the name with another leaf key, and here the chain does not validate or comes from another issuer: interception, even by a publicly trusted forged certificate.",
+    "tls.leaf_key_differs": "The helper saw another leaf key under the same issuer, both chains valid: recorded only, as sites rotate keys and serve several certificates.",
     "tls.untrusted_chain": "The presented chain does not validate for the name under the reference roots.",
     "tls.known_interception_ca": "A presented certificate is in the interception catalog, matched by the SHA-256 of its DER or of its public key.",
     "tls.interception_ca_name": "An issuer or subject in the chain carries the name of a catalogued interception CA; the key itself is not catalogued.",
@@ -41,7 +43,10 @@ ANOMALIES: dict[str, str] = {
     "http.timeout": "No complete HTTP response arrived before the timeout.",
     "http.eof": "The connection was closed after the HTTP request without a response.",
     "http.failure": "The HTTP exchange failed in another way (see the failure string).",
+    "http.diff": "The page differs from the one the helper fetched from outside (status, title, or body length below 0.7 of the other), and matches no blockpage fingerprint.",
     "http.blockpage": "The HTTP response matches a blockpage fingerprint (body, title, header or redirect).",
+    "helper.failed": "A helper (control vantage) could not be reached or refused the request; verdicts rest on what the probe saw alone.",
+    "helper.same_failure": "The helper failed at the same stage from outside the network: the site is down for everyone, not blocked.",
 }
 
 BLOCKING_VALUES = (

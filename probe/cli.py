@@ -10,6 +10,7 @@ import argparse
 import ipaddress
 import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -77,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--injection-address", help="an address that runs no resolver, for the DNS injection probe")
     run.add_argument("--no-injection-check", action="store_true", help="skip the DNS injection probe")
+    run.add_argument(
+        "--helper", action="append", default=[], help="URL of a control vantage (probe helper serve); repeatable"
+    )
+    run.add_argument("--helper-token", help="bearer token for the helpers (or PROBE_HELPER_TOKEN)")
     run.add_argument("--asn-db", type=Path, help="ip2asn TSV table: answers in the control's AS count as consistent")
     run.add_argument("--asn", help="the network's AS number, when the operator knows it (e.g. AS9198)")
     run.add_argument("--country", help="the network's country code, when the operator knows it (e.g. KZ)")
@@ -84,6 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--lab",
         action="store_true",
         help="treat the documentation address ranges as public (only for the censorship lab)",
+    )
+
+    helper = commands.add_parser("helper", help="the control vantage's side")
+    helper_commands = helper.add_subparsers(dest="helper_command", required=True)
+    serve = helper_commands.add_parser("serve", help="serve the helper's HTTPS JSON API")
+    serve.add_argument("--listen", required=True, help="ADDR:PORT to listen on")
+    serve.add_argument("--tls-cert", required=True, type=Path, help="PEM certificate chain")
+    serve.add_argument("--tls-key", required=True, type=Path, help="PEM private key")
+    serve.add_argument("--token", help="require this bearer token (or PROBE_HELPER_TOKEN)")
+    serve.add_argument("--roots", type=Path, help="reference roots for judging chains (default: certifi)")
+    serve.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds for each step")
+    serve.add_argument("--ports", default="80,443", help="destination ports allowed (default 80,443)")
+    serve.add_argument("--rate", type=_positive(float), default=60.0, help="requests a minute per client")
+    serve.add_argument(
+        "--allow-documentation-addresses",
+        action="store_true",
+        help="accept destinations in the documentation ranges (only for the censorship lab)",
     )
 
     show = commands.add_parser("show", help="print the records of a results file readably")
@@ -140,12 +162,15 @@ def command_run(args: argparse.Namespace) -> int:
         control_plain=_plain_udp_of(control),
         injection_address=injection_address,
         injection_check=not args.no_injection_check,
+        helpers=tuple(args.helper),
+        helper_token=args.helper_token or os.environ.get("PROBE_HELPER_TOKEN") or None,
     )
     analysis = AnalysisContext(roots=roots, catalogs=catalogs, documentation_is_public=args.lab, asn=asn_table)
     network = {
         "resolver": resolver.url if resolver else "system",
         "system_resolver_addresses": [] if resolver else system_resolver_addresses(),
         "control_resolver": control.url if control else None,
+        "helpers": list(args.helper),
         "asn": args.asn,
         "country": args.country.upper() if args.country else None,
     }
@@ -182,10 +207,50 @@ def command_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def command_helper(args: argparse.Namespace) -> int:
+    from probe.helper import HelperConfig, HelperServer
+
+    host, _, port_text = args.listen.rpartition(":")
+    try:
+        port = int(port_text)
+        ports = frozenset(int(p) for p in args.ports.split(","))
+        roots = load_roots(args.roots)
+    except ValueError as exc:
+        return _fail(f"--listen ADDR:PORT and --ports 80,443 expected ({exc})")
+    except RootsError as exc:
+        return _fail(str(exc))
+    for path in (args.tls_cert, args.tls_key):
+        if not path.is_file():
+            return _fail(f"{path}: no such file")
+    config = HelperConfig(
+        timeout=args.timeout,
+        roots=roots,
+        token=args.token or os.environ.get("PROBE_HELPER_TOKEN") or None,
+        allow_documentation=args.allow_documentation_addresses,
+        ports=ports,
+        rate_per_minute=args.rate,
+    )
+    try:
+        server = HelperServer((host.strip("[]"), port), config, str(args.tls_cert), str(args.tls_key))
+    except (OSError, ssl.SSLError) as exc:
+        return _fail(f"cannot serve on {args.listen}: {exc}")
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    print(f"helper listening on https://{args.listen}/ (POST /v1/measure)", flush=True)
+    try:
+        server.serve_forever()
+    except (_Interrupted, KeyboardInterrupt):
+        pass
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return command_run(args)
+    if args.command == "helper":
+        return command_helper(args)
     return command_show(args)
 
 

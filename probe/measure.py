@@ -27,6 +27,7 @@ from probe.dnsquery import (
     udp_ask_for,
     udp_batch,
 )
+from probe.helperclient import HelperQuestions
 from probe.httpget import http_get
 from probe.targets import DEFAULT_PORTS, Target, is_ip_literal
 
@@ -48,6 +49,8 @@ class MeasureConfig:
     injection_address: str | None = None  # None: the target's address as the control sees it
     injection_check: bool = True
     run_dns: dict[str, Any] = field(default_factory=dict)  # run-level DNS observations (identity, baseline)
+    helpers: tuple[str, ...] = ()  # control vantages (`probe helper serve`), asked while measuring
+    helper_token: str | None = None
 
 
 def _ordered(addresses: list[str]) -> list[str]:
@@ -138,6 +141,19 @@ def measure(target: Target, config: MeasureConfig, started: datetime) -> dict[st
     """Every observation for one target, in the record's `observations` shape."""
     clock = Clock()
     observations: dict[str, Any] = {"dns": None, "tcp_connect": [], "tls_handshakes": [], "http_requests": []}
+    questions = None
+    if config.helpers:
+        questions = HelperQuestions(
+            list(config.helpers), target.url, config.helper_token, config.timeout, config.roots.path, clock
+        )
+    _observe_target(target, config, started, clock, observations)
+    observations["helpers"] = questions.collect() if questions is not None else []
+    return observations
+
+
+def _observe_target(
+    target: Target, config: MeasureConfig, started: datetime, clock: Clock, observations: dict[str, Any]
+) -> None:
     if target.is_ip_literal:
         addresses, address_source = [target.host], "literal"
     else:
@@ -178,7 +194,6 @@ def measure(target: Target, config: MeasureConfig, started: datetime) -> dict[st
                 observations["tls_handshakes"].append(control_handshake)
             close_quietly(control_tls)
         break
-    return observations
 
 
 def _fetch(

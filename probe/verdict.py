@@ -66,6 +66,27 @@ class AnalysisContext:
     asn: AsnTable | None = None  # with one, answers in the control's AS count as consistent
 
 
+def helper_view(obs: dict[str, Any]) -> dict[str, Any] | None:
+    """The first helper that answered: how the target looks from outside the network."""
+    for asked in obs.get("helpers") or []:
+        if isinstance(asked.get("response"), dict):
+            return asked["response"]
+    return None
+
+
+def _helper_failed_at(view: dict[str, Any] | None, stage: str) -> bool | None:
+    """Whether the helper failed at `stage` too: True, False, or None when it cannot say."""
+    if view is None:
+        return None
+    if stage == "tcp":
+        attempts = view.get("tcp") or []
+        return all(a.get("failure") for a in attempts) if attempts else None
+    part = view.get(stage)
+    if not isinstance(part, dict):
+        return None
+    return part.get("failure") is not None or (stage == "http" and part.get("status") is None)
+
+
 def _purpose(items: list[dict[str, Any]], purpose: str) -> list[dict[str, Any]]:
     return [item for item in items if item.get("purpose", "target") == purpose]
 
@@ -155,17 +176,28 @@ def _same_network(addresses: list[str], control_addresses: set[str], ctx: Analys
 
 
 def _judge_dns(
-    dns: dict[str, Any] | None, tls_valid_addresses: set[str], ctx: AnalysisContext, j: Judgement
+    dns: dict[str, Any] | None,
+    tls_valid_addresses: set[str],
+    helper: dict[str, Any] | None,
+    ctx: AnalysisContext,
+    j: Judgement,
 ) -> tuple[str, bool]:
     """Return (stage outcome, whether a control confirmed the name's addresses)."""
     if dns is None:  # an IP literal: nothing to resolve
         return OK, True
     system, control = dns["system"], dns.get("control")
+    helper_dns = helper.get("dns") if helper is not None and isinstance(helper.get("dns"), dict) else None
+    helper_addresses = set(helper_dns.get("addresses") or []) if helper_dns else set()
     control_ok = control is not None and bool(control["addresses"])
-    control_denies = control is not None and control["failure"] in _DENIALS
-    if control is not None and not control_ok and not control_denies:
+    if control is not None and not control_ok and control["failure"] not in _DENIALS:
         j.add("dns.control_failed")
-    control_addresses = set(control["addresses"]) if control_ok else set()
+    control_denies = (control is not None and control["failure"] in _DENIALS) or (
+        helper_dns is not None and not helper_addresses and helper_dns.get("failure") in _DENIALS
+    )
+    # The control resolver's answers and the helper's (seen from outside) both confirm addresses.
+    control_addresses = (set(control["addresses"]) if control_ok else set()) | helper_addresses
+    control_ok = bool(control_addresses)
+    control_denies = control_denies and not control_ok
     injected = _injected(dns, control_addresses)
     proxied = _transparent_proxy(dns, control_addresses, tls_valid_addresses)
 
@@ -255,6 +287,7 @@ def _chain_analyzer(host: str, at: datetime, ctx: AnalysisContext) -> ChainAnaly
 
 def _judge_tls(obs: dict[str, Any], analysis_of: ChainAnalyzer, confirmed: bool, j: Judgement) -> str:
     targets = _purpose(obs["tls_handshakes"], "target")
+    helper = helper_view(obs)
     if not targets:
         return OK
     handshake = targets[-1]
@@ -269,14 +302,38 @@ def _judge_tls(obs: dict[str, Any], analysis_of: ChainAnalyzer, confirmed: bool,
             return BLOCKED
         if control is not None or control_tcp:
             j.add("tls.fails_for_any_name")
+        helper_failed = _helper_failed_at(helper, "tls")
+        if helper_failed:
+            j.add("helper.same_failure")
+            return DOWN
+        if helper_failed is False:  # the site answers from outside: this path breaks it
+            return BLOCKED
+        if control is not None or control_tcp:
             return UNKNOWN
         return BLOCKED if confirmed else UNKNOWN
 
     analysis = analysis_of(handshake)
     j.tls = analysis
     interceptor = analysis["interceptor"]
+    mismatch = _leaf_mismatch(analysis, helper)
+    if mismatch == "decisive":
+        j.add("tls.cert_mismatch")
+    elif mismatch == "informational":
+        j.add("tls.leaf_key_differs")
     if interceptor is None:
-        return OK
+        if mismatch != "decisive":
+            return OK
+        leaf = analysis["certificates"][0]
+        interceptor = {
+            "catalog": None,
+            "catalog_id": None,
+            "name": None,
+            "country": None,
+            "issuer": leaf["issuer"],
+            "chain_top_issuer": analysis["certificates"][-1]["issuer"],
+            "matched_by": None,
+            "matched_certificate": None,
+        }
     j.interceptor = interceptor
     if not analysis["valid"]:
         j.add("tls.untrusted_chain")
@@ -293,6 +350,24 @@ def _judge_tls(obs: dict[str, Any], analysis_of: ChainAnalyzer, confirmed: bool,
         if control_issuer != interceptor["issuer"]:
             j.add("tls.sni_triggered")
     return BLOCKED
+
+
+def _leaf_mismatch(analysis: dict[str, Any], helper: dict[str, Any] | None) -> str | None:
+    """Compare the probe's leaf with the one the helper saw, when the helper's chain was valid.
+
+    A different key under another issuer, or under a chain that does not validate here, is
+    decisive: interception, even with a publicly trusted forged certificate. A different key under
+    the same issuer, both valid, is only recorded: sites rotate keys and serve several certificates.
+    """
+    tls = helper.get("tls") if helper is not None else None
+    if not isinstance(tls, dict) or not tls.get("valid") or not analysis["certificates"]:
+        return None
+    leaf = analysis["certificates"][0]
+    if tls.get("leaf_spki_sha256") in (None, leaf["sha256_spki"]):
+        return None
+    if not analysis["valid"] or tls.get("leaf_issuer") != leaf["issuer"]:
+        return "decisive"
+    return "informational"
 
 
 def _blockpage_match(response: dict[str, Any], ctx: AnalysisContext) -> dict[str, Any] | None:
@@ -329,10 +404,32 @@ def _judge_http(obs: dict[str, Any], confirmed: bool, ctx: AnalysisContext, j: J
             j.blockpage = found
             return BLOCKED
     first = requests[0]
+    helper = helper_view(obs)
     if first["status"] is None:
         j.add(f"http.{_STREAM_CODES.get(first['failure'], 'failure')}")
-        return BLOCKED if confirmed else UNKNOWN
+        helper_failed = _helper_failed_at(helper, "http")
+        if helper_failed:
+            j.add("helper.same_failure")
+            return DOWN
+        return BLOCKED if confirmed or helper_failed is False else UNKNOWN
+    page = helper.get("http") if helper is not None else None
+    if isinstance(page, dict) and page.get("status") is not None and _pages_differ(first, page):
+        j.add("http.diff")
+        return BLOCKED
     return OK
+
+
+BODY_LENGTH_RATIO = 0.7  # OONI web_connectivity's threshold
+
+
+def _pages_differ(ours: dict[str, Any], theirs: dict[str, Any]) -> bool:
+    """OONI's comparison: status, title, and body length (shorter over longer below 0.7)."""
+    if ours["status"] != theirs["status"]:
+        return True
+    if ours.get("title") and theirs.get("title") and ours["title"] != theirs["title"]:
+        return True
+    lengths = (ours.get("body_length") or 0, theirs.get("body_length") or 0)
+    return bool(max(lengths) > 0 and min(lengths) / max(lengths) < BODY_LENGTH_RATIO)
 
 
 def _tls_valid_addresses(obs: dict[str, Any], analysis_of: ChainAnalyzer) -> set[str]:
@@ -351,11 +448,20 @@ def judge(
         j.add("network.offline")
         return j
     analysis_of = _chain_analyzer(target["host"], at, ctx)
-    dns_outcome, confirmed = _judge_dns(observations["dns"], _tls_valid_addresses(observations, analysis_of), ctx, j)
+    helper = helper_view(observations)
+    if any(asked.get("failure") for asked in observations.get("helpers") or []):
+        j.add("helper.failed")
+    valid = _tls_valid_addresses(observations, analysis_of)
+    dns_outcome, confirmed = _judge_dns(observations["dns"], valid, helper, ctx, j)
     stages: list[tuple[str, str]] = [("dns", dns_outcome)]
     tcp_outcome = _connect_outcome(_purpose(observations["tcp_connect"], "target"), "tcp", j)
-    if tcp_outcome == BLOCKED and not confirmed:
-        tcp_outcome = UNKNOWN
+    if tcp_outcome == BLOCKED:
+        helper_failed = _helper_failed_at(helper, "tcp")
+        if helper_failed:
+            j.add("helper.same_failure")
+            tcp_outcome = DOWN
+        elif not confirmed and helper_failed is None:
+            tcp_outcome = UNKNOWN
     stages.append(("tcp", tcp_outcome or OK))
     tls_outcome = _judge_tls(observations, analysis_of, confirmed, j)
     stages.append(("tls_mitm" if j.interceptor else "tls", tls_outcome))

@@ -1,0 +1,107 @@
+"""Asking a control vantage (`probe helper serve`) what a target looks like from outside.
+
+Only the target's URL is sent. An unreachable or refusing helper is recorded as such, and the
+verdicts then rest on what the probe knows alone.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import requests
+
+from probe import failures
+from probe.clock import Clock
+
+API_PATH = "v1/measure"
+
+
+def _classify(exc: BaseException) -> str:
+    if isinstance(exc, requests.exceptions.Timeout):
+        return failures.GENERIC_TIMEOUT
+    if isinstance(exc, requests.exceptions.SSLError):
+        return failures.SSL_FAILED_HANDSHAKE
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        text = str(exc)
+        for needle, failure in (
+            ("Network is unreachable", failures.NETWORK_UNREACHABLE),
+            ("Connection refused", failures.CONNECTION_REFUSED),
+            ("Connection reset", failures.CONNECTION_RESET),
+            ("No route to host", failures.HOST_UNREACHABLE),
+        ):
+            if needle in text:
+                return failure
+        return f"unknown_failure: {text}"[:200]
+    return failures.classify(exc)
+
+
+def ask_helper(
+    helper_url: str, target_url: str, token: str | None, step_timeout: float, roots: str, clock: Clock
+) -> dict[str, Any]:
+    """One question to one helper, recorded whatever happens."""
+    record: dict[str, Any] = {
+        "helper": helper_url,
+        "status": None,
+        "failure": None,
+        "response": None,
+        "t0": clock.now(),
+        "t": None,
+    }
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    endpoint = helper_url.rstrip("/") + "/" + API_PATH
+    try:
+        # The helper takes up to four steps (DNS, TCP, TLS, HTTP), each bounded by the same timeout.
+        reply = requests.post(
+            endpoint,
+            json={"url": target_url},
+            headers=headers,
+            timeout=(step_timeout, 4 * step_timeout + 5),
+            verify=roots,
+            allow_redirects=False,
+        )
+        record["status"] = reply.status_code
+        body = reply.json() if reply.headers.get("Content-Type", "").startswith("application/json") else None
+        if reply.status_code == 200 and isinstance(body, dict):
+            record["response"] = body
+        else:
+            reason = body.get("error") if isinstance(body, dict) else None
+            record["failure"] = f"helper_refused: HTTP {reply.status_code}" + (f": {reason}" if reason else "")
+    except (requests.exceptions.RequestException, ValueError) as exc:
+        record["failure"] = _classify(exc)
+    record["t"] = clock.now()
+    return record
+
+
+class HelperQuestions:
+    """Ask every helper in the background while the probe measures; collect the answers after."""
+
+    def __init__(
+        self, helpers: list[str], target_url: str, token: str | None, step_timeout: float, roots: str, clock: Clock
+    ) -> None:
+        self.results: list[dict[str, Any] | None] = [None] * len(helpers)
+        self.deadline = 4 * step_timeout + 10
+        self.threads = []
+        for index, helper in enumerate(helpers):
+            thread = threading.Thread(
+                target=self._ask,
+                args=(index, helper, target_url, token, step_timeout, roots, clock),
+                daemon=True,
+                name="helper",
+            )
+            thread.start()
+            self.threads.append((helper, thread))
+
+    def _ask(self, index: int, *args: Any) -> None:
+        self.results[index] = ask_helper(*args)
+
+    def collect(self) -> list[dict[str, Any]]:
+        collected = []
+        for index, (helper, thread) in enumerate(self.threads):
+            thread.join(self.deadline)
+            result = self.results[index]
+            if result is None:
+                result = {"helper": helper, "status": None, "failure": failures.GENERIC_TIMEOUT,
+                          "response": None, "t0": None, "t": None}  # fmt: skip
+            collected.append(result)
+        return collected
