@@ -312,3 +312,105 @@ def test_redirect_to_a_blockpage_host_gives_http_blockpage(records: dict[str, di
         t.BLOCKPAGE_SERVER,
         t.BLOCKPAGE_TITLE,
     )
+
+
+HELPER = f"https://{t.HELPER_ADDRESS}/"
+HELPER_SCENARIOS = [
+    "clean.lab",
+    "down.lab",
+    "forged.lab",
+    "broken.lab",
+    "tls-reset.lab",
+    "dns-nxdomain.lab",
+    "http://http-clean.lab/",
+    "http://http-altered.lab/",
+]
+
+
+@pytest.fixture(scope="module")
+def helped(lab: Lab) -> dict[str, dict]:
+    """The same probe, asking the helper in the world while it measures."""
+    targets = lab.directory / "helper-targets.txt"
+    targets.write_text("\n".join(HELPER_SCENARIOS) + "\n", encoding="utf-8")
+    out = lab.directory / "helper-results"
+    result = lab.probe(lab.client, *_run_args(lab, targets, out), "--helper", HELPER)
+    assert result.returncode == 1, result.stderr
+    found = by_host(read_results(out))
+    for record in found.values():
+        (asked,) = record["observations"]["helpers"]
+        assert (asked["helper"], asked["status"], asked["failure"]) == (HELPER, 200, None)
+    return found
+
+
+def test_helper_confirms_a_clean_site(helped: dict[str, dict]) -> None:
+    for host in ("clean.lab", "http-clean.lab"):
+        assert (helped[host]["blocking"], helped[host]["anomalies"]) == ("none", []), host
+    view = helped["clean.lab"]["observations"]["helpers"][0]["response"]
+    assert view["tls"]["valid"] is True and view["http"]["title"] == "clean.lab"
+    assert "body" not in json.dumps(view["http"]).replace("body_length", "").replace("body_sha256", "")
+
+
+def test_site_down_for_everyone_is_down(helped: dict[str, dict], records: dict[str, dict]) -> None:
+    record = helped["down.lab"]
+    assert (record["blocking"], record["anomalies"]) == ("down", ["tcp.refused", "helper.same_failure"])
+    assert record["observations"]["helpers"][0]["response"]["tcp"][0]["failure"] == "connection_refused"
+
+
+def test_broken_server_is_down_when_the_helper_fails_too(helped: dict[str, dict]) -> None:
+    record = helped["broken.lab"]
+    assert record["blocking"] == "down"
+    assert record["anomalies"] == ["tls.alert", "tls.fails_for_any_name", "helper.same_failure"]
+
+
+def test_forged_chain_is_confirmed_by_the_helpers_fingerprint(helped: dict[str, dict]) -> None:
+    record = helped["forged.lab"]
+    assert record["blocking"] == "tls_mitm"
+    assert "tls.cert_mismatch" in record["anomalies"]
+    ours = record["analysis"]["tls"]["certificates"][0]
+    theirs = record["observations"]["helpers"][0]["response"]["tls"]
+    assert theirs["valid"] is True and theirs["leaf_spki_sha256"] != ours["sha256_spki"]
+    assert theirs["leaf_issuer"] == "O=Lab Trust Services,CN=Lab Public Issuing CA"
+
+
+def test_blocking_confirmed_by_the_helper_stays_blocking(helped: dict[str, dict]) -> None:
+    assert (helped["tls-reset.lab"]["blocking"], helped["dns-nxdomain.lab"]["blocking"]) == ("tls", "dns")
+
+
+def test_page_unlike_the_helpers_is_http_diff(helped: dict[str, dict]) -> None:
+    record = helped["http-altered.lab"]
+    assert (record["blocking"], record["anomalies"]) == ("http", ["http.diff"])
+    assert record["observations"]["http_requests"][0]["title"] == "Notice"
+    assert record["observations"]["helpers"][0]["response"]["http"]["title"] == "http-altered.lab"
+
+
+def test_unreachable_helper_is_recorded_and_verdicts_fall_back(lab: Lab) -> None:
+    targets = lab.directory / "unreachable-helper-targets.txt"
+    targets.write_text("tls-reset.lab\ndown.lab\n", encoding="utf-8")
+    out = lab.directory / "unreachable-helper"
+    result = lab.probe(lab.client, *_run_args(lab, targets, out), "--helper", f"https://{t.UNREACHABLE_HELPER}/")
+    assert result.returncode == 1, result.stderr
+    found = by_host(read_results(out))
+    assert found["tls-reset.lab"]["blocking"] == "tls"
+    assert found["down.lab"]["blocking"] == "tcp"  # without the helper, the probe cannot know better
+    for record in found.values():
+        assert "helper.failed" in record["anomalies"]
+        assert record["observations"]["helpers"][0]["failure"] == "connection_refused"
+
+
+def test_helper_refuses_a_private_address(lab: Lab) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import requests, sys\n"
+        f"r = requests.post('{HELPER}v1/measure', json={{'url': sys.argv[1]}}, verify=sys.argv[2], timeout=10)\n"
+        "print(r.status_code, r.json()['error'])\n"
+    )
+    for url in ("https://10.0.0.1/", "https://127.0.0.1/", "https://169.254.169.254/"):
+        result = subprocess.run(
+            ["ip", "netns", "exec", lab.client, sys.executable, "-c", code, url, str(lab.roots_pem)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.stdout.startswith("403 destination"), result.stdout + result.stderr

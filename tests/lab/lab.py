@@ -104,6 +104,7 @@ class Lab:
         for host in [*t.SITES, "default.lab"]:
             pki.make_leaf(issuing, [host]).write(d, host)
         pki.make_leaf(issuing, [t.RESOLVER_NAME, t.PUBLIC_RESOLVER]).write(d, t.RESOLVER_NAME)
+        pki.make_leaf(issuing, [t.HELPER_NAME, t.HELPER_ADDRESS]).write(d, t.HELPER_NAME)
         for stem, subject in (
             ("mitm-isca", pki.name(C="KZ", O="ISCA", CN="Information Security Certification Authority CA")),
             ("mitm-antivirus", pki.name(CN="ESET SSL Filter CA", O="ESET, spol. s r. o.", C="SK")),
@@ -137,6 +138,7 @@ class Lab:
             (self.isp, f"ip addr add {t.ISP_RESOLVER}/24 dev r0"),
             (self.isp, f"ip addr add {t.BLOCKPAGE_SERVER}/24 dev r0"),
             (self.isp, f"ip addr add {t.REDIRECT_SERVER}/24 dev r0"),
+            (self.isp, f"ip addr add {t.ALTERED_PAGE_SERVER}/24 dev r0"),
             (self.isp, "ip link set r0 up"),
             (self.isp, f"ip addr add {t.ISP_WORLD_SIDE}/24 dev r1"),
             (self.isp, "ip link set r1 up"),
@@ -187,6 +189,9 @@ class Lab:
             # ... or to a server that redirects to the ISP's blockpage host.
             f"-A PREROUTING -i r0 -p tcp -d {t.HTTP_REDIRECTED} --dport 80 "
             f"-j DNAT --to-destination {t.REDIRECT_SERVER}:80",
+            # ... or to a page of the ISP's own that no fingerprint knows.
+            f"-A PREROUTING -i r0 -p tcp -d {t.HTTP_ALTERED} --dport 80 "
+            f"-j DNAT --to-destination {t.ALTERED_PAGE_SERVER}:80",
             # HTTPS to these addresses goes through the transparent interceptors.
             f"-A PREROUTING -i r0 -p tcp -d {t.ISCA_INTERCEPTED} --dport 443 "
             f"-j REDIRECT --to-ports {t.ISCA_PROXY_PORT}",
@@ -302,8 +307,11 @@ http {{
 
     def _blockpage_nginx(self) -> Path:
         page = f"<html><head><title>{t.BLOCKPAGE_TITLE}</title></head><body>Blocked by order.</body></html>"
+        altered = "<html><head><title>Notice</title></head><body>This page is not available.</body></html>"
         server = f"""  server {{ listen {t.BLOCKPAGE_SERVER}:80 default_server; server_name _;
     location / {{ return 200 "{page}"; }} }}
+  server {{ listen {t.ALTERED_PAGE_SERVER}:80 default_server; server_name _;
+    location / {{ return 200 "{altered}"; }} }}
   server {{ listen {t.REDIRECT_SERVER}:80 default_server; server_name _;
     location / {{ return 302 "http://{t.BLOCKPAGE_HOST}/blocked.html?host=$host"; }} }}"""
         return self._nginx_conf("blockpage", server)
@@ -371,6 +379,12 @@ http {{
             self.isp, "injector", sys.executable, "-m", "tests.lab.injector", "--iface", "r0",
             "--name", t.INJECTED_NAME, "--answer", t.INJECTED_ANSWER, "--ttl", str(t.INJECTED_IP_TTL),
         )  # fmt: skip
+        self._spawn(
+            self.world, "helper", sys.executable, "-m", "probe.cli", "helper", "serve",
+            "--listen", f"{t.HELPER_ADDRESS}:443", "--tls-cert", str(d / f"{t.HELPER_NAME}.pem"),
+            "--tls-key", str(d / f"{t.HELPER_NAME}.key"), "--roots", str(self.roots_pem),
+            "--allow-documentation-addresses", "--timeout", "3",
+        )  # fmt: skip
         self._wait_listening(self.world, "unbound", "udp", t.PUBLIC_RESOLVER, 53)
         self._wait_listening(self.world, "nginx-world", "tcp", t.CLEAN_SITES, 443)
         self._wait_listening(self.world, "unbound", "tcp", t.PUBLIC_RESOLVER, 853)
@@ -380,6 +394,7 @@ http {{
         self._wait_listening(self.isp, "mitm-isca", "tcp", "*", t.ISCA_PROXY_PORT)
         self._wait_listening(self.isp, "mitm-antivirus", "tcp", "*", t.ANTIVIRUS_PROXY_PORT)
         self._wait_log(self.isp, "injector", "injector ready")
+        self._wait_listening(self.world, "helper", "tcp", t.HELPER_ADDRESS, 443)
 
     # --- using ----------------------------------------------------------------------------------
     def probe(self, namespace: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -18,6 +18,7 @@ ISP_CLIENT_SIDE = "192.0.2.1"
 ISP_RESOLVER = "192.0.2.53"
 BLOCKPAGE_SERVER = "192.0.2.80"
 REDIRECT_SERVER = "192.0.2.81"  # answers every request with a redirect to the blockpage host
+ALTERED_PAGE_SERVER = "192.0.2.82"  # the ISP's own page, which no fingerprint knows
 BLOCKPAGE_HOST = "blockpage.isp.lab"  # known only to the ISP's resolver
 ISP_WORLD_SIDE = "198.51.100.1"
 WORLD_ADDRESS = "198.51.100.2"
@@ -34,6 +35,10 @@ ANTIVIRUS_INTERCEPTED = "203.0.113.21"
 HTTP_SITES = "203.0.113.30"
 HTTP_DIVERTED = "203.0.113.31"
 HTTP_REDIRECTED = "203.0.113.32"
+HTTP_ALTERED = "203.0.113.33"  # the ISP serves its own page here, one no fingerprint knows
+DOWN_SITE = "203.0.113.42"  # nothing listens: down for everyone
+HELPER_ADDRESS = "203.0.113.90"  # the control vantage, `probe helper serve`
+UNREACHABLE_HELPER = "203.0.113.91"  # nothing listens
 BROKEN_TLS = "203.0.113.40"
 CDN_EDGE_A = "203.0.113.60"  # what the world's resolver answers for cdn.lab
 CDN_EDGE_B = "203.0.113.61"  # what the ISP's resolver answers: another edge of the same CDN
@@ -48,13 +53,22 @@ WORLD_SITE_ADDRESSES = (
     HTTP_SITES,
     HTTP_DIVERTED,
     HTTP_REDIRECTED,
+    HTTP_ALTERED,
+    DOWN_SITE,
+    HELPER_ADDRESS,
+    UNREACHABLE_HELPER,
     BROKEN_TLS,
     CDN_EDGE_A,
     CDN_EDGE_B,
     PUBLIC_RESOLVER,
 )
 # Where nginx serves the HTTPS sites (the resolver's address has its own DoH server on 443).
-HTTPS_SITE_ADDRESSES = tuple(a for a in WORLD_SITE_ADDRESSES if a not in (PUBLIC_RESOLVER, BROKEN_TLS))
+HTTPS_SITE_ADDRESSES = tuple(
+    a
+    for a in WORLD_SITE_ADDRESSES
+    if a not in (PUBLIC_RESOLVER, BROKEN_TLS, DOWN_SITE, HELPER_ADDRESS, UNREACHABLE_HELPER)
+)
+HELPER_NAME = "helper.lab"
 RESOLVER_NAME = "resolver.lab"  # the public resolver's certificate name, for DoT and DoH
 RESOLVER_IDENTITY = "world-public-resolver"
 
@@ -85,6 +99,8 @@ SITES: dict[str, str] = {
     "http-rst.lab": HTTP_SITES,
     "http-silence.lab": HTTP_SITES,
     "http-redirect.lab": HTTP_REDIRECTED,
+    "http-altered.lab": HTTP_ALTERED,
+    "down.lab": DOWN_SITE,
     "broken.lab": BROKEN_TLS,
     "cdn.lab": CDN_EDGE_A,
     "dns-injected.lab": CLEAN_SITES,

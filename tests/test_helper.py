@@ -1,0 +1,140 @@
+"""The helper refuses what it must refuse: private destinations, other ports, strangers, floods.
+
+The helper runs here for real (`probe helper serve` in a subprocess, HTTPS on 127.0.0.1); the
+requests that it must refuse are refused before it sends a single packet anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from probe.clock import Clock
+from probe.helper import RateLimiter
+from probe.helperclient import ask_helper
+from tests.conftest import PkiFixture
+from tests.dnsmasq import free_udp_port
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "s3cret-test-token"
+
+
+def _serve(test_pki: PkiFixture, *extra: str) -> Iterator[str]:
+    cert, key = test_pki.leaf_files(test_pki.public_intermediate, ["127.0.0.1"], f"helper-{len(extra)}")
+    port = free_udp_port()  # free for TCP as well, in practice, on loopback
+    process = subprocess.Popen(
+        [sys.executable, "-m", "probe.cli", "helper", "serve", "--listen", f"127.0.0.1:{port}",
+         "--tls-cert", str(cert), "--tls-key", str(key), "--roots", str(test_pki.roots_pem), "--timeout", "1", *extra],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    url = f"https://127.0.0.1:{port}/"
+    try:
+        for _ in range(100):
+            try:
+                requests.get(url + "v1/health", verify=str(test_pki.roots_pem), timeout=1)
+                break
+            except requests.exceptions.ConnectionError:
+                if process.poll() is not None:
+                    raise RuntimeError(f"helper exited: {process.stdout.read() if process.stdout else ''}") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def helper(test_pki: PkiFixture) -> Iterator[str]:
+    yield from _serve(test_pki, "--token", TOKEN, "--rate", "600")
+
+
+def _ask(helper: str, test_pki: PkiFixture, url: str, token: str | None = TOKEN) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.post(
+        helper + "v1/measure", json={"url": url}, headers=headers, verify=str(test_pki.roots_pem), timeout=10
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/",  # loopback
+        "https://10.1.2.3/",  # private
+        "https://192.168.1.1/",  # private
+        "https://169.254.169.254/latest/meta-data/",  # link-local: cloud metadata
+        "https://[::1]/",  # loopback
+        "https://[fd00::1]/",  # unique local
+        "https://0.0.0.0/",  # unspecified
+        "https://240.0.0.1/",  # reserved
+        "https://203.0.113.10/",  # documentation: refused unless the lab flag is given
+    ],
+)
+def test_refuses_destinations_that_are_not_public(helper: str, test_pki: PkiFixture, url: str) -> None:
+    reply = _ask(helper, test_pki, url)
+    assert reply.status_code == 403
+    assert "is not a public address" in reply.json()["error"]
+
+
+def test_refuses_names_that_resolve_to_private_addresses(helper: str, test_pki: PkiFixture) -> None:
+    reply = _ask(helper, test_pki, "https://localhost/")
+    assert reply.status_code == 403
+    assert "is not a public address" in reply.json()["error"]
+
+
+def test_refuses_other_ports(helper: str, test_pki: PkiFixture) -> None:
+    reply = _ask(helper, test_pki, "https://192.0.2.1:22/")
+    assert reply.status_code == 403 and "port 22 is not allowed" in reply.json()["error"]
+
+
+def test_needs_the_token(helper: str, test_pki: PkiFixture) -> None:
+    assert _ask(helper, test_pki, "https://10.1.2.3/", token=None).status_code == 401
+    assert _ask(helper, test_pki, "https://10.1.2.3/", token="wrong").status_code == 401
+
+
+def test_rejects_bad_requests(helper: str, test_pki: PkiFixture) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    post = lambda body: requests.post(  # noqa: E731
+        helper + "v1/measure", data=body, headers=headers, verify=str(test_pki.roots_pem), timeout=10
+    )
+    assert post(b"not json").status_code == 400
+    assert post(b"[1, 2]").status_code == 400
+    assert post(b'{"url": "ftp://x.example/"}').status_code == 400
+    assert post(b"x" * 5000).status_code == 413
+
+
+def test_limits_requests_per_client(test_pki: PkiFixture) -> None:
+    limited = _serve(test_pki, "--rate", "1")  # one a minute, bursts of 30
+    url = next(limited)
+    try:
+        codes = [_ask(url, test_pki, "https://10.1.2.3/", token=None).status_code for _ in range(32)]
+    finally:
+        limited.close()
+    assert codes[:30] == [403] * 30
+    assert codes[30:] == [429, 429]
+
+
+def test_rate_limiter_refills() -> None:
+    limiter = RateLimiter(rate_per_minute=60_000, burst=2)
+    assert [limiter.allow("a"), limiter.allow("a"), limiter.allow("a")] == [True, True, False]
+    assert limiter.allow("b")  # per client
+    time.sleep(0.01)  # 60,000 a minute: ten tokens come back in 10 ms
+    assert limiter.allow("a")
+
+
+def test_probe_records_a_refusal_and_an_unreachable_helper(helper: str, test_pki: PkiFixture) -> None:
+    refused = ask_helper(helper, "https://10.1.2.3/", TOKEN, 2, str(test_pki.roots_pem), Clock())
+    assert refused["status"] == 403 and refused["response"] is None
+    assert refused["failure"].startswith("helper_refused: HTTP 403")
+    closed = f"https://127.0.0.1:{free_udp_port()}/"
+    unreachable = ask_helper(closed, "https://example.org/", None, 2, str(test_pki.roots_pem), Clock())
+    assert (unreachable["status"], unreachable["failure"]) == (None, "connection_refused")
