@@ -301,19 +301,7 @@ def combine_lookup(resolver: str, transport: str, hostname: str, queries: list[d
 
 def lookup_system(hostname: str, port: int, clock: Clock) -> dict[str, Any]:
     """Resolve with getaddrinfo, as every program on the volunteer's machine would."""
-    query: dict[str, Any] = {
-        "resolver": "system",
-        "transport": "system",
-        "hostname": hostname,
-        "query_type": "ANY",
-        "answers": [],
-        "rcode": None,
-        "failure": None,
-        "raw_reply": None,
-        "replies": [],
-        "t0": clock.now(),
-        "t": None,
-    }
+    query = _new_record("system", "system", hostname, "ANY", clock)
     try:
         infos = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
         for family, _, _, _, sockaddr in infos:

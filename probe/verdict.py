@@ -109,10 +109,10 @@ def _injected(dns: dict[str, Any], control_addresses: set[str]) -> bool:
     probe = dns.get("injection")
     if probe is not None:
         for reply in probe["replies"]:
-            truthful = (
-                reply["failure"] is None and _reply_addresses(reply) and _reply_addresses(reply) <= control_addresses
-            )
-            if not truthful:  # an address that runs no resolver answered, and not with the truth
+            # Some sites' addresses do run a DNS server: one that refuses, fails, or tells the
+            # truth is no injector. Addresses the control does not give, or a denial, are.
+            addresses = _reply_addresses(reply)
+            if (addresses and not addresses <= control_addresses) or reply["rcode"] == "NXDOMAIN":
                 return True
     for lookup in _udp_lookups(dns):
         for query in lookup["queries"]:

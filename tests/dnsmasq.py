@@ -42,24 +42,30 @@ class Dnsmasq:
             args.append(f"--address=/{host}/{address}" if address else f"--address=/{host}/")
         args += extra or []
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait_ready(next(iter(records)))
-
-    def _wait_ready(self, name: str) -> None:
-        query = dns.message.make_query(name, "A")
-        for _ in range(50):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dnsmasq exited with {self.process.returncode}")
-            try:
-                dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.2)
-                return
-            except Exception:
-                time.sleep(0.1)
-        raise RuntimeError("dnsmasq did not answer within 5 s")
+        wait_until_answering(self.process, self.port, next(iter(records)), "dnsmasq")
 
     def stop(self) -> None:
-        self.process.terminate()
+        stop_process(self.process)
+
+
+def wait_until_answering(process: subprocess.Popen[bytes], port: int, name: str, label: str) -> None:
+    """Wait for a resolver on 127.0.0.1:`port` to answer anything (5 s at most)."""
+    query = dns.message.make_query(name, "A")
+    for _ in range(50):
+        if process.poll() is not None:
+            raise RuntimeError(f"{label} exited with {process.returncode}")
         try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+            dns.query.udp(query, "127.0.0.1", port=port, timeout=0.2)
+            return
+        except Exception:
+            time.sleep(0.1)
+    raise RuntimeError(f"{label} did not answer within 5 s")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)

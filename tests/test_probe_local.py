@@ -82,6 +82,9 @@ def _args(world: dict, test_pki: PkiFixture, targets: Path, out: Path, *extra: s
         "--resolver", f"127.0.0.1:{world['system'].port}",
         "--control-resolver", f"udp://127.0.0.1:{world['control'].port}",
         "--timeout", "2",
+        "--dns-window", "0.3",
+        # The injection probe would ask 127.0.0.1:53, where the machine may run its own resolver.
+        "--no-injection-check",
         *extra,
     ]  # fmt: skip
 

@@ -239,7 +239,7 @@ def test_a_reply_with_another_ip_ttl_than_the_resolvers_is_injected(ctx: Analysi
 
 
 def test_a_truthful_answer_from_the_probe_address_is_not_injection(ctx: AnalysisContext) -> None:
-    """Some targets do run a resolver (a DNS provider's own site): a true answer is no injection."""
+    """Some targets' addresses do run a DNS server: a true answer or a refusal is no injection."""
     obs = _observations(_lookup("system", ["198.51.100.7"]), _lookup("control", ["198.51.100.7"]))
     obs["dns"]["injection"] = {
         "address": "198.51.100.7",

@@ -5,13 +5,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-import dns.message
-import dns.query
-
-from tests.dnsmasq import free_udp_port
+from tests.dnsmasq import free_udp_port, stop_process, wait_until_answering
 
 
 class Unbound:
@@ -51,22 +47,8 @@ remote-control:
         self.process = subprocess.Popen(
             [binary, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        query = dns.message.make_query("probe.invalid", "A")
-        for _ in range(50):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"unbound exited with {self.process.returncode}")
-            try:
-                dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.2)
-                return
-            except Exception:
-                time.sleep(0.1)
-        raise RuntimeError("unbound did not answer within 5 s")
+        wait_until_answering(self.process, self.port, "probe.invalid", "unbound")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        stop_process(self.process)
         shutil.rmtree(self.directory, ignore_errors=True)
