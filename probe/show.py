@@ -64,6 +64,18 @@ def format_record(record: dict[str, Any]) -> str:
     for request in observations.get("http_requests", []):
         outcome = request["failure"] or f"{request['status']} {request.get('title') or ''}".strip()
         lines.append(f"  http GET {request['request']['host']}{request['request']['path']}: {outcome}")
+    for asked in observations.get("helpers", []):
+        view = asked.get("response")
+        if view is None:
+            lines.append(f"  helper {asked['helper']}: {asked['failure']}")
+            continue
+        tls, page = view.get("tls") or {}, view.get("http") or {}
+        seen = [f"dns {', '.join((view.get('dns') or {}).get('addresses') or []) or '-'}"]
+        if tls:
+            seen.append(f"tls {tls.get('failure') or ('valid' if tls.get('valid') else 'not valid')}")
+        if page:
+            seen.append(f"http {page.get('failure') or page.get('status')}")
+        lines.append(f"  helper {asked['helper']}: {'; '.join(seen)}")
     if record.get("error"):
         lines.append(f"  probe error: {record['error'].strip().splitlines()[-1]}")
     return "\n".join(lines) + "\n"
