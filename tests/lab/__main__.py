@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
-from tests.lab.lab import Lab, LabError
+from tests.lab import topology as t
+from tests.lab.lab import REPO, Lab, LabError
 
 STATE = Path("/run/kzlab")
 
@@ -26,13 +30,8 @@ def main() -> int:
         lab = Lab(args.name, Path(directory) if directory else None)
         pids = json.loads(state.read_text()).get("pids", []) if state.exists() else []
         for pid in pids:
-            try:
-                import os
-                import signal
-
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
         lab.down(quiet=True)
         state.unlink(missing_ok=True)
         print(f"lab {args.name} is down")
@@ -43,14 +42,22 @@ def main() -> int:
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1
+    targets = lab.directory / "targets.txt"
+    names = [n for n in t.SITES if not n.startswith("http-")] + [
+        f"http://{n}/" for n in t.SITES if n.startswith("http-")
+    ]
+    targets.write_text("\n".join(names) + "\n", encoding="utf-8")
     STATE.mkdir(parents=True, exist_ok=True)
     description = lab.describe() | {"pids": [p.pid for _, p in lab.processes]}
     state.write_text(json.dumps(description, indent=2))
     print(json.dumps(description, indent=2))
     print(
-        f"\nThe lab is up. Try:\n  cd {lab.directory} && ip netns exec {lab.client} {sys.executable} -m probe.cli run "
-        f"--targets targets.txt --roots {lab.roots_pem} --control-resolver udp://203.0.113.53 --lab "
-        f"--catalog {lab.catalog} --timeout 3\nTake it down with: python -m tests.lab down --name {args.name}"
+        f"\nThe lab is up. Try:\n  cd {lab.directory} && PYTHONPATH={REPO} ip netns exec {lab.client} "
+        f"{sys.executable} -m probe.cli run --targets targets.txt --roots {lab.roots_pem} "
+        f"--control-resolver tls://{t.PUBLIC_RESOLVER}#{t.RESOLVER_NAME} --catalog {lab.catalog} --lab --timeout 3 "
+        f"--helper https://{t.HELPER_ADDRESS}/\n"
+        f"  then: {sys.executable} -m probe.cli show results/*.jsonl\n"
+        f"Take it down with: python3 -m tests.lab down --name {args.name}"
     )
     return 0
 
