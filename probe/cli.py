@@ -1,7 +1,8 @@
 """The `probe` command: `probe run` measures, `probe show` prints records readably.
 
 Exit codes (docs/operating.md): 0 measured and nothing found, 1 blocking found, 2 usage or input
-error, 3 offline (no network: nothing claimed), 4 interrupted (finished records kept).
+error, 3 offline (no network: nothing claimed), 4 interrupted (finished records kept), 5 the
+results could not be written.
 """
 
 from __future__ import annotations
@@ -21,21 +22,17 @@ from probe.catalog import CatalogError, load_catalogs
 from probe.certs import RootsError, load_roots
 from probe.dnsquery import ResolverSpec, ResolverSpecError, parse_resolver, system_resolver_addresses
 from probe.measure import MeasureConfig
-from probe.run import execute, format_summary
+from probe.run import Interrupted, execute, format_summary
 from probe.targets import TargetError, load_targets
 from probe.verdict import AnalysisContext
 
-EXIT_OK, EXIT_BLOCKING, EXIT_USAGE, EXIT_OFFLINE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_BLOCKING, EXIT_USAGE, EXIT_OFFLINE, EXIT_INTERRUPTED, EXIT_WRITE_FAILED = 0, 1, 2, 3, 4, 5
 DEFAULT_CONTROL_RESOLVER = "https://1.1.1.1/dns-query"
 DEFAULT_CONTROL_SNI = "example.org"
 
 
-class _Interrupted(BaseException):
-    pass
-
-
 def _raise_interrupted(signum: int, frame: Any) -> NoReturn:
-    raise _Interrupted(signum)
+    raise Interrupted(signum)
 
 
 def _positive(kind: type) -> Any:
@@ -186,12 +183,17 @@ def command_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         summary = execute(targets, config, analysis, network, reference, args.out, args.concurrency)
-    except _Interrupted:
-        print("\nprobe: interrupted; every finished record was kept.", file=sys.stderr)
+    except Interrupted:  # before measuring began
+        print("probe: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # the results directory or file: every record written so far is kept
+        print(f"probe: cannot write results in {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
+    print(format_summary(summary))
+    if summary.interrupted:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)  # measuring threads are bounded, but no need to wait for them
-    print(format_summary(summary))
+        os._exit(EXIT_INTERRUPTED)  # measuring threads are bounded, but there is no need to wait for them
     if summary.offline:
         return EXIT_OFFLINE
     return EXIT_BLOCKING if summary.blocking_found else EXIT_OK
@@ -238,7 +240,7 @@ def command_helper(args: argparse.Namespace) -> int:
     print(f"helper listening on https://{args.listen}/ (POST /v1/measure)", flush=True)
     try:
         server.serve_forever()
-    except (_Interrupted, KeyboardInterrupt):
+    except (Interrupted, KeyboardInterrupt):
         pass
     finally:
         server.server_close()

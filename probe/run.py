@@ -24,6 +24,10 @@ from probe.verdict import AnalysisContext, Judgement, judge
 CENSORSHIP = frozenset({"dns", "tcp", "tls", "tls_mitm", "http"})
 
 
+class Interrupted(BaseException):
+    """Raised by the command's signal handlers (SIGINT, SIGTERM) to stop a run between records."""
+
+
 @dataclass
 class RunSummary:
     results_path: Path
@@ -76,7 +80,11 @@ def execute(
     concurrency: int,
     progress_stream: TextIO = sys.stderr,
 ) -> RunSummary:
-    """Measure every target and write its record; raises KeyboardInterrupt through, records kept."""
+    """Measure every target and write its record as soon as it is judged.
+
+    An interruption stops the run between records: the summary says so, every finished record is
+    in the file, and the measurements still running are abandoned (their threads are bounded).
+    """
     run_started = datetime.now(UTC)
     run = RunContext(run_id=uuid.uuid4().hex, network=network, reference=reference)
     writer = ResultsWriter(out_dir, run.run_id, run_started)
@@ -107,24 +115,26 @@ def execute(
         config = replace(config, run_dns=observe_run_dns(config, config.control_sni or "example.org"))
         pending: dict[Future[tuple[datetime, dict[str, Any] | None, str | None]], Target] = {}
         queue = iter(targets)
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="measure") as pool:
-            try:
-                while True:
-                    while len(pending) < concurrency * 2:
-                        target = next(queue, None)
-                        if target is None:
-                            break
-                        pending[pool.submit(_measure_one, target, config)] = target
-                    if not pending:
+        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="measure")
+        try:
+            while True:
+                while len(pending) < concurrency * 2:
+                    target = next(queue, None)
+                    if target is None:
                         break
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        target = pending.pop(future)
-                        started, observations, error = future.result()
-                        finish(target, started, observations, error, offline=False)
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+                    pending[pool.submit(_measure_one, target, config)] = target
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    target = pending.pop(future)
+                    started, observations, error = future.result()
+                    finish(target, started, observations, error, offline=False)
+        except (Interrupted, KeyboardInterrupt):
+            summary.interrupted = True
+            return summary
+        finally:
+            pool.shutdown(wait=not summary.interrupted, cancel_futures=True)
         summary.offline = summary.measured > 0 and summary.verdicts["offline"] == summary.measured
         return summary
     finally:

@@ -203,7 +203,7 @@ def test_sigterm_midway_keeps_every_finished_record(world: dict, test_pki: PkiFi
     out = tmp_path / "out"
     args = _args(world, test_pki, targets, out, "--concurrency", "1", "--timeout", "3")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    process = subprocess.Popen([sys.executable, "-m", "probe.cli", *args], env=env)
+    process = subprocess.Popen([sys.executable, "-m", "probe.cli", *args], env=env, stdout=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -213,6 +213,7 @@ def test_sigterm_midway_keeps_every_finished_record(world: dict, test_pki: PkiFi
             time.sleep(0.1)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 4
+        assert "The run was interrupted" in (process.stdout.read() if process.stdout else "")
     finally:
         if process.poll() is None:
             process.kill()
