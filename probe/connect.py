@@ -14,12 +14,16 @@ from typing import Any
 
 from probe import failures
 from probe.clock import Clock
+from probe.privacy import OwnAddresses
 
 ALPN_OFFER = ["http/1.1"]  # the probe speaks HTTP/1.1 over the same connection
 
 
-def tcp_connect(address: str, port: int, timeout: float, clock: Clock) -> tuple[socket.socket | None, dict[str, Any]]:
-    """Connect to one address; the record never holds the probe's own address."""
+def tcp_connect(
+    address: str, port: int, timeout: float, clock: Clock, own: OwnAddresses | None = None
+) -> tuple[socket.socket | None, dict[str, Any]]:
+    """Connect to one address. The record never holds the probe's own address; `own` learns it,
+    so that it can be scrubbed from anything a server echoes back."""
     record: dict[str, Any] = {"address": address, "port": port, "failure": None, "t0": clock.now(), "t": None}
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -32,6 +36,8 @@ def tcp_connect(address: str, port: int, timeout: float, clock: Clock) -> tuple[
         record["t"] = clock.now()
         return None, record
     record["t"] = clock.now()
+    if own is not None:
+        own.add(sock.getsockname()[0])
     return sock, record
 
 

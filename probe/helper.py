@@ -205,6 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
                 answer = measure_for_probe(request, config)
             finally:
                 self.server.slots.release()
+            # Told back to the asking probe only, so that it can scrub its own address from its records.
+            answer["client_address"] = self.client_address[0]
         except Refused as refusal:
             self._reply(refusal.status, {"error": str(refusal)})
             return

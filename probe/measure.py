@@ -29,6 +29,7 @@ from probe.dnsquery import (
 )
 from probe.helperclient import HelperQuestions
 from probe.httpget import http_get
+from probe.privacy import OwnAddresses
 from probe.targets import DEFAULT_PORTS, Target, is_ip_literal
 
 MAX_ADDRESSES = 3
@@ -51,6 +52,7 @@ class MeasureConfig:
     run_dns: dict[str, Any] = field(default_factory=dict)  # run-level DNS observations (identity, baseline)
     helpers: tuple[str, ...] = ()  # control vantages (`probe helper serve`), asked while measuring
     helper_token: str | None = None
+    own_addresses: OwnAddresses = field(default_factory=OwnAddresses)  # learned, scrubbed, never recorded
 
 
 def _ordered(addresses: list[str]) -> list[str]:
@@ -71,7 +73,7 @@ def _chain_valid(handshake: dict[str, Any], host: str, at: datetime, roots: cert
 def _handshake(
     address: str, port: int, server_name: str | None, purpose: str, config: MeasureConfig, clock: Clock
 ) -> tuple[dict[str, Any], dict[str, Any] | None, Any]:
-    sock, tcp = tcp_connect(address, port, config.timeout, clock)
+    sock, tcp = tcp_connect(address, port, config.timeout, clock, config.own_addresses)
     tcp["purpose"] = purpose
     if sock is None:
         return tcp, None, None
@@ -148,6 +150,9 @@ def measure(target: Target, config: MeasureConfig, started: datetime) -> dict[st
         )
     _observe_target(target, config, started, clock, observations)
     observations["helpers"] = questions.collect() if questions is not None else []
+    for asked in observations["helpers"]:
+        if isinstance(asked["response"], dict):  # where the helper saw us come from: ours, not for the record
+            config.own_addresses.add(asked["response"].pop("client_address", None))
     return observations
 
 
@@ -168,7 +173,7 @@ def _observe_target(
 
     for address in _ordered(addresses):
         if target.scheme == "http":
-            sock, tcp = tcp_connect(address, target.port, config.timeout, clock)
+            sock, tcp = tcp_connect(address, target.port, config.timeout, clock, config.own_addresses)
             tcp["purpose"] = "target"
             observations["tcp_connect"].append(tcp)
             if sock is None:
@@ -236,7 +241,7 @@ def _fetch(
         if not addresses:
             return
         next_address = _ordered(addresses)[0]
-        connection, tcp = tcp_connect(next_address, port, config.timeout, clock)
+        connection, tcp = tcp_connect(next_address, port, config.timeout, clock, config.own_addresses)
         tcp["purpose"] = "redirect"
         observations["tcp_connect"].append(tcp)
         if connection is None:

@@ -20,6 +20,17 @@ def _routes_in(path: str, device_column: int, skip_header: bool) -> bool:
     return False
 
 
+def source_address(address: str) -> str | None:
+    """The local address the kernel would send from to reach `address` (nothing is sent)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect((address, 53))
+        except OSError:
+            return None
+        return sock.getsockname()[0]
+
+
 def has_route(address: str | None = None) -> bool:
     """True when some route leaves this machine (and, given an address, when it is routable).
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from probe.measure import MeasureConfig, measure, observe_run_dns
-from probe.netcheck import has_route
+from probe.netcheck import has_route, source_address
+from probe.privacy import scrub
 from probe.record import ResultsWriter, RunContext, build_record
 from probe.targets import Target
 from probe.verdict import AnalysisContext, Judgement, judge
@@ -98,7 +99,8 @@ def execute(
             judgement = Judgement(blocking="inconclusive", anomalies=[])
         else:
             judgement = judge({"host": target.host}, observations, started, offline, analysis)
-        writer.write(build_record(run, target, started, observations, judgement, error))
+        record = build_record(run, target, started, observations, judgement, error)
+        writer.write(scrub(record, config.own_addresses.snapshot()))
         summary.measured += 1
         summary.verdicts[judgement.blocking] += 1
         if judgement.interceptor is not None:
@@ -112,6 +114,8 @@ def execute(
             for target in targets:
                 finish(target, datetime.now(UTC), None, None, offline=True)
             return summary
+        if route_probe is not None:
+            config.own_addresses.add(source_address(route_probe))
         config = replace(config, run_dns=observe_run_dns(config, config.control_sni or "example.org"))
         pending: dict[Future[tuple[datetime, dict[str, Any] | None, str | None]], Target] = {}
         queue = iter(targets)

@@ -187,6 +187,15 @@ def test_plain_http_blockpage_gives_http(records: dict[str, dict]) -> None:
     assert record["observations"]["http_requests"][0]["title"] == t.BLOCKPAGE_TITLE
 
 
+def test_the_volunteers_address_is_in_no_record(records: dict[str, dict], helped: dict[str, dict]) -> None:
+    """The blockpage echoes the client's address and the helper sees it: neither reaches a record."""
+    page = records["http-blocked.lab"]["observations"]["http_requests"][0]["body_prefix"]
+    assert page.endswith("Your address: [scrubbed]</body></html>")
+    for found in (records, helped):
+        assert t.CLIENT_ADDRESS not in json.dumps(found)
+    assert "client_address" not in json.dumps(helped)
+
+
 def test_server_broken_for_every_name_is_not_called_censorship(records: dict[str, dict]) -> None:
     record = records["broken.lab"]
     assert record["blocking"] == "inconclusive"

@@ -253,3 +253,20 @@ def test_a_truthful_answer_from_the_probe_address_is_not_injection(ctx: Analysis
         **_udp_query([("198.51.100.7", 57, ["198.51.100.66"])]),
     }
     assert judge({"host": "site.example"}, obs, AT, False, ctx).anomalies == ["dns.injected"]
+
+
+def test_scrub_replaces_whole_addresses_only() -> None:
+    from probe.privacy import OwnAddresses, scrub
+
+    own = OwnAddresses()
+    for address in ("192.0.2.1", "2001:db8::5", "127.0.0.1", "0.0.0.0", "not an address"):
+        own.add(address)
+    assert own.snapshot() == {"192.0.2.1", "2001:db8::5"}  # loopback and unspecified identify nobody
+    record = {"body": "you are 192.0.2.1, not 192.0.2.10 or 10.192.0.2.1", "list": ["2001:db8::5", "2001:db8::50"],
+              "n": 3, "192.0.2.1": "keys stay"}  # fmt: skip
+    assert scrub(record, own.snapshot()) == {
+        "body": "you are [scrubbed], not 192.0.2.10 or 10.192.0.2.1",
+        "list": ["[scrubbed]", "2001:db8::50"],
+        "n": 3,
+        "192.0.2.1": "keys stay",
+    }

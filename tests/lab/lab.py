@@ -306,7 +306,11 @@ http {{
         return self._nginx_conf("world", "\n".join(servers))
 
     def _blockpage_nginx(self) -> Path:
-        page = f"<html><head><title>{t.BLOCKPAGE_TITLE}</title></head><body>Blocked by order.</body></html>"
+        # Like many real blockpages, it tells the visitor their address: the probe must scrub it.
+        page = (
+            f"<html><head><title>{t.BLOCKPAGE_TITLE}</title></head>"
+            "<body>Blocked by order. Your address: $remote_addr</body></html>"
+        )
         altered = "<html><head><title>Notice</title></head><body>This page is not available.</body></html>"
         server = f"""  server {{ listen {t.BLOCKPAGE_SERVER}:80 default_server; server_name _;
     location / {{ return 200 "{page}"; }} }}
