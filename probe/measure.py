@@ -1,4 +1,5 @@
-"""Observe one target: DNS, TCP, TLS and HTTP, recorded as raw facts, never judged here.
+"""Observe one target: DNS, TCP, TLS and HTTP (and the helpers' view of it, asked meanwhile),
+recorded as raw facts, never judged here.
 
 One decision is taken while observing, because it decides what else to observe: when the
 target's handshake fails or presents a chain that does not validate, the same address is asked
@@ -57,9 +58,13 @@ class MeasureConfig:
 
 def _ordered(addresses: list[str]) -> list[str]:
     """IPv4 first (most volunteers have no IPv6 route), at most MAX_ADDRESSES."""
-    v4 = [a for a in addresses if ipaddress.ip_address(a).version == 4]
-    v6 = [a for a in addresses if ipaddress.ip_address(a).version == 6]
-    return (v4 + v6)[:MAX_ADDRESSES]
+    parsed = []
+    for address in addresses:
+        try:
+            parsed.append(ipaddress.ip_address(address))
+        except ValueError:  # a scoped or malformed answer: nothing to connect to
+            continue
+    return [str(ip) for ip in sorted(parsed, key=lambda ip: ip.version)][:MAX_ADDRESSES]
 
 
 def _chain_valid(handshake: dict[str, Any], host: str, at: datetime, roots: certs.ReferenceRoots) -> bool:
