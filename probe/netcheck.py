@@ -37,11 +37,5 @@ def has_route(address: str | None = None) -> bool:
     A UDP `connect` only asks the kernel's routing table: nothing is sent.
     """
     if address is not None:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            try:
-                sock.connect((address, 53))
-            except OSError:
-                return False
-            return True
+        return source_address(address) is not None
     return _routes_in("/proc/net/route", 0, True) or _routes_in("/proc/net/ipv6_route", 9, False)
