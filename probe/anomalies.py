@@ -35,6 +35,7 @@ ANOMALIES: dict[str, str] = {
     "tls.known_interception_ca": "A presented certificate is in the interception catalog, matched by the SHA-256 of its DER or of its public key.",
     "tls.interception_ca_name": "An issuer or subject in the chain carries the name of a catalogued interception CA; the key itself is not catalogued.",
     "tls.local_interceptor": "The chain is issued by a local interceptor named in the catalog (antivirus, corporate gateway, debugging proxy).",
+    "tls.trusted_by_os_store": "The chain does not validate under the reference roots but does under this machine's own trust store: a root its owner installed (antivirus, gateway, or a national certificate). With the control name forged by the same issuer too, the verdict is local_interception.",
     "tls.hostname_mismatch": "The leaf certificate does not cover the name (supporting evidence).",
     "tls.no_scts": "The leaf certificate carries no embedded Certificate Transparency SCTs (supporting evidence).",
     "tls.rsa_exponent_3": "The leaf's RSA key uses public exponent 3, as the 2019 Kazakhstan forgeries did (supporting evidence).",

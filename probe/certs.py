@@ -12,6 +12,8 @@ import base64
 import functools
 import hashlib
 import ipaddress
+import re
+import ssl
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,6 +73,39 @@ def load_roots(path: Path | None = None) -> ReferenceRoots:
     if not certificates:
         raise RootsError(f"{file}: no certificates in the file")
     return ReferenceRoots(source, hashlib.sha256(data).hexdigest(), certificates)
+
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def load_os_store(path: Path | None = None) -> ReferenceRoots | None:
+    """The machine's own trust store: a second opinion, never the verdict's reference.
+
+    An antivirus or corporate gateway installs its root here, and so may a volunteer told to
+    install a national certificate; a chain trusted here but not under the reference roots was
+    made by something the machine's owner trusts. None when there is no readable store.
+    """
+    if path is None:
+        defaults = ssl.get_default_verify_paths()
+        candidates = [defaults.cafile, defaults.openssl_cafile]
+        path = next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+        if path is None:
+            return None
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    certificates = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        for block in _PEM_BLOCK.findall(data):  # one bad entry must not cost the others
+            try:
+                certificates.append(x509.load_pem_x509_certificate(block))
+            except ValueError:
+                continue
+    if not certificates:
+        return None
+    return ReferenceRoots(str(path), hashlib.sha256(data).hexdigest(), tuple(certificates))
 
 
 def decode_chain(chain_b64: list[str]) -> list[x509.Certificate]:

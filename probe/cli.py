@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from probe import __version__
 from probe.asn import AsnTableError, load_asn_table
 from probe.catalog import CatalogError, load_catalogs
-from probe.certs import RootsError, load_roots
+from probe.certs import RootsError, load_os_store, load_roots
 from probe.dnsquery import ResolverSpec, ResolverSpecError, parse_resolver, system_resolver_addresses
 from probe.measure import MeasureConfig
 from probe.run import Interrupted, execute, format_summary
@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--targets", type=Path, default=Path("targets.txt"), help="targets file or Citizen Lab CSV")
     run.add_argument("--out", type=Path, default=Path("results"), help="directory for the results file")
     run.add_argument("--roots", type=Path, help="PEM bundle of reference roots (default: Mozilla's, from certifi)")
+    run.add_argument(
+        "--os-store",
+        default="system",
+        help="the machine's trust store, asked as a second opinion ('system', a PEM file, or 'none')",
+    )
     run.add_argument("--resolver", help="ask this resolver (IP[:port]) instead of the system resolver")
     run.add_argument(
         "--control-resolver",
@@ -147,6 +152,11 @@ def command_run(args: argparse.Namespace) -> int:
         injection_address = str(ipaddress.ip_address(args.injection_address)) if args.injection_address else None
     except ValueError:
         return _fail(f"--injection-address: not an IP address: {args.injection_address!r}")
+    os_store = None
+    if args.os_store != "none":
+        os_store = load_os_store(None if args.os_store == "system" else Path(args.os_store))
+        if os_store is None and args.os_store != "system":
+            return _fail(f"--os-store {args.os_store}: no certificates could be read")
     control_sni = None if args.control_sni.lower() == "none" else args.control_sni
     config = MeasureConfig(
         timeout=args.timeout,
@@ -160,6 +170,9 @@ def command_run(args: argparse.Namespace) -> int:
         injection_address=injection_address,
         injection_check=not args.no_injection_check,
         helpers=tuple(args.helper),
+        os_store=None
+        if args.os_store == "none"
+        else load_os_store(None if args.os_store == "system" else Path(args.os_store)),
         helper_token=args.helper_token or os.environ.get("PROBE_HELPER_TOKEN") or None,
     )
     analysis = AnalysisContext(roots=roots, catalogs=catalogs, documentation_is_public=args.lab, asn=asn_table)
@@ -173,6 +186,7 @@ def command_run(args: argparse.Namespace) -> int:
     }
     reference = {
         "roots": roots.describe(),
+        "os_store": config.os_store.describe() if config.os_store else None,
         "catalogs": catalogs.describe(),
         "control_sni": control_sni,
         "documentation_addresses_public": bool(args.lab),

@@ -87,6 +87,7 @@ def tls_handshake(
         "peer_certificates": [],
         "failure": None,
         "alert": None,
+        "os_store_valid": None,  # filled by the measurement when the chain does not validate
         "t0": clock.now(),
         "t": None,
     }

@@ -54,6 +54,7 @@ class MeasureConfig:
     helpers: tuple[str, ...] = ()  # control vantages (`probe helper serve`), asked while measuring
     helper_token: str | None = None
     own_addresses: OwnAddresses = field(default_factory=OwnAddresses)  # learned, scrubbed, never recorded
+    os_store: certs.ReferenceRoots | None = None  # the machine's trust store: a second opinion only
 
 
 def _ordered(addresses: list[str]) -> list[str]:
@@ -195,6 +196,9 @@ def _observe_target(
             # behind an interceptor is evidence too.
             _fetch(tls, target.host, target.path, address, target.url, config, clock, observations)
         suspicious = handshake["failure"] is not None or not _chain_valid(handshake, target.host, started, config.roots)
+        if handshake["failure"] is None and suspicious and config.os_store is not None:
+            # Machine state, not a judgement: whether this machine's own store trusts the chain.
+            handshake["os_store_valid"] = _chain_valid(handshake, target.host, started, config.os_store)
         if suspicious and config.control_sni and server_name is not None:
             control_tcp, control_handshake, control_tls = _handshake(
                 address, target.port, config.control_sni, "control_sni", config, clock

@@ -337,6 +337,13 @@ def _judge_tls(obs: dict[str, Any], analysis_of: ChainAnalyzer, confirmed: bool,
     j.interceptor = interceptor
     if not analysis["valid"]:
         j.add("tls.untrusted_chain")
+    if interceptor["catalog"] is None and handshake.get("os_store_valid"):
+        j.add("tls.trusted_by_os_store")
+        if _intercepts_every_name(control, interceptor, analysis_of):
+            # A root the machine's owner installed, forging even the control name: their own
+            # antivirus or gateway, not a network that targets names.
+            j.interceptor = {**interceptor, "matched_by": "os_store"}
+            return LOCAL
     if interceptor["catalog"] == "local_interceptors":
         j.add("tls.local_interceptor", *analysis["evidence"])
         return LOCAL
@@ -344,12 +351,20 @@ def _judge_tls(obs: dict[str, Any], analysis_of: ChainAnalyzer, confirmed: bool,
         strong = interceptor["matched_by"] in ("sha256_der", "sha256_spki")
         j.add("tls.known_interception_ca" if strong else "tls.interception_ca_name")
     j.add(*analysis["evidence"])
-    if control is not None and control["failure"] is None and control["peer_certificates"]:
-        control_analysis = analysis_of(control)
-        control_issuer = control_analysis["certificates"][0]["issuer"] if control_analysis["certificates"] else None
-        if control_issuer != interceptor["issuer"]:
-            j.add("tls.sni_triggered")
+    control_answered = control is not None and control["failure"] is None and bool(control["peer_certificates"])
+    if control_answered and not _intercepts_every_name(control, interceptor, analysis_of):
+        j.add("tls.sni_triggered")
     return BLOCKED
+
+
+def _intercepts_every_name(
+    control: dict[str, Any] | None, interceptor: dict[str, Any], analysis_of: ChainAnalyzer
+) -> bool:
+    """The control SNI's chain came from the same issuer as the target's substituted one."""
+    if control is None or control["failure"] is not None or not control["peer_certificates"]:
+        return False
+    certificates = analysis_of(control)["certificates"]
+    return bool(certificates) and certificates[0]["issuer"] == interceptor["issuer"]
 
 
 def _leaf_mismatch(analysis: dict[str, Any], helper: dict[str, Any] | None) -> str | None:

@@ -286,3 +286,38 @@ def test_close_after_the_http_request_is_http_eof(verdicts: dict[str, dict]) -> 
     record = verdicts["http-closed.test"]
     assert (record["blocking"], record["anomalies"]) == ("http", ["http.eof"])
     assert record["observations"]["tls_handshakes"][0]["failure"] is None
+
+
+@pytest.fixture(scope="module")
+def unnamed_antivirus(test_pki: PkiFixture) -> Iterator[dict]:
+    """A local interceptor whose name no catalog knows: it forges every name, the control's too."""
+    root = pki.make_root(pki.name(CN="Contoso Web Shield Root", O="Contoso"))
+    forged = pki.make_leaf(root, ["shielded.test", "example.org"]).write(test_pki.directory, "contoso")
+    system = Dnsmasq({"shielded.test": "127.0.0.1"})
+    control = Dnsmasq({"shielded.test": "127.0.0.1"})
+    os_store = pki.write_pem(test_pki.directory / "os-store.pem", [test_pki.public_root.cert, root.cert])
+    try:
+        with TlsServer({}, default=forged) as server:
+            yield {"server": server, "system": system, "control": control, "os_store": os_store}
+    finally:
+        system.stop()
+        control.stop()
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["in-os-store", "not-in-os-store"])
+def test_unnamed_interceptor_trusted_by_the_machine_is_local(
+    unnamed_antivirus: dict, test_pki: PkiFixture, tmp_path: Path, trusted: bool
+) -> None:
+    targets = _targets(tmp_path, unnamed_antivirus["server"].port, ["shielded.test"])
+    store = unnamed_antivirus["os_store"] if trusted else test_pki.roots_pem
+    main(_args(unnamed_antivirus, test_pki, targets, tmp_path / "out", "--os-store", str(store)))
+    (record,) = read_results(tmp_path / "out")
+    assert record["observations"]["tls_handshakes"][0]["os_store_valid"] is trusted
+    if trusted:
+        assert record["blocking"] == "local_interception"
+        assert "tls.trusted_by_os_store" in record["anomalies"]
+        assert record["interceptor"]["matched_by"] == "os_store"
+    else:  # a root nobody here trusts, from an unknown issuer: substituted, and said so
+        assert record["blocking"] == "tls_mitm"
+        assert record["interceptor"]["catalog_id"] is None
+        assert "tls.sni_triggered" not in record["anomalies"]  # it forged the control name too
