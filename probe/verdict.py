@@ -315,6 +315,10 @@ def _judge_tls(obs: dict[str, Any], analysis_of: ChainAnalyzer, confirmed: bool,
     analysis = analysis_of(handshake)
     j.tls = analysis
     interceptor = analysis["interceptor"]
+    if interceptor is not None and interceptor["catalog"] is None and _helper_sees_same_bad_chain(analysis, helper):
+        # The site presents this untrusted chain to everyone: a broken site, not interception.
+        j.add("tls.untrusted_chain", "helper.same_failure")
+        return DOWN
     mismatch = _leaf_mismatch(analysis, helper)
     if mismatch == "decisive":
         j.add("tls.cert_mismatch")
@@ -365,6 +369,13 @@ def _intercepts_every_name(
         return False
     certificates = analysis_of(control)["certificates"]
     return bool(certificates) and certificates[0]["issuer"] == interceptor["issuer"]
+
+
+def _helper_sees_same_bad_chain(analysis: dict[str, Any], helper: dict[str, Any] | None) -> bool:
+    tls = helper.get("tls") if helper is not None else None
+    if not isinstance(tls, dict) or tls.get("failure") is not None or tls.get("valid") is not False:
+        return False
+    return bool(analysis["certificates"]) and tls.get("leaf_spki_sha256") == analysis["certificates"][0]["sha256_spki"]
 
 
 def _leaf_mismatch(analysis: dict[str, Any], helper: dict[str, Any] | None) -> str | None:

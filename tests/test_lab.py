@@ -326,6 +326,7 @@ def test_redirect_to_a_blockpage_host_gives_http_blockpage(records: dict[str, di
 HELPER = f"https://{t.HELPER_ADDRESS}/"
 HELPER_SCENARIOS = [
     "clean.lab",
+    "selfsigned.lab",
     "down.lab",
     "forged.lab",
     "broken.lab",
@@ -379,6 +380,13 @@ def test_forged_chain_is_confirmed_by_the_helpers_fingerprint(helped: dict[str, 
     theirs = record["observations"]["helpers"][0]["response"]["tls"]
     assert theirs["valid"] is True and theirs["leaf_spki_sha256"] != ours["sha256_spki"]
     assert theirs["leaf_issuer"] == "O=Lab Trust Services,CN=Lab Public Issuing CA"
+
+
+def test_a_sites_own_untrusted_certificate_is_not_interception(helped: dict[str, dict]) -> None:
+    record = helped["selfsigned.lab"]
+    assert (record["blocking"], record["interceptor"]) == ("down", None)
+    assert record["anomalies"][:2] == ["tls.untrusted_chain", "helper.same_failure"]
+    assert record["observations"]["helpers"][0]["response"]["tls"]["valid"] is False
 
 
 def test_blocking_confirmed_by_the_helper_stays_blocking(helped: dict[str, dict]) -> None:

@@ -101,8 +101,9 @@ class Lab:
         root = pki.make_root(pki.name(CN="Lab Public Root CA", O="Lab Trust Services", C="US"))
         issuing = pki.make_intermediate(root, pki.name(CN="Lab Public Issuing CA", O="Lab Trust Services"))
         pki.write_pem(self.roots_pem, [root.cert])
+        private = pki.make_root(pki.name(CN="Self-made Root", O="A Careless Site"))
         for host in [*t.SITES, "default.lab"]:
-            pki.make_leaf(issuing, [host]).write(d, host)
+            pki.make_leaf(private if host in t.UNTRUSTED_SITES else issuing, [host]).write(d, host)
         pki.make_leaf(issuing, [t.RESOLVER_NAME, t.PUBLIC_RESOLVER]).write(d, t.RESOLVER_NAME)
         pki.make_leaf(issuing, [t.HELPER_NAME, t.HELPER_ADDRESS]).write(d, t.HELPER_NAME)
         for stem, subject in (

@@ -104,7 +104,9 @@ SITES: dict[str, str] = {
     "broken.lab": BROKEN_TLS,
     "cdn.lab": CDN_EDGE_A,
     "dns-injected.lab": CLEAN_SITES,
+    "selfsigned.lab": CLEAN_SITES,  # serves a certificate no public CA issued, to everyone
 }
+UNTRUSTED_SITES = ("selfsigned.lab",)
 
 # What the ISP's resolver says instead of what the world's says.
 ISP_DNS_ANSWERS: dict[str, str | None] = {
