@@ -414,7 +414,7 @@ def test_unreachable_helper_is_recorded_and_verdicts_fall_back(lab: Lab) -> None
         assert record["observations"]["helpers"][0]["failure"] == "connection_refused"
 
 
-def test_helper_refuses_a_private_address(lab: Lab) -> None:
+def test_helper_refuses_a_private_address_or_a_name_that_resolves_to_one(lab: Lab) -> None:
     import subprocess
     import sys
 
@@ -423,7 +423,8 @@ def test_helper_refuses_a_private_address(lab: Lab) -> None:
         f"r = requests.post('{HELPER}v1/measure', json={{'url': sys.argv[1]}}, verify=sys.argv[2], timeout=10)\n"
         "print(r.status_code, r.json()['error'])\n"
     )
-    for url in ("https://10.0.0.1/", "https://127.0.0.1/", "https://169.254.169.254/"):
+    names = [f"https://{name}/" for name in t.WORLD_PRIVATE_NAMES]  # names that resolve to private addresses
+    for url in ("https://10.0.0.1/", "https://127.0.0.1/", "https://169.254.169.254/", *names):
         result = subprocess.run(
             ["ip", "netns", "exec", lab.client, sys.executable, "-c", code, url, str(lab.roots_pem)],
             capture_output=True,

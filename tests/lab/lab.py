@@ -350,7 +350,7 @@ http {{
             '  local-zone: "." refuse',
             '  local-zone: "lab." static',
         ]
-        for host, address in t.SITES.items():
+        for host, address in {**t.SITES, **t.WORLD_PRIVATE_NAMES}.items():
             lines.append(f'  local-data: "{host}. 300 IN A {address}"')
         lines += ["remote-control:", "  control-enable: no"]
         conf = d / "unbound.conf"

@@ -108,6 +108,9 @@ SITES: dict[str, str] = {
 }
 UNTRUSTED_SITES = ("selfsigned.lab",)
 
+# Names the world's resolver answers with a private address: the helper must refuse them.
+WORLD_PRIVATE_NAMES = {"private.lab": "10.20.30.40", "metadata.lab": "169.254.169.254"}
+
 # What the ISP's resolver says instead of what the world's says.
 ISP_DNS_ANSWERS: dict[str, str | None] = {
     "dns-bogon.lab": "10.10.34.35",  # a lie: a private address, as Iran's resolvers answer
