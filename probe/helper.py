@@ -134,7 +134,10 @@ def measure_for_probe(request: dict[str, Any], config: HelperConfig) -> dict[str
         addresses = lookup["addresses"]
     for address in addresses:  # every address is checked before any is used
         check_destination(address, config)
+    deadline = time.monotonic() + 2 * config.timeout  # no new address after this: answer in time
     for address in addresses[:MAX_ADDRESSES]:
+        if answer["tcp"] and time.monotonic() > deadline:
+            break
         sock, tcp = tcp_connect(address, target.port, config.timeout, clock)
         answer["tcp"].append({"address": address, "failure": tcp["failure"]})
         if sock is None:
