@@ -178,7 +178,7 @@ def name_attributes(name: x509.Name) -> dict[str, list[str]]:
     return found
 
 
-def _subject_for(host: str) -> x509.GeneralName:
+def _subject_for(host: str) -> x509.DNSName | x509.IPAddress:
     try:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:

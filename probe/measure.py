@@ -127,7 +127,7 @@ def observe_dns(hostname: str, port: int, config: MeasureConfig, clock: Clock) -
         system = lookup_with_resolver(
             config.resolver, hostname, config.timeout, config.dns_window, config.roots.path, clock
         )
-    elif config.resolver is not None:
+    elif config.resolver is not None and system_udp is not None:  # --resolver over UDP: asked in the batch
         system, system_udp = system_udp, None
     else:
         system = lookup_system(hostname, port, clock)

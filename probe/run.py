@@ -123,10 +123,10 @@ def execute(
         try:
             while True:
                 while len(pending) < concurrency * 2:
-                    target = next(queue, None)
-                    if target is None:
+                    upcoming = next(queue, None)
+                    if upcoming is None:
                         break
-                    pending[pool.submit(_measure_one, target, config)] = target
+                    pending[pool.submit(_measure_one, upcoming, config)] = upcoming
                 if not pending:
                     break
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)

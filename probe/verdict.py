@@ -127,10 +127,10 @@ def _injected(dns: dict[str, Any], control_addresses: set[str]) -> bool:
         expected = baseline["replies"][0]["ip_ttl"]
         resolver = baseline["replies"][0]["source"]
         for key in ("system", "system_udp"):
-            lookup = dns.get(key)
-            if lookup is None or lookup["transport"] != "udp":
+            asked = dns.get(key)
+            if asked is None or asked["transport"] != "udp":
                 continue
-            for query in lookup["queries"]:
+            for query in asked["queries"]:
                 for reply in query.get("replies") or []:
                     if reply["source"] == resolver and reply["ip_ttl"] not in (None, expected):
                         return True
@@ -195,7 +195,7 @@ def _judge_dns(
         helper_dns is not None and not helper_addresses and helper_dns.get("failure") in _DENIALS
     )
     # The control resolver's answers and the helper's (seen from outside) both confirm addresses.
-    control_addresses = (set(control["addresses"]) if control_ok else set()) | helper_addresses
+    control_addresses = (set(control["addresses"]) if control is not None and control_ok else set()) | helper_addresses
     control_ok = bool(control_addresses)
     control_denies = control_denies and not control_ok
     injected = _injected(dns, control_addresses)
