@@ -22,6 +22,7 @@ from typing import Any
 
 import certifi
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.utils import CryptographyDeprecationWarning
@@ -116,9 +117,41 @@ def der_of(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
+def _der_element(data: bytes, offset: int) -> tuple[int, int, int]:
+    """(tag, start of contents, end) of the DER element at `offset`."""
+    tag, first = data[offset], data[offset + 1]
+    start = offset + 2
+    if first & 0x80:
+        count = first & 0x7F
+        length = int.from_bytes(data[start : start + count], "big")
+        start += count
+    else:
+        length = first
+    if start + length > len(data):
+        raise ValueError("truncated DER")
+    return tag, start, start + length
+
+
+def spki_der(cert: x509.Certificate) -> bytes:
+    """The SubjectPublicKeyInfo exactly as encoded in the certificate.
+
+    Read from the TBSCertificate's DER rather than from a parsed key, so that a key type this
+    cryptography build cannot load (GOST, say) still has a fingerprint.
+    """
+    tbs = cert.tbs_certificate_bytes
+    _, offset, end = _der_element(tbs, 0)  # TBSCertificate SEQUENCE
+    if tbs[offset] == 0xA0:  # [0] version
+        offset = _der_element(tbs, offset)[2]
+    for _ in range(5):  # serialNumber, signature, issuer, validity, subject
+        offset = _der_element(tbs, offset)[2]
+    tag, _, spki_end = _der_element(tbs, offset)
+    if tag != 0x30 or spki_end > end:
+        raise ValueError("no SubjectPublicKeyInfo where expected")
+    return tbs[offset:spki_end]
+
+
 def spki_sha256(cert: x509.Certificate) -> str:
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(spki).hexdigest()
+    return hashlib.sha256(spki_der(cert)).hexdigest()
 
 
 def describe_certificate(cert: x509.Certificate) -> dict[str, Any]:
@@ -196,7 +229,7 @@ def verify_chain(
         verifier.verify(chain[0], chain[1:])
     except VerificationError as exc:
         return False, str(exc)[:300]
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         return False, f"unusable certificate: {exc}"[:300]
     return True, None
 
@@ -220,7 +253,10 @@ def _supporting_evidence(leaf: x509.Certificate, host: str) -> list[str]:
     extension_classes = {type(ext.value) for ext in leaf.extensions}
     if x509.PrecertificateSignedCertificateTimestamps not in extension_classes:
         evidence.append("tls.no_scts")
-    public_key = leaf.public_key()
+    try:
+        public_key = leaf.public_key()
+    except (UnsupportedAlgorithm, ValueError):  # a key type this build cannot load
+        public_key = None
     if isinstance(public_key, rsa.RSAPublicKey) and public_key.public_numbers().e == 3:
         evidence.append("tls.rsa_exponent_3")
     usual = {

@@ -95,10 +95,12 @@ def execute(
     def finish(
         target: Target, started: datetime, observations: dict[str, Any] | None, error: str | None, offline: bool
     ) -> None:
-        if error is not None:
-            judgement = Judgement(blocking="inconclusive", anomalies=[])
-        else:
-            judgement = judge({"host": target.host}, observations, started, offline, analysis)
+        judgement = Judgement(blocking="inconclusive", anomalies=[])
+        if error is None:
+            try:
+                judgement = judge({"host": target.host}, observations, started, offline, analysis)
+            except Exception:  # an analysis bug: keep the observations, re-judge them later
+                error = traceback.format_exc(limit=3)[-1000:]
         record = build_record(run, target, started, observations, judgement, error)
         writer.write(scrub(record, config.own_addresses.snapshot()))
         summary.measured += 1

@@ -270,3 +270,27 @@ def test_scrub_replaces_whole_addresses_only() -> None:
         "n": 3,
         "192.0.2.1": "keys stay",
     }
+
+
+def test_spki_read_from_the_certificate_der_matches_the_parsed_key() -> None:
+    """The fingerprint of the key as encoded, so that keys this build cannot load still match."""
+    from cryptography.hazmat.primitives import serialization
+
+    from probe.certs import spki_der
+
+    for key_root in (pki.make_root(pki.name(CN="EC root")), pki.make_root(pki.name(CN="RSA root"), rsa_key=True)):
+        leaf = pki.make_leaf(key_root, ["site.example"], rsa_exponent=3).cert
+        for cert in (key_root.cert, leaf):
+            parsed = cert.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            assert spki_der(cert) == parsed
+    if SHARED_ROOTS.exists():
+        from cryptography import x509
+
+        (path,) = SHARED_ROOTS.glob("3472e4*.pem")  # named by the SHA-256 of its SPKI
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        assert pki.spki_sha256(cert) == path.stem
+        from probe.certs import spki_sha256
+
+        assert spki_sha256(cert) == path.stem
