@@ -247,9 +247,15 @@ def _fetch(
             lookup = _lookup_for_redirect(next_host, port, config, clock)
             observations.setdefault("redirect_lookups", []).append(lookup)
             addresses = lookup["addresses"]
-        if not addresses:
+        candidates = _ordered(addresses)
+        if not candidates:
             return
-        next_address = _ordered(addresses)[0]
+        next_address = candidates[0]
+        if not _may_follow_to(next_address):
+            # A page must not steer the probe into this machine or its link (router admin pages,
+            # metadata services). ISP blockpage servers on private addresses are still followed.
+            observations["redirect_refused"] = {"url": next_url, "address": next_address}
+            return
         connection, tcp = tcp_connect(next_address, port, config.timeout, clock, config.own_addresses)
         tcp["purpose"] = "redirect"
         observations["tcp_connect"].append(tcp)
@@ -269,6 +275,11 @@ def _fetch(
             close_quietly(connection)
         request.update({"address": next_address, "url": next_url, "redirect_index": index})
         observations["http_requests"].append(request)
+
+
+def _may_follow_to(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return not (ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast)
 
 
 def _lookup_for_redirect(host: str, port: int, config: MeasureConfig, clock: Clock) -> dict[str, Any]:

@@ -29,6 +29,7 @@ NAMES = [
     "silent.test",
     "closed.test",
     "http-closed.test",
+    "redirects-inward.test",
 ]
 
 
@@ -52,6 +53,10 @@ def world(test_pki: PkiFixture) -> Iterator[dict]:
         "reset.test": "reset",
         "silent.test": "silence",
         "closed.test": "close",
+        "redirects-inward.test": (
+            *test_pki.leaf_files(test_pki.public_intermediate, ["redirects-inward.test"], "ri"),
+            "redirect:http://169.254.169.254/latest/meta-data/",
+        ),
         "http-closed.test": (
             *test_pki.leaf_files(test_pki.public_intermediate, ["http-closed.test"], "hc"),
             "close-after-request",
@@ -319,3 +324,14 @@ def test_unnamed_interceptor_trusted_by_the_machine_is_local(
         assert record["blocking"] == "tls_mitm"
         assert record["interceptor"]["catalog_id"] is None
         assert "tls.sni_triggered" not in record["anomalies"]  # it forged the control name too
+
+
+def test_a_redirect_into_the_machines_own_link_is_not_followed(verdicts: dict[str, dict]) -> None:
+    record = verdicts["redirects-inward.test"]
+    (request,) = record["observations"]["http_requests"]
+    assert (request["status"], request["location"]) == (302, "http://169.254.169.254/latest/meta-data/")
+    assert record["observations"]["redirect_refused"] == {
+        "url": "http://169.254.169.254/latest/meta-data/",
+        "address": "169.254.169.254",
+    }
+    assert not [c for c in record["observations"]["tcp_connect"] if c["address"] == "169.254.169.254"]

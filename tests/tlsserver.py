@@ -48,7 +48,8 @@ def client_hello_sni(data: bytes) -> str | None:
 
 class TlsServer:
     """`behaviours` maps an SNI to a (cert, key) pair, "reset", "silence" or "close" (after the
-    ClientHello), or (cert, key, "close-after-request"); `default` for the rest."""
+    ClientHello), or (cert, key, "close-after-request") or (cert, key, "redirect:URL"); `default` for
+    the rest."""
 
     def __init__(
         self, behaviours: dict[str, tuple[Path, ...] | str], default: tuple[Path, ...] | str = "reset"
@@ -126,7 +127,14 @@ class TlsServer:
                 return
             with contextlib.suppress(OSError, ssl.SSLError):
                 request = tls.recv(4096)
-                if request.startswith(b"GET "):
+                redirect = (
+                    behaviour[2][len("redirect:") :]
+                    if len(behaviour) == 3 and behaviour[2].startswith("redirect:")
+                    else None
+                )
+                if request.startswith(b"GET ") and redirect:
+                    tls.sendall(f"HTTP/1.1 302 Found\r\nLocation: {redirect}\r\nContent-Length: 0\r\n\r\n".encode())
+                elif request.startswith(b"GET "):
                     page = f"<html><head><title>{sni}</title></head><body>The real {sni}.</body></html>".encode()
                     head = f"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {len(page)}\r\n"
                     tls.sendall(head.encode() + b"Connection: close\r\n\r\n" + page)
