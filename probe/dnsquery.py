@@ -210,8 +210,8 @@ def udp_batch(asks: list[UdpAsk], timeout: float, window: float, clock: Clock) -
     results: dict[str, list[dict[str, Any]]] = {ask.label: [] for ask in asks}
     for ask, record, question in pending:
         for reply in question.replies:
-            fields = _reply_fields(reply["wire"])  # type: ignore[arg-type]
-            record["replies"].append({"source": reply["source"], "ip_ttl": reply["ip_ttl"], "t": reply["t"], **fields})
+            fields = _reply_fields(reply.wire)
+            record["replies"].append({"source": reply.source, "ip_ttl": reply.ip_ttl, "t": reply.t, **fields})
         if record["replies"]:
             first = record["replies"][0]
             record.update({k: first[k] for k in ("rcode", "answers", "raw_reply", "failure")})

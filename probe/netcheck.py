@@ -31,11 +31,6 @@ def source_address(address: str) -> str | None:
         return sock.getsockname()[0]
 
 
-def has_route(address: str | None = None) -> bool:
-    """True when some route leaves this machine (and, given an address, when it is routable).
-
-    A UDP `connect` only asks the kernel's routing table: nothing is sent.
-    """
-    if address is not None:
-        return source_address(address) is not None
+def has_route() -> bool:
+    """True when some route leaves this machine (read from /proc: nothing is sent)."""
     return _routes_in("/proc/net/route", 0, True) or _routes_in("/proc/net/ipv6_route", 9, False)

@@ -19,14 +19,11 @@ from probe.measure import MeasureConfig, measure, observe_run_dns
 from probe.netcheck import has_route, source_address
 from probe.privacy import scrub
 from probe.record import ResultsWriter, RunContext, build_record
+from probe.signals import Interrupted
 from probe.targets import Target
 from probe.verdict import AnalysisContext, Judgement, judge
 
 CENSORSHIP = frozenset({"dns", "tcp", "tls", "tls_mitm", "http"})
-
-
-class Interrupted(BaseException):
-    """Raised by the command's signal handlers (SIGINT, SIGTERM) to stop a run between records."""
 
 
 @dataclass
@@ -110,14 +107,16 @@ def execute(
         progress.update(summary.measured, target, judgement.blocking)
 
     try:
+        # Asking the kernel's routing table sends nothing; its answer is also our own source address.
         route_probe = config.control_resolver.route_address if config.control_resolver else None
-        if not has_route(route_probe):
+        source = source_address(route_probe) if route_probe is not None else None
+        online = source is not None if route_probe is not None else has_route()
+        if not online:
             summary.offline = True
             for target in targets:
                 finish(target, datetime.now(UTC), None, None, offline=True)
             return summary
-        if route_probe is not None:
-            config.own_addresses.add(source_address(route_probe))
+        config.own_addresses.add(source)
         config = replace(config, run_dns=observe_run_dns(config, config.control_sni or "example.org"))
         pending: dict[Future[tuple[datetime, dict[str, Any] | None, str | None]], Target] = {}
         queue = iter(targets)

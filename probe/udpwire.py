@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import select
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,16 +25,25 @@ IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
 
 
+@dataclass(frozen=True)
+class Reply:
+    source: str
+    ip_ttl: int | None
+    wire: bytes
+    t: float  # measurement time
+
+
 @dataclass
 class Question:
     wire: bytes
-    query_id: int
+    query_id: int  # unique within one exchange
     address: str
     port: int
     expects_reply: bool = True  # False for the injection probe: nobody should answer
-    replies: list[dict[str, object]] = field(default_factory=list)  # source, ip_ttl, wire, t
+    replies: list[Reply] = field(default_factory=list)
     failure: str | None = None
     sent_at: float | None = None
+    first_reply_at: float | None = None
 
 
 def _socket(family: socket.AddressFamily) -> socket.socket:
@@ -52,7 +62,7 @@ def _socket(family: socket.AddressFamily) -> socket.socket:
 def _ttl(ancillary: list[tuple[int, int, bytes]]) -> int | None:
     for level, kind, data in ancillary:
         if (level, kind) in ((socket.IPPROTO_IP, IP_TTL), (socket.IPPROTO_IPV6, IPV6_HOPLIMIT)) and data:
-            return int.from_bytes(data[:4], "little") if len(data) >= 4 else data[0]
+            return int.from_bytes(data[:4], sys.byteorder) if len(data) >= 4 else data[0]
     return None
 
 
@@ -65,7 +75,7 @@ def exchange(questions: list[Question], timeout: float, window: float, now: Call
     sockets: dict[socket.AddressFamily, socket.socket] = {}
     start = time.monotonic()
     hard_deadline = start + timeout
-    by_id: dict[int, list[Question]] = {}
+    by_id: dict[int, Question] = {}
     try:
         for question in questions:
             family = socket.AF_INET6 if ":" in question.address else socket.AF_INET
@@ -77,16 +87,15 @@ def exchange(questions: list[Question], timeout: float, window: float, now: Call
                 question.failure = failures.classify(exc)
                 continue
             question.sent_at = time.monotonic()
-            by_id.setdefault(question.query_id, []).append(question)
-        first_reply: dict[int, float] = {}
+            by_id[question.query_id] = question
 
         def listen_until(question: Question) -> float:
             if question.failure is not None:
                 return start
             if not question.expects_reply:
                 return min(hard_deadline, (question.sent_at or start) + window)
-            if id(question) in first_reply:
-                return min(hard_deadline, first_reply[id(question)] + window)
+            if question.first_reply_at is not None:
+                return min(hard_deadline, question.first_reply_at + window)
             return hard_deadline
 
         while True:
@@ -98,16 +107,14 @@ def exchange(questions: list[Question], timeout: float, window: float, now: Call
             for sock in readable:
                 try:
                     data, ancillary, _, source = sock.recvmsg(65535, socket.CMSG_SPACE(4))
-                except (BlockingIOError, InterruptedError):
+                except OSError:  # nothing after all, or an error report: keep listening
                     continue
-                except OSError:
+                asked = by_id.get(int.from_bytes(data[:2], "big")) if len(data) >= 2 else None
+                if asked is None:
                     continue
-                if len(data) < 2:
-                    continue
-                arrived = time.monotonic()
-                for question in by_id.get(int.from_bytes(data[:2], "big"), []):
-                    question.replies.append({"source": source[0], "ip_ttl": _ttl(ancillary), "wire": data, "t": now()})
-                    first_reply.setdefault(id(question), arrived)
+                asked.replies.append(Reply(source[0], _ttl(ancillary), data, now()))
+                if asked.first_reply_at is None:
+                    asked.first_reply_at = time.monotonic()
         for question in questions:
             if question.failure is None and not question.replies and question.expects_reply:
                 question.failure = failures.GENERIC_TIMEOUT

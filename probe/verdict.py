@@ -251,16 +251,22 @@ def _judge_dns(
     return finish(BLOCKED, True)
 
 
-def _connect_outcome(attempts: list[dict[str, Any]], stage: str, j: Judgement) -> str | None:
-    """The stage's anomaly when every attempt failed; None when one succeeded or none was made."""
+def _judge_tcp(obs: dict[str, Any], confirmed: bool, j: Judgement) -> str:
+    """Every connect to the target failed: blocked when a control confirmed the address and the
+    helper (if any) connected; down when the helper failed too; offline with no route at all."""
+    attempts = _purpose(obs["tcp_connect"], "target")
     if not attempts or any(a["failure"] is None for a in attempts):
-        return None
-    failures_seen = [a["failure"] for a in attempts]
-    if all(f in failures.LOCAL_NETWORK_FAILURES for f in failures_seen):
+        return OK
+    seen = [a["failure"] for a in attempts]
+    if all(f in failures.LOCAL_NETWORK_FAILURES for f in seen):
         return OFFLINE
-    first = next(f for f in failures_seen if f not in failures.LOCAL_NETWORK_FAILURES)
-    j.add(f"{stage}.{_CONNECT_CODES.get(first, 'failure')}")
-    return BLOCKED
+    first = next(f for f in seen if f not in failures.LOCAL_NETWORK_FAILURES)
+    j.add(f"tcp.{_CONNECT_CODES.get(first, 'failure')}")
+    helper_failed = _helper_failed_at(helper_view(obs), "tcp")
+    if helper_failed:
+        j.add("helper.same_failure")
+        return DOWN
+    return BLOCKED if confirmed or helper_failed is False else UNKNOWN
 
 
 def _tls_failure_code(handshake: dict[str, Any]) -> str:
@@ -480,15 +486,7 @@ def judge(
     valid = _tls_valid_addresses(observations, analysis_of)
     dns_outcome, confirmed = _judge_dns(observations["dns"], valid, helper, ctx, j)
     stages: list[tuple[str, str]] = [("dns", dns_outcome)]
-    tcp_outcome = _connect_outcome(_purpose(observations["tcp_connect"], "target"), "tcp", j)
-    if tcp_outcome == BLOCKED:
-        helper_failed = _helper_failed_at(helper, "tcp")
-        if helper_failed:
-            j.add("helper.same_failure")
-            tcp_outcome = DOWN
-        elif not confirmed and helper_failed is None:
-            tcp_outcome = UNKNOWN
-    stages.append(("tcp", tcp_outcome or OK))
+    stages.append(("tcp", _judge_tcp(observations, confirmed, j)))
     tls_outcome = _judge_tls(observations, analysis_of, confirmed, j)
     stages.append(("tls_mitm" if j.interceptor else "tls", tls_outcome))
     stages.append(("http", _judge_http(observations, confirmed, ctx, j)))
