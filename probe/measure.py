@@ -76,16 +76,28 @@ def _chain_valid(handshake: dict[str, Any], host: str, at: datetime, roots: cert
     return certs.verify_chain(chain, host, at, roots)[0]
 
 
-def _handshake(
-    address: str, port: int, server_name: str | None, purpose: str, config: MeasureConfig, clock: Clock
-) -> tuple[dict[str, Any], dict[str, Any] | None, Any]:
+def _open(
+    address: str,
+    port: int,
+    use_tls: bool,
+    server_name: str | None,
+    purpose: str,
+    config: MeasureConfig,
+    clock: Clock,
+    observations: dict[str, Any],
+) -> tuple[socket.socket | None, dict[str, Any] | None]:
+    """Connect (and handshake, for TLS), recording each step with its purpose.
+
+    Returns the socket to speak HTTP over (None if a step failed) and the handshake record."""
     sock, tcp = tcp_connect(address, port, config.timeout, clock, config.own_addresses)
     tcp["purpose"] = purpose
-    if sock is None:
-        return tcp, None, None
+    observations["tcp_connect"].append(tcp)
+    if sock is None or not use_tls:
+        return sock, None
     tls, handshake = tls_handshake(sock, address, port, server_name, config.timeout, clock)
     handshake["purpose"] = purpose
-    return tcp, handshake, tls
+    observations["tls_handshakes"].append(handshake)
+    return tls, handshake
 
 
 def _injection_address(config: MeasureConfig, control: dict[str, Any] | None) -> str | None:
@@ -177,36 +189,26 @@ def _observe_target(
     observations["addresses_from"] = address_source if addresses else None
     server_name = None if target.is_ip_literal else target.host
 
+    use_tls = target.scheme == "https"
     for address in _ordered(addresses):
-        if target.scheme == "http":
-            sock, tcp = tcp_connect(address, target.port, config.timeout, clock, config.own_addresses)
-            tcp["purpose"] = "target"
-            observations["tcp_connect"].append(tcp)
-            if sock is None:
-                continue
-            _fetch(sock, target.host, target.path, address, target.url, config, clock, observations)
-            break
-        tcp, handshake, tls = _handshake(address, target.port, server_name, "target", config, clock)
-        observations["tcp_connect"].append(tcp)
-        if handshake is None:
-            continue
-        observations["tls_handshakes"].append(handshake)
-        if tls is not None:
+        conn, handshake = _open(address, target.port, use_tls, server_name, "target", config, clock, observations)
+        if conn is None and handshake is None:
+            continue  # no TCP connection: try the next address
+        if conn is not None:
             # The page over the connection the network gave us, forged or not: a blockpage
             # behind an interceptor is evidence too.
-            _fetch(tls, target.host, target.path, address, target.url, config, clock, observations)
+            _fetch(conn, target.host, target.path, address, target.url, config, clock, observations)
+        if handshake is None:
+            break
         suspicious = handshake["failure"] is not None or not _chain_valid(handshake, target.host, started, config.roots)
         if handshake["failure"] is None and suspicious and config.os_store is not None:
             # Machine state, not a judgement: whether this machine's own store trusts the chain.
             handshake["os_store_valid"] = _chain_valid(handshake, target.host, started, config.os_store)
         if suspicious and config.control_sni and server_name is not None:
-            control_tcp, control_handshake, control_tls = _handshake(
-                address, target.port, config.control_sni, "control_sni", config, clock
+            control, _ = _open(
+                address, target.port, True, config.control_sni, "control_sni", config, clock, observations
             )
-            observations["tcp_connect"].append(control_tcp)
-            if control_handshake is not None:
-                observations["tls_handshakes"].append(control_handshake)
-            close_quietly(control_tls)
+            close_quietly(control)
         break
 
 
@@ -256,19 +258,10 @@ def _fetch(
             # metadata services). ISP blockpage servers on private addresses are still followed.
             observations["redirect_refused"] = {"url": next_url, "address": next_address}
             return
-        connection, tcp = tcp_connect(next_address, port, config.timeout, clock, config.own_addresses)
-        tcp["purpose"] = "redirect"
-        observations["tcp_connect"].append(tcp)
+        sni = None if is_ip_literal(next_host) else next_host
+        connection, _ = _open(next_address, port, scheme == "https", sni, "redirect", config, clock, observations)
         if connection is None:
             return
-        if scheme == "https":
-            sni = None if is_ip_literal(next_host) else next_host
-            tls, handshake = tls_handshake(connection, next_address, port, sni, config.timeout, clock)
-            handshake["purpose"] = "redirect"
-            observations["tls_handshakes"].append(handshake)
-            if tls is None:
-                return
-            connection = tls
         try:
             request = http_get(connection, next_host, next_path, config.timeout, clock)
         finally:
