@@ -178,9 +178,7 @@ def command_run(args: argparse.Namespace) -> int:
         injection_address=injection_address,
         injection_check=not args.no_injection_check,
         helpers=tuple(args.helper),
-        os_store=None
-        if args.os_store == "none"
-        else load_os_store(None if args.os_store == "system" else Path(args.os_store)),
+        os_store=os_store,
         helper_token=args.helper_token or os.environ.get("PROBE_HELPER_TOKEN") or None,
     )
     analysis = AnalysisContext(roots=roots, catalogs=catalogs, documentation_is_public=args.lab, asn=asn_table)
