@@ -17,9 +17,9 @@ import certifi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from probe.catalog import load_catalogs  # noqa: E402
-from probe.certs import load_roots  # noqa: E402
-from probe.verdict import AnalysisContext, judge  # noqa: E402
+from probe.analyze.verdict import AnalysisContext, judge  # noqa: E402
+from probe.loaders.catalogs import load_catalogs  # noqa: E402
+from probe.loaders.roots import load_roots  # noqa: E402
 from tests import pki  # noqa: E402
 
 

@@ -20,7 +20,7 @@ from probe import __version__
 from probe.signals import Interrupted, raise_interrupted
 
 if TYPE_CHECKING:
-    from probe.dnsquery import ResolverSpec
+    from probe.observe.dns import ResolverSpec
 
 # Each command imports what it needs when it runs: `probe show` and `probe --version` must not pay
 # for the network stack (dnspython's DoH transport alone takes a fifth of a second to import).
@@ -118,7 +118,7 @@ def _fail(message: str) -> int:
 
 def _system_nameserver() -> ResolverSpec | None:
     """The first nameserver in resolv.conf, to ask directly over UDP beside getaddrinfo."""
-    from probe.dnsquery import ResolverSpecError, parse_resolver, system_resolver_addresses
+    from probe.observe.dns import ResolverSpecError, parse_resolver, system_resolver_addresses
 
     for address in system_resolver_addresses():
         try:
@@ -130,7 +130,7 @@ def _system_nameserver() -> ResolverSpec | None:
 
 def _plain_udp_of(control: ResolverSpec | None) -> ResolverSpec | None:
     """The control's own address over plain UDP, to compare with its encrypted answers."""
-    from probe.dnsquery import ResolverSpec
+    from probe.observe.dns import ResolverSpec
 
     if control is None or control.transport == "udp" or control.route_address is None:
         return None
@@ -138,14 +138,16 @@ def _plain_udp_of(control: ResolverSpec | None) -> ResolverSpec | None:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from probe.asn import AsnTableError, load_asn_table
-    from probe.catalog import CatalogError, load_catalogs
-    from probe.certs import RootsError, load_os_store, load_roots
-    from probe.dnsquery import ResolverSpecError, parse_resolver, system_resolver_addresses
-    from probe.measure import MeasureConfig
+    from probe.analyze.asn import AsnTableError
+    from probe.analyze.catalog import CatalogError
+    from probe.analyze.verdict import AnalysisContext
+    from probe.loaders.asn import load_asn_table
+    from probe.loaders.catalogs import load_catalogs
+    from probe.loaders.roots import RootsError, load_os_store, load_roots
+    from probe.observe.dns import ResolverSpecError, parse_resolver, system_resolver_addresses
+    from probe.observe.measure import MeasureConfig
     from probe.run import execute, format_summary
     from probe.targets import TargetError, load_targets
-    from probe.verdict import AnalysisContext
 
     try:
         targets = load_targets(args.targets)
@@ -192,7 +194,7 @@ def command_run(args: argparse.Namespace) -> int:
     }
     reference = {
         "roots": roots.describe(),
-        "os_store": config.os_store.describe() if config.os_store else None,
+        "os_store": os_store.describe() if os_store else None,
         "catalogs": catalogs.describe(),
         "control_sni": control_sni,
         "documentation_addresses_public": bool(args.lab),
@@ -220,7 +222,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_show(args: argparse.Namespace) -> int:
-    from probe.show import show_file
+    from probe.results.show import show_file
 
     try:
         print(show_file(args.file, include_clean=args.all), end="")
@@ -230,8 +232,9 @@ def command_show(args: argparse.Namespace) -> int:
 
 
 def command_helper(args: argparse.Namespace) -> int:
-    from probe.certs import RootsError, load_roots
-    from probe.helper import HelperConfig, HelperServer
+    from probe.helper.measure import HelperConfig
+    from probe.helper.server import HelperServer
+    from probe.loaders.roots import RootsError, load_roots
 
     host, _, port_text = args.listen.rpartition(":")
     try:

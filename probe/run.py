@@ -15,15 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from probe.measure import MeasureConfig, measure, observe_run_dns
-from probe.netcheck import has_route, source_address
-from probe.privacy import scrub
-from probe.record import ResultsWriter, RunContext, build_record
+from probe.analyze.verdict import AnalysisContext, Judgement, judge
+from probe.observe.measure import MeasureConfig, measure, observe_run_dns
+from probe.observe.netcheck import has_route, source_address
+from probe.results.privacy import scrub
+from probe.results.record import RunContext, build_record
+from probe.results.writer import ResultsWriter
 from probe.signals import Interrupted
 from probe.targets import Target
-from probe.verdict import AnalysisContext, Judgement, judge
-
-CENSORSHIP = frozenset({"dns", "tcp", "tls", "tls_mitm", "http"})
+from probe.vocabulary.anomalies import CENSORSHIP, Blocking
 
 
 @dataclass
@@ -92,7 +92,7 @@ def execute(
     def finish(
         target: Target, started: datetime, observations: dict[str, Any] | None, error: str | None, offline: bool
     ) -> None:
-        judgement = Judgement(blocking="inconclusive", anomalies=[])
+        judgement = Judgement(blocking=Blocking.INCONCLUSIVE)
         if error is None:
             try:
                 judgement = judge({"host": target.host}, observations, started, offline, analysis)
@@ -140,7 +140,7 @@ def execute(
             return summary
         finally:
             pool.shutdown(wait=not summary.interrupted, cancel_futures=True)
-        summary.offline = summary.measured > 0 and summary.verdicts["offline"] == summary.measured
+        summary.offline = summary.measured > 0 and summary.verdicts[Blocking.OFFLINE] == summary.measured
         return summary
     finally:
         progress.finish()

@@ -12,10 +12,11 @@ import jsonschema
 import pytest
 from cryptography import x509
 
-from probe.record import load_schema
+from probe.results.record import load_schema
 from tests import pki
 
-SHARED_ROOTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "kz-interception-roots"
+# The real Kazakhstan interception roots, copied into the project with their provenance (README there).
+KZ_ROOTS = Path(__file__).resolve().parent / "data" / "kz-interception-roots"
 QAZNET_DER_SHA256 = "00309c736dd661da6f1eb24173aa849944c168a43a15bffd192eecfdb6f8dbd2"
 
 
@@ -28,10 +29,8 @@ def _private_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def qaznet_root() -> x509.Certificate:
-    """The real Qaznet Trust Network root (from ../shared/data when present)."""
-    path = SHARED_ROOTS / f"{QAZNET_DER_SHA256}.pem"
-    if not path.exists():
-        pytest.skip(f"the real Kazakhstan roots are not beside the checkout ({path})")
+    """The real Qaznet Trust Network root (tests/data/kz-interception-roots)."""
+    path = KZ_ROOTS / f"{QAZNET_DER_SHA256}.pem"
     return x509.load_pem_x509_certificate(path.read_bytes())
 
 

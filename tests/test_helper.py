@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from probe.clock import Clock
-from probe.helper import RateLimiter
-from probe.helperclient import ask_helper
+from probe.helper.ratelimit import RateLimiter
+from probe.observe.clock import Clock
+from probe.observe.helperclient import ask_helper
 from tests.conftest import PkiFixture
 from tests.dnsmasq import free_udp_port
 

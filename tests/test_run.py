@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from probe import run as run_module
-from probe.catalog import load_catalogs
-from probe.certs import load_roots
-from probe.measure import MeasureConfig
+from probe.analyze.verdict import AnalysisContext, judge
+from probe.loaders.catalogs import load_catalogs
+from probe.loaders.roots import load_roots
+from probe.observe.measure import MeasureConfig
 from probe.targets import parse_target
-from probe.verdict import AnalysisContext, judge
 from tests.conftest import PkiFixture, read_results
 
 

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from probe.anomalies import ANOMALIES, BLOCKING_VALUES
-from probe.catalog import add_document, load_catalogs
-from probe.certs import load_roots
-from probe.record import load_schema
-from probe.verdict import AnalysisContext, judge
+from probe.analyze.catalog import add_document
+from probe.analyze.verdict import AnalysisContext, judge
+from probe.loaders.catalogs import load_catalogs
+from probe.loaders.roots import load_roots
+from probe.results.record import load_schema
+from probe.vocabulary.anomalies import ANOMALIES, BLOCKING_VALUES
 from tests import pki
-from tests.conftest import SHARED_ROOTS, PkiFixture
+from tests.conftest import KZ_ROOTS, PkiFixture
 
 AT = dt.datetime.now(dt.UTC)
 
@@ -175,13 +176,11 @@ def test_every_anomaly_is_in_the_schema_and_documented() -> None:
 
 
 def test_catalog_fingerprints_are_those_of_the_real_roots() -> None:
-    if not SHARED_ROOTS.exists():
-        pytest.skip("the real Kazakhstan roots are not beside the checkout")
     from cryptography import x509
 
     catalog = load_catalogs()
     by_der = {entry.sha256_der: entry for entry in catalog.interception_certificates}
-    files = sorted(SHARED_ROOTS.glob("*.pem"))
+    files = sorted(KZ_ROOTS.glob("*.pem"))
     assert len(files) == 10
     for path in files:
         cert = x509.load_pem_x509_certificate(path.read_bytes())
@@ -193,7 +192,8 @@ def test_catalog_fingerprints_are_those_of_the_real_roots() -> None:
 
 
 def test_answers_in_the_controls_as_are_consistent(ctx: AnalysisContext, tmp_path: Path) -> None:
-    from probe.asn import AsnTableError, load_asn_table
+    from probe.analyze.asn import AsnTableError
+    from probe.loaders.asn import load_asn_table
 
     table = tmp_path / "ip2asn.tsv"
     table.write_text(
@@ -256,7 +256,8 @@ def test_a_truthful_answer_from_the_probe_address_is_not_injection(ctx: Analysis
 
 
 def test_scrub_replaces_whole_addresses_only() -> None:
-    from probe.privacy import OwnAddresses, scrub
+    from probe.observe.own_addresses import OwnAddresses
+    from probe.results.privacy import scrub
 
     own = OwnAddresses()
     for address in ("192.0.2.1", "2001:db8::5", "127.0.0.1", "0.0.0.0", "not an address"):
@@ -276,7 +277,7 @@ def test_spki_read_from_the_certificate_der_matches_the_parsed_key() -> None:
     """The fingerprint of the key as encoded, so that keys this build cannot load still match."""
     from cryptography.hazmat.primitives import serialization
 
-    from probe.certs import spki_der
+    from probe.analyze.certs import spki_der
 
     for key_root in (pki.make_root(pki.name(CN="EC root")), pki.make_root(pki.name(CN="RSA root"), rsa_key=True)):
         leaf = pki.make_leaf(key_root, ["site.example"], rsa_exponent=3).cert
@@ -285,12 +286,11 @@ def test_spki_read_from_the_certificate_der_matches_the_parsed_key() -> None:
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
             )
             assert spki_der(cert) == parsed
-    if SHARED_ROOTS.exists():
-        from cryptography import x509
+    from cryptography import x509
 
-        (path,) = SHARED_ROOTS.glob("3472e4*.pem")  # named by the SHA-256 of its SPKI
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
-        assert pki.spki_sha256(cert) == path.stem
-        from probe.certs import spki_sha256
+    from probe.analyze.certs import spki_sha256
 
-        assert spki_sha256(cert) == path.stem
+    (path,) = KZ_ROOTS.glob("3472e4*.pem")  # named by the SHA-256 of its SPKI
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    assert pki.spki_sha256(cert) == path.stem
+    assert spki_sha256(cert) == path.stem

@@ -12,34 +12,28 @@ import base64
 import functools
 import hashlib
 import ipaddress
-import re
-import ssl
-import warnings
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import certifi
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from probe.catalog import Catalogs, NameRule
-
-
-class RootsError(ValueError):
-    """A reference roots file that cannot be used."""
+from probe.analyze.catalog import Catalogs, CertificateEntry, NameRule
+from probe.vocabulary.anomalies import Anomaly
 
 
 @dataclass(frozen=True)
 class ReferenceRoots:
-    source: str
+    """Trusted roots: what a chain is validated against. Made by `probe.loaders.roots`."""
+
+    source: str  # as recorded in every record
     sha256: str
     certificates: tuple[x509.Certificate, ...]
+    path: str  # the PEM file, for TLS connections that verify (DoT, DoH, helpers); never recorded
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "sha256": self.sha256, "count": len(self.certificates)}
@@ -49,64 +43,13 @@ class ReferenceRoots:
         """Built once: a Store of Mozilla's roots costs more than a verification."""
         return Store(list(self.certificates))
 
-    @property
-    def path(self) -> str:
-        return certifi.where() if self.source.startswith("certifi") else self.source
-
-
-def load_roots(path: Path | None = None) -> ReferenceRoots:
-    """Mozilla's roots from certifi, or the PEM bundle given with `--roots`."""
-    if path is None:
-        file = Path(certifi.where())
-        source = f"certifi {certifi.__version__}"
-    else:
-        file, source = path, str(path)
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        raise RootsError(f"{file}: cannot read reference roots: {exc.strerror or exc}") from None
-    try:
-        with warnings.catch_warnings():  # a bundle's odd serial numbers are the bundle's business
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-            certificates = tuple(x509.load_pem_x509_certificates(data))
-    except ValueError as exc:
-        raise RootsError(f"{file}: not a PEM bundle of certificates ({exc})") from None
-    if not certificates:
-        raise RootsError(f"{file}: no certificates in the file")
-    return ReferenceRoots(source, hashlib.sha256(data).hexdigest(), certificates)
-
-
-_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
-
-
-def load_os_store(path: Path | None = None) -> ReferenceRoots | None:
-    """The machine's own trust store: a second opinion, never the verdict's reference.
-
-    An antivirus or corporate gateway installs its root here, and so may a volunteer told to
-    install a national certificate; a chain trusted here but not under the reference roots was
-    made by something the machine's owner trusts. None when there is no readable store.
-    """
-    if path is None:
-        defaults = ssl.get_default_verify_paths()
-        candidates = [defaults.cafile, defaults.openssl_cafile]
-        path = next((Path(c) for c in candidates if c and Path(c).is_file()), None)
-        if path is None:
-            return None
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    certificates = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        for block in _PEM_BLOCK.findall(data):  # one bad entry must not cost the others
-            try:
-                certificates.append(x509.load_pem_x509_certificate(block))
-            except ValueError:
-                continue
-    if not certificates:
-        return None
-    return ReferenceRoots(str(path), hashlib.sha256(data).hexdigest(), tuple(certificates))
+    def validates(self, chain_b64: list[str], host: str, at: datetime) -> bool:
+        """Whether a recorded chain (base64 DER, leaf first) is valid for `host` at `at`."""
+        try:
+            chain = decode_chain(chain_b64)
+        except (ValueError, TypeError):
+            return False
+        return verify_chain(chain, host, at, self)[0]
 
 
 def decode_chain(chain_b64: list[str]) -> list[x509.Certificate]:
@@ -246,19 +189,19 @@ def _match_names(chain: list[x509.Certificate], rules: list[NameRule]) -> tuple[
     return None
 
 
-def _supporting_evidence(leaf: x509.Certificate, host: str) -> list[str]:
-    evidence = []
+def _supporting_evidence(leaf: x509.Certificate, host: str) -> list[Anomaly]:
+    evidence: list[Anomaly] = []
     if not hostname_matches(leaf, host):
-        evidence.append("tls.hostname_mismatch")
+        evidence.append(Anomaly.TLS_HOSTNAME_MISMATCH)
     extension_classes = {type(ext.value) for ext in leaf.extensions}
     if x509.PrecertificateSignedCertificateTimestamps not in extension_classes:
-        evidence.append("tls.no_scts")
+        evidence.append(Anomaly.TLS_NO_SCTS)
     try:
         public_key = leaf.public_key()
     except (UnsupportedAlgorithm, ValueError):  # a key type this build cannot load
         public_key = None
     if isinstance(public_key, rsa.RSAPublicKey) and public_key.public_numbers().e == 3:
-        evidence.append("tls.rsa_exponent_3")
+        evidence.append(Anomaly.TLS_RSA_EXPONENT_3)
     usual = {
         x509.AuthorityInformationAccess,
         x509.CRLDistributionPoints,
@@ -266,8 +209,29 @@ def _supporting_evidence(leaf: x509.Certificate, host: str) -> list[str]:
         x509.PrecertificateSignedCertificateTimestamps,
     }
     if not extension_classes & usual:
-        evidence.append("tls.extensions_stripped")
+        evidence.append(Anomaly.TLS_EXTENSIONS_STRIPPED)
     return evidence
+
+
+def describe_interceptor(
+    leaf_issuer: str,
+    top_issuer: str,
+    catalog: str | None = None,
+    entry: CertificateEntry | NameRule | None = None,
+    matched_by: str | None = None,
+    matched_certificate: int | None = None,
+) -> dict[str, Any]:
+    """The record's `interceptor`: who issued the substituted chain, and the catalog entry if any."""
+    return {
+        "catalog": catalog,
+        "catalog_id": entry.id if entry is not None else None,
+        "name": entry.name if entry is not None else None,
+        "country": entry.country if entry is not None else None,
+        "issuer": leaf_issuer,
+        "chain_top_issuer": top_issuer,
+        "matched_by": matched_by,
+        "matched_certificate": matched_certificate,
+    }
 
 
 def analyze_chain(
@@ -305,16 +269,7 @@ def analyze_chain(
         if entry is None:
             entry, how = by_spki.get(described["sha256_spki"]), "sha256_spki"
         if entry is not None:
-            result["interceptor"] = {
-                "catalog": "interception_cas",
-                "catalog_id": entry.id,
-                "name": entry.name,
-                "country": entry.country,
-                "issuer": leaf_issuer,
-                "chain_top_issuer": top_issuer,
-                "matched_by": how,
-                "matched_certificate": index,
-            }
+            result["interceptor"] = describe_interceptor(leaf_issuer, top_issuer, "interception_cas", entry, how, index)
             break
     if valid and result["interceptor"] is None:
         return result
@@ -330,25 +285,9 @@ def analyze_chain(
         found = _match_names(chain, rules)
         if found is not None:
             rule, index, which = found
-            result["interceptor"] = {
-                "catalog": catalog_name,
-                "catalog_id": rule.id,
-                "name": rule.name,
-                "country": rule.country,
-                "issuer": leaf_issuer,
-                "chain_top_issuer": top_issuer,
-                "matched_by": f"{which}_name",
-                "matched_certificate": index,
-            }
+            result["interceptor"] = describe_interceptor(
+                leaf_issuer, top_issuer, catalog_name, rule, f"{which}_name", index
+            )
             return result
-    result["interceptor"] = {
-        "catalog": None,
-        "catalog_id": None,
-        "name": None,
-        "country": None,
-        "issuer": leaf_issuer,
-        "chain_top_issuer": top_issuer,
-        "matched_by": None,
-        "matched_certificate": None,
-    }
+    result["interceptor"] = describe_interceptor(leaf_issuer, top_issuer)
     return result

@@ -11,29 +11,30 @@ from typing import Any
 
 import requests
 
-from probe import failures
-from probe.clock import Clock
+from probe.observe import errors
+from probe.observe.clock import Clock
+from probe.vocabulary.failures import Failure, helper_refused, unknown
 
 API_PATH = "v1/measure"
 
 
 def _classify(exc: BaseException) -> str:
     if isinstance(exc, requests.exceptions.Timeout):
-        return failures.GENERIC_TIMEOUT
+        return Failure.GENERIC_TIMEOUT
     if isinstance(exc, requests.exceptions.SSLError):
-        return failures.SSL_FAILED_HANDSHAKE
+        return Failure.SSL_FAILED_HANDSHAKE
     if isinstance(exc, requests.exceptions.ConnectionError):
         text = str(exc)
         for needle, failure in (
-            ("Network is unreachable", failures.NETWORK_UNREACHABLE),
-            ("Connection refused", failures.CONNECTION_REFUSED),
-            ("Connection reset", failures.CONNECTION_RESET),
-            ("No route to host", failures.HOST_UNREACHABLE),
+            ("Network is unreachable", Failure.NETWORK_UNREACHABLE),
+            ("Connection refused", Failure.CONNECTION_REFUSED),
+            ("Connection reset", Failure.CONNECTION_RESET),
+            ("No route to host", Failure.HOST_UNREACHABLE),
         ):
             if needle in text:
                 return failure
-        return f"unknown_failure: {text}"[:200]
-    return failures.classify(exc)
+        return unknown(text)
+    return errors.classify(exc)
 
 
 def ask_helper(
@@ -66,7 +67,7 @@ def ask_helper(
             record["response"] = body
         else:
             reason = body.get("error") if isinstance(body, dict) else None
-            record["failure"] = f"helper_refused: HTTP {reply.status_code}" + (f": {reason}" if reason else "")
+            record["failure"] = helper_refused(reply.status_code, reason)
     except (requests.exceptions.RequestException, ValueError) as exc:
         record["failure"] = _classify(exc)
     record["t"] = clock.now()
@@ -101,7 +102,7 @@ class HelperQuestions:
             thread.join(self.deadline)
             result = self.results[index]
             if result is None:
-                result = {"helper": helper, "status": None, "failure": failures.GENERIC_TIMEOUT,
+                result = {"helper": helper, "status": None, "failure": Failure.GENERIC_TIMEOUT,
                           "response": None, "t0": None, "t": None}  # fmt: skip
             collected.append(result)
         return collected

@@ -12,9 +12,9 @@ import socket
 import ssl
 from typing import Any
 
-from probe import failures
-from probe.clock import Clock
-from probe.privacy import OwnAddresses
+from probe.observe import errors
+from probe.observe.clock import Clock
+from probe.observe.own_addresses import OwnAddresses
 
 ALPN_OFFER = ["http/1.1"]  # the probe speaks HTTP/1.1 over the same connection
 
@@ -32,7 +32,7 @@ def tcp_connect(
         sock.connect((address, port))
     except Exception as exc:
         sock.close()
-        record["failure"] = failures.classify(exc)
+        record["failure"] = errors.classify(exc)
         record["t"] = clock.now()
         return None, record
     record["t"] = clock.now()
@@ -97,8 +97,8 @@ def tls_handshake(
         tls = context.wrap_socket(sock, server_hostname=server_name, do_handshake_on_connect=False)
         tls.do_handshake()
     except Exception as exc:
-        record["failure"] = failures.classify(exc)
-        record["alert"] = failures.alert_description(exc)
+        record["failure"] = errors.classify(exc)
+        record["alert"] = errors.alert_description(exc)
         record["t"] = clock.now()
         sock.close()
         return None, record

@@ -2,17 +2,15 @@
 
 The shipped catalogs live in `probe/data/`; `--catalog FILE` adds entries to whichever catalog
 the file names in its `"catalog"` field. Analysis reads only these objects, so a grown catalog
-re-judges old records the same way it judges new ones.
+re-judges old records the same way it judges new ones. Reading the files is
+`probe.loaders.catalogs`' job; this module checks and holds what they say.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import ipaddress
-import json
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 KINDS = ("interception_cas", "local_interceptors", "blockpages")
@@ -214,23 +212,3 @@ def add_document(catalogs: Catalogs, document: Any, origin: str) -> None:
                     sources=_sources(entry, where),
                 )
             )
-
-
-def load_catalogs(extra_files: list[Path] | None = None) -> Catalogs:
-    """The shipped catalogs, plus every `--catalog FILE` given."""
-    catalogs = Catalogs()
-    data = resources.files("probe") / "data"
-    for kind in KINDS:
-        document = json.loads((data / f"{kind}.json").read_text(encoding="utf-8"))
-        add_document(catalogs, document, f"builtin:{kind}")
-    for path in extra_files or []:
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CatalogError(f"{path}: no such file") from None
-        except json.JSONDecodeError as exc:
-            raise CatalogError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CatalogError(f"{path}: cannot read: {exc}") from None
-        add_document(catalogs, document, str(path))
-    return catalogs

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from probe.certs import decode_chain, describe_certificate
-from probe.record import read_records
+from probe.analyze.certs import decode_chain, describe_certificate
+from probe.results.reader import read_records
 
 
 def _certificates(handshake: dict[str, Any]) -> list[str]:

@@ -13,8 +13,9 @@ import socket
 import time
 from typing import Any
 
-from probe import failures
-from probe.clock import Clock
+from probe.observe import errors
+from probe.observe.clock import Clock
+from probe.vocabulary.failures import Failure
 
 MAX_BODY_BYTES = 1 << 20
 MAX_HEADER_BYTES = 64 << 10
@@ -88,22 +89,22 @@ def http_get(
         else:
             record["body_truncated"] = True
     except Exception as exc:
-        record["failure"] = failures.classify(exc)
+        record["failure"] = errors.classify(exc)
     record["t"] = clock.now()
     head, sep, body = bytes(data).partition(b"\r\n\r\n")
     if not data:
         if record["failure"] is None:
-            record["failure"] = failures.EOF_ERROR
+            record["failure"] = Failure.EOF_ERROR
         return record
     if not sep or not head.startswith(b"HTTP/"):
         if record["failure"] is None:
-            record["failure"] = "http_invalid_response"
+            record["failure"] = Failure.HTTP_INVALID_RESPONSE
         return record
     lines = head.decode("iso-8859-1").split("\r\n")
     try:
         record["status"] = int(lines[0].split()[1])
     except (IndexError, ValueError):
-        record["failure"] = record["failure"] or "http_invalid_response"
+        record["failure"] = record["failure"] or Failure.HTTP_INVALID_RESPONSE
         return record
     headers = []
     for line in lines[1:]:

@@ -12,13 +12,12 @@ import ipaddress
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
-from probe import certs
-from probe.clock import Clock
-from probe.connect import close_quietly, tcp_connect, tls_handshake
-from probe.dnsquery import (
+from probe.observe.clock import Clock
+from probe.observe.connect import close_quietly, tcp_connect, tls_handshake
+from probe.observe.dns import (
     ResolverSpec,
     UdpAsk,
     combine_lookup,
@@ -28,9 +27,9 @@ from probe.dnsquery import (
     udp_ask_for,
     udp_batch,
 )
-from probe.helperclient import HelperQuestions
-from probe.httpget import http_get
-from probe.privacy import OwnAddresses
+from probe.observe.helperclient import HelperQuestions
+from probe.observe.http import http_get
+from probe.observe.own_addresses import OwnAddresses
 from probe.targets import DEFAULT_PORTS, Target, is_ip_literal
 
 MAX_ADDRESSES = 3
@@ -38,10 +37,24 @@ MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
+class TrustAnchors(Protocol):
+    """A set of trusted roots, as observing needs it (analysis's `ReferenceRoots` is one).
+
+    Observing does not judge, but one question decides what else to observe: whether a presented
+    chain validates (if not, the control SNI is asked too, and the machine's own store is asked
+    for a second opinion). `path` is the PEM file that DoT, DoH and helper connections verify with.
+    """
+
+    @property
+    def path(self) -> str: ...
+
+    def validates(self, chain_b64: list[str], host: str, at: datetime) -> bool: ...
+
+
 @dataclass(frozen=True)
 class MeasureConfig:
     timeout: float
-    roots: certs.ReferenceRoots
+    roots: TrustAnchors
     resolver: ResolverSpec | None  # None: the system resolver (getaddrinfo)
     control_resolver: ResolverSpec | None
     control_sni: str | None
@@ -54,7 +67,7 @@ class MeasureConfig:
     helpers: tuple[str, ...] = ()  # control vantages (`probe helper serve`), asked while measuring
     helper_token: str | None = None
     own_addresses: OwnAddresses = field(default_factory=OwnAddresses)  # learned, scrubbed, never recorded
-    os_store: certs.ReferenceRoots | None = None  # the machine's trust store: a second opinion only
+    os_store: TrustAnchors | None = None  # the machine's trust store: a second opinion only
 
 
 def _ordered(addresses: list[str]) -> list[str]:
@@ -66,14 +79,6 @@ def _ordered(addresses: list[str]) -> list[str]:
         except ValueError:  # a scoped or malformed answer: nothing to connect to
             continue
     return [str(ip) for ip in sorted(parsed, key=lambda ip: ip.version)][:MAX_ADDRESSES]
-
-
-def _chain_valid(handshake: dict[str, Any], host: str, at: datetime, roots: certs.ReferenceRoots) -> bool:
-    try:
-        chain = certs.decode_chain(handshake["peer_certificates"])
-    except (ValueError, TypeError):
-        return False
-    return certs.verify_chain(chain, host, at, roots)[0]
 
 
 def _open(
@@ -200,10 +205,14 @@ def _observe_target(
             _fetch(conn, target.host, target.path, address, target.url, config, clock, observations)
         if handshake is None:
             break
-        suspicious = handshake["failure"] is not None or not _chain_valid(handshake, target.host, started, config.roots)
+        suspicious = handshake["failure"] is not None or not config.roots.validates(
+            handshake["peer_certificates"], target.host, started
+        )
         if handshake["failure"] is None and suspicious and config.os_store is not None:
             # Machine state, not a judgement: whether this machine's own store trusts the chain.
-            handshake["os_store_valid"] = _chain_valid(handshake, target.host, started, config.os_store)
+            handshake["os_store_valid"] = config.os_store.validates(
+                handshake["peer_certificates"], target.host, started
+            )
         if suspicious and config.control_sni and server_name is not None:
             control, _ = _open(
                 address, target.port, True, config.control_sni, "control_sni", config, clock, observations

@@ -21,14 +21,15 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from probe import failures, udpwire
-from probe.clock import Clock
+from probe.observe import errors, udpwire
+from probe.observe.clock import Clock
+from probe.vocabulary.failures import Failure, unknown
 
 QUERY_TYPES = ("A", "AAAA")
 _RCODE_FAILURES = {
-    dns.rcode.NXDOMAIN: failures.DNS_NXDOMAIN,
-    dns.rcode.SERVFAIL: failures.DNS_SERVFAIL,
-    dns.rcode.REFUSED: failures.DNS_REFUSED,
+    dns.rcode.NXDOMAIN: Failure.DNS_NXDOMAIN,
+    dns.rcode.SERVFAIL: Failure.DNS_SERVFAIL,
+    dns.rcode.REFUSED: Failure.DNS_REFUSED,
 }
 _DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
 
@@ -120,22 +121,22 @@ def _doh_exchange(query: dns.message.Message, url: str, timeout: float, roots: s
 
 def _classify_dns_exception(exc: BaseException) -> str:
     if isinstance(exc, dns.exception.Timeout):
-        return failures.GENERIC_TIMEOUT
+        return Failure.GENERIC_TIMEOUT
     if isinstance(exc, (dns.message.ShortHeader, dns.message.TrailingJunk, dns.exception.FormError)):
-        return failures.DNS_BOGUS_REPLY
+        return Failure.DNS_BOGUS_REPLY
     name = type(exc).__name__
     if type(exc).__module__.startswith(("httpx", "httpcore")):  # dnspython's DoH transport
         cause: BaseException | None = exc
         while cause is not None:  # the socket or TLS error underneath says what happened
             if isinstance(cause, (OSError, ssl.SSLError)) and not type(cause).__module__.startswith("http"):
-                return failures.classify(cause)
+                return errors.classify(cause)
             cause = cause.__cause__ or cause.__context__
         if "Timeout" in name:
-            return failures.GENERIC_TIMEOUT
+            return Failure.GENERIC_TIMEOUT
         if "SSL" in str(exc) or "certificate" in str(exc).lower():
-            return failures.SSL_FAILED_HANDSHAKE
-        return f"unknown_failure: {name}: {exc}"[:200]
-    return failures.classify(exc)
+            return Failure.SSL_FAILED_HANDSHAKE
+        return unknown(f"{name}: {exc}")
+    return errors.classify(exc)
 
 
 def _new_record(resolver: str, transport: str, hostname: str, qtype: str, clock: Clock) -> dict[str, Any]:
@@ -167,7 +168,7 @@ def _reply_fields(wire: bytes) -> dict[str, Any]:
     if reply.rcode() in _RCODE_FAILURES:
         fields["failure"] = _RCODE_FAILURES[reply.rcode()]
     elif reply.rcode() != dns.rcode.NOERROR:
-        fields["failure"] = f"unknown_failure: rcode {fields['rcode']}"
+        fields["failure"] = unknown(f"rcode {fields['rcode']}")
     else:
         fields["failure"] = None
     return fields
@@ -283,12 +284,12 @@ def combine_lookup(resolver: str, transport: str, hostname: str, queries: list[d
     failure = None
     if not addresses:
         found = [q["failure"] for q in queries if q["failure"]]
-        if failures.DNS_NXDOMAIN in found:
-            failure = failures.DNS_NXDOMAIN
+        if Failure.DNS_NXDOMAIN in found:
+            failure = Failure.DNS_NXDOMAIN
         elif found:
             failure = found[0]
         else:
-            failure = failures.DNS_NO_ANSWER
+            failure = Failure.DNS_NO_ANSWER
     return {
         "resolver": resolver,
         "transport": transport,
@@ -308,7 +309,7 @@ def lookup_system(hostname: str, port: int, clock: Clock) -> dict[str, Any]:
             kind = "AAAA" if family == socket.AF_INET6 else "A"
             query["answers"].append({"name": hostname, "type": kind, "ttl": None, "data": sockaddr[0]})
     except Exception as exc:
-        query["failure"] = failures.classify(exc)
+        query["failure"] = errors.classify(exc)
     query["t"] = clock.now()
     return combine_lookup("system", "system", hostname, [query])
 

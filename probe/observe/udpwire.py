@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from probe import failures
+from probe.observe import errors
+from probe.vocabulary.failures import Failure
 
 IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 IP_TTL = getattr(socket, "IP_TTL", 2)
@@ -84,7 +85,7 @@ def exchange(questions: list[Question], timeout: float, window: float, now: Call
             try:
                 sockets[family].sendto(question.wire, (question.address, question.port))
             except OSError as exc:
-                question.failure = failures.classify(exc)
+                question.failure = errors.classify(exc)
                 continue
             question.sent_at = time.monotonic()
             by_id[question.query_id] = question
@@ -117,7 +118,7 @@ def exchange(questions: list[Question], timeout: float, window: float, now: Call
                     asked.first_reply_at = time.monotonic()
         for question in questions:
             if question.failure is None and not question.replies and question.expects_reply:
-                question.failure = failures.GENERIC_TIMEOUT
+                question.failure = Failure.GENERIC_TIMEOUT
     finally:
         for sock in sockets.values():
             sock.close()

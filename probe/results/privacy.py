@@ -10,36 +10,10 @@ Loopback and unspecified addresses identify nobody and are left alone.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import threading
 from typing import Any
 
 SCRUBBED = "[scrubbed]"
-
-
-class OwnAddresses:
-    """The probe's own addresses, gathered while measuring; shared by every measuring thread."""
-
-    def __init__(self) -> None:
-        self._addresses: set[str] = set()
-        self._lock = threading.Lock()
-
-    def add(self, address: str | None) -> None:
-        if not address:
-            return
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return
-        if ip.is_loopback or ip.is_unspecified:
-            return
-        with self._lock:
-            self._addresses.add(str(ip))
-
-    def snapshot(self) -> frozenset[str]:
-        with self._lock:
-            return frozenset(self._addresses)
 
 
 def _pattern(addresses: frozenset[str]) -> re.Pattern[str]:

@@ -1,0 +1,118 @@
+"""What the helper measures for a probe: the destination checked, then DNS, TCP, TLS and HTTP,
+answered as metadata only (see the package's docstring for the threat model)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from probe import SOFTWARE_NAME, __version__
+from probe.analyze import certs
+from probe.analyze.bogons import is_bogon
+from probe.observe.clock import Clock
+from probe.observe.connect import close_quietly, tcp_connect, tls_handshake
+from probe.observe.dns import lookup_system
+from probe.observe.http import http_get
+from probe.targets import is_ip_literal, parse_target
+
+API_VERSION = 1
+MAX_ADDRESSES = 3
+
+
+class Refused(Exception):
+    """A request the helper will not carry out; the message says why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class HelperConfig:
+    timeout: float
+    roots: certs.ReferenceRoots
+    token: str | None = None
+    allow_documentation: bool = False
+    ports: frozenset[int] = frozenset({80, 443})
+    rate_per_minute: float = 60.0
+    burst: int = 30
+    max_concurrent: int = 16
+
+
+def check_destination(address: str, config: HelperConfig) -> None:
+    if is_bogon(address, documentation_is_public=config.allow_documentation):
+        raise Refused(403, f"destination {address} is not a public address")
+
+
+def _fingerprints(chain_b64: list[str], host: str, at: datetime, roots: certs.ReferenceRoots) -> dict[str, Any]:
+    try:
+        chain = certs.decode_chain(chain_b64)
+    except (ValueError, TypeError) as exc:
+        return {"chain_sha256": [], "leaf_spki_sha256": None, "leaf_issuer": None, "valid": False,
+                "validation_error": f"unparseable certificate: {exc}"[:200]}  # fmt: skip
+    described = [certs.describe_certificate(cert) for cert in chain]
+    valid, reason = certs.verify_chain(chain, host, at, roots)
+    return {
+        "chain_sha256": [c["sha256_der"] for c in described],
+        "leaf_spki_sha256": described[0]["sha256_spki"] if described else None,
+        "leaf_issuer": described[0]["issuer"] if described else None,
+        "valid": valid,
+        "validation_error": reason,
+    }
+
+
+def measure_for_probe(request: dict[str, Any], config: HelperConfig) -> dict[str, Any]:
+    """Carry out one checked request and return metadata only."""
+    text = request.get("url") if isinstance(request.get("url"), str) else None
+    if text is None:
+        raise Refused(400, "expected a JSON object with 'url' (http:// or https://, or host[:port])")
+    try:
+        target = parse_target(text, None, 1)
+    except ValueError as exc:
+        raise Refused(400, f"bad url: {exc}") from None
+    if target.port not in config.ports:
+        raise Refused(403, f"port {target.port} is not allowed (allowed: {sorted(config.ports)})")
+    clock = Clock()
+    started = datetime.now(UTC)
+    answer: dict[str, Any] = {
+        "version": API_VERSION,
+        "software": {"name": SOFTWARE_NAME, "version": __version__},
+        "url": target.url,
+        "dns": None,
+        "tcp": [],
+        "tls": None,
+        "http": None,
+    }
+    if target.is_ip_literal:
+        addresses = [target.host]
+    else:
+        lookup = lookup_system(target.host, target.port, clock)
+        answer["dns"] = {"addresses": lookup["addresses"], "failure": lookup["failure"]}
+        addresses = lookup["addresses"]
+    for address in addresses:  # every address is checked before any is used
+        check_destination(address, config)
+    deadline = time.monotonic() + 2 * config.timeout  # no new address after this: answer in time
+    for address in addresses[:MAX_ADDRESSES]:
+        if answer["tcp"] and time.monotonic() > deadline:
+            break
+        sock, tcp = tcp_connect(address, target.port, config.timeout, clock)
+        answer["tcp"].append({"address": address, "failure": tcp["failure"]})
+        if sock is None:
+            continue
+        if target.scheme == "https":
+            sni = None if is_ip_literal(target.host) else target.host
+            tls, handshake = tls_handshake(sock, address, target.port, sni, config.timeout, clock)
+            answer["tls"] = {"address": address, "failure": handshake["failure"], "alert": handshake["alert"]}
+            if tls is None:
+                break
+            answer["tls"].update(_fingerprints(handshake["peer_certificates"], target.host, started, config.roots))
+            sock = tls
+        try:
+            page = http_get(sock, target.host, target.path, config.timeout, clock)
+        finally:
+            close_quietly(sock)
+        answer["http"] = {k: page[k] for k in ("status", "title", "body_length", "body_sha256", "location", "failure")}
+        break
+    return answer

@@ -1,0 +1,1 @@
+"""Loaders: what analysis judges with (trust stores, catalogs, AS tables), read from disk."""

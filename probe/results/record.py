@@ -1,0 +1,78 @@
+"""The results format: one JSON object per target, one line each, in one file per run.
+
+docs/results.md and probe/results/record.schema.json describe the format; `writer` writes it,
+`reader` reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from probe import SOFTWARE_NAME, __version__
+from probe.analyze.verdict import Judgement
+from probe.targets import Target
+
+SCHEMA_VERSION = 1
+
+
+def utc_timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def target_fields(target: Target) -> dict[str, Any]:
+    return {
+        "input": target.input,
+        "host": target.host,
+        "port": target.port,
+        "scheme": target.scheme,
+        "url": target.url,
+        "category": target.category,
+        "line": target.source_line,
+    }
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every record of one run shares."""
+
+    run_id: str
+    network: dict[str, Any]
+    reference: dict[str, Any]
+
+
+def build_record(
+    run: RunContext,
+    target: Target,
+    started: datetime,
+    observations: dict[str, Any] | None,
+    judgement: Judgement,
+    error: str | None = None,
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "measurement_id": uuid.uuid4().hex,
+        "run_id": run.run_id,
+        "measurement_start_time": utc_timestamp(started),
+        "software": {"name": SOFTWARE_NAME, "version": __version__},
+        "target": target_fields(target),
+        "network": run.network,
+        "reference": run.reference,
+        "observations": observations,
+        "analysis": {"tls": judgement.tls},
+        "anomalies": judgement.anomalies,
+        "blocking": judgement.blocking,
+        "interceptor": judgement.interceptor,
+        "blockpage": judgement.blockpage,
+    }
+    if error is not None:
+        record["error"] = error
+    return record
+
+
+def load_schema() -> dict[str, Any]:
+    return json.loads((resources.files("probe.results") / "record.schema.json").read_text(encoding="utf-8"))

@@ -1,0 +1,1 @@
+"""The vocabulary every stage speaks: anomaly codes, verdicts and failure strings, defined once."""

@@ -1,0 +1,140 @@
+"""Every anomaly code the analysis can emit, and every verdict, defined once.
+
+Rules name codes as `Anomaly` members, never as string literals, so that mypy and a test catch a
+code that is not in the vocabulary. docs/anomalies.md and the JSON Schema's enums are checked
+against this module (`python3 -m probe.vocabulary.anomalies` prints the table).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Anomaly(StrEnum):
+    """A stable code named `stage.outcome`; a record's `anomalies` holds these strings."""
+
+    NETWORK_OFFLINE = "network.offline"
+    DNS_CONTROL_FAILED = "dns.control_failed"
+    DNS_NXDOMAIN = "dns.nxdomain"
+    DNS_NO_ANSWER = "dns.no_answer"
+    DNS_SERVFAIL = "dns.servfail"
+    DNS_REFUSED = "dns.refused"
+    DNS_TIMEOUT = "dns.timeout"
+    DNS_FAILURE = "dns.failure"
+    DNS_BOGON = "dns.bogon"
+    DNS_BLOCKPAGE_IP = "dns.blockpage_ip"
+    DNS_INCONSISTENT = "dns.inconsistent"
+    DNS_INJECTED = "dns.injected"
+    DNS_TRANSPARENT_PROXY = "dns.transparent_proxy"
+    DNS_NAME_DOES_NOT_EXIST = "dns.name_does_not_exist"
+    TCP_TIMEOUT = "tcp.timeout"
+    TCP_REFUSED = "tcp.refused"
+    TCP_RESET = "tcp.reset"
+    TCP_UNREACHABLE = "tcp.unreachable"
+    TCP_FAILURE = "tcp.failure"
+    TLS_RESET = "tls.reset"
+    TLS_TIMEOUT = "tls.timeout"
+    TLS_EOF = "tls.eof"
+    TLS_ALERT = "tls.alert"
+    TLS_FAILURE = "tls.failure"
+    TLS_SNI_TRIGGERED = "tls.sni_triggered"
+    TLS_FAILS_FOR_ANY_NAME = "tls.fails_for_any_name"
+    TLS_CERT_MISMATCH = "tls.cert_mismatch"
+    TLS_LEAF_KEY_DIFFERS = "tls.leaf_key_differs"
+    TLS_UNTRUSTED_CHAIN = "tls.untrusted_chain"
+    TLS_KNOWN_INTERCEPTION_CA = "tls.known_interception_ca"
+    TLS_INTERCEPTION_CA_NAME = "tls.interception_ca_name"
+    TLS_LOCAL_INTERCEPTOR = "tls.local_interceptor"
+    TLS_TRUSTED_BY_OS_STORE = "tls.trusted_by_os_store"
+    TLS_HOSTNAME_MISMATCH = "tls.hostname_mismatch"
+    TLS_NO_SCTS = "tls.no_scts"
+    TLS_RSA_EXPONENT_3 = "tls.rsa_exponent_3"
+    TLS_EXTENSIONS_STRIPPED = "tls.extensions_stripped"
+    HTTP_RESET = "http.reset"
+    HTTP_TIMEOUT = "http.timeout"
+    HTTP_EOF = "http.eof"
+    HTTP_FAILURE = "http.failure"
+    HTTP_DIFF = "http.diff"
+    HTTP_BLOCKPAGE = "http.blockpage"
+    HELPER_FAILED = "helper.failed"
+    HELPER_SAME_FAILURE = "helper.same_failure"
+
+
+DESCRIPTIONS: dict[Anomaly, str] = {
+    Anomaly.NETWORK_OFFLINE: "The probe had no network at all (no route, or every attempt failed locally); the record claims nothing about the site.",
+    Anomaly.DNS_CONTROL_FAILED: "The control resolver gave no usable answer, so the system resolver's answer could not be checked.",
+    Anomaly.DNS_NXDOMAIN: "The system resolver said the name does not exist (NXDOMAIN) while the control resolved it.",
+    Anomaly.DNS_NO_ANSWER: "The system resolver returned no address while the control returned some.",
+    Anomaly.DNS_SERVFAIL: "The system resolver answered SERVFAIL while the control resolved the name.",
+    Anomaly.DNS_REFUSED: "The system resolver answered REFUSED while the control resolved the name.",
+    Anomaly.DNS_TIMEOUT: "The system resolver did not answer in time while the control resolved the name.",
+    Anomaly.DNS_FAILURE: "The system resolver failed in another way (see the failure string) while the control resolved the name.",
+    Anomaly.DNS_BOGON: "The system resolver returned a special-purpose address (loopback, private, link-local, reserved, unspecified) that the control did not.",
+    Anomaly.DNS_BLOCKPAGE_IP: "The system resolver returned an address listed in the blockpage catalog.",
+    Anomaly.DNS_INCONSISTENT: "The system resolver's addresses share none with the control's, and no TLS handshake to them presented a chain valid for the name.",
+    Anomaly.DNS_INJECTED: "A device on the path answers DNS: an address that runs no resolver answered (with something other than the control's addresses), one query got differing replies, or a reply's IP TTL differs from the resolver's.",
+    Anomaly.DNS_TRANSPARENT_PROXY: "Plain DNS to the control's address is answered by someone else: its answers or its identity (CHAOS id.server) differ from the control's encrypted channel. A property of the network, not a verdict by itself.",
+    Anomaly.DNS_NAME_DOES_NOT_EXIST: "Both the system resolver and the control say the name does not exist: the site is gone, not blocked.",
+    Anomaly.TCP_TIMEOUT: "TCP connects to every address timed out.",
+    Anomaly.TCP_REFUSED: "TCP connects were refused (a RST answered the SYN).",
+    Anomaly.TCP_RESET: "TCP connects were reset.",
+    Anomaly.TCP_UNREACHABLE: "TCP connects failed with host unreachable (an ICMP error from the path).",
+    Anomaly.TCP_FAILURE: "TCP connects failed in another way (see the failure string).",
+    Anomaly.TLS_RESET: "The connection was reset during the TLS handshake (after the ClientHello).",
+    Anomaly.TLS_TIMEOUT: "The TLS handshake got no answer until the timeout (silence after the ClientHello).",
+    Anomaly.TLS_EOF: "The connection was closed during the TLS handshake.",
+    Anomaly.TLS_ALERT: "The TLS handshake ended with an alert from the peer.",
+    Anomaly.TLS_FAILURE: "The TLS handshake failed in another way (see the failure string).",
+    Anomaly.TLS_SNI_TRIGGERED: "The same address completed a handshake with the control SNI, without the target's failure or substitution: the name triggers the interference.",
+    Anomaly.TLS_FAILS_FOR_ANY_NAME: "The handshake also failed with the control SNI: the server or the whole address is broken or blocked; the name is not shown to be the trigger.",
+    Anomaly.TLS_CERT_MISMATCH: "The helper, outside the network, saw a chain valid for the name with another leaf key, and here the chain does not validate or comes from another issuer: interception, even by a publicly trusted forged certificate.",
+    Anomaly.TLS_LEAF_KEY_DIFFERS: "The helper saw another leaf key under the same issuer, both chains valid: recorded only, as sites rotate keys and serve several certificates.",
+    Anomaly.TLS_UNTRUSTED_CHAIN: "The presented chain does not validate for the name under the reference roots.",
+    Anomaly.TLS_KNOWN_INTERCEPTION_CA: "A presented certificate is in the interception catalog, matched by the SHA-256 of its DER or of its public key.",
+    Anomaly.TLS_INTERCEPTION_CA_NAME: "An issuer or subject in the chain carries the name of a catalogued interception CA; the key itself is not catalogued.",
+    Anomaly.TLS_LOCAL_INTERCEPTOR: "The chain is issued by a local interceptor named in the catalog (antivirus, corporate gateway, debugging proxy).",
+    Anomaly.TLS_TRUSTED_BY_OS_STORE: "The chain does not validate under the reference roots but does under this machine's own trust store: a root its owner installed (antivirus, gateway, or a national certificate). With the control name forged by the same issuer too, the verdict is local_interception.",
+    Anomaly.TLS_HOSTNAME_MISMATCH: "The leaf certificate does not cover the name (supporting evidence).",
+    Anomaly.TLS_NO_SCTS: "The leaf certificate carries no embedded Certificate Transparency SCTs (supporting evidence).",
+    Anomaly.TLS_RSA_EXPONENT_3: "The leaf's RSA key uses public exponent 3, as the 2019 Kazakhstan forgeries did (supporting evidence).",
+    Anomaly.TLS_EXTENSIONS_STRIPPED: "The leaf lacks AIA, CRL distribution points, policies and SCTs, as stripped forgeries do (supporting evidence).",
+    Anomaly.HTTP_RESET: "The connection was reset after the HTTP request.",
+    Anomaly.HTTP_TIMEOUT: "No complete HTTP response arrived before the timeout.",
+    Anomaly.HTTP_EOF: "The connection was closed after the HTTP request without a response.",
+    Anomaly.HTTP_FAILURE: "The HTTP exchange failed in another way (see the failure string).",
+    Anomaly.HTTP_DIFF: "The page differs from the one the helper fetched from outside (status, title, or body length below 0.7 of the other), and matches no blockpage fingerprint.",
+    Anomaly.HTTP_BLOCKPAGE: "The HTTP response matches a blockpage fingerprint (body, title, header or redirect).",
+    Anomaly.HELPER_FAILED: "A helper (control vantage) could not be reached or refused the request; verdicts rest on what the probe saw alone.",
+    Anomaly.HELPER_SAME_FAILURE: "The helper failed at the same stage from outside the network: the site is down for everyone, not blocked.",
+}
+ANOMALIES: dict[str, str] = {str(code): text for code, text in DESCRIPTIONS.items()}
+
+
+class Blocking(StrEnum):
+    """A record's verdict (`blocking`): the stage that was interfered with, or why none is named."""
+
+    NONE = "none"
+    DNS = "dns"
+    TCP = "tcp"
+    TLS = "tls"
+    TLS_MITM = "tls_mitm"
+    HTTP = "http"
+    LOCAL_INTERCEPTION = "local_interception"
+    DOWN = "down"
+    OFFLINE = "offline"
+    INCONCLUSIVE = "inconclusive"
+
+
+BLOCKING_VALUES = tuple(str(value) for value in Blocking)
+CENSORSHIP = frozenset({Blocking.DNS, Blocking.TCP, Blocking.TLS, Blocking.TLS_MITM, Blocking.HTTP})
+
+
+def markdown_table() -> str:
+    """The code table of docs/anomalies.md."""
+    rows = ["| code | meaning |", "|---|---|"]
+    rows += [f"| `{code}` | {text} |" for code, text in DESCRIPTIONS.items()]
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

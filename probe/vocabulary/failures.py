@@ -1,0 +1,46 @@
+"""Failure strings: what went wrong in a network step, as stable strings (OONI's spec df-007).
+
+Observations store these, never exception text alone, so that old records can be compared with
+new ones and re-judged. A failure outside this list is recorded as
+`unknown_failure: <type>: <detail>` (see `unknown`). Mapping exceptions to these strings is
+observe's job (`probe.observe.errors`); analysis only compares them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Failure(StrEnum):
+    CONNECTION_RESET = "connection_reset"
+    CONNECTION_REFUSED = "connection_refused"
+    GENERIC_TIMEOUT = "generic_timeout_error"
+    EOF_ERROR = "eof_error"
+    HOST_UNREACHABLE = "host_unreachable"
+    NETWORK_UNREACHABLE = "network_unreachable"
+    SSL_FAILED_HANDSHAKE = "ssl_failed_handshake"
+    DNS_NXDOMAIN = "dns_nxdomain_error"
+    DNS_NO_ANSWER = "dns_no_answer"
+    DNS_REFUSED = "dns_refused_error"
+    DNS_SERVFAIL = "dns_servfail_error"
+    DNS_TEMPORARY = "dns_temporary_failure"
+    DNS_BOGUS_REPLY = "dns_bogus_reply"
+    HTTP_INVALID_RESPONSE = "http_invalid_response"
+
+
+UNKNOWN_PREFIX = "unknown_failure: "
+HELPER_REFUSED_PREFIX = "helper_refused: "
+
+
+def unknown(detail: str) -> str:
+    """A failure the vocabulary has no name for, with its detail, bounded in length."""
+    return f"{UNKNOWN_PREFIX}{detail}"[:200]
+
+
+def helper_refused(status: int, reason: str | None) -> str:
+    return f"{HELPER_REFUSED_PREFIX}HTTP {status}" + (f": {reason}" if reason else "")
+
+
+# The network itself is missing: nothing can be said about the site.
+LOCAL_NETWORK_FAILURES = frozenset({Failure.NETWORK_UNREACHABLE})
+DENIALS = frozenset({Failure.DNS_NXDOMAIN, Failure.DNS_NO_ANSWER})

@@ -1,0 +1,155 @@
+"""The tree reads as the flow: stages import only what lies below them, and one vocabulary.
+
+docs/architecture.md explains the layers these tests hold in place.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from probe.analyze.common import Judgement
+from probe.vocabulary.anomalies import DESCRIPTIONS, Anomaly, markdown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "probe"
+
+# What each part of the package may import from the probe itself (besides itself and the
+# top-level `probe` module, which only holds the version).
+ALLOWED: dict[str, set[str]] = {
+    "vocabulary": set(),
+    "targets": set(),
+    "signals": set(),
+    "analyze": {"vocabulary", "targets"},
+    "observe": {"vocabulary", "targets"},
+    "loaders": {"vocabulary", "analyze"},
+    "results": {"vocabulary", "targets", "analyze", "observe"},
+    "helper": {"vocabulary", "targets", "analyze", "observe"},
+    "run": {"vocabulary", "targets", "signals", "analyze", "observe", "loaders", "results"},
+    "cli": {"vocabulary", "targets", "signals", "analyze", "observe", "loaders", "results", "helper", "run"},
+}
+# Analysis is pure: no network, no files, no processes.
+ANALYZE_FORBIDDEN = {"socket", "ssl", "select", "selectors", "subprocess", "requests", "dns", "urllib.request"}
+MAX_MODULE_LINES = 400
+_CODE_LITERAL = re.compile(r"^(network|dns|tcp|tls|http|helper)\.[a-z0-9_]+$")
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _part(module: str) -> str | None:
+    """`probe.analyze.dns` -> `analyze`; `probe` itself -> None."""
+    pieces = module.split(".")
+    return pieces[1] if len(pieces) > 1 else None
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_every_part_imports_only_what_lies_below_it() -> None:
+    wrong = []
+    for path in _modules():
+        own = _part(_module_name(path))
+        if own is None:
+            continue
+        assert own in ALLOWED, f"{path}: a new part of the package; place it in ALLOWED and docs/architecture.md"
+        for name in _imports(path):
+            if not name.startswith("probe."):
+                continue
+            other = _part(name)
+            if other in (own, None) or other in ALLOWED[own]:
+                continue
+            if other not in ALLOWED:  # `from probe import __version__` and the like
+                continue
+            wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_analysis_touches_no_network_and_no_files() -> None:
+    for path in (PACKAGE / "analyze").glob("*.py"):
+        imported = {name.split(".")[0] for name in _imports(path)} | _imports(path)
+        assert not imported & ANALYZE_FORBIDDEN, f"{path.name} imports {imported & ANALYZE_FORBIDDEN}"
+        text = path.read_text(encoding="utf-8")
+        for call in ("open(", ".read_bytes(", ".read_text(", "importlib.resources"):
+            assert call not in text, f"{path.name} reads files ({call}); that belongs to probe.loaders"
+
+
+def test_no_import_cycle() -> None:
+    graph: dict[str, set[str]] = {}
+    names = {_module_name(p) for p in _modules()}
+    for path in _modules():
+        module = _module_name(path)
+        graph[module] = {n for n in _imports(path) if n in names and n != module}
+
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        if state.get(node) == 2:
+            return
+        assert state.get(node) != 1, "import cycle: " + " -> ".join([*trail, node])
+        state[node] = 1
+        for child in sorted(graph[node]):
+            visit(child, [*trail, node])
+        state[node] = 2
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def test_modules_stay_small() -> None:
+    for path in _modules():
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        assert lines <= MAX_MODULE_LINES, f"{path.relative_to(ROOT)} has {lines} lines; split it by what it holds"
+
+
+def test_rules_name_codes_from_the_vocabulary_only() -> None:
+    """A code written as a string literal would be a new, undocumented code that no check catches."""
+    found = []
+    for path in _modules():
+        if path.parent.name == "vocabulary":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and _CODE_LITERAL.match(node.value):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    assert not found, "use Anomaly members instead of literals:\n" + "\n".join(found)
+
+
+def test_a_code_outside_the_vocabulary_is_refused() -> None:
+    judgement = Judgement()
+    judgement.add(Anomaly.TLS_UNTRUSTED_CHAIN)
+    with pytest.raises(TypeError, match="tls.untrusted_chian"):
+        judgement.add("tls.untrusted_chian")  # type: ignore[arg-type]
+    assert judgement.anomalies == [Anomaly.TLS_UNTRUSTED_CHAIN]
+
+
+def test_every_code_is_described_and_the_docs_table_is_generated_from_them() -> None:
+    assert set(DESCRIPTIONS) == set(Anomaly)
+    doc = (ROOT / "docs" / "anomalies.md").read_text(encoding="utf-8")
+    assert markdown_table() in doc, "docs/anomalies.md: paste `python3 -m probe.vocabulary.anomalies` over the table"
+
+
+def test_nothing_reads_the_shared_folder_beside_the_checkout() -> None:
+    """A clone of the project alone must run every test: test data lives in tests/data."""
+    folder = "sha" + "red"  # spelled apart, so that this file does not find itself
+    patterns = (f"../{folder}", f'"{folder}" / "data"', f"{folder}/data/")
+    for path in [*ROOT.joinpath("tests").rglob("*.py"), *_modules()]:
+        text = path.read_text(encoding="utf-8")
+        assert not [p for p in patterns if p in text], f"{path} reads the folder beside the checkout"
