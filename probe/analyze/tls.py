@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from probe.analyze.certs import describe_interceptor
 from probe.analyze.common import ChainAnalyzer, Judgement, Outcome, by_purpose, helper_failed_at, helper_view
 from probe.vocabulary.anomalies import Anomaly
 from probe.vocabulary.failures import Failure
@@ -63,17 +64,9 @@ def judge_tls(obs: dict[str, Any], analysis_of: ChainAnalyzer, confirmed: bool, 
     if interceptor is None:
         if mismatch != "decisive":
             return Outcome.OK
-        leaf = analysis["certificates"][0]
-        interceptor = {
-            "catalog": None,
-            "catalog_id": None,
-            "name": None,
-            "country": None,
-            "issuer": leaf["issuer"],
-            "chain_top_issuer": analysis["certificates"][-1]["issuer"],
-            "matched_by": None,
-            "matched_certificate": None,
-        }
+        interceptor = describe_interceptor(
+            analysis["certificates"][0]["issuer"], analysis["certificates"][-1]["issuer"]
+        )
     j.interceptor = interceptor
     if not analysis["valid"]:
         j.add(Anomaly.TLS_UNTRUSTED_CHAIN)
