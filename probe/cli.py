@@ -144,8 +144,10 @@ def command_run(args: argparse.Namespace) -> int:
     from probe.loaders.asn import load_asn_table
     from probe.loaders.catalogs import load_catalogs
     from probe.loaders.roots import RootsError, load_os_store, load_roots
+    from probe.observe.aia import IssuerFetcher
     from probe.observe.dns import ResolverSpecError, parse_resolver, system_resolver_addresses
     from probe.observe.measure import MeasureConfig
+    from probe.observe.own_addresses import OwnAddresses
     from probe.run import execute, format_summary
     from probe.targets import TargetError, load_targets
 
@@ -168,6 +170,7 @@ def command_run(args: argparse.Namespace) -> int:
         if os_store is None and args.os_store != "system":
             return _fail(f"--os-store {args.os_store}: no certificates could be read")
     control_sni = None if args.control_sni.lower() == "none" else args.control_sni
+    own_addresses = OwnAddresses()  # learned while measuring, scrubbed from every record
     config = MeasureConfig(
         timeout=args.timeout,
         roots=roots,
@@ -181,6 +184,8 @@ def command_run(args: argparse.Namespace) -> int:
         injection_check=not args.no_injection_check,
         helpers=tuple(args.helper),
         os_store=os_store,
+        own_addresses=own_addresses,
+        issuer_fetcher=IssuerFetcher(args.timeout, own_addresses),
         helper_token=args.helper_token or os.environ.get("PROBE_HELPER_TOKEN") or None,
     )
     analysis = AnalysisContext(roots=roots, catalogs=catalogs, documentation_is_public=args.lab, asn=asn_table)

@@ -144,9 +144,12 @@ def test_rst_after_client_hello_gives_tls(records: dict[str, dict]) -> None:
     record = records["tls-reset.lab"]
     assert record["blocking"] == "tls"
     assert record["anomalies"] == ["tls.reset", "tls.sni_triggered"]
-    target, control = record["observations"]["tls_handshakes"]
+    target, control, retry = record["observations"]["tls_handshakes"]
     assert (target["server_name"], target["failure"]) == ("tls-reset.lab", "connection_reset")
     assert (control["purpose"], control["failure"], control["address"]) == ("control_sni", None, t.SNI_FILTERED)
+    # Tried once more after the control reached the server: one lost packet is not a block.
+    assert (retry["purpose"], retry["failure"]) == ("target_retry", "connection_reset")
+    assert record["confidence"] == "confirmed"
 
 
 def test_silence_after_client_hello_gives_tls(records: dict[str, dict]) -> None:

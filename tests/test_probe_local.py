@@ -157,9 +157,12 @@ def test_reset_after_client_hello_gives_tls(verdicts: dict[str, dict]) -> None:
     assert record["blocking"] == "tls"
     assert "tls.reset" in record["anomalies"]
     assert "tls.sni_triggered" in record["anomalies"]
-    target, control = record["observations"]["tls_handshakes"]
+    target, control, retry = record["observations"]["tls_handshakes"]
     assert target["failure"] == "connection_reset"
     assert control["purpose"] == "control_sni" and control["failure"] is None
+    # The control reached the server: the name is tried once more before a block is concluded.
+    assert (retry["purpose"], retry["failure"]) == ("target_retry", "connection_reset")
+    assert record["confidence"] == "confirmed"
 
 
 def test_name_denied_by_system_resolver_gives_dns(verdicts: dict[str, dict]) -> None:

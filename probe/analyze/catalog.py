@@ -13,6 +13,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from probe.analyze.fingerprints import FingerprintTables
+
 KINDS = ("interception_cas", "local_interceptors", "blockpages")
 _HTTP_FIELDS = ("body", "title")
 _HTTP_MATCHES = ("contains", "prefix", "exact")
@@ -92,6 +94,7 @@ class Catalogs:
     local_interceptors: list[NameRule] = field(default_factory=list)
     http_blockpages: list[HttpFingerprint] = field(default_factory=list)
     dns_blockpages: list[DnsFingerprint] = field(default_factory=list)
+    fingerprints: FingerprintTables = field(default_factory=FingerprintTables)  # OONI's public tables
     versions: dict[str, list[str]] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:

@@ -19,11 +19,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
-
-from probe.analyze.catalog import Catalogs, CertificateEntry, NameRule
-from probe.vocabulary.anomalies import Anomaly
 
 
 @dataclass(frozen=True)
@@ -162,132 +158,21 @@ def _subject_for(host: str) -> x509.DNSName | x509.IPAddress:
 
 
 def verify_chain(
-    chain: list[x509.Certificate], host: str, at: datetime, roots: ReferenceRoots
+    chain: list[x509.Certificate], host: str, at: datetime, roots: ReferenceRoots, max_depth: int | None = None
 ) -> tuple[bool, str | None]:
-    """Validate the presented chain for `host` at time `at`; return (valid, reason)."""
+    """Validate the presented chain for `host` at time `at`; return (valid, reason).
+
+    `chain[1:]` are untrusted intermediates, in any order (extra ones are ignored)."""
     if not chain:
         return False, "no certificate presented"
     try:
-        verifier = PolicyBuilder().store(roots.store).time(at).build_server_verifier(_subject_for(host))
+        builder = PolicyBuilder().store(roots.store).time(at)
+        if max_depth is not None:
+            builder = builder.max_chain_depth(max_depth)
+        verifier = builder.build_server_verifier(_subject_for(host))
         verifier.verify(chain[0], chain[1:])
     except VerificationError as exc:
         return False, str(exc)[:300]
     except (ValueError, UnsupportedAlgorithm) as exc:
         return False, f"unusable certificate: {exc}"[:300]
     return True, None
-
-
-def _match_names(chain: list[x509.Certificate], rules: list[NameRule]) -> tuple[NameRule, int, str] | None:
-    """The rule matching the name nearest the top of the chain: the root names the operator."""
-    for index in range(len(chain) - 1, -1, -1):
-        cert = chain[index]
-        for which, name in (("issuer", cert.issuer), ("subject", cert.subject)):
-            attributes = name_attributes(name)
-            for rule in rules:
-                if rule.matches(attributes):
-                    return rule, index, which
-    return None
-
-
-def _supporting_evidence(leaf: x509.Certificate, host: str) -> list[Anomaly]:
-    evidence: list[Anomaly] = []
-    if not hostname_matches(leaf, host):
-        evidence.append(Anomaly.TLS_HOSTNAME_MISMATCH)
-    extension_classes = {type(ext.value) for ext in leaf.extensions}
-    if x509.PrecertificateSignedCertificateTimestamps not in extension_classes:
-        evidence.append(Anomaly.TLS_NO_SCTS)
-    try:
-        public_key = leaf.public_key()
-    except (UnsupportedAlgorithm, ValueError):  # a key type this build cannot load
-        public_key = None
-    if isinstance(public_key, rsa.RSAPublicKey) and public_key.public_numbers().e == 3:
-        evidence.append(Anomaly.TLS_RSA_EXPONENT_3)
-    usual = {
-        x509.AuthorityInformationAccess,
-        x509.CRLDistributionPoints,
-        x509.CertificatePolicies,
-        x509.PrecertificateSignedCertificateTimestamps,
-    }
-    if not extension_classes & usual:
-        evidence.append(Anomaly.TLS_EXTENSIONS_STRIPPED)
-    return evidence
-
-
-def describe_interceptor(
-    leaf_issuer: str,
-    top_issuer: str,
-    catalog: str | None = None,
-    entry: CertificateEntry | NameRule | None = None,
-    matched_by: str | None = None,
-    matched_certificate: int | None = None,
-) -> dict[str, Any]:
-    """The record's `interceptor`: who issued the substituted chain, and the catalog entry if any."""
-    return {
-        "catalog": catalog,
-        "catalog_id": entry.id if entry is not None else None,
-        "name": entry.name if entry is not None else None,
-        "country": entry.country if entry is not None else None,
-        "issuer": leaf_issuer,
-        "chain_top_issuer": top_issuer,
-        "matched_by": matched_by,
-        "matched_certificate": matched_certificate,
-    }
-
-
-def analyze_chain(
-    chain_b64: list[str], host: str, at: datetime, roots: ReferenceRoots, catalogs: Catalogs
-) -> dict[str, Any]:
-    """Judge one presented chain: validity, catalog matches and supporting evidence."""
-    result: dict[str, Any] = {
-        "valid": False,
-        "validation_error": None,
-        "hostname_matches": None,
-        "interceptor": None,
-        "evidence": [],
-        "certificates": [],
-    }
-    try:
-        chain = decode_chain(chain_b64)
-    except (ValueError, TypeError) as exc:
-        result["validation_error"] = f"unparseable certificate: {exc}"[:300]
-        return result
-    if not chain:
-        result["validation_error"] = "no certificate presented"
-        return result
-    result["certificates"] = [describe_certificate(cert) for cert in chain]
-    result["hostname_matches"] = hostname_matches(chain[0], host)
-    valid, reason = verify_chain(chain, host, at, roots)
-    result["valid"], result["validation_error"] = valid, reason
-    leaf_issuer = chain[0].issuer.rfc4514_string()
-    top_issuer = chain[-1].issuer.rfc4514_string()
-
-    # Strong: a presented certificate whose DER or key is in the interception catalog.
-    by_der = {entry.sha256_der: entry for entry in catalogs.interception_certificates if entry.sha256_der}
-    by_spki = {entry.sha256_spki: entry for entry in catalogs.interception_certificates if entry.sha256_spki}
-    for index, described in enumerate(result["certificates"]):
-        entry, how = by_der.get(described["sha256_der"]), "sha256_der"
-        if entry is None:
-            entry, how = by_spki.get(described["sha256_spki"]), "sha256_spki"
-        if entry is not None:
-            result["interceptor"] = describe_interceptor(leaf_issuer, top_issuer, "interception_cas", entry, how, index)
-            break
-    if valid and result["interceptor"] is None:
-        return result
-
-    result["evidence"] = _supporting_evidence(chain[0], host)
-    if result["interceptor"] is not None:
-        return result
-    # Weaker: names. A national CA's name with an unknown key is still named, as a name match.
-    for catalog_name, rules in (
-        ("interception_cas", catalogs.interception_names),
-        ("local_interceptors", catalogs.local_interceptors),
-    ):
-        found = _match_names(chain, rules)
-        if found is not None:
-            rule, index, which = found
-            result["interceptor"] = describe_interceptor(
-                leaf_issuer, top_issuer, catalog_name, rule, f"{which}_name", index
-            )
-            return result
-    result["interceptor"] = describe_interceptor(leaf_issuer, top_issuer)
-    return result

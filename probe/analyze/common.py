@@ -9,12 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from probe.analyze.asn import AsnTable
 from probe.analyze.catalog import Catalogs
-from probe.analyze.certs import ReferenceRoots, analyze_chain
-from probe.vocabulary.anomalies import Anomaly, Blocking
+from probe.analyze.certs import ReferenceRoots
+from probe.analyze.chain import analyze_chain
+from probe.vocabulary.anomalies import Anomaly, Blocking, Confidence
 
 
 class Outcome(StrEnum):
@@ -28,13 +29,24 @@ class Outcome(StrEnum):
     LOCAL = "local"
 
 
+class Finding(NamedTuple):
+    """What one stage found: its outcome, whether a control proved it, and the verdict it names
+    when the outcome is BLOCKED (`tls_mitm` for a substituted chain, say)."""
+
+    outcome: Outcome
+    confirmed: bool
+    stage: Blocking
+
+
 @dataclass
 class Judgement:
     blocking: Blocking = Blocking.NONE
+    confidence: Confidence = Confidence.UNCONFIRMED
     anomalies: list[Anomaly] = field(default_factory=list)
     interceptor: dict[str, Any] | None = None
     blockpage: dict[str, Any] | None = None
     tls: dict[str, Any] | None = None  # the certificate analysis of the target's handshake
+    redirect_hop: dict[str, Any] | None = None  # the hop a finding is on, when not the first response
 
     def add(self, *codes: Anomaly) -> None:
         for code in codes:
@@ -50,6 +62,7 @@ class AnalysisContext:
     catalogs: Catalogs
     documentation_is_public: bool = False
     asn: AsnTable | None = None  # with one, answers in the control's AS count as consistent
+    nat64_prefixes: tuple[str, ...] = ("64:ff9b::/96",)  # addresses judged by the IPv4 address they embed
 
 
 def helper_view(obs: dict[str, Any]) -> dict[str, Any] | None:
@@ -81,13 +94,20 @@ ChainAnalyzer = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def chain_analyzer(host: str, at: datetime, ctx: AnalysisContext) -> ChainAnalyzer:
-    """Analyze each distinct presented chain once per record."""
-    cache: dict[tuple[str, ...], dict[str, Any]] = {}
+    """Analyze each distinct presented chain once per record, for the name it was asked for."""
+    cache: dict[tuple[str, tuple[str, ...], tuple[str, ...]], dict[str, Any]] = {}
 
     def analysis(handshake: dict[str, Any]) -> dict[str, Any]:
-        key = tuple(handshake["peer_certificates"])
+        name = handshake.get("server_name") or handshake.get("address") or host
+        fetched = tuple(der for fetch in handshake.get("aia_fetches") or [] for der in fetch["certificates"])
+        key = (name, tuple(handshake["peer_certificates"]), fetched)
         if key not in cache:
-            cache[key] = analyze_chain(list(key), host, at, ctx.roots, ctx.catalogs)
+            cache[key] = analyze_chain(list(key[1]), name, at, ctx.roots, ctx.catalogs, list(fetched))
         return cache[key]
 
     return analysis
+
+
+def hop_items(items: list[dict[str, Any]], purposes: tuple[str, ...], hop: int | None) -> list[dict[str, Any]]:
+    """The records of one hop with the given purposes (hop None: the target's own connections)."""
+    return [item for item in items if item.get("purpose", "target") in purposes and item.get("hop") == hop]

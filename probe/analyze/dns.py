@@ -6,8 +6,9 @@ import ipaddress
 from typing import Any
 
 from probe.analyze.bogons import is_bogon
-from probe.analyze.common import AnalysisContext, Judgement, Outcome
-from probe.vocabulary.anomalies import Anomaly
+from probe.analyze.common import AnalysisContext, Finding, Judgement, Outcome
+from probe.analyze.dnssigns import embedded_ipv4, injection_signs, transparent_proxy
+from probe.vocabulary.anomalies import Anomaly, Blocking
 from probe.vocabulary.failures import DENIALS, LOCAL_NETWORK_FAILURES, Failure
 
 _DNS_FAILURE_CODES: dict[str, Anomaly] = {
@@ -18,73 +19,6 @@ _DNS_FAILURE_CODES: dict[str, Anomaly] = {
     Failure.GENERIC_TIMEOUT: Anomaly.DNS_TIMEOUT,
     Failure.DNS_TEMPORARY: Anomaly.DNS_TIMEOUT,
 }
-
-
-def _udp_lookups(dns: dict[str, Any]) -> list[dict[str, Any]]:
-    found = []
-    for key in ("system", "system_udp", "control", "control_plain"):
-        lookup = dns.get(key)
-        if lookup is not None and lookup["transport"] == "udp":
-            found.append(lookup)
-    return found
-
-
-def _reply_addresses(reply: dict[str, Any]) -> set[str]:
-    return {a["data"] for a in reply["answers"] if a["type"] in ("A", "AAAA")}
-
-
-def _injected(dns: dict[str, Any], control_addresses: set[str]) -> bool:
-    """A device on the path answers DNS: see docs/verdicts.md for the three signs."""
-    probe = dns.get("injection")
-    if probe is not None:
-        for reply in probe["replies"]:
-            # Some sites' addresses do run a DNS server: one that refuses, fails, or tells the
-            # truth is no injector. Addresses the control does not give, or a denial, are.
-            addresses = _reply_addresses(reply)
-            if (addresses and not addresses <= control_addresses) or reply["rcode"] == "NXDOMAIN":
-                return True
-    for lookup in _udp_lookups(dns):
-        for query in lookup["queries"]:
-            replies = query.get("replies") or []
-            if len(replies) < 2:
-                continue
-            answers = {(r["rcode"], tuple(sorted(_reply_addresses(r)))) for r in replies}
-            if len(answers) > 1 or len({r["ip_ttl"] for r in replies}) > 1:
-                return True
-    baseline = dns.get("resolver_baseline")
-    if baseline and baseline["replies"] and baseline["replies"][0]["ip_ttl"] is not None:
-        expected = baseline["replies"][0]["ip_ttl"]
-        resolver = baseline["replies"][0]["source"]
-        for key in ("system", "system_udp"):
-            asked = dns.get(key)
-            if asked is None or asked["transport"] != "udp":
-                continue
-            for query in asked["queries"]:
-                for reply in query.get("replies") or []:
-                    if reply["source"] == resolver and reply["ip_ttl"] not in (None, expected):
-                        return True
-    return False
-
-
-def _identity_texts(query: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(sorted(a["data"] for a in query["answers"] if a["type"] == "TXT"))
-
-
-def _transparent_proxy(dns: dict[str, Any], control_addresses: set[str], validated: set[str]) -> bool:
-    """Plain DNS to the control's address is answered by someone else than its encrypted channel."""
-    plain = dns.get("control_plain")
-    if plain is not None and control_addresses:
-        single = all(len(q.get("replies") or []) <= 1 for q in plain["queries"])  # several: injection
-        if single and plain["addresses"] and not set(plain["addresses"]) & (control_addresses | validated):
-            return True
-        if single and plain["failure"] in DENIALS:
-            return True
-    identity = dns.get("control_identity")
-    if identity and identity.get("plain") and identity.get("encrypted"):
-        plain_id, encrypted_id = identity["plain"], identity["encrypted"]
-        if encrypted_id["failure"] is None and _identity_texts(encrypted_id) and plain_id["replies"]:
-            return plain_id["failure"] is not None or _identity_texts(plain_id) != _identity_texts(encrypted_id)
-    return False
 
 
 def _system_failure(dns: dict[str, Any]) -> str:
@@ -104,19 +38,47 @@ def _same_network(addresses: list[str], control_addresses: set[str], ctx: Analys
     return bool(ours & theirs)
 
 
+def _blockpage_answer(
+    dns: dict[str, Any], addresses: list[str], control_addresses: set[str], ctx: AnalysisContext
+) -> dict[str, Any] | None:
+    """An answer the catalog or OONI's DNS fingerprints name as a censor's (the control's own
+    answers excepted): by address, or by the name a CNAME points to."""
+    for address in addresses:
+        if address in control_addresses:
+            continue
+        for fingerprint in ctx.catalogs.dns_blockpages:
+            if ipaddress.ip_address(address) in fingerprint.network:
+                return {
+                    "id": fingerprint.id,
+                    "name": fingerprint.name,
+                    "country": fingerprint.country,
+                    "matched": address,
+                }
+    answers = set(addresses) - control_addresses
+    for lookup in (dns["system"], dns.get("system_udp")):
+        for query in (lookup or {}).get("queries") or []:
+            answers |= {a["data"] for a in query["answers"] if a["type"] == "CNAME"}
+    row = ctx.catalogs.fingerprints.match_dns(answers)
+    if row is not None:
+        return {**row.describe(), "matched": row.pattern}
+    return None
+
+
 def judge_dns(
     dns: dict[str, Any] | None,
     tls_valid_addresses: set[str],
     helper: dict[str, Any] | None,
     ctx: AnalysisContext,
     j: Judgement,
-) -> tuple[Outcome, bool]:
-    """Return (stage outcome, whether a control confirmed the name's addresses)."""
+) -> Finding:
+    """The stage's finding; `confirmed` also says whether a control confirmed the name's addresses,
+    which the later stages need: a failure at an unconfirmed address proves nothing."""
     if dns is None:  # an IP literal: nothing to resolve
-        return Outcome.OK, True
+        return Finding(Outcome.OK, True, Blocking.DNS)
+    nat64 = ctx.nat64_prefixes
     system, control = dns["system"], dns.get("control")
     helper_dns = helper.get("dns") if helper is not None and isinstance(helper.get("dns"), dict) else None
-    helper_addresses = set(helper_dns.get("addresses") or []) if helper_dns else set()
+    helper_addresses = {embedded_ipv4(a, nat64) for a in helper_dns.get("addresses") or []} if helper_dns else set()
     control_ok = control is not None and bool(control["addresses"])
     if control is not None and not control_ok and control["failure"] not in DENIALS:
         j.add(Anomaly.DNS_CONTROL_FAILED)
@@ -124,24 +86,34 @@ def judge_dns(
         helper_dns is not None and not helper_addresses and helper_dns.get("failure") in DENIALS
     )
     # The control resolver's answers and the helper's (seen from outside) both confirm addresses.
-    control_addresses = (set(control["addresses"]) if control is not None and control_ok else set()) | helper_addresses
+    control_addresses = helper_addresses | (
+        {embedded_ipv4(a, nat64) for a in control["addresses"]} if control is not None and control_ok else set()
+    )
     control_ok = bool(control_addresses)
     control_denies = control_denies and not control_ok
-    injected = _injected(dns, control_addresses)
-    proxied = _transparent_proxy(dns, control_addresses, tls_valid_addresses)
+    validated = {embedded_ipv4(a, nat64) for a in tls_valid_addresses}
+    addresses = [embedded_ipv4(a, nat64) for a in system["addresses"]]
+    proxied = transparent_proxy(dns, control_addresses, validated)
+    signs = injection_signs(dns, control_addresses | validated, proxied, nat64)
 
-    def finish(outcome: Outcome, confirmed: bool) -> tuple[Outcome, bool]:
-        if injected:
+    def finish(outcome: Outcome, confirmed: bool) -> Finding:
+        if signs.injected:
             j.add(Anomaly.DNS_INJECTED)
+        if signs.proxy_answered_probe:
+            j.add(Anomaly.DNS_PROXY_ANSWERED_INJECTION_PROBE)
         if proxied:
             j.add(Anomaly.DNS_TRANSPARENT_PROXY)
-        if injected and outcome in (Outcome.OK, Outcome.UNKNOWN):
-            return Outcome.BLOCKED, confirmed
-        return outcome, confirmed
+        if signs.ip_ttl_differs:
+            j.add(Anomaly.DNS_IP_TTL_DIFFERS)
+        # A wrong answer injected for the name blocks it, even when the resolver's won this race.
+        # (A correct answer, whoever sent it, is no injection: see dnssigns.)
+        if signs.injected and outcome in (Outcome.OK, Outcome.UNKNOWN):
+            return Finding(Outcome.BLOCKED, control_ok, Blocking.DNS)
+        return Finding(outcome, confirmed, Blocking.DNS)
 
     if system["failure"] is not None:
         if system["failure"] in LOCAL_NETWORK_FAILURES:
-            return Outcome.OFFLINE, False
+            return Finding(Outcome.OFFLINE, False, Blocking.DNS)
         if control_ok:
             j.add(_DNS_FAILURE_CODES.get(_system_failure(dns), Anomaly.DNS_FAILURE))
             return finish(Outcome.BLOCKED, True)
@@ -150,31 +122,24 @@ def judge_dns(
             return finish(Outcome.DOWN, True)
         return finish(Outcome.UNKNOWN, False)
 
-    addresses = system["addresses"]
     blocked = False
     bogons = [a for a in addresses if a not in control_addresses and is_bogon(a, ctx.documentation_is_public)]
     if bogons:
         j.add(Anomaly.DNS_BOGON)
         blocked = True
-    for address in addresses:
-        for fingerprint in ctx.catalogs.dns_blockpages:
-            if ipaddress.ip_address(address) in fingerprint.network:
-                j.add(Anomaly.DNS_BLOCKPAGE_IP)
-                j.blockpage = j.blockpage or {
-                    "id": fingerprint.id,
-                    "name": fingerprint.name,
-                    "country": fingerprint.country,
-                    "matched": address,
-                }
-                blocked = True
+    blockpage = _blockpage_answer(dns, addresses, control_addresses, ctx)
+    if blockpage is not None:
+        j.add(Anomaly.DNS_BLOCKPAGE_IP)
+        j.blockpage = j.blockpage or blockpage
+        blocked = True
     if blocked:
-        return finish(Outcome.BLOCKED, control_ok)
+        return finish(Outcome.BLOCKED, control_ok or blockpage is not None)
+    consistent = bool(control_addresses & set(addresses) or validated & set(addresses))
+    if consistent or (control_ok and _same_network(addresses, control_addresses, ctx)):
+        return finish(Outcome.OK, control_ok or consistent)
     if not control_ok:
         if control_denies:  # the control says the name does not exist, yet the resolver answers
             return finish(Outcome.UNKNOWN, False)
         return finish(Outcome.OK, False)  # unchecked, but nothing wrong is shown; later stages must not blame it
-    shared = control_addresses & set(addresses) or tls_valid_addresses & set(addresses)
-    if shared or _same_network(addresses, control_addresses, ctx):
-        return finish(Outcome.OK, True)
     j.add(Anomaly.DNS_INCONSISTENT)
     return finish(Outcome.BLOCKED, True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from probe.analyze.common import Judgement, Outcome, by_purpose, helper_failed_at, helper_view
-from probe.vocabulary.anomalies import Anomaly
+from probe.analyze.common import Finding, Judgement, Outcome, by_purpose, helper_failed_at, helper_view
+from probe.vocabulary.anomalies import Anomaly, Blocking
 from probe.vocabulary.failures import LOCAL_NETWORK_FAILURES, Failure
 
-_CONNECT_CODES: dict[str, Anomaly] = {
+CONNECT_CODES: dict[str, Anomaly] = {
     Failure.GENERIC_TIMEOUT: Anomaly.TCP_TIMEOUT,
     Failure.CONNECTION_REFUSED: Anomaly.TCP_REFUSED,
     Failure.CONNECTION_RESET: Anomaly.TCP_RESET,
@@ -16,19 +16,22 @@ _CONNECT_CODES: dict[str, Anomaly] = {
 }
 
 
-def judge_tcp(obs: dict[str, Any], confirmed: bool, j: Judgement) -> Outcome:
-    """Every connect to the target failed: blocked when a control confirmed the address and the
-    helper (if any) connected; down when the helper failed too; offline with no route at all."""
+def judge_tcp(obs: dict[str, Any], confirmed: bool, j: Judgement) -> Finding:
+    """Every connect to the target failed: blocked when a control confirmed the address (proven
+    only when the helper connected from outside); down when the helper failed too; offline with
+    no route at all."""
     attempts = by_purpose(obs["tcp_connect"], "target")
     if not attempts or any(a["failure"] is None for a in attempts):
-        return Outcome.OK
+        return Finding(Outcome.OK, confirmed, Blocking.TCP)
     seen = [a["failure"] for a in attempts]
     if all(f in LOCAL_NETWORK_FAILURES for f in seen):
-        return Outcome.OFFLINE
+        return Finding(Outcome.OFFLINE, False, Blocking.TCP)
     first = next(f for f in seen if f not in LOCAL_NETWORK_FAILURES)
-    j.add(_CONNECT_CODES.get(first, Anomaly.TCP_FAILURE))
+    j.add(CONNECT_CODES.get(first, Anomaly.TCP_FAILURE))
     helper_failed = helper_failed_at(helper_view(obs), "tcp")
     if helper_failed:
         j.add(Anomaly.HELPER_SAME_FAILURE)
-        return Outcome.DOWN
-    return Outcome.BLOCKED if confirmed or helper_failed is False else Outcome.UNKNOWN
+        return Finding(Outcome.DOWN, True, Blocking.TCP)
+    if helper_failed is False:
+        return Finding(Outcome.BLOCKED, True, Blocking.TCP)
+    return Finding(Outcome.BLOCKED if confirmed else Outcome.UNKNOWN, False, Blocking.TCP)

@@ -7,15 +7,17 @@ claim; with no network at all it is `offline`. docs/verdicts.md states the rules
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from probe.analyze.common import AnalysisContext, Judgement, Outcome, chain_analyzer, helper_view
+from probe.analyze.common import AnalysisContext, Finding, Judgement, Outcome, chain_analyzer, helper_view
 from probe.analyze.dns import judge_dns
 from probe.analyze.http import judge_http
+from probe.analyze.redirects import judge_redirects
 from probe.analyze.tcp import judge_tcp
 from probe.analyze.tls import judge_tls, tls_valid_addresses
-from probe.vocabulary.anomalies import Anomaly, Blocking
+from probe.vocabulary.anomalies import Anomaly, Blocking, Confidence
 
 __all__ = ["AnalysisContext", "Judgement", "judge"]
 
@@ -31,29 +33,38 @@ _NOT_BLOCKED = {
 def judge(
     target: dict[str, Any], observations: dict[str, Any] | None, at: datetime, offline: bool, ctx: AnalysisContext
 ) -> Judgement:
-    """The record's anomalies, verdict, interceptor and blockpage, from observations alone."""
+    """The record's anomalies, verdict, confidence, interceptor and blockpage, from observations alone."""
     j = Judgement()
     if offline or observations is None:
         j.blocking = Blocking.OFFLINE
         j.add(Anomaly.NETWORK_OFFLINE)
         return j
-    analysis_of = chain_analyzer(target["host"], at, ctx)
+    host = target["host"]
+    analysis_of = chain_analyzer(host, at, ctx)
     helper = helper_view(observations)
     if any(asked.get("failure") for asked in observations.get("helpers") or []):
         j.add(Anomaly.HELPER_FAILED)
     valid = tls_valid_addresses(observations, analysis_of)
-    dns_outcome, confirmed = judge_dns(observations["dns"], valid, helper, ctx, j)
-    stages: list[tuple[Blocking, Outcome]] = [(Blocking.DNS, dns_outcome)]
-    stages.append((Blocking.TCP, judge_tcp(observations, confirmed, j)))
-    tls_outcome = judge_tls(observations, analysis_of, confirmed, j)
-    stages.append((Blocking.TLS_MITM if j.interceptor else Blocking.TLS, tls_outcome))
-    stages.append((Blocking.HTTP, judge_http(observations, confirmed, ctx, j)))
-
-    for stage, outcome in stages:
-        if outcome == Outcome.OK:
-            continue
-        j.blocking = stage if outcome == Outcome.BLOCKED else _NOT_BLOCKED[outcome]
-        if outcome == Outcome.OFFLINE:
-            j.add(Anomaly.NETWORK_OFFLINE)
-        break
+    dns = judge_dns(observations["dns"], valid, helper, ctx, j)
+    confirmed = dns.confirmed  # whether a control confirmed the addresses the later stages used
+    stages: list[Callable[[], Finding]] = [
+        lambda: judge_tcp(observations, confirmed, j),
+        lambda: judge_tls(observations, analysis_of, confirmed, host, j),
+        lambda: judge_http(observations, confirmed, ctx, host, j),
+        lambda: judge_redirects(observations, analysis_of, host, j),
+    ]
+    finding = dns
+    for stage in stages:
+        if finding.outcome != Outcome.OK:
+            break
+        finding = stage()
+    if finding.outcome == Outcome.OK:
+        j.confidence = Confidence.CONFIRMED if dns.confirmed else Confidence.UNCONFIRMED
+        return j
+    j.blocking = finding.stage if finding.outcome == Outcome.BLOCKED else _NOT_BLOCKED[finding.outcome]
+    j.confidence = Confidence.CONFIRMED if finding.confirmed else Confidence.UNCONFIRMED
+    if finding.outcome in (Outcome.OFFLINE, Outcome.UNKNOWN):
+        j.confidence = Confidence.UNCONFIRMED
+    if finding.outcome == Outcome.OFFLINE:
+        j.add(Anomaly.NETWORK_OFFLINE)
     return j

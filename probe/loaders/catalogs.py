@@ -7,6 +7,9 @@ from importlib import resources
 from pathlib import Path
 
 from probe.analyze.catalog import KINDS, CatalogError, Catalogs, add_document
+from probe.analyze.fingerprints import add_dns_table, add_http_table
+
+OONI_COMMIT = "171641e"  # ooni/blocking-fingerprints, October 2024 (probe/data/ooni/README.md)
 
 
 def load_catalogs(extra_files: list[Path] | None = None) -> Catalogs:
@@ -16,6 +19,13 @@ def load_catalogs(extra_files: list[Path] | None = None) -> Catalogs:
     for kind in KINDS:
         document = json.loads((data / f"{kind}.json").read_text(encoding="utf-8"))
         add_document(catalogs, document, f"builtin:{kind}")
+    tables = catalogs.fingerprints
+    add_http_table(tables, (data / "ooni" / "fingerprints_http.csv").read_text(encoding="utf-8"))
+    add_dns_table(tables, (data / "ooni" / "fingerprints_dns.csv").read_text(encoding="utf-8"))
+    catalogs.versions.setdefault("blockpages", []).append(
+        f"builtin:ooni-blocking-fingerprints@{OONI_COMMIT} ({len(tables.http)} http, {len(tables.dns)} dns, "
+        f"{len(tables.rejected)} rejected)"
+    )
     for path in extra_files or []:
         try:
             document = json.loads(path.read_text(encoding="utf-8"))

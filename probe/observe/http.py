@@ -54,6 +54,13 @@ def http_get(
     sock: socket.socket, host: str, path: str, timeout: float, clock: Clock, max_body: int = MAX_BODY_BYTES
 ) -> dict[str, Any]:
     """Send one GET and read the response within `timeout` seconds and `max_body` bytes."""
+    return http_get_body(sock, host, path, timeout, clock, max_body)[0]
+
+
+def http_get_body(
+    sock: socket.socket, host: str, path: str, timeout: float, clock: Clock, max_body: int = MAX_BODY_BYTES
+) -> tuple[dict[str, Any], bytes]:
+    """`http_get`, also returning the body's bytes (for a certificate fetched from an AIA URL)."""
     record: dict[str, Any] = {
         "request": {"method": "GET", "host": host, "path": path},
         "status": None,
@@ -95,17 +102,17 @@ def http_get(
     if not data:
         if record["failure"] is None:
             record["failure"] = Failure.EOF_ERROR
-        return record
+        return record, b""
     if not sep or not head.startswith(b"HTTP/"):
         if record["failure"] is None:
             record["failure"] = Failure.HTTP_INVALID_RESPONSE
-        return record
+        return record, b""
     lines = head.decode("iso-8859-1").split("\r\n")
     try:
         record["status"] = int(lines[0].split()[1])
     except (IndexError, ValueError):
         record["failure"] = record["failure"] or Failure.HTTP_INVALID_RESPONSE
-        return record
+        return record, b""
     headers = []
     for line in lines[1:]:
         name, _, value = line.partition(":")
@@ -121,4 +128,4 @@ def http_get(
     record["body_sha256"] = hashlib.sha256(body).hexdigest()
     record["body_prefix"] = body[:BODY_PREFIX_CHARS].decode("utf-8", errors="replace")
     # A response that arrived whole before a reset is still a response; keep the failure as evidence.
-    return record
+    return record, body

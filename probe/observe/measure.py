@@ -1,22 +1,20 @@
 """Observe one target: DNS, TCP, TLS and HTTP (and the helpers' view of it, asked meanwhile),
 recorded as raw facts, never judged here.
 
-One decision is taken while observing, because it decides what else to observe: when the
-target's handshake fails or presents a chain that does not validate, the same address is asked
-again with a control SNI, so that analysis can tell a name-triggered block from a broken site.
+What else is observed to make a handshake worth judging (control SNI, retry, AIA completion) is
+`connections`' job; the page and its redirects are `redirects`'.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import socket
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from typing import Any
 
 from probe.observe.clock import Clock
-from probe.observe.connect import close_quietly, tcp_connect, tls_handshake
+from probe.observe.config import MeasureConfig, TrustAnchors, ordered
+from probe.observe.connect import close_quietly
+from probe.observe.connections import TARGET, connect_with_contrast, open_connection
 from probe.observe.dns import (
     ResolverSpec,
     UdpAsk,
@@ -28,81 +26,10 @@ from probe.observe.dns import (
     udp_batch,
 )
 from probe.observe.helperclient import HelperQuestions
-from probe.observe.http import http_get
-from probe.observe.own_addresses import OwnAddresses
-from probe.targets import DEFAULT_PORTS, Target, is_ip_literal
+from probe.observe.redirects import fetch_with_redirects
+from probe.targets import Target
 
-MAX_ADDRESSES = 3
-MAX_REDIRECTS = 5
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-
-
-class TrustAnchors(Protocol):
-    """A set of trusted roots, as observing needs it (analysis's `ReferenceRoots` is one).
-
-    Observing does not judge, but one question decides what else to observe: whether a presented
-    chain validates (if not, the control SNI is asked too, and the machine's own store is asked
-    for a second opinion). `path` is the PEM file that DoT, DoH and helper connections verify with.
-    """
-
-    @property
-    def path(self) -> str: ...
-
-    def validates(self, chain_b64: list[str], host: str, at: datetime) -> bool: ...
-
-
-@dataclass(frozen=True)
-class MeasureConfig:
-    timeout: float
-    roots: TrustAnchors
-    resolver: ResolverSpec | None  # None: the system resolver (getaddrinfo)
-    control_resolver: ResolverSpec | None
-    control_sni: str | None
-    dns_window: float = 1.0  # seconds to keep listening for more DNS replies (injection)
-    system_udp: ResolverSpec | None = None  # the system's nameserver, asked directly over UDP
-    control_plain: ResolverSpec | None = None  # the control's address over plain UDP
-    injection_address: str | None = None  # None: the target's address as the control sees it
-    injection_check: bool = True
-    run_dns: dict[str, Any] = field(default_factory=dict)  # run-level DNS observations (identity, baseline)
-    helpers: tuple[str, ...] = ()  # control vantages (`probe helper serve`), asked while measuring
-    helper_token: str | None = None
-    own_addresses: OwnAddresses = field(default_factory=OwnAddresses)  # learned, scrubbed, never recorded
-    os_store: TrustAnchors | None = None  # the machine's trust store: a second opinion only
-
-
-def _ordered(addresses: list[str]) -> list[str]:
-    """IPv4 first (most volunteers have no IPv6 route), at most MAX_ADDRESSES."""
-    parsed = []
-    for address in addresses:
-        try:
-            parsed.append(ipaddress.ip_address(address))
-        except ValueError:  # a scoped or malformed answer: nothing to connect to
-            continue
-    return [str(ip) for ip in sorted(parsed, key=lambda ip: ip.version)][:MAX_ADDRESSES]
-
-
-def _open(
-    address: str,
-    port: int,
-    use_tls: bool,
-    server_name: str | None,
-    purpose: str,
-    config: MeasureConfig,
-    clock: Clock,
-    observations: dict[str, Any],
-) -> tuple[socket.socket | None, dict[str, Any] | None]:
-    """Connect (and handshake, for TLS), recording each step with its purpose.
-
-    Returns the socket to speak HTTP over (None if a step failed) and the handshake record."""
-    sock, tcp = tcp_connect(address, port, config.timeout, clock, config.own_addresses)
-    tcp["purpose"] = purpose
-    observations["tcp_connect"].append(tcp)
-    if sock is None or not use_tls:
-        return sock, None
-    tls, handshake = tls_handshake(sock, address, port, server_name, config.timeout, clock)
-    handshake["purpose"] = purpose
-    observations["tls_handshakes"].append(handshake)
-    return tls, handshake
+__all__ = ["MeasureConfig", "TrustAnchors", "measure", "observe_dns", "observe_run_dns"]
 
 
 def _injection_address(config: MeasureConfig, control: dict[str, Any] | None) -> str | None:
@@ -195,100 +122,34 @@ def _observe_target(
     server_name = None if target.is_ip_literal else target.host
 
     use_tls = target.scheme == "https"
-    for address in _ordered(addresses):
-        conn, handshake = _open(address, target.port, use_tls, server_name, "target", config, clock, observations)
+    for address in ordered(addresses):
+        conn, handshake = connect_with_contrast(
+            address, target.port, use_tls, server_name, TARGET, config, started, clock, observations
+        )
         if conn is None and handshake is None:
             continue  # no TCP connection: try the next address
         if conn is not None:
             # The page over the connection the network gave us, forged or not: a blockpage
             # behind an interceptor is evidence too.
-            _fetch(conn, target.host, target.path, address, target.url, config, clock, observations)
-        if handshake is None:
-            break
-        suspicious = handshake["failure"] is not None or not config.roots.validates(
-            handshake["peer_certificates"], target.host, started
-        )
-        if handshake["failure"] is None and suspicious and config.os_store is not None:
-            # Machine state, not a judgement: whether this machine's own store trusts the chain.
-            handshake["os_store_valid"] = config.os_store.validates(
-                handshake["peer_certificates"], target.host, started
+            fetch_with_redirects(
+                conn, target.host, target.path, address, target.url, config, started, clock, observations
             )
-        if suspicious and config.control_sni and server_name is not None:
-            control, _ = _open(
-                address, target.port, True, config.control_sni, "control_sni", config, clock, observations
-            )
-            close_quietly(control)
         break
+    if not use_tls and server_name is not None and observations["dns"] is not None:
+        _check_answer_over_tls(target.host, observations["dns"], config, clock, observations)
 
 
-def _fetch(
-    sock: socket.socket,
-    host: str,
-    path: str,
-    address: str,
-    url: str,
-    config: MeasureConfig,
-    clock: Clock,
-    observations: dict[str, Any],
+def _check_answer_over_tls(
+    host: str, dns: dict[str, Any], config: MeasureConfig, clock: Clock, observations: dict[str, Any]
 ) -> None:
-    """GET over a connected socket, then follow at most MAX_REDIRECTS redirects, each recorded."""
-    try:
-        request = http_get(sock, host, path, config.timeout, clock)
-    finally:
-        close_quietly(sock)
-    request.update({"address": address, "url": url, "redirect_index": 0})
-    observations["http_requests"].append(request)
-    for index in range(1, MAX_REDIRECTS + 1):
-        if request["status"] not in REDIRECT_STATUSES or not request["location"]:
-            return
-        next_url = urljoin(request["url"], request["location"])
-        parts = urlsplit(next_url)
-        scheme = parts.scheme.lower()
-        if scheme not in DEFAULT_PORTS or not parts.hostname:
-            return
-        next_host = parts.hostname.lower()
-        try:
-            port = parts.port or DEFAULT_PORTS[scheme]
-        except ValueError:
-            return
-        next_path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        if is_ip_literal(next_host):
-            addresses = [next_host]
-        else:
-            lookup = _lookup_for_redirect(next_host, port, config, clock)
-            observations.setdefault("redirect_lookups", []).append(lookup)
-            addresses = lookup["addresses"]
-        candidates = _ordered(addresses)
-        if not candidates:
-            return
-        next_address = candidates[0]
-        if not _may_follow_to(next_address):
-            # A page must not steer the probe into this machine or its link (router admin pages,
-            # metadata services). ISP blockpage servers on private addresses are still followed.
-            observations["redirect_refused"] = {"url": next_url, "address": next_address}
-            return
-        sni = None if is_ip_literal(next_host) else next_host
-        connection, _ = _open(next_address, port, scheme == "https", sni, "redirect", config, clock, observations)
-        if connection is None:
-            return
-        try:
-            request = http_get(connection, next_host, next_path, config.timeout, clock)
-        finally:
-            close_quietly(connection)
-        request.update({"address": next_address, "url": next_url, "redirect_index": index})
-        observations["http_requests"].append(request)
-
-
-def _may_follow_to(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    return not (ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast)
-
-
-def _lookup_for_redirect(host: str, port: int, config: MeasureConfig, clock: Clock) -> dict[str, Any]:
-    """Resolve a redirect's host as a browser on this machine would."""
-    if config.resolver is not None:
-        return lookup_with_resolver(config.resolver, host, config.timeout, 0.0, config.roots.path, clock)
-    return lookup_system(host, port, clock)
+    """For an http:// target whose answer the control does not share: does the address serve a
+    certificate for the name on port 443? A valid one shows the answer is correct (a CDN edge)."""
+    control = dns.get("control")
+    answers = ordered(dns["system"]["addresses"])
+    if not answers or control is None or not control["addresses"] or set(answers) & set(control["addresses"]):
+        return
+    conn, _ = open_connection(answers[0], 443, True, host, "dns_check", config, clock, observations)
+    close_quietly(conn)
 
 
 def observe_run_dns(config: MeasureConfig, baseline_name: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from probe import SOFTWARE_NAME, __version__
 from probe.analyze.verdict import Judgement
 from probe.targets import Target
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `confidence`, chain failure causes, AIA fetches, redirect hops
 
 
 def utc_timestamp(moment: datetime) -> str:
@@ -63,9 +63,10 @@ def build_record(
         "network": run.network,
         "reference": run.reference,
         "observations": observations,
-        "analysis": {"tls": judgement.tls},
+        "analysis": {"tls": judgement.tls, "redirect_hop": judgement.redirect_hop},
         "anomalies": judgement.anomalies,
         "blocking": judgement.blocking,
+        "confidence": judgement.confidence,
         "interceptor": judgement.interceptor,
         "blockpage": judgement.blockpage,
     }

@@ -27,6 +27,8 @@ class Anomaly(StrEnum):
     DNS_INJECTED = "dns.injected"
     DNS_TRANSPARENT_PROXY = "dns.transparent_proxy"
     DNS_NAME_DOES_NOT_EXIST = "dns.name_does_not_exist"
+    DNS_IP_TTL_DIFFERS = "dns.ip_ttl_differs"
+    DNS_PROXY_ANSWERED_INJECTION_PROBE = "dns.proxy_answered_injection_probe"
     TCP_TIMEOUT = "tcp.timeout"
     TCP_REFUSED = "tcp.refused"
     TCP_RESET = "tcp.reset"
@@ -50,12 +52,23 @@ class Anomaly(StrEnum):
     TLS_NO_SCTS = "tls.no_scts"
     TLS_RSA_EXPONENT_3 = "tls.rsa_exponent_3"
     TLS_EXTENSIONS_STRIPPED = "tls.extensions_stripped"
+    TLS_CHAIN_COMPLETED = "tls.chain_completed"
+    TLS_EXPIRED_CERTIFICATE = "tls.expired_certificate"
+    TLS_WRONG_NAME_SAME_SITE = "tls.wrong_name_same_site"
+    TLS_OTHER_SITE_CERTIFICATE = "tls.other_site_certificate"
+    TLS_CHAIN_TOO_LONG = "tls.chain_too_long"
+    TLS_SELF_SIGNED = "tls.self_signed"
+    TLS_UNKNOWN_ISSUER = "tls.unknown_issuer"
+    TLS_CONTROL_SNI_CONTRAST = "tls.control_sni_contrast"
     HTTP_RESET = "http.reset"
     HTTP_TIMEOUT = "http.timeout"
     HTTP_EOF = "http.eof"
     HTTP_FAILURE = "http.failure"
     HTTP_DIFF = "http.diff"
     HTTP_BLOCKPAGE = "http.blockpage"
+    HTTP_BLOCKPAGE_VAGUE = "http.blockpage_vague"
+    HTTP_BLOCKPAGE_SUSPECTED = "http.blockpage_suspected"
+    HTTP_REDIRECT_HOP = "http.redirect_hop"
     HELPER_FAILED = "helper.failed"
     HELPER_SAME_FAILURE = "helper.same_failure"
 
@@ -70,11 +83,13 @@ DESCRIPTIONS: dict[Anomaly, str] = {
     Anomaly.DNS_TIMEOUT: "The system resolver did not answer in time while the control resolved the name.",
     Anomaly.DNS_FAILURE: "The system resolver failed in another way (see the failure string) while the control resolved the name.",
     Anomaly.DNS_BOGON: "The system resolver returned a special-purpose address (loopback, private, link-local, reserved, unspecified) that the control did not.",
-    Anomaly.DNS_BLOCKPAGE_IP: "The system resolver returned an address listed in the blockpage catalog.",
+    Anomaly.DNS_BLOCKPAGE_IP: "The system resolver returned an address (or a CNAME to a name) listed in the blockpage catalog or OONI's DNS fingerprints, and the control did not.",
     Anomaly.DNS_INCONSISTENT: "The system resolver's addresses share none with the control's, and no TLS handshake to them presented a chain valid for the name.",
-    Anomaly.DNS_INJECTED: "A device on the path answers DNS: an address that runs no resolver answered (with something other than the control's addresses), one query got differing replies, or a reply's IP TTL differs from the resolver's.",
+    Anomaly.DNS_INJECTED: "A device on the path answers DNS: an address that runs no resolver answered with an answer neither the control nor a TLS handshake confirms (and not the transparent proxy's own), or one query got differing replies.",
     Anomaly.DNS_TRANSPARENT_PROXY: "Plain DNS to the control's address is answered by someone else: its answers or its identity (CHAOS id.server) differ from the control's encrypted channel. A property of the network, not a verdict by itself.",
     Anomaly.DNS_NAME_DOES_NOT_EXIST: "Both the system resolver and the control say the name does not exist: the site is gone, not blocked.",
+    Anomaly.DNS_IP_TTL_DIFFERS: "A reply from the system's nameserver arrived with another IP TTL than its reply for an ordinary name: a hint of a device on the path, recorded, never a verdict on its own.",
+    Anomaly.DNS_PROXY_ANSWERED_INJECTION_PROBE: "The injection probe (a query to an address that runs no resolver) was answered with the same answer the network's transparent DNS proxy gives: the proxy, not an injector.",
     Anomaly.TCP_TIMEOUT: "TCP connects to every address timed out.",
     Anomaly.TCP_REFUSED: "TCP connects were refused (a RST answered the SYN).",
     Anomaly.TCP_RESET: "TCP connects were reset.",
@@ -98,12 +113,23 @@ DESCRIPTIONS: dict[Anomaly, str] = {
     Anomaly.TLS_NO_SCTS: "The leaf certificate carries no embedded Certificate Transparency SCTs (supporting evidence).",
     Anomaly.TLS_RSA_EXPONENT_3: "The leaf's RSA key uses public exponent 3, as the 2019 Kazakhstan forgeries did (supporting evidence).",
     Anomaly.TLS_EXTENSIONS_STRIPPED: "The leaf lacks AIA, CRL distribution points, policies and SCTs, as stripped forgeries do (supporting evidence).",
+    Anomaly.TLS_CHAIN_COMPLETED: "The server sent an incomplete chain; completed from the certificate's AIA CA Issuers URL (as browsers do), it validates under the reference roots: the site's own mess, not an anomaly of the path.",
+    Anomaly.TLS_EXPIRED_CERTIFICATE: "The chain validates under the reference roots but for time: a certificate in it has expired or is not yet valid. A forger cannot make a public CA's signature: the site's own fault.",
+    Anomaly.TLS_WRONG_NAME_SAME_SITE: "The chain validates under the reference roots for names of the same site (say `www.` only), at an address the control confirms: the site's own misconfiguration.",
+    Anomaly.TLS_OTHER_SITE_CERTIFICATE: "The chain validates under the reference roots, but for names of another site (listed in the analysis): the connection reached some other server.",
+    Anomaly.TLS_CHAIN_TOO_LONG: "The chain would validate but is longer than the verifier allows: the site's own mess.",
+    Anomaly.TLS_SELF_SIGNED: "The leaf certificate signs itself: a site's own certificate, not a forger's (forgers issue from a CA). Without other evidence, nothing is concluded.",
+    Anomaly.TLS_UNKNOWN_ISSUER: "The chain leads to no reference root and could not be completed: an unknown issuer. Interception only with evidence (catalog, control SNI, helper).",
+    Anomaly.TLS_CONTROL_SNI_CONTRAST: "Evidence of interception: at the same address the control SNI got a different leaf with a publicly valid chain, or a leaf from the same untrusted issuer (the path forges any name).",
     Anomaly.HTTP_RESET: "The connection was reset after the HTTP request.",
     Anomaly.HTTP_TIMEOUT: "No complete HTTP response arrived before the timeout.",
     Anomaly.HTTP_EOF: "The connection was closed after the HTTP request without a response.",
     Anomaly.HTTP_FAILURE: "The HTTP exchange failed in another way (see the failure string).",
     Anomaly.HTTP_DIFF: "The page differs from the one the helper fetched from outside (status, title, or body length below 0.7 of the other), and matches no blockpage fingerprint.",
-    Anomaly.HTTP_BLOCKPAGE: "The HTTP response matches a blockpage fingerprint (body, title, header or redirect).",
+    Anomaly.HTTP_BLOCKPAGE: "The HTTP response matches a blockpage fingerprint (the catalog's, or OONI's public tables: body or header), anywhere on the way.",
+    Anomaly.HTTP_BLOCKPAGE_VAGUE: "The response matches a fingerprint of vague blocking words (OONI scope `vbw`): a weak signal, recorded, never a verdict on its own.",
+    Anomaly.HTTP_BLOCKPAGE_SUSPECTED: "No fingerprint matches, but strong signs agree: a redirect to another host, carrying the original host or URL, served from the resolver's network or a private address. Verdict `http`, unconfirmed.",
+    Anomaly.HTTP_REDIRECT_HOP: "The finding is on a redirect hop, not the target's first response (the hop is named in `analysis.redirect_hop`).",
     Anomaly.HELPER_FAILED: "A helper (control vantage) could not be reached or refused the request; verdicts rest on what the probe saw alone.",
     Anomaly.HELPER_SAME_FAILURE: "The helper failed at the same stage from outside the network: the site is down for everyone, not blocked.",
 }
@@ -125,7 +151,15 @@ class Blocking(StrEnum):
     INCONCLUSIVE = "inconclusive"
 
 
+class Confidence(StrEnum):
+    """How well a record's verdict is proven (docs/verdicts.md): the report publishes `confirmed` only."""
+
+    CONFIRMED = "confirmed"  # a control proved it (catalog, control SNI, helper, resolver and TLS)
+    UNCONFIRMED = "unconfirmed"  # nothing contradicted it, but nothing proved it
+
+
 BLOCKING_VALUES = tuple(str(value) for value in Blocking)
+CONFIDENCE_VALUES = tuple(str(value) for value in Confidence)
 CENSORSHIP = frozenset({Blocking.DNS, Blocking.TCP, Blocking.TLS, Blocking.TLS_MITM, Blocking.HTTP})
 
 

@@ -26,6 +26,9 @@ class Failure(StrEnum):
     DNS_TEMPORARY = "dns_temporary_failure"
     DNS_BOGUS_REPLY = "dns_bogus_reply"
     HTTP_INVALID_RESPONSE = "http_invalid_response"
+    HTTP_STATUS = "http_status_not_ok"  # a fetch that needed a 200 got another status
+    UNSUPPORTED_URL = "unsupported_url"  # a URL the probe will not fetch (scheme, or an address on this machine)
+    NO_CERTIFICATE = "no_certificate"  # an AIA URL answered with something that holds no certificate
 
 
 UNKNOWN_PREFIX = "unknown_failure: "

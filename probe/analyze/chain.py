@@ -1,0 +1,225 @@
+"""One presented chain, judged: valid or why not, catalog matches, and how a forgery was made.
+
+Why a chain fails matters before calling it forged: the real web is full of certificates that
+fail for reasons no censor made (an intermediate left out, an expired certificate, a certificate
+for `www.` only). Each failure is classified by cause (`failure_cause`), by asking the verifier the
+same question with one thing changed: with the certificates fetched from the AIA URL, at a time
+when every certificate was valid, for the leaf's own name, with a longer chain allowed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from probe.analyze.catalog import Catalogs, CertificateEntry, NameRule
+from probe.analyze.certs import (
+    ReferenceRoots,
+    decode_chain,
+    describe_certificate,
+    hostname_matches,
+    name_attributes,
+    san_dns_names,
+    verify_chain,
+)
+from probe.vocabulary.anomalies import Anomaly
+
+LONG_CHAIN_DEPTH = 32  # cryptography's verifier allows 8 by default
+
+
+class FailureCause(StrEnum):
+    """Why a presented chain does not validate under the reference roots."""
+
+    INCOMPLETE_CHAIN = "incomplete_chain"  # an intermediate is missing and could not be fetched
+    EXPIRED = "expired"  # valid but for time: a certificate's notAfter has passed
+    NOT_YET_VALID = "not_yet_valid"  # valid but for time: a notBefore is still to come
+    NAME_MISMATCH = "name_mismatch"  # a valid public chain, for other names
+    CHAIN_TOO_LONG = "chain_too_long"  # valid but longer than the verifier allows
+    SELF_SIGNED = "self_signed"  # the leaf signs itself
+    UNKNOWN_ISSUER = "unknown_issuer"  # leads to no reference root
+    UNUSABLE = "unusable"  # no certificate, or one that cannot be parsed
+
+
+# Causes under which the chain is signed by a public CA: no forger can make one.
+PUBLICLY_SIGNED = frozenset({FailureCause.EXPIRED, FailureCause.NOT_YET_VALID, FailureCause.NAME_MISMATCH})
+CAUSE_CODES = {
+    FailureCause.EXPIRED: Anomaly.TLS_EXPIRED_CERTIFICATE,
+    FailureCause.NOT_YET_VALID: Anomaly.TLS_EXPIRED_CERTIFICATE,
+    FailureCause.CHAIN_TOO_LONG: Anomaly.TLS_CHAIN_TOO_LONG,
+    FailureCause.SELF_SIGNED: Anomaly.TLS_SELF_SIGNED,
+    FailureCause.UNKNOWN_ISSUER: Anomaly.TLS_UNKNOWN_ISSUER,
+    FailureCause.INCOMPLETE_CHAIN: Anomaly.TLS_UNKNOWN_ISSUER,
+}
+
+
+def _own_name(leaf: x509.Certificate) -> str | None:
+    names = [n for n in san_dns_names(leaf) if n.strip()]
+    return names[0].replace("*.", "wildcard.", 1) if names else None
+
+
+def _time_when_all_valid(chain: list[x509.Certificate]) -> datetime | None:
+    start = max(cert.not_valid_before_utc for cert in chain)
+    end = min(cert.not_valid_after_utc for cert in chain)
+    return start + (end - start) / 2 if start <= end else None
+
+
+def failure_cause(
+    chain: list[x509.Certificate], fetched: list[x509.Certificate], host: str, at: datetime, roots: ReferenceRoots
+) -> FailureCause:
+    """The first change that makes the chain validate names the cause; none does: an issuer."""
+    full = chain + fetched
+    leaf = chain[0]
+    when = _time_when_all_valid(full)
+    if when is not None and abs(when - at) > timedelta(seconds=1) and verify_chain(full, host, when, roots)[0]:
+        return FailureCause.EXPIRED if when < at else FailureCause.NOT_YET_VALID
+    own = _own_name(leaf)
+    if own is not None and own != host and verify_chain(full, own, at, roots)[0]:
+        return FailureCause.NAME_MISMATCH
+    if verify_chain(full, host, at, roots, max_depth=LONG_CHAIN_DEPTH)[0]:
+        return FailureCause.CHAIN_TOO_LONG
+    if leaf.issuer == leaf.subject and len(chain) == 1:
+        return FailureCause.SELF_SIGNED
+    issuers_present = {cert.subject for cert in full} | {cert.subject for cert in roots.certificates}
+    top = full[-1]
+    if top.issuer != top.subject and top.issuer not in issuers_present:
+        return FailureCause.INCOMPLETE_CHAIN
+    return FailureCause.UNKNOWN_ISSUER
+
+
+def _match_names(chain: list[x509.Certificate], rules: list[NameRule]) -> tuple[NameRule, int, str] | None:
+    """The rule matching the name nearest the top of the chain: the root names the operator."""
+    for index in range(len(chain) - 1, -1, -1):
+        cert = chain[index]
+        for which, name in (("issuer", cert.issuer), ("subject", cert.subject)):
+            attributes = name_attributes(name)
+            for rule in rules:
+                if rule.matches(attributes):
+                    return rule, index, which
+    return None
+
+
+def _supporting_evidence(leaf: x509.Certificate, host: str) -> list[Anomaly]:
+    evidence: list[Anomaly] = []
+    if not hostname_matches(leaf, host):
+        evidence.append(Anomaly.TLS_HOSTNAME_MISMATCH)
+    extension_classes = {type(ext.value) for ext in leaf.extensions}
+    if x509.PrecertificateSignedCertificateTimestamps not in extension_classes:
+        evidence.append(Anomaly.TLS_NO_SCTS)
+    try:
+        public_key = leaf.public_key()
+    except (UnsupportedAlgorithm, ValueError):  # a key type this build cannot load
+        public_key = None
+    if isinstance(public_key, rsa.RSAPublicKey) and public_key.public_numbers().e == 3:
+        evidence.append(Anomaly.TLS_RSA_EXPONENT_3)
+    usual = {
+        x509.AuthorityInformationAccess,
+        x509.CRLDistributionPoints,
+        x509.CertificatePolicies,
+        x509.PrecertificateSignedCertificateTimestamps,
+    }
+    if not extension_classes & usual:
+        evidence.append(Anomaly.TLS_EXTENSIONS_STRIPPED)
+    return evidence
+
+
+def describe_interceptor(
+    leaf_issuer: str,
+    top_issuer: str,
+    catalog: str | None = None,
+    entry: CertificateEntry | NameRule | None = None,
+    matched_by: str | None = None,
+    matched_certificate: int | None = None,
+) -> dict[str, Any]:
+    """The record's `interceptor`: who issued the substituted chain, and the catalog entry if any."""
+    return {
+        "catalog": catalog,
+        "catalog_id": entry.id if entry is not None else None,
+        "name": entry.name if entry is not None else None,
+        "country": entry.country if entry is not None else None,
+        "issuer": leaf_issuer,
+        "chain_top_issuer": top_issuer,
+        "matched_by": matched_by,
+        "matched_certificate": matched_certificate,
+    }
+
+
+def analyze_chain(
+    chain_b64: list[str],
+    host: str,
+    at: datetime,
+    roots: ReferenceRoots,
+    catalogs: Catalogs,
+    fetched_b64: list[str] | None = None,
+) -> dict[str, Any]:
+    """Judge one presented chain: validity, catalog matches and supporting evidence."""
+    result: dict[str, Any] = {
+        "valid": False,
+        "validation_error": None,
+        "hostname_matches": None,
+        "interceptor": None,
+        "evidence": [],
+        "certificates": [],
+        "failure_cause": None,
+        "completed_from_aia": False,
+    }
+    try:
+        chain = decode_chain(chain_b64)
+    except (ValueError, TypeError) as exc:
+        result["validation_error"] = f"unparseable certificate: {exc}"[:300]
+        result["failure_cause"] = FailureCause.UNUSABLE
+        return result
+    if not chain:
+        result["validation_error"] = "no certificate presented"
+        result["failure_cause"] = FailureCause.UNUSABLE
+        return result
+    try:
+        fetched = decode_chain(fetched_b64 or [])
+    except (ValueError, TypeError):  # what a URL brought is only ever a candidate
+        fetched = []
+    result["certificates"] = [describe_certificate(cert) for cert in chain]
+    result["hostname_matches"] = hostname_matches(chain[0], host)
+    valid, reason = verify_chain(chain, host, at, roots)
+    if not valid and fetched and verify_chain(chain + fetched, host, at, roots)[0]:
+        # Completed as browsers do; the fetched certificates chain by signature to a reference root.
+        valid, reason, result["completed_from_aia"] = True, None, True
+    result["valid"], result["validation_error"] = valid, reason
+    if not valid:
+        result["failure_cause"] = failure_cause(chain, fetched, host, at, roots)
+    leaf_issuer = chain[0].issuer.rfc4514_string()
+    top_issuer = chain[-1].issuer.rfc4514_string()
+
+    # Strong: a presented certificate whose DER or key is in the interception catalog.
+    by_der = {entry.sha256_der: entry for entry in catalogs.interception_certificates if entry.sha256_der}
+    by_spki = {entry.sha256_spki: entry for entry in catalogs.interception_certificates if entry.sha256_spki}
+    for index, described in enumerate(result["certificates"]):
+        entry, how = by_der.get(described["sha256_der"]), "sha256_der"
+        if entry is None:
+            entry, how = by_spki.get(described["sha256_spki"]), "sha256_spki"
+        if entry is not None:
+            result["interceptor"] = describe_interceptor(leaf_issuer, top_issuer, "interception_cas", entry, how, index)
+            break
+    if valid and result["interceptor"] is None:
+        return result
+
+    result["evidence"] = _supporting_evidence(chain[0], host)
+    if result["interceptor"] is not None:
+        return result
+    # Weaker: names. A national CA's name with an unknown key is still named, as a name match.
+    for catalog_name, rules in (
+        ("interception_cas", catalogs.interception_names),
+        ("local_interceptors", catalogs.local_interceptors),
+    ):
+        found = _match_names(chain, rules)
+        if found is not None:
+            rule, index, which = found
+            result["interceptor"] = describe_interceptor(
+                leaf_issuer, top_issuer, catalog_name, rule, f"{which}_name", index
+            )
+            return result
+    result["interceptor"] = describe_interceptor(leaf_issuer, top_issuer)
+    return result

@@ -1,0 +1,56 @@
+"""Redirect hops: a hop the network breaks is a finding of the target, with the hop named.
+
+A site that answers with a redirect to a blocked host is blocked as its visitors meet it. Each hop
+was observed with the target's own contrasts (control SNI, retry, AIA completion); a hop's TCP,
+TLS or HTTP failure, or a substituted chain, ends the judging with the hop in `redirect_hop`.
+Without a control for the hop's answer, its TCP and HTTP failures stay unconfirmed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urljoin
+
+from probe.analyze.common import ChainAnalyzer, Finding, Judgement, Outcome, hop_items
+from probe.analyze.http import EXCHANGE_CODES
+from probe.analyze.tcp import CONNECT_CODES
+from probe.analyze.tls import hop_of, judge_hop
+from probe.vocabulary.anomalies import Anomaly, Blocking
+
+OK = Finding(Outcome.OK, False, Blocking.HTTP)
+
+
+def _hop_url(obs: dict[str, Any], index: int) -> str | None:
+    for request in obs["http_requests"]:
+        if request.get("redirect_index") == index:
+            return str(request.get("url"))
+    for request in obs["http_requests"]:  # the hop never answered: where the one before pointed
+        if request.get("redirect_index") == index - 1 and request.get("location"):
+            return urljoin(str(request["url"]), str(request["location"]))
+    return None
+
+
+def judge_redirects(obs: dict[str, Any], analysis_of: ChainAnalyzer, host: str, j: Judgement) -> Finding:
+    hops = sorted({item["hop"] for item in obs["tcp_connect"] if isinstance(item.get("hop"), int)})
+    for index in hops:
+        finding = _judge_one(obs, index, analysis_of, host, j)
+        if finding.outcome in (Outcome.BLOCKED, Outcome.LOCAL):
+            j.add(Anomaly.HTTP_REDIRECT_HOP)
+            j.redirect_hop = {"index": index, "url": _hop_url(obs, index), "stage": str(finding.stage)}
+            return finding
+    return OK
+
+
+def _judge_one(obs: dict[str, Any], index: int, analysis_of: ChainAnalyzer, host: str, j: Judgement) -> Finding:
+    attempts = hop_items(obs["tcp_connect"], ("redirect",), index)
+    if attempts and all(a["failure"] for a in attempts):
+        j.add(CONNECT_CODES.get(attempts[-1]["failure"], Anomaly.TCP_FAILURE))
+        return Finding(Outcome.BLOCKED, False, Blocking.TCP)
+    tls = judge_hop(hop_of(obs, host, index), analysis_of, False, None, j)
+    if tls.outcome != Outcome.OK:
+        return tls
+    for request in obs["http_requests"]:
+        if request.get("redirect_index") == index and request["status"] is None:
+            j.add(EXCHANGE_CODES.get(request["failure"], Anomaly.HTTP_FAILURE))
+            return Finding(Outcome.BLOCKED, False, Blocking.HTTP)
+    return OK

@@ -1,0 +1,165 @@
+"""Completing an incomplete chain as browsers do: fetch the issuer named by the AIA extension.
+
+Many small sites send their leaf without the intermediate; browsers fetch the certificate from the
+leaf's "CA Issuers" URL (RFC 5280, 4.2.2.1). The probe does the same, over the same network, so
+that analysis can tell a site's incomplete chain from a forged one. Bounded in count (a few
+fetches per chain), size and time; each URL is fetched once per run. What is fetched is only an
+observation: analysis accepts it only if it chains by signature to a reference root.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import AuthorityInformationAccessOID
+
+from probe.observe.clock import Clock
+from probe.observe.connect import close_quietly, tcp_connect
+from probe.observe.dns import lookup_system
+from probe.observe.http import http_get_body
+from probe.observe.own_addresses import OwnAddresses
+from probe.vocabulary.failures import Failure
+
+MAX_FETCHES_PER_CHAIN = 3
+MAX_CERTIFICATE_BYTES = 64 << 10
+
+
+def ca_issuers_urls(der: bytes) -> list[str]:
+    """The CA Issuers URLs of a certificate's AIA extension; none when it cannot be read."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        access = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except (ValueError, x509.ExtensionNotFound):
+        return []
+    return [
+        d.access_location.value
+        for d in access
+        if d.access_method == AuthorityInformationAccessOID.CA_ISSUERS
+        and isinstance(d.access_location, x509.UniformResourceIdentifier)
+    ]
+
+
+def _self_issued(der: bytes) -> bool:
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return True  # nothing more to follow
+    return cert.issuer == cert.subject
+
+
+def certificates_in(body: bytes) -> list[bytes]:
+    """DER certificates in a fetched body: DER, PEM, or a PKCS#7 bundle (`.p7c`), as CAs publish."""
+    loaders = (
+        lambda b: [x509.load_der_x509_certificate(b)],
+        x509.load_pem_x509_certificates,
+        pkcs7.load_der_pkcs7_certificates,
+        pkcs7.load_pem_pkcs7_certificates,
+    )
+    for load in loaders:
+        try:
+            found = load(body)
+        except ValueError:
+            continue
+        if found:
+            return [cert.public_bytes(serialization.Encoding.DER) for cert in found]
+    return []
+
+
+class IssuerFetcher:
+    """Fetches CA Issuers URLs, each once per run (shared by every measuring thread)."""
+
+    def __init__(self, timeout: float, own: OwnAddresses | None = None) -> None:
+        self.timeout = timeout
+        self.own = own
+        self._cache: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def fetch(self, url: str, clock: Clock) -> dict[str, Any]:
+        with self._lock:
+            cached = self._cache.get(url)
+        if cached is not None:
+            return {**cached, "cached": True}
+        record = self._fetch(url, clock)
+        with self._lock:
+            self._cache[url] = record
+        return record
+
+    def _fetch(self, url: str, clock: Clock) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "url": url,
+            "address": None,
+            "status": None,
+            "failure": None,
+            "certificates": [],
+            "cached": False,
+            "t0": clock.now(),
+            "t": None,
+        }
+        parts = urlsplit(url)
+        try:
+            port = parts.port or 80
+        except ValueError:
+            port = 0
+        if parts.scheme.lower() != "http" or not parts.hostname or not port:
+            record.update({"failure": Failure.UNSUPPORTED_URL, "t": clock.now()})
+            return record
+        lookup = lookup_system(parts.hostname, port, clock)
+        address = next((a for a in lookup["addresses"] if _may_fetch_from(a)), None)
+        if address is None:
+            record.update({"failure": lookup["failure"] or Failure.UNSUPPORTED_URL, "t": clock.now()})
+            return record
+        record["address"] = address
+        sock, tcp = tcp_connect(address, port, self.timeout, clock, self.own)
+        if sock is None:
+            record.update({"failure": tcp["failure"], "t": clock.now()})
+            return record
+        try:
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            response, body = http_get_body(sock, parts.hostname, path, self.timeout, clock, MAX_CERTIFICATE_BYTES)
+        finally:
+            close_quietly(sock)
+        record["status"] = response["status"]
+        if response["status"] != 200:
+            record["failure"] = response["failure"] or Failure.HTTP_STATUS
+        else:
+            found = certificates_in(body)
+            record["certificates"] = [base64.b64encode(der).decode("ascii") for der in found]
+            record["failure"] = None if found else Failure.NO_CERTIFICATE
+        record["t"] = clock.now()
+        return record
+
+
+def _may_fetch_from(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return not (ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast)
+
+
+def complete_chain(chain_b64: list[str], fetcher: IssuerFetcher, clock: Clock) -> list[dict[str, Any]]:
+    """Follow CA Issuers URLs up from the last presented certificate; every fetch is recorded."""
+    fetches: list[dict[str, Any]] = []
+    if not chain_b64:
+        return fetches
+    try:
+        current = base64.b64decode(chain_b64[-1])
+    except ValueError:
+        return fetches
+    while len(fetches) < MAX_FETCHES_PER_CHAIN and not _self_issued(current):
+        urls = ca_issuers_urls(current)
+        if not urls:
+            break
+        fetched = fetcher.fetch(urls[0], clock)
+        fetches.append(fetched)
+        if not fetched["certificates"]:
+            break
+        current = base64.b64decode(fetched["certificates"][0])
+    return fetches

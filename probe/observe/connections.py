@@ -1,0 +1,124 @@
+"""Connections to one address, recorded with their purpose, and the contrasts that make a TLS
+observation worth judging.
+
+One decision is taken while observing, because it decides what else to observe: when a handshake
+fails or presents a chain that does not validate, the same address is asked again with a control
+SNI (and, if the control reached the server while the name was cut, the name once more), so that
+analysis can tell a name-triggered block from a broken site or one lost packet. An invalid chain is
+first completed from its AIA URL, as browsers do, and the machine's own store gives a second opinion.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from probe.observe.aia import complete_chain
+from probe.observe.clock import Clock
+from probe.observe.config import MeasureConfig
+from probe.observe.connect import close_quietly, tcp_connect, tls_handshake
+
+
+@dataclass(frozen=True)
+class Purposes:
+    """How the records of one hop are labelled: the target itself (hop 0) or a redirect hop."""
+
+    main: str
+    control: str
+    retry: str
+    hop: int | None = None
+
+
+TARGET = Purposes("target", "control_sni", "target_retry")
+
+
+def redirect_hop(index: int) -> Purposes:
+    return Purposes("redirect", "redirect_control_sni", "redirect_retry", index)
+
+
+def open_connection(
+    address: str,
+    port: int,
+    use_tls: bool,
+    server_name: str | None,
+    purpose: str,
+    config: MeasureConfig,
+    clock: Clock,
+    observations: dict[str, Any],
+    hop: int | None = None,
+) -> tuple[socket.socket | None, dict[str, Any] | None]:
+    """Connect (and handshake, for TLS), recording each step with its purpose.
+
+    Returns the socket to speak HTTP over (None if a step failed) and the handshake record."""
+    sock, tcp = tcp_connect(address, port, config.timeout, clock, config.own_addresses)
+    tcp["purpose"] = purpose
+    if hop is not None:
+        tcp["hop"] = hop
+    observations["tcp_connect"].append(tcp)
+    if sock is None or not use_tls:
+        return sock, None
+    tls, handshake = tls_handshake(sock, address, port, server_name, config.timeout, clock)
+    handshake["purpose"] = purpose
+    if hop is not None:
+        handshake["hop"] = hop
+    observations["tls_handshakes"].append(handshake)
+    return tls, handshake
+
+
+def _reached_server(handshake: dict[str, Any] | None) -> bool:
+    """A ServerHello, or an alert the server sent: the connection reached a TLS server."""
+    return handshake is not None and (handshake["failure"] is None or handshake["alert"] is not None)
+
+
+def connect_with_contrast(
+    address: str,
+    port: int,
+    use_tls: bool,
+    server_name: str | None,
+    purposes: Purposes,
+    config: MeasureConfig,
+    started: datetime,
+    clock: Clock,
+    observations: dict[str, Any],
+) -> tuple[socket.socket | None, dict[str, Any] | None]:
+    """`open_connection`, plus the control SNI, a retry, AIA completion and the OS store's opinion."""
+    conn, handshake = open_connection(
+        address, port, use_tls, server_name, purposes.main, config, clock, observations, purposes.hop
+    )
+    if handshake is None:
+        return conn, handshake
+
+    def ask_control() -> dict[str, Any] | None:
+        if not config.control_sni or server_name is None:  # an IP literal has no name to contrast
+            return None
+        control_conn, control = open_connection(
+            address, port, True, config.control_sni, purposes.control, config, clock, observations, purposes.hop
+        )
+        close_quietly(control_conn)
+        return control
+
+    if handshake["failure"] is not None:
+        control = ask_control()
+        if _reached_server(control) and handshake["alert"] is None:
+            # The server answers the control name while the target's was cut: once more, so that
+            # one lost packet is not called a block.
+            conn, handshake = open_connection(
+                address, port, True, server_name, purposes.retry, config, clock, observations, purposes.hop
+            )
+        return conn, handshake
+
+    chain, name = handshake["peer_certificates"], server_name or address
+    valid = config.roots.validates(chain, name, started)
+    if not valid and config.issuer_fetcher is not None:
+        fetches = complete_chain(chain, config.issuer_fetcher, clock)
+        handshake["aia_fetches"] = fetches
+        fetched = [der for fetch in fetches for der in fetch["certificates"]]
+        valid = bool(fetched) and config.roots.validates(chain + fetched, name, started)
+    if not valid:
+        if config.os_store is not None:
+            # Machine state, not a judgement: whether this machine's own store trusts the chain.
+            handshake["os_store_valid"] = config.os_store.validates(chain, name, started)
+        ask_control()
+    return conn, handshake

@@ -1,0 +1,98 @@
+"""The target's page, and the redirects after it: at most MAX_REDIRECTS hops, each recorded.
+
+Each hop is resolved as a browser on this machine would, connected to with the same contrasts as
+the target (control SNI, a retry, AIA completion), so that a hop the network breaks can be judged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from datetime import datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from probe.observe.clock import Clock
+from probe.observe.config import MeasureConfig, ordered
+from probe.observe.connect import close_quietly
+from probe.observe.connections import connect_with_contrast, redirect_hop
+from probe.observe.dns import lookup_system, lookup_with_resolver
+from probe.observe.http import http_get
+from probe.targets import DEFAULT_PORTS, is_ip_literal
+
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+def fetch_with_redirects(
+    sock: socket.socket,
+    host: str,
+    path: str,
+    address: str,
+    url: str,
+    config: MeasureConfig,
+    started: datetime,
+    clock: Clock,
+    observations: dict[str, Any],
+) -> None:
+    """GET over a connected socket, then follow at most MAX_REDIRECTS redirects, each recorded."""
+    try:
+        request = http_get(sock, host, path, config.timeout, clock)
+    finally:
+        close_quietly(sock)
+    request.update({"address": address, "url": url, "redirect_index": 0})
+    observations["http_requests"].append(request)
+    for index in range(1, MAX_REDIRECTS + 1):
+        if request["status"] not in REDIRECT_STATUSES or not request["location"]:
+            return
+        next_url = urljoin(request["url"], request["location"])
+        parts = urlsplit(next_url)
+        scheme = parts.scheme.lower()
+        if scheme not in DEFAULT_PORTS or not parts.hostname:
+            return
+        next_host = parts.hostname.lower()
+        try:
+            port = parts.port or DEFAULT_PORTS[scheme]
+        except ValueError:
+            return
+        next_path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if is_ip_literal(next_host):
+            addresses = [next_host]
+        else:
+            lookup = _lookup_for_redirect(next_host, port, config, clock)
+            lookup["hop"] = index
+            observations.setdefault("redirect_lookups", []).append(lookup)
+            addresses = lookup["addresses"]
+        candidates = ordered(addresses)
+        if not candidates:
+            return
+        next_address = candidates[0]
+        if not _may_follow_to(next_address):
+            # A page must not steer the probe into this machine or its link (router admin pages,
+            # metadata services). ISP blockpage servers on private addresses are still followed.
+            observations["redirect_refused"] = {"url": next_url, "address": next_address}
+            return
+        sni = None if is_ip_literal(next_host) else next_host
+        connection, _ = connect_with_contrast(
+            next_address, port, scheme == "https", sni, redirect_hop(index), config, started, clock, observations
+        )
+        if connection is None:
+            return
+        try:
+            request = http_get(connection, next_host, next_path, config.timeout, clock)
+        finally:
+            close_quietly(connection)
+        request.update({"address": next_address, "url": next_url, "redirect_index": index})
+        observations["http_requests"].append(request)
+
+
+def _may_follow_to(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return not (ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast)
+
+
+def _lookup_for_redirect(host: str, port: int, config: MeasureConfig, clock: Clock) -> dict[str, Any]:
+    """Resolve a redirect's host as a browser on this machine would."""
+    if config.resolver is not None:
+        return lookup_with_resolver(config.resolver, host, config.timeout, 0.0, config.roots.path, clock)
+    return lookup_system(host, port, clock)
