@@ -62,7 +62,7 @@ def make_root(subject: x509.Name, days: int = 3650, rsa_key: bool = False) -> Au
     return Authority(cert, key)
 
 
-def make_intermediate(parent: Authority, subject: x509.Name) -> Authority:
+def make_intermediate(parent: Authority, subject: x509.Name, path_length: int | None = 0) -> Authority:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
@@ -72,7 +72,7 @@ def make_intermediate(parent: Authority, subject: x509.Name) -> Authority:
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - dt.timedelta(days=1))
         .not_valid_after(NOW + dt.timedelta(days=1000))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(_ski(key), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()), critical=False)
@@ -106,8 +106,14 @@ def make_leaf(
     rsa_exponent: int | None = None,
     stripped: bool = False,
     extra_chain: list[x509.Certificate] | None = None,
+    aia_url: str = "http://ca.example/issuer.crt",
+    valid_days: tuple[float, float] = (-0.25, 90),
+    leaf_only: bool = False,
 ) -> Leaf:
-    """A server certificate for `names`; `rsa_exponent=3, stripped=True` is a 2019-style forgery."""
+    """A server certificate for `names`; `rsa_exponent=3, stripped=True` is a 2019-style forgery.
+
+    `valid_days`: notBefore and notAfter in days from now (`(-90, -1)` has expired); `leaf_only`:
+    the server sends no intermediate, as many small sites do."""
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     if rsa_exponent is not None:
         key = rsa.generate_private_key(public_exponent=rsa_exponent, key_size=2048)
@@ -125,8 +131,8 @@ def make_leaf(
         .issuer_name(issuer.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(hours=6))
-        .not_valid_after(NOW + dt.timedelta(days=90))
+        .not_valid_before(NOW + dt.timedelta(days=valid_days[0]))
+        .not_valid_after(NOW + dt.timedelta(days=valid_days[1]))
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
     )
     if not stripped:
@@ -139,7 +145,7 @@ def make_leaf(
                     [
                         x509.AccessDescription(
                             x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
-                            x509.UniformResourceIdentifier("http://ca.example/issuer.crt"),
+                            x509.UniformResourceIdentifier(aia_url),
                         )
                     ]
                 ),
@@ -147,7 +153,7 @@ def make_leaf(
             )
         )
     cert = builder.sign(issuer.key, hashes.SHA256())
-    chain = [cert, *issuer.chain_above, *(extra_chain or [])]
+    chain = [cert] if leaf_only else [cert, *issuer.chain_above, *(extra_chain or [])]
     return Leaf(cert, key, chain)
 
 

@@ -59,6 +59,12 @@ HTTPS_SCENARIOS = [
     "broken.lab",
     "cdn.lab",
     "dns-injected.lab",
+    # The real web's certificate mess (issue 10): none of it is censorship.
+    "aia.lab",
+    "expired.lab",
+    "www-only.lab",
+    "cdn-strict.lab",
+    "cdn-open.lab",
 ]
 HTTP_SCENARIOS = [
     "http://http-clean.lab/",
@@ -66,6 +72,9 @@ HTTP_SCENARIOS = [
     "http://http-rst.lab/",
     "http://http-silence.lab/",
     "http://http-redirect.lab/news/today",
+    "http://redirect-out.lab/",
+    "http://login-redirect.lab/",
+    "http://http-ooni.lab/",
 ]
 
 
@@ -435,3 +444,99 @@ def test_helper_refuses_a_private_address_or_a_name_that_resolves_to_one(lab: La
             timeout=30,
         )
         assert result.stdout.startswith("403 destination"), result.stdout + result.stderr
+
+
+# --- Claims that hold on the real web (issue 10) ---------------------------------------------------
+
+
+def test_leaf_only_chain_is_completed_from_its_aia_url(records: dict[str, dict]) -> None:
+    """A small site sends its leaf without the intermediate; browsers fetch it, and so does the probe."""
+    record = records["aia.lab"]
+    assert (record["blocking"], record["anomalies"], record["confidence"]) == (
+        "none",
+        ["tls.chain_completed"],
+        "confirmed",
+    )
+    (handshake,) = record["observations"]["tls_handshakes"]
+    assert len(handshake["peer_certificates"]) == 1  # the leaf only, as the server sent it
+    (fetch,) = handshake["aia_fetches"]
+    assert (fetch["url"], fetch["status"], fetch["failure"]) == (t.AIA_URL, 200, None)
+    assert fetch["address"] == t.CLEAN_SITES and len(fetch["certificates"]) == 1
+    assert record["analysis"]["tls"]["valid"] is True and record["analysis"]["tls"]["completed_from_aia"] is True
+
+
+def test_expired_public_certificate_is_the_sites_fault(records: dict[str, dict]) -> None:
+    record = records["expired.lab"]
+    assert (record["blocking"], record["interceptor"], record["confidence"]) == ("down", None, "confirmed")
+    assert record["anomalies"] == ["tls.untrusted_chain", "tls.expired_certificate"]
+    assert record["analysis"]["tls"]["failure_cause"] == "expired"
+
+
+def test_certificate_for_www_only_is_the_sites_fault(records: dict[str, dict]) -> None:
+    record = records["www-only.lab"]
+    assert (record["blocking"], record["interceptor"]) == ("down", None)
+    assert record["anomalies"] == ["tls.untrusted_chain", "tls.wrong_name_same_site"]
+    assert record["analysis"]["tls"]["certificates"][0]["dns_names"] == ["www.www-only.lab"]
+
+
+def test_sni_reset_behind_a_cdn_that_refuses_unknown_names_is_proven(records: dict[str, dict]) -> None:
+    """The control name gets an alert from the CDN, which is an answer: the server was reached."""
+    record = records["cdn-strict.lab"]
+    assert (record["blocking"], record["confidence"]) == ("tls", "confirmed")
+    assert record["anomalies"] == ["tls.reset", "tls.sni_triggered"]
+    target, control, retry = record["observations"]["tls_handshakes"]
+    assert (target["failure"], retry["failure"]) == ("connection_reset", "connection_reset")
+    assert (control["purpose"], control["alert"]) == ("control_sni", "unrecognized_name")
+    open_site = records["cdn-open.lab"]
+    assert (open_site["blocking"], open_site["anomalies"]) == ("none", [])
+
+
+def test_redirect_to_a_reset_host_is_a_finding_with_the_hop_named(records: dict[str, dict]) -> None:
+    record = records["redirect-out.lab"]
+    assert (record["blocking"], record["confidence"]) == ("tls", "confirmed")
+    assert record["anomalies"] == ["tls.reset", "tls.sni_triggered", "http.redirect_hop"]
+    assert record["analysis"]["redirect_hop"] == {"index": 1, "url": "https://tls-reset.lab/", "stage": "tls"}
+    hop = [h for h in record["observations"]["tls_handshakes"] if h.get("hop") == 1]
+    assert [h["purpose"] for h in hop] == ["redirect", "redirect_control_sni", "redirect_retry"]
+
+
+def test_login_redirect_to_another_site_stays_none(records: dict[str, dict]) -> None:
+    record = records["login-redirect.lab"]
+    assert (record["blocking"], record["anomalies"], record["blockpage"]) == ("none", [], None)
+    first, login = record["observations"]["http_requests"]
+    assert first["location"] == t.LOGIN_URL and login["status"] == 200
+
+
+def test_page_known_to_oonis_fingerprints_is_a_blockpage(records: dict[str, dict]) -> None:
+    record = records["http-ooni.lab"]
+    assert (record["blocking"], record["anomalies"], record["confidence"]) == ("http", ["http.blockpage"], "confirmed")
+    assert record["blockpage"]["id"] == t.OONI_BLOCKPAGE_ID
+    assert record["blockpage"]["catalog"] == "ooni-blocking-fingerprints"
+
+
+def test_every_clean_verdict_is_confirmed_and_every_finding_says_how_sure(records: dict[str, dict]) -> None:
+    for host, record in records.items():
+        assert record["confidence"] in ("confirmed", "unconfirmed"), host
+    assert records["clean.lab"]["confidence"] == "confirmed"
+    assert records["blackhole.lab"]["confidence"] == "unconfirmed"  # a timeout, with no helper to contrast
+
+
+def test_transparent_dns_proxy_with_a_cdn_answer_that_validates_is_not_blocking(lab: Lab) -> None:
+    """The ISP rewrites every UDP query to port 53: the injection probe is answered by its resolver,
+    with another CDN edge than the control's, which serves a valid certificate for the name."""
+    targets = lab.directory / "hijacked-cdn-targets.txt"
+    targets.write_text("cdn.lab\nhttp://cdn.lab/\n", encoding="utf-8")
+    out = lab.directory / "hijacked-cdn"
+    result = lab.probe(lab.hijacked, *_run_args(lab, targets, out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = {record["target"]["input"]: record for record in read_results(out)}
+    for name in ("cdn.lab", "http://cdn.lab/"):
+        record = found[name]
+        assert (record["blocking"], record["anomalies"]) == ("none", ["dns.transparent_proxy"]), name
+        dns = record["observations"]["dns"]
+        assert dns["system"]["addresses"] == [t.CDN_EDGE_B] and dns["control"]["addresses"] == [t.CDN_EDGE_A]
+        (reply,) = dns["injection"]["replies"]  # the proxy's own resolver answered for a silent address
+        assert reply["answers"][0]["data"] == t.CDN_EDGE_B
+    # The http:// target's answer was checked with a handshake for the name on port 443.
+    (check,) = found["http://cdn.lab/"]["observations"]["tls_handshakes"]
+    assert (check["purpose"], check["address"], check["failure"]) == ("dns_check", t.CDN_EDGE_B, None)

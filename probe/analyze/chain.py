@@ -16,6 +16,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from probe.analyze.catalog import Catalogs, CertificateEntry, NameRule
 from probe.analyze.certs import (
@@ -68,6 +69,15 @@ def _time_when_all_valid(chain: list[x509.Certificate]) -> datetime | None:
     return start + (end - start) / 2 if start <= end else None
 
 
+def _names_its_issuer(cert: x509.Certificate) -> bool:
+    """Whether the certificate has an AIA "CA Issuers" URL, from which a browser completes a chain."""
+    try:
+        access = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+    return any(d.access_method == AuthorityInformationAccessOID.CA_ISSUERS for d in access)
+
+
 def failure_cause(
     chain: list[x509.Certificate], fetched: list[x509.Certificate], host: str, at: datetime, roots: ReferenceRoots
 ) -> FailureCause:
@@ -84,10 +94,10 @@ def failure_cause(
         return FailureCause.CHAIN_TOO_LONG
     if leaf.issuer == leaf.subject and len(chain) == 1:
         return FailureCause.SELF_SIGNED
-    issuers_present = {cert.subject for cert in full} | {cert.subject for cert in roots.certificates}
-    top = full[-1]
-    if top.issuer != top.subject and top.issuer not in issuers_present:
-        return FailureCause.INCOMPLETE_CHAIN
+    issuers_present = {cert.subject for cert in chain} | {cert.subject for cert in roots.certificates}
+    top = chain[-1]
+    if top.issuer != top.subject and top.issuer not in issuers_present and _names_its_issuer(top):
+        return FailureCause.INCOMPLETE_CHAIN  # an issuer to fetch, which did not complete the chain
     return FailureCause.UNKNOWN_ISSUER
 
 

@@ -23,6 +23,14 @@ DNS_SOURCE = "ooni-blocking-fingerprints/fingerprints_dns.csv"
 SCOPES = frozenset({"nat", "isp", "prod", "inst", "vbw", "fp", "injb", "prov"})
 WEAK, FALSE_POSITIVE = "vbw", "fp"
 _PATTERN_TYPES = frozenset({"full", "prefix", "contains", "regexp"})
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re2.compile(rf"^({_LABEL}\.)*{_LABEL}\.?$")
+
+
+def _options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # a rejected row is recorded in the catalog, not printed
+    return options
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,7 @@ class FingerprintTables:
                 grouped.setdefault(row.location, []).append(row)
             sets: dict[str, tuple[Any, list[Fingerprint]]] = {}
             for location, rows in grouped.items():
-                matcher = re2.Set.SearchSet()
+                matcher = re2.Set.SearchSet(_options())
                 for row in rows:
                     matcher.Add(row.regex())
                 matcher.Compile()
@@ -147,9 +155,10 @@ def add_http_table(tables: FingerprintTables, text: str, source: str = HTTP_SOUR
         location = "body" if where == "body" else "header:" + where.split(".", 1)[1]
         row = _row(values, source, location)
         try:
-            re2.compile(row.regex())
+            re2.compile(row.regex(), _options())
         except re2.error as exc:
-            _reject(tables, source, line, row.name, f"pattern is not a usable regular expression: {exc}")
+            detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+            _reject(tables, source, line, row.name, f"pattern is not a usable regular expression: {detail}")
             continue
         tables.http.append(row)
     tables._sets = None
@@ -169,7 +178,7 @@ def add_dns_table(tables: FingerprintTables, text: str, source: str = DNS_SOURCE
             try:
                 values["pattern"] = str(ipaddress.ip_address(pattern))
             except ValueError:
-                if not all(label and len(label) < 64 for label in pattern.rstrip(".").split(".")):
+                if not _HOST_NAME.match(pattern):
                     reason = f"neither an address nor a host name: {pattern!r}"
         if reason is not None:
             _reject(tables, source, line, values.get("name", ""), reason)

@@ -103,7 +103,14 @@ class Lab:
         pki.write_pem(self.roots_pem, [root.cert])
         private = pki.make_root(pki.name(CN="Self-made Root", O="A Careless Site"))
         for host in [*t.SITES, "default.lab"]:
-            pki.make_leaf(private if host in t.UNTRUSTED_SITES else issuing, [host]).write(d, host)
+            pki.make_leaf(
+                private if host in t.UNTRUSTED_SITES else issuing,
+                t.CERTIFICATE_NAMES.get(host, [host]),
+                aia_url=t.AIA_URL,
+                valid_days=(-90, -1) if host in t.EXPIRED_SITES else (-0.25, 90),
+                leaf_only=host in t.LEAF_ONLY_SITES,
+            ).write(d, host)
+        (d / "issuing-ca.der").write_bytes(pki.der(issuing.cert))  # what the AIA URL serves
         pki.make_leaf(issuing, [t.RESOLVER_NAME, t.PUBLIC_RESOLVER]).write(d, t.RESOLVER_NAME)
         pki.make_leaf(issuing, [t.HELPER_NAME, t.HELPER_ADDRESS]).write(d, t.HELPER_NAME)
         for stem, subject in (
@@ -140,6 +147,7 @@ class Lab:
             (self.isp, f"ip addr add {t.BLOCKPAGE_SERVER}/24 dev r0"),
             (self.isp, f"ip addr add {t.REDIRECT_SERVER}/24 dev r0"),
             (self.isp, f"ip addr add {t.ALTERED_PAGE_SERVER}/24 dev r0"),
+            (self.isp, f"ip addr add {t.OONI_PAGE_SERVER}/24 dev r0"),
             (self.isp, "ip link set r0 up"),
             (self.isp, f"ip addr add {t.ISP_WORLD_SIDE}/24 dev r1"),
             (self.isp, "ip link set r1 up"),
@@ -176,6 +184,9 @@ class Lab:
             f"-A FORWARD -p tcp -d {t.SNI_FILTERED} --dport 443 -m string --string tls-reset.lab --algo bm "
             "-j REJECT --reject-with tcp-reset",
             f"-A FORWARD -p tcp -d {t.SNI_FILTERED} --dport 443 -m string --string tls-silence.lab --algo bm -j DROP",
+            # Behind a CDN that refuses unknown names with an alert, one name is reset.
+            f"-A FORWARD -p tcp -d {t.CDN_STRICT} --dport 443 -m string --string cdn-strict.lab --algo bm "
+            "-j REJECT --reject-with tcp-reset",
             # A plain HTTP request naming a blocked Host is answered with a RST, or swallowed.
             f"-A FORWARD -p tcp -d {t.HTTP_SITES} --dport 80 -m string --string Host:_http-rst.lab --algo bm "
             "-j REJECT --reject-with tcp-reset",
@@ -193,6 +204,9 @@ class Lab:
             # ... or to a page of the ISP's own that no fingerprint knows.
             f"-A PREROUTING -i r0 -p tcp -d {t.HTTP_ALTERED} --dport 80 "
             f"-j DNAT --to-destination {t.ALTERED_PAGE_SERVER}:80",
+            # ... or to a page that OONI's public fingerprints know.
+            f"-A PREROUTING -i r0 -p tcp -d {t.HTTP_OONI_FINGERPRINTED} --dport 80 "
+            f"-j DNAT --to-destination {t.OONI_PAGE_SERVER}:80",
             # HTTPS to these addresses goes through the transparent interceptors.
             f"-A PREROUTING -i r0 -p tcp -d {t.ISCA_INTERCEPTED} --dport 443 "
             f"-j REDIRECT --to-ports {t.ISCA_PROXY_PORT}",
@@ -286,7 +300,7 @@ http {{
     def _world_nginx(self) -> Path:
         d = self.directory
         page = '"<html><head><title>{0}</title></head><body>The real {0}.</body></html>"'
-        default_listen = " ".join(f"listen {a}:443 ssl default_server;" for a in t.HTTPS_SITE_ADDRESSES)
+        default_listen = " ".join(f"listen {a}:443 ssl default_server;" for a in t.DEFAULT_SITE_ADDRESSES)
         site_listen = " ".join(f"listen {a}:443 ssl;" for a in t.HTTPS_SITE_ADDRESSES)
         http_listen = " ".join(f"listen {a}:80 default_server;" for a in t.HTTPS_SITE_ADDRESSES)
         servers = [
@@ -295,6 +309,15 @@ http {{
     location / {{ return 200 {page.format("default.lab")}; }} }}""",
             # A broken server: it refuses every handshake, whatever the name.
             f"""  server {{ listen {t.BROKEN_TLS}:443 ssl default_server; ssl_reject_handshake on; }}""",
+            # A CDN edge: unknown names get an alert (unrecognized_name), its own names their sites.
+            f"""  server {{ listen {t.CDN_STRICT}:443 ssl default_server; ssl_reject_handshake on; }}""",
+            # The lab CA publishes its intermediate where its certificates' AIA extension points.
+            f"""  server {{ listen {t.CLEAN_SITES}:80; server_name pki.lab;
+    location = /issuing-ca.der {{ alias {d}/issuing-ca.der; default_type application/pkix-cert; }} }}""",
+            f"""  server {{ listen {t.HTTP_SITES}:80; server_name redirect-out.lab;
+    location / {{ return 301 "https://tls-reset.lab/"; }} }}""",
+            f"""  server {{ listen {t.HTTP_SITES}:80; server_name login-redirect.lab;
+    location / {{ return 302 "{t.LOGIN_URL}"; }} }}""",
             f"""  server {{ {http_listen} server_name _;
     location / {{ return 200 {page.format("$host")}; }} }}""",
         ]
@@ -313,10 +336,15 @@ http {{
             "<body>Blocked by order. Your address: $remote_addr</body></html>"
         )
         altered = "<html><head><title>Notice</title></head><body>This page is not available.</body></html>"
+        fingerprinted = (
+            f"<html><head><title>Блокировка</title></head><body><p>{t.OONI_BLOCKPAGE_TEXT}</p></body></html>"
+        )
         server = f"""  server {{ listen {t.BLOCKPAGE_SERVER}:80 default_server; server_name _;
     location / {{ return 200 "{page}"; }} }}
   server {{ listen {t.ALTERED_PAGE_SERVER}:80 default_server; server_name _;
     location / {{ return 200 "{altered}"; }} }}
+  server {{ listen {t.OONI_PAGE_SERVER}:80 default_server; server_name _; charset utf-8;
+    location / {{ return 200 "{fingerprinted}"; }} }}
   server {{ listen {t.REDIRECT_SERVER}:80 default_server; server_name _;
     location / {{ return 302 "http://{t.BLOCKPAGE_HOST}/blocked.html?host=$host"; }} }}"""
         return self._nginx_conf("blockpage", server)

@@ -19,6 +19,7 @@ ISP_RESOLVER = "192.0.2.53"
 BLOCKPAGE_SERVER = "192.0.2.80"
 REDIRECT_SERVER = "192.0.2.81"  # answers every request with a redirect to the blockpage host
 ALTERED_PAGE_SERVER = "192.0.2.82"  # the ISP's own page, which no fingerprint knows
+OONI_PAGE_SERVER = "192.0.2.83"  # a page that OONI's public fingerprints know (a Russian national blockpage)
 BLOCKPAGE_HOST = "blockpage.isp.lab"  # known only to the ISP's resolver
 ISP_WORLD_SIDE = "198.51.100.1"
 WORLD_ADDRESS = "198.51.100.2"
@@ -36,6 +37,8 @@ HTTP_SITES = "203.0.113.30"
 HTTP_DIVERTED = "203.0.113.31"
 HTTP_REDIRECTED = "203.0.113.32"
 HTTP_ALTERED = "203.0.113.33"  # the ISP serves its own page here, one no fingerprint knows
+HTTP_OONI_FINGERPRINTED = "203.0.113.34"  # the ISP serves a page OONI's fingerprints know
+CDN_STRICT = "203.0.113.14"  # a CDN edge that refuses unknown names with an alert, as large CDNs do
 DOWN_SITE = "203.0.113.42"  # nothing listens: down for everyone
 HELPER_ADDRESS = "203.0.113.90"  # the control vantage, `probe helper serve`
 UNREACHABLE_HELPER = "203.0.113.91"  # nothing listens
@@ -54,6 +57,8 @@ WORLD_SITE_ADDRESSES = (
     HTTP_DIVERTED,
     HTTP_REDIRECTED,
     HTTP_ALTERED,
+    HTTP_OONI_FINGERPRINTED,
+    CDN_STRICT,
     DOWN_SITE,
     HELPER_ADDRESS,
     UNREACHABLE_HELPER,
@@ -68,6 +73,8 @@ HTTPS_SITE_ADDRESSES = tuple(
     for a in WORLD_SITE_ADDRESSES
     if a not in (PUBLIC_RESOLVER, BROKEN_TLS, DOWN_SITE, HELPER_ADDRESS, UNREACHABLE_HELPER)
 )
+# Where nginx answers an unknown name with the default site's certificate (not CDN_STRICT: an alert).
+DEFAULT_SITE_ADDRESSES = tuple(a for a in HTTPS_SITE_ADDRESSES if a != CDN_STRICT)
 HELPER_NAME = "helper.lab"
 RESOLVER_NAME = "resolver.lab"  # the public resolver's certificate name, for DoT and DoH
 RESOLVER_IDENTITY = "world-public-resolver"
@@ -105,8 +112,27 @@ SITES: dict[str, str] = {
     "cdn.lab": CDN_EDGE_A,
     "dns-injected.lab": CLEAN_SITES,
     "selfsigned.lab": CLEAN_SITES,  # serves a certificate no public CA issued, to everyone
+    # The real web's certificate mess, which no censor made:
+    "aia.lab": CLEAN_SITES,  # sends its leaf only; the intermediate is at its AIA URL
+    "pki.lab": CLEAN_SITES,  # where the lab's CA publishes its intermediate (plain HTTP)
+    "expired.lab": CLEAN_SITES,  # a publicly issued certificate that has expired
+    "www-only.lab": CLEAN_SITES,  # a certificate for www.www-only.lab only
+    "cdn-strict.lab": CDN_STRICT,  # behind a CDN that refuses unknown names; reset by the censor
+    "cdn-open.lab": CDN_STRICT,  # the same CDN, not blocked
+    "redirect-out.lab": HTTP_SITES,  # plain HTTP that redirects to https://tls-reset.lab/
+    "login-redirect.lab": HTTP_SITES,  # plain HTTP that redirects to a login page on accounts.lab
+    "accounts.lab": CLEAN_SITES,
+    "http-ooni.lab": HTTP_OONI_FINGERPRINTED,
 }
 UNTRUSTED_SITES = ("selfsigned.lab",)
+LEAF_ONLY_SITES = ("aia.lab",)
+EXPIRED_SITES = ("expired.lab",)
+# name -> the names its certificate covers, where they are not the name itself.
+CERTIFICATE_NAMES = {"www-only.lab": ["www.www-only.lab"]}
+AIA_URL = "http://pki.lab/issuing-ca.der"
+OONI_BLOCKPAGE_TEXT = "Доступ к сайту ограничен в соответствии с Федеральными законами"  # ooni.ru_0
+OONI_BLOCKPAGE_ID = "ooni.ru_0"
+LOGIN_URL = "https://accounts.lab/login?continue=http%3A%2F%2Flogin-redirect.lab%2F"
 
 # Names the world's resolver answers with a private address: the helper must refuse them.
 WORLD_PRIVATE_NAMES = {"private.lab": "10.20.30.40", "metadata.lab": "169.254.169.254"}
