@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--asn", help="the network's AS number, when the operator knows it (e.g. AS9198)")
     run.add_argument("--country", help="the network's country code, when the operator knows it (e.g. KZ)")
     run.add_argument(
+        "--nat64-prefix",
+        action="append",
+        default=[],
+        help="a local NAT64 /96 prefix besides 64:ff9b::/96 (DNS64 answers are judged by the IPv4 they embed)",
+    )
+    run.add_argument(
         "--lab",
         action="store_true",
         help="treat the documentation address ranges as public (only for the censorship lab)",
@@ -188,7 +194,15 @@ def command_run(args: argparse.Namespace) -> int:
         issuer_fetcher=IssuerFetcher(args.timeout, own_addresses),
         helper_token=args.helper_token or os.environ.get("PROBE_HELPER_TOKEN") or None,
     )
-    analysis = AnalysisContext(roots=roots, catalogs=catalogs, documentation_is_public=args.lab, asn=asn_table)
+    try:
+        nat64 = ("64:ff9b::/96", *(str(ipaddress.IPv6Network(p)) for p in args.nat64_prefix))
+    except ValueError as exc:
+        return _fail(f"--nat64-prefix: not an IPv6 prefix: {exc}")
+    if any(ipaddress.IPv6Network(p).prefixlen != 96 for p in nat64):
+        return _fail("--nat64-prefix: only /96 prefixes embed an IPv4 address at the end")
+    analysis = AnalysisContext(
+        roots=roots, catalogs=catalogs, documentation_is_public=args.lab, asn=asn_table, nat64_prefixes=nat64
+    )
     network = {
         "resolver": resolver.url if resolver else "system",
         "system_resolver_addresses": [] if resolver else system_resolver_addresses(),

@@ -62,3 +62,11 @@ def test_unwritable_results_directory_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 5
     assert result.stderr.startswith("probe: cannot write results in results:")
     assert "Traceback" not in result.stderr
+
+
+def test_bad_nat64_prefix_stops_the_run(tmp_path: Path) -> None:
+    (tmp_path / "targets.txt").write_text("good.example\n", encoding="utf-8")
+    for prefix, message in (("not-a-prefix", "not an IPv6 prefix"), ("2001:db8:64::/64", "only /96 prefixes")):
+        result = _probe("run", "--control-resolver", "udp://192.0.2.1", "--nat64-prefix", prefix, cwd=tmp_path)
+        assert result.returncode == 2 and f"--nat64-prefix: {message}" in result.stderr, result.stderr
+        assert not (tmp_path / "results").exists()
