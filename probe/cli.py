@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--asn-db", type=Path, help="ip2asn TSV table: answers in the control's AS count as consistent")
     run.add_argument("--asn", help="the network's AS number, when the operator knows it (e.g. AS9198)")
     run.add_argument("--country", help="the network's country code, when the operator knows it (e.g. KZ)")
+    run.add_argument("--as-name", help="the network's AS name, when the operator knows it (e.g. Kazakhtelecom)")
+    run.add_argument(
+        "--region", help="where people were cut off, as the operator wants it said (a city or region; never finer)"
+    )
     run.add_argument(
         "--nat64-prefix",
         action="append",
@@ -147,6 +151,7 @@ def command_run(args: argparse.Namespace) -> int:
     from probe.analyze.asn import AsnTableError
     from probe.analyze.catalog import CatalogError
     from probe.analyze.verdict import AnalysisContext
+    from probe.identity import installation_id
     from probe.loaders.asn import load_asn_table
     from probe.loaders.catalogs import load_catalogs
     from probe.loaders.roots import RootsError, load_os_store, load_roots
@@ -210,6 +215,8 @@ def command_run(args: argparse.Namespace) -> int:
         "helpers": list(args.helper),
         "asn": args.asn,
         "country": args.country.upper() if args.country else None,
+        "as_name": args.as_name,
+        "region": args.region,
     }
     reference = {
         "roots": roots.describe(),
@@ -223,7 +230,9 @@ def command_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, raise_interrupted)
     signal.signal(signal.SIGINT, raise_interrupted)
     try:
-        summary = execute(targets, config, analysis, network, reference, args.out, args.concurrency)
+        summary = execute(
+            targets, config, analysis, network, reference, args.out, args.concurrency, probe_id=installation_id()
+        )
     except Interrupted:  # before measuring began
         print("probe: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -77,6 +77,7 @@ def execute(
     out_dir: Path,
     concurrency: int,
     progress_stream: TextIO = sys.stderr,
+    probe_id: str | None = None,
 ) -> RunSummary:
     """Measure every target and write its record as soon as it is judged.
 
@@ -84,7 +85,7 @@ def execute(
     in the file, and the measurements still running are abandoned (their threads are bounded).
     """
     run_started = datetime.now(UTC)
-    run = RunContext(run_id=uuid.uuid4().hex, network=network, reference=reference)
+    run = RunContext(run_id=uuid.uuid4().hex, network=network, reference=reference, probe_id=probe_id)
     writer = ResultsWriter(out_dir, run.run_id, run_started)
     summary = RunSummary(results_path=writer.path, total=len(targets))
     progress = Progress(progress_stream, len(targets))

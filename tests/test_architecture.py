@@ -28,8 +28,12 @@ ALLOWED: dict[str, set[str]] = {
     "loaders": {"vocabulary", "analyze"},
     "results": {"vocabulary", "targets", "analyze", "observe"},
     "helper": {"vocabulary", "targets", "analyze", "observe"},
+    "identity": set(),
     "run": {"vocabulary", "targets", "signals", "analyze", "observe", "loaders", "results"},
-    "cli": {"vocabulary", "targets", "signals", "analyze", "observe", "loaders", "results", "helper", "run"},
+    "report": {"vocabulary", "results"},
+    "rejudge": {"vocabulary", "analyze", "loaders", "results"},
+    "cli": {"vocabulary", "targets", "signals", "identity", "analyze", "observe", "loaders", "results", "helper",
+            "run", "report", "rejudge"},  # fmt: skip
 }
 # Analysis is pure: no network, no files, no processes.
 ANALYZE_FORBIDDEN = {"socket", "ssl", "select", "selectors", "subprocess", "requests", "dns", "urllib.request"}

@@ -43,6 +43,7 @@ class RunContext:
     run_id: str
     network: dict[str, Any]
     reference: dict[str, Any]
+    probe_id: str | None = None  # the random installation id (probe/identity.py), never an address
 
 
 def build_record(
@@ -57,6 +58,7 @@ def build_record(
         "schema_version": SCHEMA_VERSION,
         "measurement_id": uuid.uuid4().hex,
         "run_id": run.run_id,
+        "probe_id": run.probe_id,
         "measurement_start_time": utc_timestamp(started),
         "software": {"name": SOFTWARE_NAME, "version": __version__},
         "target": target_fields(target),
