@@ -115,10 +115,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept destinations in the documentation ranges (only for the censorship lab)",
     )
 
+    report = commands.add_parser("report", help="turn result logs into events, sentences and a page to cite")
+    report.add_argument("paths", nargs="+", type=Path, help="results files (.jsonl, .jsonl.gz, .jsonl.zst) or folders")
+    report.add_argument("--since", type=_date, help="first day (YYYY-MM-DD, UTC)")
+    report.add_argument("--until", type=_date, help="last day, included (YYYY-MM-DD, UTC)")
+    report.add_argument("--month", help="one month for the monthly record (YYYY-MM)")
+    report.add_argument("--network", help="one network (AS number, e.g. AS9198)")
+    report.add_argument("--target", help="one target (host name)")
+    report.add_argument("--all-confidence", action="store_true", help="also show unconfirmed findings")
+    report.add_argument("--format", choices=("html", "md", "csv", "json", "parquet"), default="html")
+    report.add_argument("--out", type=Path, help="file (folder for parquet); default: stdout, report.html for html")
+    report.add_argument("--language", action="append", default=[], help="sentence languages (default: en and ru)")
+
+    analyze = commands.add_parser("analyze", help="re-judge results files with the current rules and catalogs")
+    analyze.add_argument("paths", nargs="+", type=Path, help="results files or folders")
+    analyze.add_argument("--catalog", type=Path, action="append", default=[], help="catalog file adding entries")
+    analyze.add_argument("--roots", type=Path, help="reference roots (default: Mozilla's, from certifi)")
+    analyze.add_argument("--asn-db", type=Path, help="ip2asn TSV table, as for probe run")
+
     show = commands.add_parser("show", help="print the records of a results file readably")
     show.add_argument("file", type=Path)
     show.add_argument("--all", action="store_true", help="also print records with nothing found")
     return parser
+
+
+def _date(text: str) -> Any:
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def _fail(message: str) -> int:
@@ -150,7 +177,7 @@ def _plain_udp_of(control: ResolverSpec | None) -> ResolverSpec | None:
 def command_run(args: argparse.Namespace) -> int:
     from probe.analyze.asn import AsnTableError
     from probe.analyze.catalog import CatalogError
-    from probe.analyze.verdict import AnalysisContext
+    from probe.analyze.verdict import RULES_VERSION, AnalysisContext
     from probe.identity import installation_id
     from probe.loaders.asn import load_asn_table
     from probe.loaders.catalogs import load_catalogs
@@ -226,6 +253,7 @@ def command_run(args: argparse.Namespace) -> int:
         "documentation_addresses_public": bool(args.lab),
         "asn_table": asn_table.describe() if asn_table else None,
         "timeout": args.timeout,
+        "rules_version": RULES_VERSION,
     }
     signal.signal(signal.SIGTERM, raise_interrupted)
     signal.signal(signal.SIGINT, raise_interrupted)
@@ -299,12 +327,69 @@ def command_helper(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def command_report(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from probe.report import build_report, write_report
+    from probe.report.load import Filters, ReportInputError
+    from probe.report.sentences import LANGUAGES, TemplateError
+
+    since, until = args.since, args.until
+    try:
+        if args.month:
+            since, until = Filters.for_month(args.month)
+        filters = Filters(since, until, args.network, args.target, args.all_confidence)
+        con = duckdb.connect()
+        report = build_report(con, args.paths, filters, tuple(args.language) or LANGUAGES)
+        text = write_report(report, con, args.format, args.out)
+    except (ReportInputError, TemplateError, ValueError) as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot write the report: {exc}")
+    if text is not None:
+        sys.stdout.write(text)
+    for message in report.problems.messages():
+        print(f"probe report: {message}", file=sys.stderr)
+    if text is None:
+        print(
+            f"{len(report.events)} events from {report.measurements} measurements; written to "
+            f"{args.out or ('report.html' if args.format == 'html' else 'report-parquet')}",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+def command_analyze(args: argparse.Namespace) -> int:
+    from probe.analyze.asn import AsnTableError
+    from probe.analyze.catalog import CatalogError
+    from probe.loaders.asn import load_asn_table
+    from probe.loaders.catalogs import load_catalogs
+    from probe.loaders.roots import RootsError, load_roots
+    from probe.rejudge import RejudgeError, rejudge_paths
+
+    try:
+        catalogs = load_catalogs(args.catalog)
+        roots = load_roots(args.roots)
+        asn_table = load_asn_table(args.asn_db) if args.asn_db else None
+        written = rejudge_paths(args.paths, roots, catalogs, asn_table)
+    except (CatalogError, RootsError, AsnTableError, RejudgeError) as exc:
+        return _fail(str(exc))
+    for source, target, counts in written:
+        changes = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no record"
+        print(f"{source} -> {target} ({changes})")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return command_run(args)
     if args.command == "helper":
         return command_helper(args)
+    if args.command == "report":
+        return command_report(args)
+    if args.command == "analyze":
+        return command_analyze(args)
     return command_show(args)
 
 

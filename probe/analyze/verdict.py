@@ -19,7 +19,10 @@ from probe.analyze.tcp import judge_tcp
 from probe.analyze.tls import judge_tls, tls_valid_addresses
 from probe.vocabulary.anomalies import Anomaly, Blocking, Confidence
 
-__all__ = ["AnalysisContext", "Judgement", "judge"]
+__all__ = ["AnalysisContext", "Judgement", "judge", "RULES_VERSION"]
+
+# Raised when a rule changes what it concludes; recorded with every verdict (and by `probe analyze`).
+RULES_VERSION = "2026-11-29"
 
 # A stage that did not find blocking ends the judging with what it did find.
 _NOT_BLOCKED = {

@@ -65,6 +65,16 @@ def build_record(
         "network": run.network,
         "reference": run.reference,
         "observations": observations,
+        **judgement_fields(judgement),
+    }
+    if error is not None:
+        record["error"] = error
+    return record
+
+
+def judgement_fields(judgement: Judgement) -> dict[str, Any]:
+    """What analysis derives: written by a run, and again by `probe analyze`."""
+    return {
         "analysis": {"tls": judgement.tls, "redirect_hop": judgement.redirect_hop},
         "anomalies": judgement.anomalies,
         "blocking": judgement.blocking,
@@ -72,9 +82,6 @@ def build_record(
         "interceptor": judgement.interceptor,
         "blockpage": judgement.blockpage,
     }
-    if error is not None:
-        record["error"] = error
-    return record
 
 
 def load_schema() -> dict[str, Any]:

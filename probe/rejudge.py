@@ -1,0 +1,123 @@
+"""`probe analyze`: re-judge old results with the current rules and catalogs.
+
+Observations are facts and stay untouched; `anomalies`, `blocking`, `confidence`, `interceptor`,
+`blockpage` and `analysis` are derived again, and the record says when, by which rules and with
+which catalogs (`rejudged`), and what it said before. The new file is written beside the old one,
+which is never changed: history is re-judged, not rewritten.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from probe import __version__
+from probe.analyze.asn import AsnTable
+from probe.analyze.catalog import Catalogs
+from probe.analyze.certs import ReferenceRoots
+from probe.analyze.verdict import RULES_VERSION, AnalysisContext, judge
+from probe.results.record import SCHEMA_VERSION, judgement_fields
+
+SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
+MARK = ".analyzed-"
+
+
+class RejudgeError(ValueError):
+    """Input that cannot be re-judged; the message names the path."""
+
+
+def _files(paths: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.name.endswith(SUFFIXES) and MARK not in p.name)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise RejudgeError(f"{path}: no such file or folder")
+    if not found:
+        raise RejudgeError(f"no results files in {', '.join(map(str, paths))}")
+    return found
+
+
+def _open(path: Path) -> io.TextIOBase:
+    if path.name.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path), encoding="utf-8")
+    if path.name.endswith(".zst"):
+        import zstandard
+
+        return io.TextIOWrapper(zstandard.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")  # noqa: SIM115 - closed by the caller
+
+
+def rejudge_record(
+    record: dict[str, Any], roots: ReferenceRoots, catalogs: Catalogs, asn: AsnTable | None, stamp: str
+) -> dict[str, Any]:
+    reference = record.get("reference") or {}
+    context = AnalysisContext(
+        roots=roots,
+        catalogs=catalogs,
+        documentation_is_public=bool(reference.get("documentation_addresses_public")),
+        asn=asn,
+    )
+    observations = record.get("observations")
+    if observations is None and record.get("error"):
+        return record  # the probe failed on this target while measuring: nothing to judge
+    started = datetime.strptime(record["measurement_start_time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    offline = observations is None
+    judgement = judge(record["target"], observations, started, offline, context)
+    rejudged = {
+        **record,
+        "schema_version": SCHEMA_VERSION,
+        **judgement_fields(judgement),
+        "rejudged": {
+            "at": stamp,
+            "software": {"name": "kz-probe", "version": __version__},
+            "rules_version": RULES_VERSION,
+            "roots": roots.describe(),
+            "catalogs": catalogs.describe(),
+            "previous": {k: record.get(k) for k in ("blocking", "confidence", "anomalies", "schema_version")},
+        },
+    }
+    return rejudged
+
+
+def rejudge_paths(
+    paths: list[Path], roots: ReferenceRoots, catalogs: Catalogs, asn: AsnTable | None = None
+) -> list[tuple[Path, Path, Counter[str]]]:
+    """Re-judge every file; return (old file, new file, how many verdicts changed and to what)."""
+    now = datetime.now(UTC)
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    written = []
+    for path in _files(paths):
+        stem = path.name
+        for suffix in SUFFIXES[::-1]:
+            stem = stem.removesuffix(suffix)
+        target = path.with_name(f"{stem}{MARK}{now.strftime('%Y%m%dT%H%M%SZ')}.jsonl")
+        counts: Counter[str] = Counter()
+        try:
+            with _open(path) as source, target.open("w", encoding="utf-8") as out:
+                for number, line in enumerate(source, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                        if not isinstance(record, dict) or "measurement_start_time" not in record:
+                            raise ValueError("not a probe record")
+                        new = rejudge_record(record, roots, catalogs, asn, stamp)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        counts["skipped"] += 1
+                        print(f"probe analyze: {path}:{number}: skipped ({exc})"[:300])
+                        continue
+                    before, after = record.get("blocking"), new.get("blocking")
+                    counts["unchanged" if before == after else f"{before} -> {after}"] += 1
+                    out.write(json.dumps(new, ensure_ascii=False, separators=(",", ":")) + "\n")
+        except (OSError, EOFError, UnicodeDecodeError) as exc:
+            raise RejudgeError(f"{path}: cannot read: {exc}") from None
+        written.append((path, target, counts))
+    return written

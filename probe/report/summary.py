@@ -1,0 +1,140 @@
+"""The report's numbers: the summary, tables by target, network and place, the day-by-target
+timeline, and a volunteer's own interception listed apart. Each is one query over `m` and `events`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import duckdb
+
+from probe.report.events import Event
+from probe.report.load import FINDINGS, Problems
+
+
+@dataclass
+class Report:
+    generated: datetime
+    period: tuple[datetime | None, datetime | None]
+    measurements: int
+    probes: int
+    places: list[str]
+    networks: list[dict[str, Any]]  # network, as_name, measurements
+    targets: int
+    findings: dict[str, dict[str, int]]  # blocking -> {"confirmed": n, "unconfirmed": n}
+    verdicts: dict[str, int]
+    events: list[Event]
+    by_target: list[dict[str, Any]]
+    by_network: list[dict[str, Any]]
+    by_place: list[dict[str, Any]]
+    timeline: dict[str, Any]  # days, targets, cells {(day, target): finding}
+    local_interception: list[dict[str, Any]]
+    problems: Problems
+    all_confidence: bool
+    filters: dict[str, Any] = field(default_factory=dict)
+    sentences: dict[str, list[str]] = field(default_factory=dict)  # language -> sentences
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> list[dict[str, Any]]:
+    cursor = con.execute(sql, params) if params is not None else con.execute(sql)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def summarise(
+    con: duckdb.DuckDBPyConnection,
+    events: list[Event],
+    problems: Problems,
+    all_confidence: bool,
+    filters: dict[str, Any],
+) -> Report:
+    totals = con.execute(
+        "SELECT count(*), count(DISTINCT probe_id), count(DISTINCT target), min(time), max(time) FROM m"
+    ).fetchone()
+    assert totals is not None
+    findings: dict[str, dict[str, int]] = {}
+    for blocking, confirmed, count in con.execute(
+        f"SELECT blocking, confirmed, count(*) FROM m WHERE blocking IN {FINDINGS} GROUP BY ALL ORDER BY ALL"
+    ).fetchall():
+        findings.setdefault(blocking, {"confirmed": 0, "unconfirmed": 0})[
+            "confirmed" if confirmed else "unconfirmed"
+        ] = count
+    verdicts = dict(con.execute("SELECT blocking, count(*) FROM m GROUP BY ALL ORDER BY 2 DESC").fetchall())
+    shown = f"blocking IN {FINDINGS}" + ("" if all_confidence else " AND confirmed")
+    per = (
+        f"count(*) AS measurements, count(*) FILTER (WHERE {shown}) AS findings, "
+        "count(DISTINCT target) FILTER (WHERE " + shown + ") AS targets_blocked, "
+        "count(DISTINCT probe_id) AS probes"
+    )
+    return Report(
+        generated=datetime.now().astimezone(),
+        period=(totals[3], totals[4]),
+        measurements=totals[0],
+        probes=totals[1],
+        places=[
+            r[0] for r in con.execute("SELECT DISTINCT place FROM m WHERE place IS NOT NULL ORDER BY 1").fetchall()
+        ],
+        networks=_rows(
+            con,
+            "SELECT network, any_value(as_name) AS as_name, count(*) AS measurements FROM m "
+            "WHERE network IS NOT NULL GROUP BY network ORDER BY measurements DESC",
+        ),
+        targets=totals[2],
+        findings=findings,
+        verdicts=verdicts,
+        events=events,
+        by_target=_rows(con, f"SELECT target, {per} FROM m GROUP BY target ORDER BY findings DESC, target"),
+        by_network=_rows(
+            con,
+            f"SELECT coalesce(network, 'unknown') AS network, any_value(as_name) AS as_name, {per} "
+            "FROM m GROUP BY ALL ORDER BY findings DESC, network",
+        ),
+        by_place=_rows(
+            con, f"SELECT coalesce(place, 'not given') AS place, {per} FROM m GROUP BY ALL ORDER BY findings DESC"
+        ),
+        timeline=_timeline(con, shown),
+        local_interception=_rows(
+            con,
+            "SELECT coalesce(interceptor_name, issuer) AS interceptor, count(*) AS measurements, "
+            "count(DISTINCT probe_id) AS probes, count(DISTINCT target) AS targets FROM m "
+            "WHERE blocking = 'local_interception' GROUP BY ALL ORDER BY measurements DESC",
+        ),
+        problems=problems,
+        all_confidence=all_confidence,
+        filters=filters,
+    )
+
+
+MAX_TIMELINE_TARGETS = 40
+
+
+def _timeline(con: duckdb.DuckDBPyConnection, shown: str) -> dict[str, Any]:
+    """Day by target: the finding seen most that day (or `none` when only reachable), for the
+    targets with the most findings."""
+    targets = [
+        r[0]
+        for r in con.execute(
+            f"SELECT target FROM m WHERE {shown} GROUP BY target ORDER BY count(*) DESC, target LIMIT ?",
+            [MAX_TIMELINE_TARGETS],
+        ).fetchall()
+    ]
+    if not targets:
+        return {"days": [], "targets": [], "cells": {}, "per_day": []}
+    cells: dict[tuple[str, str], str] = {}
+    for day, target, finding in con.execute(
+        f"SELECT day, target, coalesce(mode(blocking) FILTER (WHERE {shown}), 'none') FROM m "
+        "WHERE target IN (SELECT unnest(?)) AND blocking NOT IN ('offline', 'inconclusive') GROUP BY ALL",
+        [targets],
+    ).fetchall():
+        cells[(day.isoformat(), target)] = finding
+    per_day = con.execute(
+        f"SELECT day, count(*) FILTER (WHERE {shown}), count(*) FROM m GROUP BY day ORDER BY day"
+    ).fetchall()
+    days: list[date] = [row[0] for row in per_day]
+    return {
+        "days": [d.isoformat() for d in days],
+        "targets": targets,
+        "cells": cells,
+        "per_day": [{"day": d.isoformat(), "findings": f, "measurements": n} for d, f, n in per_day],
+    }
