@@ -30,9 +30,27 @@ from probe.report import build_report, write_report  # noqa: E402
 from probe.report.load import Filters  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "lab-records.jsonl"
-NETWORKS = ["AS8200", "AS9123", "AS9198", "AS15736", "AS21299", "AS29355", "AS29555", "AS35104", "AS39824",
-            "AS41124", "AS41798", "AS43370", "AS43994", "AS44477", "AS48502", "AS48503", "AS48716", "AS50482",
-            "AS206026"]  # fmt: skip
+NETWORKS = [
+    "AS8200",
+    "AS9123",
+    "AS9198",
+    "AS15736",
+    "AS21299",
+    "AS29355",
+    "AS29555",
+    "AS35104",
+    "AS39824",
+    "AS41124",
+    "AS41798",
+    "AS43370",
+    "AS43994",
+    "AS44477",
+    "AS48502",
+    "AS48503",
+    "AS48716",
+    "AS50482",
+    "AS206026",
+]
 PLACES = ["Astana", "Almaty", "Shymkent", "Karaganda", None]
 
 
@@ -69,8 +87,7 @@ def build_fleet(directory: Path, records: int, probes: int, seed: int = 7) -> in
                 # Censorship is stable per network and target (a block lasts), with some noise.
                 behaviour = behaviours[(network, target)] if rng.random() > 0.05 else rng.choice(templates)
                 line = (
-                    behaviour
-                    .replace('"@ID@"', f'"{rng.getrandbits(128):032x}"')
+                    behaviour.replace('"@ID@"', f'"{rng.getrandbits(128):032x}"')
                     .replace('"@TIME@"', time.strftime('"%Y-%m-%dT%H:%M:%S.000000Z"', moment))
                     .replace('"@PROBE@"', f'"{probe_id}"')
                     .replace('"@HOST@"', f'"{target}"')
@@ -107,10 +124,14 @@ def main() -> None:
     write_report(report, con, "json", directory / "report.json")
     elapsed = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"report: {report.measurements:,} measurements, {len(report.events):,} events in {elapsed:.1f} s "
-          f"({report.measurements / elapsed:,.0f} records/s, {args.threads} threads); peak RSS {peak:.0f} MB")  # fmt: skip
-    print(f"target: 1,000,000 records in under 60 s -> {'met' if elapsed * 1e6 / count < 60 else 'not met'} "
-          f"(extrapolated {elapsed * 1e6 / count:.0f} s)")  # fmt: skip
+    print(
+        f"report: {report.measurements:,} measurements, {len(report.events):,} events in {elapsed:.1f} s "
+        f"({report.measurements / elapsed:,.0f} records/s, {args.threads} threads); peak RSS {peak:.0f} MB"
+    )
+    print(
+        f"target: 1,000,000 records in under 60 s -> {'met' if elapsed * 1e6 / count < 60 else 'not met'} "
+        f"(extrapolated {elapsed * 1e6 / count:.0f} s)"
+    )
     if args.keep is None:
         for path in directory.iterdir():
             path.unlink()
