@@ -32,8 +32,11 @@ ALLOWED: dict[str, set[str]] = {
     "run": {"vocabulary", "targets", "signals", "analyze", "observe", "loaders", "results"},
     "report": {"vocabulary", "results"},
     "rejudge": {"vocabulary", "analyze", "loaders", "results"},
-    "cli": {"vocabulary", "targets", "signals", "identity", "analyze", "observe", "loaders", "results", "helper",
-            "run", "report", "rejudge"},  # fmt: skip
+    "commands": {"vocabulary", "targets", "signals", "identity", "settings", "analyze", "observe", "loaders",
+                 "results", "helper", "run", "report", "rejudge", "upload"},  # fmt: skip
+    "settings": set(),
+    "upload": {"identity"},
+    "cli": {"commands", "settings"},
 }
 # Analysis is pure: no network, no files, no processes.
 ANALYZE_FORBIDDEN = {"socket", "ssl", "select", "selectors", "subprocess", "requests", "dns", "urllib.request"}

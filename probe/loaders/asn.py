@@ -31,4 +31,4 @@ def load_asn_table(path: Path) -> AsnTable:
     for version in rows:
         rows[version].sort()
     starts = {version: [row[0] for row in found] for version, found in rows.items()}
-    return AsnTable(str(path), hashlib.sha256(data).hexdigest(), starts, rows)
+    return AsnTable(path.name, hashlib.sha256(data).hexdigest(), starts, rows)  # never a local path in a record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -28,12 +29,22 @@ def load_catalogs(extra_files: list[Path] | None = None) -> Catalogs:
     )
     for path in extra_files or []:
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
+            content = path.read_bytes()
+            document = json.loads(content.decode("utf-8"))
         except FileNotFoundError:
             raise CatalogError(f"{path}: no such file") from None
         except json.JSONDecodeError as exc:
             raise CatalogError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise CatalogError(f"{path}: cannot read: {exc}") from None
-        add_document(catalogs, document, str(path))
+        add_document(catalogs, document, str(path))  # errors name the path the user gave
+        # The record names the file and its SHA-256, never where it lives (a home directory names its owner).
+        _rename_origin(catalogs, str(path), f"{path.name} sha256:{hashlib.sha256(content).hexdigest()[:16]}")
     return catalogs
+
+
+def _rename_origin(catalogs: Catalogs, origin: str, recorded: str) -> None:
+    for versions in catalogs.versions.values():
+        for index, version in enumerate(versions):
+            if version.startswith(origin + "@"):
+                versions[index] = recorded + version[len(origin) :]

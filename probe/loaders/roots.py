@@ -25,7 +25,7 @@ def load_roots(path: Path | None = None) -> ReferenceRoots:
         file = Path(certifi.where())
         source = f"certifi {certifi.__version__}"
     else:
-        file, source = path, str(path)
+        file, source = path, path.name  # a record names the file, never where it lives (a home directory)
     try:
         data = file.read_bytes()
     except OSError as exc:
@@ -71,4 +71,4 @@ def load_os_store(path: Path | None = None) -> ReferenceRoots | None:
                 continue
     if not certificates:
         return None
-    return ReferenceRoots(str(path), hashlib.sha256(data).hexdigest(), tuple(certificates), str(path))
+    return ReferenceRoots(path.name, hashlib.sha256(data).hexdigest(), tuple(certificates), str(path))

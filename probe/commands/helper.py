@@ -1,0 +1,51 @@
+"""`probe helper serve`: the control vantage."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import ssl
+
+from probe.commands import EXIT_OK, fail
+from probe.signals import Interrupted, raise_interrupted
+
+
+def command_helper(args: argparse.Namespace) -> int:
+    from probe.helper.measure import HelperConfig
+    from probe.helper.server import HelperServer
+    from probe.loaders.roots import RootsError, load_roots
+
+    host, _, port_text = args.listen.rpartition(":")
+    try:
+        port = int(port_text)
+        ports = frozenset(int(p) for p in args.ports.split(","))
+        roots = load_roots(args.roots)
+    except ValueError as exc:
+        return fail(f"--listen ADDR:PORT and --ports 80,443 expected ({exc})")
+    except RootsError as exc:
+        return fail(str(exc))
+    for path in (args.tls_cert, args.tls_key):
+        if not path.is_file():
+            return fail(f"{path}: no such file")
+    config = HelperConfig(
+        timeout=args.timeout,
+        roots=roots,
+        token=args.token or os.environ.get("PROBE_HELPER_TOKEN") or None,
+        allow_documentation=args.allow_documentation_addresses,
+        ports=ports,
+        rate_per_minute=args.rate,
+    )
+    try:
+        server = HelperServer((host.strip("[]"), port), config, str(args.tls_cert), str(args.tls_key))
+    except (OSError, ssl.SSLError) as exc:
+        return fail(f"cannot serve on {args.listen}: {exc}")
+    signal.signal(signal.SIGTERM, raise_interrupted)
+    print(f"helper listening on https://{args.listen}/ (POST /v1/measure)", flush=True)
+    try:
+        server.serve_forever()
+    except (Interrupted, KeyboardInterrupt):
+        pass
+    finally:
+        server.server_close()
+    return EXIT_OK

@@ -1,0 +1,61 @@
+"""`probe report` and `probe analyze`: for analysts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from probe.commands import EXIT_OK, fail
+
+
+def command_report(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from probe.report import build_report, write_report
+    from probe.report.load import Filters, ReportInputError
+    from probe.report.sentences import LANGUAGES, TemplateError
+
+    since, until = args.since, args.until
+    try:
+        if args.month:
+            since, until = Filters.for_month(args.month)
+        filters = Filters(since, until, args.network, args.target, args.all_confidence)
+        con = duckdb.connect()
+        report = build_report(con, args.paths, filters, tuple(args.language) or LANGUAGES)
+        text = write_report(report, con, args.format, args.out)
+    except (ReportInputError, TemplateError, ValueError) as exc:
+        return fail(str(exc))
+    except OSError as exc:
+        return fail(f"cannot write the report: {exc}")
+    if text is not None:
+        sys.stdout.write(text)
+    for message in report.problems.messages():
+        print(f"probe report: {message}", file=sys.stderr)
+    if text is None:
+        print(
+            f"{len(report.events)} events from {report.measurements} measurements; written to "
+            f"{args.out or ('report.html' if args.format == 'html' else 'report-parquet')}",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+def command_analyze(args: argparse.Namespace) -> int:
+    from probe.analyze.asn import AsnTableError
+    from probe.analyze.catalog import CatalogError
+    from probe.loaders.asn import load_asn_table
+    from probe.loaders.catalogs import load_catalogs
+    from probe.loaders.roots import RootsError, load_roots
+    from probe.rejudge import RejudgeError, rejudge_paths
+
+    try:
+        catalogs = load_catalogs(args.catalog)
+        roots = load_roots(args.roots)
+        asn_table = load_asn_table(args.asn_db) if args.asn_db else None
+        written = rejudge_paths(args.paths, roots, catalogs, asn_table)
+    except (CatalogError, RootsError, AsnTableError, RejudgeError) as exc:
+        return fail(str(exc))
+    for source, target, counts in written:
+        changes = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no record"
+        print(f"{source} -> {target} ({changes})")
+    return EXIT_OK
