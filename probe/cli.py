@@ -29,7 +29,24 @@ def _positive(kind: type) -> Any:
             raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
         return value
 
+    convert.kind = kind.__name__  # type: ignore[attr-defined]  # what probe.settings checks a file's value as
     return convert
+
+
+def _duration(text: str) -> float:
+    """`90s`, `50m`, `2h` or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration (90s, 50m, 2h): {text!r}") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
+    return seconds
+
+
+_duration.kind = "str"  # type: ignore[attr-defined]  # checked again by argparse's own conversion
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,55 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="measure every target and write a results file")
-    run.add_argument("--targets", type=Path, default=Path("targets.txt"), help="targets file or Citizen Lab CSV")
-    run.add_argument("--out", type=Path, default=Path("results"), help="directory for the results file")
-    run.add_argument("--roots", type=Path, help="PEM bundle of reference roots (default: Mozilla's, from certifi)")
-    run.add_argument(
-        "--os-store",
-        default="system",
-        help="the machine's trust store, asked as a second opinion ('system', a PEM file, or 'none')",
-    )
-    run.add_argument("--resolver", help="ask this resolver (IP[:port]) instead of the system resolver")
-    run.add_argument(
-        "--control-resolver",
-        default=DEFAULT_CONTROL_RESOLVER,
-        help="control resolver: udp://IP[:port], tcp://, tls://IP[:port][#name], or a DoH https:// URL "
-        f"(default {DEFAULT_CONTROL_RESOLVER}); 'none' for no control",
-    )
-    run.add_argument("--control-sni", default=DEFAULT_CONTROL_SNI, help="SNI for the control handshake; 'none' to skip")
-    run.add_argument(
-        "--catalog", type=Path, action="append", default=[], help="catalog file adding entries (repeatable)"
-    )
-    run.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds for each network step")
-    run.add_argument("--concurrency", type=_positive(int), default=8, help="targets measured at once")
-    run.add_argument(
-        "--dns-window", type=_positive(float), default=1.0, help="seconds to keep listening for more DNS replies"
-    )
-    run.add_argument("--injection-address", help="an address that runs no resolver, for the DNS injection probe")
-    run.add_argument("--no-injection-check", action="store_true", help="skip the DNS injection probe")
-    run.add_argument(
-        "--helper", action="append", default=[], help="URL of a control vantage (probe helper serve); repeatable"
-    )
-    run.add_argument("--helper-token", help="bearer token for the helpers (or PROBE_HELPER_TOKEN)")
-    run.add_argument("--asn-db", type=Path, help="ip2asn TSV table: answers in the control's AS count as consistent")
-    run.add_argument("--asn", help="the network's AS number, when the operator knows it (e.g. AS9198)")
-    run.add_argument("--country", help="the network's country code, when the operator knows it (e.g. KZ)")
-    run.add_argument("--as-name", help="the network's AS name, when the operator knows it (e.g. Kazakhtelecom)")
-    run.add_argument(
-        "--region", help="where people were cut off, as the operator wants it said (a city or region; never finer)"
-    )
-    run.add_argument(
-        "--nat64-prefix",
-        action="append",
-        default=[],
-        help="a local NAT64 /96 prefix besides 64:ff9b::/96 (DNS64 answers are judged by the IPv4 they embed)",
-    )
-    run.add_argument(
-        "--lab",
-        action="store_true",
-        help="treat the documentation address ranges as public (only for the censorship lab)",
-    )
+    add_run_options(run)
 
+    config = commands.add_parser("config", help="the configuration file")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    show_config = config_commands.add_parser("show", help="print the effective settings and where each came from")
+    add_run_options(show_config)
+
+    upload = commands.add_parser("upload", help="send finished results files to an S3-compatible object store")
+    upload.add_argument("paths", nargs="*", type=Path, help="results files or folders (default: the run's --out)")
+    add_upload_options(upload)
     helper = commands.add_parser("helper", help="the control vantage's side")
     helper_commands = helper.add_subparsers(dest="helper_command", required=True)
     serve = helper_commands.add_parser("serve", help="serve the helper's HTTPS JSON API")
@@ -128,6 +106,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """`probe run`'s options: every one can also be set in the configuration file (probe.settings)."""
+    parser.add_argument("--config", type=Path, help="configuration file (default: ~/.config/kz-probe/config.toml)")
+    parser.add_argument("--targets", type=Path, default=Path("targets.txt"), help="targets file or Citizen Lab CSV")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="directory for the results file")
+    parser.add_argument("--roots", type=Path, help="PEM bundle of reference roots (default: Mozilla's, from certifi)")
+    parser.add_argument(
+        "--os-store",
+        default="system",
+        help="the machine's trust store, asked as a second opinion ('system', a PEM file, or 'none')",
+    )
+    parser.add_argument("--resolver", help="ask this resolver (IP[:port]) instead of the system resolver")
+    parser.add_argument(
+        "--control-resolver",
+        default=DEFAULT_CONTROL_RESOLVER,
+        help="control resolver: udp://IP[:port], tcp://, tls://IP[:port][#name], or a DoH https:// URL "
+        f"(default {DEFAULT_CONTROL_RESOLVER}); 'none' for no control",
+    )
+    parser.add_argument(
+        "--control-sni", default=DEFAULT_CONTROL_SNI, help="SNI for the control handshake; 'none' to skip"
+    )
+    parser.add_argument(
+        "--catalog", type=Path, action="append", default=[], help="catalog file adding entries (repeatable)"
+    )
+    parser.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds for each network step")
+    parser.add_argument("--concurrency", type=_positive(int), default=8, help="targets measured at once")
+    parser.add_argument(
+        "--dns-window", type=_positive(float), default=1.0, help="seconds to keep listening for more DNS replies"
+    )
+    parser.add_argument("--injection-address", help="an address that runs no resolver, for the DNS injection probe")
+    parser.add_argument("--no-injection-check", action="store_true", help="skip the DNS injection probe")
+    parser.add_argument(
+        "--helper", action="append", default=[], help="URL of a control vantage (probe helper serve); repeatable"
+    )
+    parser.add_argument("--helper-token", help="bearer token for the helpers (or PROBE_HELPER_TOKEN)")
+    parser.add_argument("--asn-db", type=Path, help="ip2asn TSV table: answers in the control's AS count as consistent")
+    parser.add_argument("--asn", help="the network's AS number, when the operator knows it (e.g. AS9198)")
+    parser.add_argument("--country", help="the network's country code, when the operator knows it (e.g. KZ)")
+    parser.add_argument("--as-name", help="the network's AS name, when the operator knows it (e.g. Kazakhtelecom)")
+    parser.add_argument(
+        "--region", help="where people were cut off, as the operator wants it said (a city or region; never finer)"
+    )
+    parser.add_argument(
+        "--nat64-prefix",
+        action="append",
+        default=[],
+        help="a local NAT64 /96 prefix besides 64:ff9b::/96 (DNS64 answers are judged by the IPv4 they embed)",
+    )
+    parser.add_argument(
+        "--lab",
+        action="store_true",
+        help="treat the documentation address ranges as public (only for the censorship lab)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="print errors only (for cron and timers)")
+    parser.add_argument("--json", action="store_true", help="print one machine-readable summary on stdout")
+    parser.add_argument(
+        "--deadline", type=_duration, help="bound the whole run (90s, 50m, 2h); unfinished targets are recorded"
+    )
+    parser.add_argument("--compress", choices=("none", "gzip", "zstd"), default="none", help="compress finished files")
+    parser.add_argument("--lock", type=Path, help="lock file (default: .probe.lock in the results directory)")
+    parser.add_argument("--upload", action="store_true", help="upload the results file after the run")
+    add_upload_options(parser, prefix="upload-")
+
+
+def add_upload_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    if not prefix:
+        parser.add_argument("--config", type=Path, help="configuration file (its [upload] table)")
+    parser.add_argument(f"--{prefix}to", dest=f"{prefix.replace('-', '_')}to", help="s3://BUCKET/PREFIX")
+    parser.add_argument(f"--{prefix}endpoint", dest=f"{prefix.replace('-', '_')}endpoint",
+                        help="the object store's URL (AWS when not given)")  # fmt: skip
+
+
 def _date(text: str) -> Any:
     from datetime import date
 
@@ -137,8 +187,45 @@ def _date(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
+def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> str | None:
+    """Fill in what the configuration file says and the command line did not; an error, or None."""
+    from probe.settings import ConfigError, explicit_options, load_settings, merge, options_of
+
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    run = commands["run"]
+    options = options_of(run)
+    try:
+        settings = load_settings(args.config, options, required=args.config is not None)
+    except ConfigError as exc:
+        return str(exc)
+    if args.command == "upload":
+        merge(args, set(), settings, {})
+        return None
+    words = argv[argv.index(args.command) + 1 :]
+    if args.command == "config":
+        words = words[words.index("show") + 1 :]
+        run = commands["config"]._subparsers._group_actions[0].choices["show"]  # type: ignore[union-attr]
+    args.sources = merge(args, explicit_options(run, words), settings, options)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("run", "config", "upload"):
+        problem = _settle(parser, args, argv)
+        if problem is not None:
+            print(f"probe: {problem}", file=sys.stderr)
+            return 2
+    if args.command == "config":
+        from probe.commands.config import command_config_show
+
+        return command_config_show(args)
+    if args.command == "upload":
+        from probe.commands.upload import command_upload
+
+        return command_upload(args)
     if args.command == "run":
         from probe.commands.run import command_run
 
