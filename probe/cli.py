@@ -187,12 +187,19 @@ def _date(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
+def _subcommand(parser: argparse.ArgumentParser, *names: str) -> argparse.ArgumentParser:
+    """A subcommand's own parser (argparse keeps them in a private action)."""
+    for name in names:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
 def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> str | None:
     """Fill in what the configuration file says and the command line did not; an error, or None."""
     from probe.settings import ConfigError, explicit_options, load_settings, merge, options_of
 
-    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    run = commands["run"]
+    run = _subcommand(parser, "run")
     options = options_of(run)
     try:
         settings = load_settings(args.config, options, required=args.config is not None)
@@ -204,7 +211,7 @@ def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: lis
     words = argv[argv.index(args.command) + 1 :]
     if args.command == "config":
         words = words[words.index("show") + 1 :]
-        run = commands["config"]._subparsers._group_actions[0].choices["show"]  # type: ignore[union-attr]
+        run = _subcommand(parser, "config", "show")
     args.sources = merge(args, explicit_options(run, words), settings, options)
     return None
 
