@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from probe import __version__
-from probe.analyze.asn import AsnTable
+from probe.analyze.asn import AsNumbers
 from probe.analyze.catalog import Catalogs
 from probe.analyze.certs import ReferenceRoots
 from probe.analyze.verdict import RULES_VERSION, AnalysisContext, judge
@@ -56,7 +56,7 @@ def _open(path: Path) -> io.TextIOBase:
 
 
 def rejudge_record(
-    record: dict[str, Any], roots: ReferenceRoots, catalogs: Catalogs, asn: AsnTable | None, stamp: str
+    record: dict[str, Any], roots: ReferenceRoots, catalogs: Catalogs, asn: AsNumbers | None, stamp: str
 ) -> dict[str, Any]:
     reference = record.get("reference") or {}
     context = AnalysisContext(
@@ -88,7 +88,7 @@ def rejudge_record(
 
 
 def rejudge_paths(
-    paths: list[Path], roots: ReferenceRoots, catalogs: Catalogs, asn: AsnTable | None = None
+    paths: list[Path], roots: ReferenceRoots, catalogs: Catalogs, asn: AsNumbers | None = None
 ) -> list[tuple[Path, Path, Counter[str]]]:
     """Re-judge every file; return (old file, new file, how many verdicts changed and to what)."""
     now = datetime.now(UTC)

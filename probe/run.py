@@ -6,6 +6,7 @@ Run owns concurrency, progress and the offline check; nothing below it knows abo
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 import uuid
 from collections import Counter
@@ -18,46 +19,59 @@ from typing import Any, TextIO
 from probe.analyze.verdict import AnalysisContext, Judgement, judge
 from probe.observe.measure import MeasureConfig, measure, observe_run_dns
 from probe.observe.netcheck import has_route, source_address
+from probe.progress import Progress, plain_summary
 from probe.results.privacy import scrub
 from probe.results.record import RunContext, build_record
 from probe.results.writer import ResultsWriter
 from probe.signals import Interrupted
 from probe.targets import Target
-from probe.vocabulary.anomalies import CENSORSHIP, Blocking
+from probe.vocabulary.anomalies import CENSORSHIP, Blocking, Confidence
 
 
 @dataclass
 class RunSummary:
     results_path: Path
     total: int
+    run_id: str = ""
+    started: datetime | None = None
+    duration: float = 0.0
     measured: int = 0
+    not_measured: int = 0  # left when the run's deadline came
     verdicts: Counter[str] = field(default_factory=Counter)
+    confirmed: Counter[str] = field(default_factory=Counter)
     interceptions: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
     offline: bool = False
     interrupted: bool = False
+    deadline_reached: bool = False
 
     @property
     def blocking_found(self) -> bool:
         return any(self.verdicts[v] for v in CENSORSHIP)
 
+    @property
+    def exit_reason(self) -> str:
+        if self.interrupted:
+            return "interrupted"
+        if self.offline:
+            return "offline"
+        return "deadline" if self.deadline_reached else "completed"
 
-class Progress:
-    """One line on a terminal, rewritten in place; silent when not a terminal."""
-
-    def __init__(self, stream: TextIO, total: int) -> None:
-        self.stream, self.total = stream, total
-        self.enabled = stream.isatty()
-
-    def update(self, done: int, target: Target, blocking: str) -> None:
-        if self.enabled:
-            line = f"[{done}/{self.total}] {target.host}: {blocking}"
-            self.stream.write("\r\x1b[K" + line[:100])
-            self.stream.flush()
-
-    def finish(self) -> None:
-        if self.enabled:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
+    def as_dict(self) -> dict[str, Any]:
+        """The machine-readable summary (`--json`), for cron jobs and timers."""
+        return {
+            "run_id": self.run_id,
+            "results_file": str(self.results_path),
+            "started": self.started.isoformat() if self.started else None,
+            "duration_s": round(self.duration, 3),
+            "targets": self.total,
+            "measured": self.measured,
+            "not_measured": self.not_measured,
+            "verdicts": dict(self.verdicts),
+            "confirmed": dict(self.confirmed),
+            "findings": self.findings,
+            "exit_reason": self.exit_reason,
+        }
 
 
 def _measure_one(target: Target, config: MeasureConfig) -> tuple[datetime, dict[str, Any] | None, str | None]:
@@ -78,17 +92,23 @@ def execute(
     concurrency: int,
     progress_stream: TextIO = sys.stderr,
     probe_id: str | None = None,
+    deadline: float | None = None,
+    show_progress: bool | None = None,
 ) -> RunSummary:
     """Measure every target and write its record as soon as it is judged.
 
     An interruption stops the run between records: the summary says so, every finished record is
     in the file, and the measurements still running are abandoned (their threads are bounded).
+    With a `deadline` (seconds for the whole run), targets not finished by then are recorded as not
+    measured, and every finished record is kept.
     """
     run_started = datetime.now(UTC)
+    clock_started = time.monotonic()
+    ends = clock_started + deadline if deadline is not None else None
     run = RunContext(run_id=uuid.uuid4().hex, network=network, reference=reference, probe_id=probe_id)
     writer = ResultsWriter(out_dir, run.run_id, run_started)
-    summary = RunSummary(results_path=writer.path, total=len(targets))
-    progress = Progress(progress_stream, len(targets))
+    summary = RunSummary(results_path=writer.path, total=len(targets), run_id=run.run_id, started=run_started)
+    progress = Progress(progress_stream, len(targets), show_progress)
 
     def finish(
         target: Target, started: datetime, observations: dict[str, Any] | None, error: str | None, offline: bool
@@ -103,9 +123,21 @@ def execute(
         writer.write(scrub(record, config.own_addresses.snapshot()))
         summary.measured += 1
         summary.verdicts[judgement.blocking] += 1
+        if judgement.confidence == Confidence.CONFIRMED:
+            summary.confirmed[judgement.blocking] += 1
+        if judgement.blocking in CENSORSHIP or judgement.blocking == Blocking.LOCAL_INTERCEPTION:
+            summary.findings.append(
+                {"target": target.input, "blocking": judgement.blocking, "confidence": judgement.confidence}
+            )
         if judgement.interceptor is not None:
             summary.interceptions.append({"host": target.host, "blocking": judgement.blocking, **judgement.interceptor})
-        progress.update(summary.measured, target, judgement.blocking)
+        progress.update(summary.measured, target.host, judgement.blocking, time.monotonic() - clock_started)
+
+    def not_measured(target: Target) -> None:
+        record = build_record(run, target, datetime.now(UTC), None, Judgement(blocking=Blocking.INCONCLUSIVE))
+        record["not_measured"] = "deadline"
+        writer.write(record)
+        summary.not_measured += 1
 
     try:
         # Asking the kernel's routing table sends nothing; its answer is also our own source address.
@@ -131,25 +163,41 @@ def execute(
                     pending[pool.submit(_measure_one, upcoming, config)] = upcoming
                 if not pending:
                     break
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                remaining = None if ends is None else ends - time.monotonic()
+                done, _ = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
                 for future in done:
                     target = pending.pop(future)
                     started, observations, error = future.result()
                     finish(target, started, observations, error, offline=False)
+                if ends is not None and time.monotonic() >= ends:
+                    summary.deadline_reached = True
+                    for target in [*pending.values(), *queue]:
+                        not_measured(target)
+                    pending.clear()
+                    break
         except (Interrupted, KeyboardInterrupt):
             summary.interrupted = True
             return summary
         finally:
-            pool.shutdown(wait=not summary.interrupted, cancel_futures=True)
+            # Past the deadline, measurements still running are abandoned too (each is bounded).
+            abandon = summary.interrupted or summary.deadline_reached
+            pool.shutdown(wait=not abandon, cancel_futures=True)
         summary.offline = summary.measured > 0 and summary.verdicts[Blocking.OFFLINE] == summary.measured
         return summary
     finally:
+        summary.duration = time.monotonic() - clock_started
         progress.finish()
         writer.close()
 
 
 def format_summary(summary: RunSummary) -> str:
-    lines = [f"Measured {summary.measured} of {summary.total} targets; records in {summary.results_path}"]
+    """The end of a run, in plain words, for the person who ran it."""
+    lines = [f"Measured {summary.measured} of {summary.total} targets in {summary.duration:.0f} s."]
+    lines += plain_summary(summary.verdicts)
+    if summary.not_measured:
+        lines.append(
+            f"The run's deadline came first: {summary.not_measured} targets were not measured (recorded as such)."
+        )
     if summary.interrupted:
         lines.append("The run was interrupted; every finished record is in the file.")
     if summary.offline:
@@ -161,4 +209,5 @@ def format_summary(summary: RunSummary) -> str:
         catalog = item["catalog_id"] or "not in the catalog"
         how = f" (matched by {item['matched_by'].replace('_', ' ')})" if item["matched_by"] else ""
         lines.append(f"  {item['host']}: {item['blocking']}, issuer {item['issuer']}; {catalog}{how}")
+    lines.append(f"Records are in {summary.results_path}. They never hold your IP address (docs/volunteers.md).")
     return "\n".join(lines)

@@ -70,7 +70,7 @@ def validate_record(record: dict) -> None:
 
 def read_results(out_dir: Path) -> list[dict]:
     """Every record of the one results file in `out_dir`, each validated against the schema."""
-    files = sorted(out_dir.glob("*.jsonl"))
+    files = sorted(out_dir.rglob("*.jsonl"))  # results/YYYY/MM/DD/<time>-<run id>.jsonl
     assert len(files) == 1, f"expected one results file, found {files}"
     text = files[0].read_text(encoding="utf-8")
     assert text == "" or text.endswith("\n"), "the results file ends in half a line"

@@ -29,11 +29,13 @@ ALLOWED: dict[str, set[str]] = {
     "results": {"vocabulary", "targets", "analyze", "observe"},
     "helper": {"vocabulary", "targets", "analyze", "observe"},
     "identity": set(),
-    "run": {"vocabulary", "targets", "signals", "analyze", "observe", "loaders", "results"},
+    "lock": set(),
+    "progress": set(),
+    "run": {"vocabulary", "targets", "signals", "progress", "analyze", "observe", "loaders", "results"},
     "report": {"vocabulary", "results"},
     "rejudge": {"vocabulary", "analyze", "loaders", "results"},
-    "commands": {"vocabulary", "targets", "signals", "identity", "settings", "analyze", "observe", "loaders",
-                 "results", "helper", "run", "report", "rejudge", "upload"},  # fmt: skip
+    "commands": {"vocabulary", "targets", "signals", "identity", "settings", "lock", "analyze", "observe",
+                 "loaders", "results", "helper", "run", "report", "rejudge", "upload"},  # fmt: skip
     "settings": set(),
     "upload": {"identity"},
     "cli": {"commands", "settings"},

@@ -213,7 +213,7 @@ def test_sigterm_midway_keeps_every_finished_record(world: dict, test_pki: PkiFi
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            files = list(out.glob("*.jsonl"))
+            files = list(out.rglob("*.jsonl"))
             if files and files[0].read_text().count("\n") >= 4:
                 break
             time.sleep(0.1)

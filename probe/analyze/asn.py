@@ -9,11 +9,24 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 
 class AsnTableError(ValueError):
     """A table that cannot be read; the message names `file:line`."""
+
+
+class AsNumbers(Protocol):
+    """Address to AS: an ip2asn table here, or a MaxMind database (probe.loaders.asn)."""
+
+    def lookup(self, address: str) -> int | None: ...
+
+    def network(self, address: str) -> tuple[int, str | None, str | None] | None:
+        """(AS number, AS name, country) of an address: only ever used for the probe's own network."""
+        ...
+
+    def describe(self) -> dict[str, object]: ...
 
 
 @dataclass(frozen=True)
@@ -22,6 +35,14 @@ class AsnTable:
     sha256: str
     starts: dict[int, list[int]]  # by IP version: sorted range starts
     rows: dict[int, list[tuple[int, int, int]]]  # by IP version: (start, end, asn), same order
+    names: dict[int, tuple[str | None, str | None]] = field(default_factory=dict)  # asn -> (name, country)
+
+    def network(self, address: str) -> tuple[int, str | None, str | None] | None:
+        asn = self.lookup(address)
+        if asn is None:
+            return None
+        name, country = self.names.get(asn, (None, None))
+        return asn, name, country
 
     def lookup(self, address: str) -> int | None:
         try:

@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from probe.analyze.asn import AsnTable
+from probe.analyze.asn import AsNumbers
 from probe.analyze.catalog import Catalogs
 from probe.analyze.certs import ReferenceRoots
 from probe.analyze.chain import analyze_chain
@@ -61,7 +61,7 @@ class AnalysisContext:
     roots: ReferenceRoots
     catalogs: Catalogs
     documentation_is_public: bool = False
-    asn: AsnTable | None = None  # with one, answers in the control's AS count as consistent
+    asn: AsNumbers | None = None  # with one, answers in the control's AS count as consistent
     nat64_prefixes: tuple[str, ...] = ("64:ff9b::/96",)  # addresses judged by the IPv4 address they embed
 
 

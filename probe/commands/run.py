@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from probe.commands import EXIT_BLOCKING, EXIT_INTERRUPTED, EXIT_OFFLINE, EXIT_OK, EXIT_WRITE_FAILED, fail
+from probe.commands import (
+    EXIT_BLOCKING,
+    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
+    EXIT_OFFLINE,
+    EXIT_OK,
+    EXIT_UPLOAD_FAILED,
+    EXIT_WRITE_FAILED,
+    fail,
+)
+from probe.lock import Locked, RunLock
 from probe.signals import Interrupted, raise_interrupted
 
 if TYPE_CHECKING:
+    from probe.analyze.asn import AsNumbers
     from probe.observe.dns import ResolverSpec
+    from probe.observe.own_addresses import OwnAddresses
 
 
 def _system_nameserver() -> ResolverSpec | None:
@@ -50,6 +63,7 @@ def command_run(args: argparse.Namespace) -> int:
     from probe.observe.dns import ResolverSpecError, parse_resolver, system_resolver_addresses
     from probe.observe.measure import MeasureConfig
     from probe.observe.own_addresses import OwnAddresses
+    from probe.results.writer import compress
     from probe.run import execute, format_summary
     from probe.targets import TargetError, load_targets
 
@@ -99,14 +113,19 @@ def command_run(args: argparse.Namespace) -> int:
     analysis = AnalysisContext(
         roots=roots, catalogs=catalogs, documentation_is_public=args.lab, asn=asn_table, nat64_prefixes=nat64
     )
+    asn, as_name, country = args.asn, args.as_name, args.country
+    if asn_table is not None and not asn:
+        learned = _own_network(args, roots.path, control, own_addresses, asn_table)
+        if learned is not None:
+            asn, as_name, country = f"AS{learned[0]}", as_name or learned[1], country or learned[2]
     network = {
         "resolver": resolver.url if resolver else "system",
         "system_resolver_addresses": [] if resolver else system_resolver_addresses(),
         "control_resolver": control.url if control else None,
         "helpers": list(args.helper),
-        "asn": args.asn,
-        "country": args.country.upper() if args.country else None,
-        "as_name": args.as_name,
+        "asn": asn,
+        "country": country.upper() if country else None,
+        "as_name": as_name,
         "region": args.region,
     }
     reference = {
@@ -121,21 +140,73 @@ def command_run(args: argparse.Namespace) -> int:
     }
     signal.signal(signal.SIGTERM, raise_interrupted)
     signal.signal(signal.SIGINT, raise_interrupted)
+    lock = RunLock(args.lock or args.out / ".probe.lock")
     try:
-        summary = execute(
-            targets, config, analysis, network, reference, args.out, args.concurrency, probe_id=installation_id()
-        )
+        with lock:
+            if lock.previous and not args.quiet:
+                print(f"probe: a lock left by a run that did not finish ({lock.previous}) was stale; taken over",
+                      file=sys.stderr)  # fmt: skip
+            summary = execute(
+                targets, config, analysis, network, reference, args.out, args.concurrency,
+                probe_id=installation_id(), deadline=args.deadline, show_progress=False if args.quiet else None,
+            )  # fmt: skip
+            summary.results_path = compress(summary.results_path, args.compress)
+    except Locked as exc:
+        print(f"probe: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except Interrupted:  # before measuring began
         print("probe: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:  # the results directory or file: every record written so far is kept
         print(f"probe: cannot write results in {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_WRITE_FAILED
-    print(format_summary(summary))
+    code = EXIT_BLOCKING if summary.blocking_found else EXIT_OK
     if summary.interrupted:
+        code = EXIT_INTERRUPTED
+    elif summary.offline:
+        code = EXIT_OFFLINE
+    report = summary.as_dict()
+    if args.upload and not summary.interrupted:
+        code = _upload_after(args, summary.results_path, report, code)
+    if args.json:
+        print(json.dumps({**report, "exit_code": code}, ensure_ascii=False))
+    elif not args.quiet:
+        print(format_summary(summary))
+    if summary.interrupted or summary.deadline_reached:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)  # measuring threads are bounded, but there is no need to wait for them
-    if summary.offline:
-        return EXIT_OFFLINE
-    return EXIT_BLOCKING if summary.blocking_found else EXIT_OK
+        os._exit(code)  # measuring threads are bounded, but there is no need to wait for them
+    return code
+
+
+def _own_network(
+    args: argparse.Namespace, roots: str, control: ResolverSpec | None, own: OwnAddresses, table: AsNumbers
+) -> tuple[int, str | None, str | None] | None:
+    """The network's AS, name and country, from the probe's public address in a local table. The
+    address is learned from a helper (or is the local one, on a server with a public address), used
+    for this lookup only, and scrubbed from every record; never finer than the country."""
+    from probe.observe.helperclient import ask_address
+    from probe.observe.netcheck import source_address
+
+    token = args.helper_token or os.environ.get("PROBE_HELPER_TOKEN") or None
+    public = next((a for a in (ask_address(h, token, args.timeout, roots) for h in args.helper) if a), None)
+    if public is None and control is not None and control.route_address is not None:
+        local = source_address(control.route_address)
+        public = local if local is not None and ipaddress.ip_address(local).is_global else None
+    if public is None:
+        return None
+    own.add(public)
+    return table.network(public)
+
+
+def _upload_after(args: argparse.Namespace, path: Path, report: dict[str, object], code: int) -> int:
+    from probe.upload import UploadError, upload_files
+
+    try:
+        sent = upload_files([path], args.upload_to, args.upload_endpoint, quiet=True)
+    except UploadError as exc:
+        print(f"probe: upload failed: {exc}", file=sys.stderr)
+        report["upload"] = {"failure": str(exc)}
+        return EXIT_UPLOAD_FAILED if code == EXIT_OK else code
+    report["upload"] = {"sent": [item.key for item in sent]}
+    return code

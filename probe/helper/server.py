@@ -37,20 +37,34 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         if self.path == "/v1/health":
             self._reply(200, {"ok": True, "version": API_VERSION})
+        elif self.path == "/v1/address":
+            # Where the asking probe comes from, told to it alone: it looks up its network's AS and
+            # country in a local table, then drops the address. Token and rate limit apply.
+            try:
+                self._admit()
+            except Refused as refusal:
+                self._reply(refusal.status, {"error": str(refusal)})
+                return
+            self._reply(200, {"client_address": self.client_address[0]})
         else:
             self._reply(404, {"error": "not found"})
+
+    def _admit(self) -> None:
+        # The rate limit first: a token cannot be guessed at full speed.
+        if not self.server.limiter.allow(self.client_address[0]):
+            raise Refused(429, "too many requests; slow down")
+        config = self.server.config
+        if config.token is not None:
+            given = self.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {config.token}".encode()):
+                raise Refused(401, "a bearer token is required")
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         config = self.server.config
         try:
             if self.path != API_PATH:
                 raise Refused(404, "not found")
-            if config.token is not None:
-                given = self.headers.get("Authorization", "")
-                if not hmac.compare_digest(given.encode(), f"Bearer {config.token}".encode()):
-                    raise Refused(401, "a bearer token is required")
-            if not self.server.limiter.allow(self.client_address[0]):
-                raise Refused(429, "too many requests; slow down")
+            self._admit()
             length = int(self.headers.get("Content-Length") or 0)
             if length <= 0 or length > MAX_REQUEST_BYTES:
                 raise Refused(413 if length > MAX_REQUEST_BYTES else 400, "a small JSON body is required")

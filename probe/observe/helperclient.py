@@ -106,3 +106,19 @@ class HelperQuestions:
                           "response": None, "t0": None, "t": None}  # fmt: skip
             collected.append(result)
         return collected
+
+
+def ask_address(helper_url: str, token: str | None, timeout: float, roots: str) -> str | None:
+    """Where a helper sees this probe come from (`GET /v1/address`), or None. Never recorded: the
+    caller looks up its network's AS and country, then scrubs the address."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        reply = requests.get(
+            helper_url.rstrip("/") + "/v1/address", headers=headers, timeout=timeout, verify=roots,
+            allow_redirects=False,
+        )  # fmt: skip
+        body = reply.json() if reply.status_code == 200 else None
+    except (requests.exceptions.RequestException, ValueError):
+        return None
+    address = body.get("client_address") if isinstance(body, dict) else None
+    return address if isinstance(address, str) else None

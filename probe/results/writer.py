@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,12 +16,13 @@ from typing import Any
 
 
 class ResultsWriter:
-    """Appends records to `DIR/<time>-<run id>.jsonl`, one whole line per `write`."""
+    """Appends records to `DIR/YYYY/MM/DD/<UTC time>-<run id>.jsonl`, one whole line per `write`."""
 
     def __init__(self, directory: Path, run_id: str, started: datetime) -> None:
+        moment = started.astimezone(UTC)
+        directory = directory / moment.strftime("%Y") / moment.strftime("%m") / moment.strftime("%d")
         directory.mkdir(parents=True, exist_ok=True)
-        stamp = started.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-        self.path = directory / f"{stamp}-{run_id[:8]}.jsonl"
+        self.path = directory / f"{moment.strftime('%Y%m%dT%H%M%SZ')}-{run_id[:8]}.jsonl"
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -38,3 +40,28 @@ class ResultsWriter:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def compress(path: Path, method: str) -> Path:
+    """Compress a finished results file (gzip or zstd), atomically: the plain file is removed only
+    once the compressed one is whole on disk."""
+    if method == "none":
+        return path
+    target = path.with_name(path.name + (".gz" if method == "gzip" else ".zst"))
+    partial = target.with_name(target.name + ".partial")
+    with path.open("rb") as source, partial.open("wb") as raw:
+        if method == "gzip":
+            import gzip
+
+            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+                shutil.copyfileobj(source, out)
+        else:
+            import zstandard
+
+            with zstandard.ZstdCompressor(level=10).stream_writer(raw, closefd=False) as out:
+                shutil.copyfileobj(source, out)
+        raw.flush()
+        os.fsync(raw.fileno())
+    partial.replace(target)
+    path.unlink()
+    return target

@@ -1,0 +1,87 @@
+"""What a volunteer sees while the probe runs, and what the findings mean, in plain words.
+
+On a terminal: a progress bar with counts, rate and the time left (rich), and each finding printed
+above it as it comes. Not on a terminal (cron, a timer, a pipe): nothing but the summary, or
+nothing at all with `--quiet`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, TextIO
+
+PLAIN = {
+    "tls_mitm": "intercepted: the network presented a certificate the site did not issue, so it could read the traffic",
+    "tls": "blocked while connecting securely (the network cut the connection when it saw the site's name)",
+    "tcp": "blocked: no connection could be made to the site's addresses",
+    "dns": "blocked by false answers from the network's name servers",
+    "http": "blocked: a blockpage, or a cut connection, instead of the site's page",
+    "local_interception": "intercepted by software on this computer (an antivirus or a company proxy), not the network",
+    "down": "down for everyone (not blocked)",
+    "inconclusive": "could not be judged (nothing proves blocking, nothing proves the contrary)",
+    "offline": "not measured: no network",
+    "none": "reachable, nothing found",
+}
+FINDINGS = ("tls_mitm", "tls", "tcp", "dns", "http", "local_interception")
+
+
+class Progress:
+    """A rich progress bar on a terminal; silent elsewhere."""
+
+    def __init__(self, stream: TextIO, total: int, enabled: bool | None = None) -> None:
+        self.total = total
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self._bar: Any = None
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TaskProgressColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as Bar
+
+            self._console = Console(file=stream)
+            self._bar = Bar(
+                TextColumn("[bold]measuring"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TextColumn("left"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[found]}"),
+                console=self._console,
+                transient=True,
+            )
+            self._task = self._bar.add_task("measuring", total=total, rate="", found="")
+            self._found: Counter[str] = Counter()
+            self._bar.start()
+
+    def update(self, done: int, host: str, blocking: str, elapsed: float) -> None:
+        if not self.enabled:
+            return
+        if blocking in FINDINGS:
+            self._found[blocking] += 1
+            self._console.print(f"[bold red]{host}[/]: {PLAIN[blocking]}")
+        found = ", ".join(f"{n} {kind}" for kind, n in self._found.most_common())
+        rate = f"{done / elapsed:.1f} targets/s" if elapsed > 0 else ""
+        self._bar.update(self._task, completed=done, rate=rate, found=f"found: {found}" if found else "")
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def plain_summary(verdicts: Counter[str]) -> list[str]:
+    """What the verdicts mean, one line a kind, most serious first."""
+    order = [*FINDINGS, "down", "inconclusive", "offline", "none"]
+    lines = []
+    for kind in order:
+        count = verdicts.get(kind, 0)
+        if count:
+            lines.append(f"  {count} {'site' if count == 1 else 'sites'} {PLAIN[kind]}")
+    return lines
