@@ -355,7 +355,9 @@ def helped(lab: Lab) -> dict[str, dict]:
     targets = lab.directory / "helper-targets.txt"
     targets.write_text("\n".join(HELPER_SCENARIOS) + "\n", encoding="utf-8")
     out = lab.directory / "helper-results"
-    result = lab.probe(lab.client, *_run_args(lab, targets, out), "--helper", HELPER)
+    asn_table = lab.directory / "ip2asn.tsv"
+    asn_table.write_text("192.0.2.0\t192.0.2.255\t64500\tKZ\tLAB-ISP\n", encoding="utf-8")
+    result = lab.probe(lab.client, *_run_args(lab, targets, out), "--helper", HELPER, "--asn-db", str(asn_table))
     assert result.returncode == 1, result.stderr
     found = by_host(read_results(out))
     for record in found.values():
@@ -540,3 +542,108 @@ def test_transparent_dns_proxy_with_a_cdn_answer_that_validates_is_not_blocking(
     # The http:// target's answer was checked with a handshake for the name on port 443.
     (check,) = found["http://cdn.lab/"]["observations"]["tls_handshakes"]
     assert (check["purpose"], check["address"], check["failure"]) == ("dns_check", t.CDN_EDGE_B, None)
+
+
+# --- Running it for real (issue 12) ----------------------------------------------------------------
+
+
+def test_the_network_is_named_from_a_local_table_and_the_address_is_dropped(helped: dict[str, dict]) -> None:
+    """The helper tells the probe where it comes from; the probe looks it up and scrubs it."""
+    for record in helped.values():
+        assert (record["network"]["asn"], record["network"]["as_name"], record["network"]["country"]) == (
+            "AS64500", "LAB-ISP", "KZ",
+        )  # fmt: skip
+        assert t.CLIENT_ADDRESS not in json.dumps(record)
+        assert len(record["probe_id"]) == 32
+
+
+def test_no_record_holds_a_local_path(records: dict[str, dict], lab: Lab) -> None:
+    text = json.dumps(records)
+    assert str(lab.directory) not in text and "/tmp/" not in text
+    reference = records["clean.lab"]["reference"]
+    assert reference["roots"]["source"] == lab.roots_pem.name and len(reference["roots"]["sha256"]) == 64
+    assert any(v.startswith(f"{lab.catalog.name} sha256:") for v in reference["catalogs"]["blockpages"])
+
+
+def test_a_deadline_ends_a_slow_run_and_keeps_every_finished_record(lab: Lab) -> None:
+    targets = lab.directory / "deadline-targets.txt"
+    targets.write_text("clean.lab\n" + "blackhole.lab\n" * 6, encoding="utf-8")
+    out = lab.directory / "deadline"
+    args = _run_args(lab, targets, out)
+    args[args.index("--concurrency") + 1] = "1"
+    result = lab.probe(lab.client, *args, "--deadline", "4s", "--json", "--compress", "gzip", timeout=60)
+    summary = json.loads(result.stdout)
+    assert result.returncode == 0, result.stderr  # nothing confirmed blocked before the deadline
+    assert summary["exit_reason"] == "deadline" and summary["exit_code"] == 0
+    assert summary["targets"] == 7 and summary["measured"] + summary["not_measured"] == 7
+    assert summary["measured"] >= 1 and summary["not_measured"] >= 4
+    assert summary["results_file"].endswith(".jsonl.gz")
+    import gzip
+
+    path = Path(summary["results_file"])
+    assert path.relative_to(out).parts[:3] == tuple(summary["started"][:10].split("-"))  # results/YYYY/MM/DD
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert records[0]["target"]["host"] == "clean.lab" and records[0]["blocking"] == "none"
+    skipped = [r for r in records if r.get("not_measured")]
+    assert len(skipped) == summary["not_measured"]
+    assert all(r["not_measured"] == "deadline" and r["observations"] is None for r in skipped)
+    assert set(summary) >= {"run_id", "verdicts", "confirmed", "findings", "started", "duration_s"}
+
+
+def test_a_volunteer_sees_progress_and_findings_on_a_terminal(lab: Lab) -> None:
+    """The real display, captured from a pseudo-terminal: counts, rate, time left, findings, and the
+    summary in plain words. (Every run above went to a pipe: no progress there.)"""
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    targets = lab.directory / "tty-targets.txt"
+    targets.write_text("clean.lab\ntls-reset.lab\nforged.lab\nnews.lab\n", encoding="utf-8")
+    out = lab.directory / "tty"
+    master, slave = pty.openpty()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "HOME": str(lab.directory), "TERM": "xterm-256color", "COLUMNS": "160"}  # fmt: skip
+    process = subprocess.Popen(
+        ["ip", "netns", "exec", lab.client, sys.executable, "-m", "probe.cli", *_run_args(lab, targets, out)],
+        stdin=slave, stdout=slave, stderr=slave, env=env, cwd=lab.directory, close_fds=True,
+    )  # fmt: skip
+    os.close(slave)
+    seen = b""
+    ends = time.monotonic() + 90
+    try:
+        while time.monotonic() < ends:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the terminal closed: the run is over
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            elif process.poll() is not None:
+                break
+        assert process.wait(timeout=30) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+    text = seen.decode("utf-8", errors="replace")
+    assert "measuring" in text and "targets/s" in text and "left" in text
+    assert "tls-reset.lab" in text and "cut the connection when it saw the site's name" in text
+    assert "forged.lab" in text and "presented a certificate the site did not issue" in text
+    assert "2 sites reachable, nothing found" in text
+    assert "They never hold your IP address" in text
+
+
+def test_runs_to_a_pipe_show_no_progress(records: dict[str, dict], lab: Lab) -> None:
+    targets = lab.directory / "pipe-targets.txt"
+    targets.write_text("clean.lab\n", encoding="utf-8")
+    result = lab.probe(lab.client, *_run_args(lab, targets, lab.directory / "pipe"))
+    assert "measuring" not in result.stdout + result.stderr and "\x1b[" not in result.stdout + result.stderr
+    assert "1 site reachable, nothing found" in result.stdout
+    quiet = lab.probe(lab.client, *_run_args(lab, targets, lab.directory / "quiet"), "--quiet")
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
