@@ -65,6 +65,7 @@ HTTPS_SCENARIOS = [
     "www-only.lab",
     "cdn-strict.lab",
     "cdn-open.lab",
+    "late-injected.lab",
 ]
 HTTP_SCENARIOS = [
     "http://http-clean.lab/",
@@ -647,3 +648,20 @@ def test_runs_to_a_pipe_show_no_progress(records: dict[str, dict], lab: Lab) -> 
     assert "1 site reachable, nothing found" in result.stdout
     quiet = lab.probe(lab.client, *_run_args(lab, targets, lab.directory / "quiet"), "--quiet")
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+
+
+# --- Fast at scale (issue 13) -------------------------------------------------------------------------
+
+
+def test_a_reply_that_arrives_after_the_handshake_still_lands_in_the_record(records: dict[str, dict]) -> None:
+    """The connection no longer waits for the DNS window; the listening goes on meanwhile and its
+    replies join the record before it is written."""
+    record = records["late-injected.lab"]
+    assert record["blocking"] == "dns" and "dns.injected" in record["anomalies"]
+    (handshake,) = record["observations"]["tls_handshakes"]
+    assert handshake["failure"] is None  # the real answer won the race: the site itself was reached
+    (a_query,) = [q for q in record["observations"]["dns"]["system_udp"]["queries"] if q["query_type"] == "A"]
+    real, forged = a_query["replies"]
+    assert [a["data"] for a in real["answers"]] == [t.CLEAN_SITES]
+    assert [a["data"] for a in forged["answers"]] == [t.INJECTED_ANSWER] and forged["ip_ttl"] == t.INJECTED_IP_TTL
+    assert forged["t"] > handshake["t"]  # it came after the handshake had finished

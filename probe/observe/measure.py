@@ -8,6 +8,8 @@ What else is observed to make a handshake worth judging (control SNI, retry, AIA
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -41,52 +43,108 @@ def _injection_address(config: MeasureConfig, control: dict[str, Any] | None) ->
     return (v4 or control["addresses"] or [None])[0]
 
 
-def observe_dns(hostname: str, port: int, config: MeasureConfig, clock: Clock) -> dict[str, Any]:
-    """The control first (its answer names the injection probe's address), then every UDP question
-    at once (the system's nameserver, the control's address in plain UDP, the injection probe),
-    then getaddrinfo, as every program on the machine resolves."""
-    control = None
-    if config.control_resolver is not None:
-        control = lookup_with_resolver(
-            config.control_resolver, hostname, config.timeout, config.dns_window, config.roots.path, clock
-        )
-    asks: list[UdpAsk] = []
-    udp_system = config.resolver if config.resolver is not None else config.system_udp
-    if udp_system is not None and udp_system.transport == "udp":
-        asks.append(udp_ask_for(udp_system, "system_udp", hostname))
-    if config.control_plain is not None:
-        asks.append(udp_ask_for(config.control_plain, "control_plain", hostname))
-    silent = _injection_address(config, control) if config.injection_check else None
-    if silent is not None:
-        asks.append(UdpAsk("injection", f"udp://{silent}:53", silent, 53, hostname, ("A",), expects_reply=False))
-    answered = udp_batch(asks, config.timeout, config.dns_window, clock) if asks else {}
+class DnsInFlight:
+    """Every DNS question of a target at once, so that no fixed wait sits on the critical path.
 
-    def lookup_of(label: str, spec: ResolverSpec | None) -> dict[str, Any] | None:
+    Three tasks start together: the control lookup (then, when the control names the address, the
+    injection probe), one UDP batch (the system's nameserver asked directly, the control's address
+    in plain UDP), and getaddrinfo as every program on the machine resolves. The connection goes
+    ahead as soon as the system's answer is in; listening for late or duplicate replies (injection)
+    goes on meanwhile, and `finish` joins it all before the record is written.
+    """
+
+    def __init__(self, hostname: str, port: int, config: MeasureConfig, clock: Clock) -> None:
+        self.hostname, self.config, self.clock = hostname, config, clock
+        self.udp_system = config.resolver if config.resolver is not None else config.system_udp
+        asks: list[UdpAsk] = []
+        if self.udp_system is not None and self.udp_system.transport == "udp":
+            asks.append(udp_ask_for(self.udp_system, "system_udp", hostname))
+        if config.control_plain is not None:
+            asks.append(udp_ask_for(config.control_plain, "control_plain", hostname))
+        fixed_probe = config.injection_address if config.injection_check else None
+        if fixed_probe is not None:
+            asks.append(_injection_ask(fixed_probe, hostname))
+        self._batch: Future[dict[str, list[dict[str, Any]]]] | None = (
+            _background(udp_batch, asks, config.timeout, config.dns_window, clock) if asks else None
+        )
+        self._control = _background(self._control_and_probe) if config.control_resolver is not None else None
+        self._system: Future[dict[str, Any]] | None = None
+        if config.resolver is None:
+            self._system = _background(lookup_system, hostname, port, clock)
+        elif config.resolver.transport != "udp":
+            self._system = _background(
+                lookup_with_resolver, config.resolver, hostname, config.timeout, config.dns_window,
+                config.roots.path, clock,
+            )  # fmt: skip
+
+    def _control_and_probe(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        config = self.config
+        assert config.control_resolver is not None
+        control = lookup_with_resolver(
+            config.control_resolver, self.hostname, config.timeout, config.dns_window, config.roots.path, self.clock
+        )
+        injection = None
+        if config.injection_check and config.injection_address is None:
+            silent = _injection_address(config, control)
+            if silent is not None:
+                (query,) = udp_batch(
+                    [_injection_ask(silent, self.hostname)], config.timeout, config.dns_window, self.clock
+                )["injection"]
+                injection = {"address": silent, "port": 53, **query}
+        return control, injection
+
+    def _lookup_of(self, answered: dict[str, list[dict[str, Any]]], label: str, spec: ResolverSpec | None) -> Any:
         if label not in answered or spec is None:
             return None
-        return combine_lookup(spec.url, "udp", hostname, answered[label])
+        return combine_lookup(spec.url, "udp", self.hostname, answered[label])
 
-    system_udp = lookup_of("system_udp", udp_system)
-    if config.resolver is not None and config.resolver.transport != "udp":
-        system = lookup_with_resolver(
-            config.resolver, hostname, config.timeout, config.dns_window, config.roots.path, clock
-        )
-    elif config.resolver is not None and system_udp is not None:  # --resolver over UDP: asked in the batch
-        system, system_udp = system_udp, None
-    else:
-        system = lookup_system(hostname, port, clock)
-    injection = None
-    if "injection" in answered:
-        (query,) = answered["injection"]
-        injection = {"address": silent, "port": 53, **query}
-    return {
-        "system": system,
-        "system_udp": system_udp,
-        "control": control,
-        "control_plain": lookup_of("control_plain", config.control_plain),
-        "injection": injection,
-        **config.run_dns,
-    }
+    def system(self) -> dict[str, Any]:
+        """The system resolver's answer: what the connection uses."""
+        if self._system is not None:
+            return self._system.result()
+        assert self._batch is not None  # --resolver over UDP: asked in the batch
+        found = self._lookup_of(self._batch.result(), "system_udp", self.udp_system)
+        assert found is not None
+        return dict(found)
+
+    def control(self) -> dict[str, Any] | None:
+        return self._control.result()[0] if self._control is not None else None
+
+    def finish(self) -> dict[str, Any]:
+        """Every answer, late replies included, in the record's `dns` shape."""
+        answered = self._batch.result() if self._batch is not None else {}
+        control, injection = self._control.result() if self._control is not None else (None, None)
+        system_udp = self._lookup_of(answered, "system_udp", self.udp_system)
+        system = self.system()
+        if self.config.resolver is not None and self.config.resolver.transport == "udp":
+            system_udp = None  # --resolver over UDP: its lookup is the system's
+        if "injection" in answered:
+            (query,) = answered["injection"]
+            injection = {"address": self.config.injection_address, "port": 53, **query}
+        return {
+            "system": system,
+            "system_udp": system_udp,
+            "control": control,
+            "control_plain": self._lookup_of(answered, "control_plain", self.config.control_plain),
+            "injection": injection,
+            **self.config.run_dns,
+        }
+
+
+_WORKERS = ThreadPoolExecutor(max_workers=512, thread_name_prefix="dns")  # threads made on demand, reused
+
+
+def _background(function: Callable[..., Any], *args: Any) -> Future[Any]:
+    return _WORKERS.submit(function, *args)
+
+
+def _injection_ask(address: str, hostname: str) -> UdpAsk:
+    return UdpAsk("injection", f"udp://{address}:53", address, 53, hostname, ("A",), expects_reply=False)
+
+
+def observe_dns(hostname: str, port: int, config: MeasureConfig, clock: Clock) -> dict[str, Any]:
+    """All of a name's DNS observations (used where nothing else waits on them)."""
+    return DnsInFlight(hostname, port, config, clock).finish()
 
 
 def measure(target: Target, config: MeasureConfig, started: datetime) -> dict[str, Any]:
@@ -109,15 +167,17 @@ def measure(target: Target, config: MeasureConfig, started: datetime) -> dict[st
 def _observe_target(
     target: Target, config: MeasureConfig, started: datetime, clock: Clock, observations: dict[str, Any]
 ) -> None:
+    dns = None
     if target.is_ip_literal:
         addresses, address_source = [target.host], "literal"
     else:
-        observations["dns"] = observe_dns(target.host, target.port, config, clock)
-        system, control = observations["dns"]["system"], observations["dns"]["control"]
-        addresses, address_source = system["addresses"], "system"
-        if not addresses and control is not None and control["addresses"]:
-            # The local resolver denied the name: still look at what the path does to the real site.
-            addresses, address_source = control["addresses"], "control"
+        dns = DnsInFlight(target.host, target.port, config, clock)
+        addresses, address_source = dns.system()["addresses"], "system"
+        if not addresses:
+            control = dns.control()
+            if control is not None and control["addresses"]:
+                # The local resolver denied the name: still look at what the path does to the real site.
+                addresses, address_source = control["addresses"], "control"
     observations["addresses_from"] = address_source if addresses else None
     server_name = None if target.is_ip_literal else target.host
 
@@ -135,6 +195,8 @@ def _observe_target(
                 conn, target.host, target.path, address, target.url, config, started, clock, observations
             )
         break
+    if dns is not None:
+        observations["dns"] = dns.finish()  # late and duplicate replies join the record here
     if not use_tls and server_name is not None and observations["dns"] is not None:
         _check_answer_over_tls(target.host, observations["dns"], config, clock, observations)
 

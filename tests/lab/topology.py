@@ -123,6 +123,7 @@ SITES: dict[str, str] = {
     "login-redirect.lab": HTTP_SITES,  # plain HTTP that redirects to a login page on accounts.lab
     "accounts.lab": CLEAN_SITES,
     "http-ooni.lab": HTTP_OONI_FINGERPRINTED,
+    "late-injected.lab": CLEAN_SITES,
 }
 UNTRUSTED_SITES = ("selfsigned.lab",)
 LEAF_ONLY_SITES = ("aia.lab",)
@@ -149,6 +150,9 @@ ISP_DNS_ANSWERS: dict[str, str | None] = {
 # The on-path injector races forged answers for this name (and names under it).
 INJECTED_NAME = "dns-injected.lab"
 INJECTED_IP_TTL = 200
+# ... and for this one, only after a delay: the forged reply arrives after the target's handshake.
+LATE_INJECTED_NAME = "late-injected.lab"
+LATE_INJECTION_DELAY = 0.5
 
 # SNIs the ISCA-named interceptor forges; every other name through it is passed untouched.
 ISCA_FORGED_NAMES = ("forged.lab",)
