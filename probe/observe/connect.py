@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import socket
 import ssl
 from typing import Any
@@ -41,7 +42,9 @@ def tcp_connect(
     return sock, record
 
 
-def _client_context(alpn: list[str] | None) -> ssl.SSLContext:
+@functools.lru_cache(maxsize=8)
+def _client_context(alpn: tuple[str, ...]) -> ssl.SSLContext:
+    """One context per ALPN offer, made once a run: building one costs more than a handshake."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -91,7 +94,7 @@ def tls_handshake(
         "t0": clock.now(),
         "t": None,
     }
-    context = _client_context(ALPN_OFFER if alpn is None else alpn)
+    context = _client_context(tuple(ALPN_OFFER if alpn is None else alpn))
     sock.settimeout(timeout)
     try:
         tls = context.wrap_socket(sock, server_hostname=server_name, do_handshake_on_connect=False)

@@ -37,6 +37,18 @@ def _classify(exc: BaseException) -> str:
     return errors.classify(exc)
 
 
+_LOCAL = threading.local()
+
+
+def _session() -> requests.Session:
+    """One pooled session per thread: the helper's TLS connection is kept and reused across targets
+    (a Session is not safe to share between threads; one a thread is)."""
+    session = getattr(_LOCAL, "session", None)
+    if session is None:
+        session = _LOCAL.session = requests.Session()
+    return session
+
+
 def ask_helper(
     helper_url: str, target_url: str, token: str | None, step_timeout: float, roots: str, clock: Clock
 ) -> dict[str, Any]:
@@ -53,7 +65,7 @@ def ask_helper(
     endpoint = helper_url.rstrip("/") + "/" + API_PATH
     try:
         # The helper takes up to four steps (DNS, TCP, TLS, HTTP), each bounded by the same timeout.
-        reply = requests.post(
+        reply = _session().post(
             endpoint,
             json={"url": target_url},
             headers=headers,
@@ -113,7 +125,7 @@ def ask_address(helper_url: str, token: str | None, timeout: float, roots: str) 
     caller looks up its network's AS and country, then scrubs the address."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        reply = requests.get(
+        reply = _session().get(
             helper_url.rstrip("/") + "/v1/address", headers=headers, timeout=timeout, verify=roots,
             allow_redirects=False,
         )  # fmt: skip
