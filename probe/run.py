@@ -11,13 +11,13 @@ import traceback
 import uuid
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from probe.analyze.verdict import AnalysisContext, Judgement, judge
-from probe.observe.measure import MeasureConfig, measure, observe_run_dns
+from probe.observe.measure import MeasureConfig, Pending, observe_run_dns, start_measurement
 from probe.observe.netcheck import has_route, source_address
 from probe.progress import Progress, plain_summary
 from probe.results.privacy import scrub
@@ -74,12 +74,30 @@ class RunSummary:
         }
 
 
-def _measure_one(target: Target, config: MeasureConfig) -> tuple[datetime, dict[str, Any] | None, str | None]:
+Outcome = tuple[datetime, Any, str | None]  # started, observations (or a Pending), error
+
+
+def _measure_one(target: Target, config: MeasureConfig) -> Outcome:
+    """The critical path of one target, in a measuring slot."""
     started = datetime.now(UTC)
     try:
-        return started, measure(target, config, started), None
+        return started, start_measurement(target, config, started), None
     except Exception:  # a probe bug must not cost the other targets; the record says what happened
         return started, None, traceback.format_exc(limit=3)[-1000:]
+
+
+def _complete(outcome: Outcome, run_dns: Future[dict[str, Any]]) -> Outcome:
+    """The rest of a target, off the measuring path: late DNS replies and the helpers' answers."""
+    started, pending, error = outcome
+    if not isinstance(pending, Pending):
+        return outcome
+    try:
+        observations = pending.complete()
+        if observations["dns"] is not None:
+            observations["dns"].update(run_dns.result())  # the run's own DNS facts, in every record
+    except Exception:
+        return started, pending.observations, traceback.format_exc(limit=3)[-1000:]
+    return started, observations, error
 
 
 def execute(
@@ -150,30 +168,43 @@ def execute(
                 finish(target, datetime.now(UTC), None, None, offline=True)
             return summary
         config.own_addresses.add(source)
-        config = replace(config, run_dns=observe_run_dns(config, config.control_sni or "example.org"))
-        pending: dict[Future[tuple[datetime, dict[str, Any] | None, str | None]], Target] = {}
+        # Once a run (who answers the control, the resolver's usual IP TTL), meanwhile: joined per record.
+        helpers = ThreadPoolExecutor(max_workers=concurrency * 4 + 1, thread_name_prefix="complete")
+        run_dns = helpers.submit(observe_run_dns, config, config.control_sni or "example.org")
+        measuring: dict[Future[Outcome], Target] = {}
+        finishing: dict[Future[Outcome], Target] = {}
         queue = iter(targets)
         pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="measure")
         try:
             while True:
-                while len(pending) < concurrency * 2:
+                # Targets are streamed in: at most `concurrency` on the measuring path at once, and
+                # a bounded number waiting for their last replies.
+                while len(measuring) < concurrency and len(finishing) < concurrency * 4:
                     upcoming = next(queue, None)
                     if upcoming is None:
                         break
-                    pending[pool.submit(_measure_one, upcoming, config)] = upcoming
-                if not pending:
+                    measuring[pool.submit(_measure_one, upcoming, config)] = upcoming
+                if not measuring and not finishing:
                     break
-                remaining = None if ends is None else ends - time.monotonic()
-                done, _ = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
+                remaining = None if ends is None else max(0.0, ends - time.monotonic())
+                done, _ = wait([*measuring, *finishing], timeout=remaining, return_when=FIRST_COMPLETED)
                 for future in done:
-                    target = pending.pop(future)
-                    started, observations, error = future.result()
-                    finish(target, started, observations, error, offline=False)
+                    if future in measuring:
+                        target = measuring.pop(future)
+                        finishing[helpers.submit(_complete, future.result(), run_dns)] = target
+                    else:
+                        target = finishing.pop(future)
+                        started, observations, error = future.result()
+                        finish(target, started, observations, error, offline=False)
                 if ends is not None and time.monotonic() >= ends:
                     summary.deadline_reached = True
-                    for target in [*pending.values(), *queue]:
+                    for target in [*measuring.values(), *queue]:
                         not_measured(target)
-                    pending.clear()
+                    measuring.clear()
+                    for future in list(finishing):  # measured already: only their last replies are awaited
+                        target = finishing.pop(future)
+                        started, observations, error = future.result()
+                        finish(target, started, observations, error, offline=False)
                     break
         except (Interrupted, KeyboardInterrupt):
             summary.interrupted = True
@@ -182,6 +213,7 @@ def execute(
             # Past the deadline, measurements still running are abandoned too (each is bounded).
             abandon = summary.interrupted or summary.deadline_reached
             pool.shutdown(wait=not abandon, cancel_futures=True)
+            helpers.shutdown(wait=not abandon, cancel_futures=True)
         summary.offline = summary.measured > 0 and summary.verdicts[Blocking.OFFLINE] == summary.measured
         return summary
     finally:

@@ -574,8 +574,8 @@ def test_a_deadline_ends_a_slow_run_and_keeps_every_finished_record(lab: Lab) ->
     args[args.index("--concurrency") + 1] = "1"
     result = lab.probe(lab.client, *args, "--deadline", "4s", "--json", "--compress", "gzip", timeout=60)
     summary = json.loads(result.stdout)
-    assert result.returncode == 0, result.stderr  # nothing confirmed blocked before the deadline
-    assert summary["exit_reason"] == "deadline" and summary["exit_code"] == 0
+    assert result.returncode in (0, 1), result.stderr  # a blackholed target may finish before the deadline
+    assert summary["exit_reason"] == "deadline" and summary["exit_code"] == result.returncode
     assert summary["targets"] == 7 and summary["measured"] + summary["not_measured"] == 7
     assert summary["measured"] >= 1 and summary["not_measured"] >= 4
     assert summary["results_file"].endswith(".jsonl.gz")

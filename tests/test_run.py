@@ -34,7 +34,7 @@ def test_a_failure_on_one_target_costs_no_record(
             raise ValueError("a bug while judging")
         return judge(target, *args)
 
-    monkeypatch.setattr(run_module, "measure", observe)
+    monkeypatch.setattr(run_module, "start_measurement", observe)  # a finished measurement, no pending part
     monkeypatch.setattr(run_module, "judge", judge_or_fail)
     roots = load_roots(test_pki.roots_pem)
     config = MeasureConfig(timeout=1, roots=roots, resolver=None, control_resolver=None, control_sni=None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -127,7 +128,7 @@ class DnsInFlight:
             "control": control,
             "control_plain": self._lookup_of(answered, "control_plain", self.config.control_plain),
             "injection": injection,
-            **self.config.run_dns,
+            **self.config.run_dns,  # the run's own DNS observations, when the run gives them here
         }
 
 
@@ -147,8 +148,33 @@ def observe_dns(hostname: str, port: int, config: MeasureConfig, clock: Clock) -
     return DnsInFlight(hostname, port, config, clock).finish()
 
 
-def measure(target: Target, config: MeasureConfig, started: datetime) -> dict[str, Any]:
-    """Every observation for one target, in the record's `observations` shape."""
+@dataclass
+class Pending:
+    """A target measured up to the page: what is left (late DNS replies, the helpers' answers) is
+    only waiting, and `complete` finishes it off the measuring path, freeing the slot for the next."""
+
+    target: Target
+    config: MeasureConfig
+    clock: Clock
+    observations: dict[str, Any]
+    dns: DnsInFlight | None
+    questions: HelperQuestions | None
+
+    def complete(self) -> dict[str, Any]:
+        observations, config = self.observations, self.config
+        if self.dns is not None:
+            observations["dns"] = self.dns.finish()  # late and duplicate replies join the record here
+            if self.target.scheme == "http":
+                _check_answer_over_tls(self.target.host, observations["dns"], config, self.clock, observations)
+        observations["helpers"] = self.questions.collect() if self.questions is not None else []
+        for asked in observations["helpers"]:
+            if isinstance(asked["response"], dict):  # where the helper saw us come from: ours, not for the record
+                config.own_addresses.add(asked["response"].pop("client_address", None))
+        return observations
+
+
+def start_measurement(target: Target, config: MeasureConfig, started: datetime) -> Pending:
+    """The critical path of one target: DNS until the system's answer, TCP, TLS, HTTP."""
     clock = Clock()
     observations: dict[str, Any] = {"dns": None, "tcp_connect": [], "tls_handshakes": [], "http_requests": []}
     questions = None
@@ -156,17 +182,18 @@ def measure(target: Target, config: MeasureConfig, started: datetime) -> dict[st
         questions = HelperQuestions(
             list(config.helpers), target.url, config.helper_token, config.timeout, config.roots.path, clock
         )
-    _observe_target(target, config, started, clock, observations)
-    observations["helpers"] = questions.collect() if questions is not None else []
-    for asked in observations["helpers"]:
-        if isinstance(asked["response"], dict):  # where the helper saw us come from: ours, not for the record
-            config.own_addresses.add(asked["response"].pop("client_address", None))
-    return observations
+    dns = _observe_target(target, config, started, clock, observations)
+    return Pending(target, config, clock, observations, dns, questions)
+
+
+def measure(target: Target, config: MeasureConfig, started: datetime) -> dict[str, Any]:
+    """Every observation for one target, in the record's `observations` shape."""
+    return start_measurement(target, config, started).complete()
 
 
 def _observe_target(
     target: Target, config: MeasureConfig, started: datetime, clock: Clock, observations: dict[str, Any]
-) -> None:
+) -> DnsInFlight | None:
     dns = None
     if target.is_ip_literal:
         addresses, address_source = [target.host], "literal"
@@ -195,10 +222,7 @@ def _observe_target(
                 conn, target.host, target.path, address, target.url, config, started, clock, observations
             )
         break
-    if dns is not None:
-        observations["dns"] = dns.finish()  # late and duplicate replies join the record here
-    if not use_tls and server_name is not None and observations["dns"] is not None:
-        _check_answer_over_tls(target.host, observations["dns"], config, clock, observations)
+    return dns
 
 
 def _check_answer_over_tls(
