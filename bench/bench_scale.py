@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("--names", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--blackholed", type=int, default=400)
+    parser.add_argument("--profile", type=Path, help="also sample the probe with py-spy (collapsed stacks to FILE)")
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     names = [f"site{n}.bench" for n in range(args.names)]
@@ -131,7 +132,11 @@ def main() -> None:
     with World(names, directory) as world:
         targets = directory / "names.txt"
         targets.write_text("\n".join(names) + "\n", encoding="utf-8")
-        wall, cpu, rss, result = world.run(*probe_args(world, targets, args.concurrency, 5))
+        command = probe_args(world, targets, args.concurrency, 5)
+        if args.profile is not None:  # sampling costs a little: timed below without it
+            world.run("py-spy", "record", "--format", "raw", "--rate", "200", "--threads", "--nonblocking",
+                      "-o", str(args.profile.resolve()), "--", *command)  # fmt: skip
+        wall, cpu, rss, result = world.run(*command)
         assert result.returncode in (0, 1), result.stderr[-2000:]
         rate = args.names / wall
         rows += [("probe: targets/s", f"{rate:.0f}"), ("probe: CPU ms per target", f"{1000 * cpu / args.names:.1f}"),
