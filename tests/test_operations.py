@@ -4,6 +4,7 @@ service files the operating guide gives (issue 12)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -301,3 +302,45 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     )  # fmt: skip
     problems = [line for line in result.stderr.splitlines() if "kz-probe" in line]
     assert result.returncode == 0 and not problems, result.stderr
+
+
+def test_a_run_uploads_its_file_when_asked(
+    object_store: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`probe run --upload`: the run's own file reaches the store, named by installation and day.
+    Everything stays on loopback: an IP-literal target on a closed port, no control, a silent resolver."""
+    import boto3
+
+    closed = _free_port()
+    (tmp_path / "targets.txt").write_text(f"127.0.0.1:{closed}\n", encoding="utf-8")
+    args = ["run", "--targets", str(tmp_path / "targets.txt"), "--out", str(tmp_path / "results"),
+            "--control-resolver", "none", "--resolver", f"127.0.0.1:{closed}", "--no-injection-check",
+            "--os-store", "none", "--timeout", "1", "--json", "--upload", "--upload-to", "s3://monitoring/runs",
+            "--upload-endpoint", f"http://127.0.0.1:{object_store}"]  # fmt: skip
+    code = main(args)
+    summary = json.loads(capsys.readouterr().out)
+    assert code == summary["exit_code"] and summary["exit_reason"] in ("completed", "offline")  # the host's routes
+    (key,) = summary["upload"]["sent"]
+    store = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{object_store}")
+    body = store.get_object(Bucket="monitoring", Key=key)["Body"].read()
+    assert body == Path(summary["results_file"]).read_bytes()
+    assert key.startswith("runs/") and key.endswith(Path(summary["results_file"]).name)
+
+
+def test_a_maxmind_database_names_the_network(tmp_path: Path) -> None:
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    from probe.loaders.asn import MaxMindTable, load_asn_table
+
+    writer = MMDBWriter(ip_version=4, database_type="GeoLite2-ASN")
+    fields = {"autonomous_system_number": 9198, "autonomous_system_organization": "JSC Kazakhtelecom",
+              "country": {"iso_code": "KZ"}}  # fmt: skip
+    writer.insert_network(IPSet(["198.51.100.0/24"]), fields)
+    path = tmp_path / "asn.mmdb"
+    writer.to_db_file(str(path))
+    table = load_asn_table(path)
+    assert isinstance(table, MaxMindTable)
+    assert table.network("198.51.100.7") == (9198, "JSC Kazakhtelecom", "KZ")
+    assert table.lookup("198.51.100.7") == 9198 and table.lookup("203.0.113.1") is None
+    assert table.describe()["source"] == "asn.mmdb"
