@@ -53,18 +53,22 @@ class World:
         servers = []
         for name in self.names:
             pki.make_leaf(issuing, [name]).write(d, name)
-            servers.append(f"server {{ listen {SITE}:443 ssl; server_name {name}; ssl_certificate {d}/{name}.pem; "
-                           f"ssl_certificate_key {d}/{name}.key; location / {{ return 200 'ok'; }} }}")  # fmt: skip
+            servers.append(
+                f"server {{ listen {SITE}:443 ssl; server_name {name}; ssl_certificate {d}/{name}.pem; "
+                f"ssl_certificate_key {d}/{name}.key; location / {{ return 200 'ok'; }} }}"
+            )
         pki.make_leaf(issuing, ["default.bench"]).write(d, "default")
-        servers.append(f"server {{ listen {SITE}:443 ssl default_server; ssl_certificate {d}/default.pem; "
-                       f"ssl_certificate_key {d}/default.key; return 200 'ok'; }}")  # fmt: skip
+        servers.append(
+            f"server {{ listen {SITE}:443 ssl default_server; ssl_certificate {d}/default.pem; "
+            f"ssl_certificate_key {d}/default.key; return 200 'ok'; }}"
+        )
         (d / "nginx.conf").write_text(
             f"daemon off; worker_processes 2; pid {d}/nginx.pid; error_log {d}/nginx.log warn;\n"
             f"events {{ worker_connections 4096; }}\nhttp {{ access_log off; client_body_temp_path {d}/t; "
             f"proxy_temp_path {d}/t; fastcgi_temp_path {d}/t; uwsgi_temp_path {d}/t; scgi_temp_path {d}/t;\n"
             f"server_names_hash_bucket_size 128; server_names_hash_max_size 65536;\n" + "\n".join(servers) + "\n}\n",
             encoding="utf-8",
-        )  # fmt: skip
+        )
         for ns in (self.client, self.world):
             sh("ip", "netns", "add", ns)
             sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
@@ -72,32 +76,58 @@ class World:
             Path(f"/etc/netns/{ns}/resolv.conf").write_text(f"nameserver {RESOLVER}\n", encoding="ascii")
         sh("ip", "link", "add", "bc0", "netns", self.client, "type", "veth", "peer", "name", "bw0", "netns", self.world)
         for ns, command in (
-            (self.client, f"ip addr add {CLIENT}/24 dev bc0"), (self.client, "ip link set bc0 up"),
+            (self.client, f"ip addr add {CLIENT}/24 dev bc0"),
+            (self.client, "ip link set bc0 up"),
             (self.client, f"ip route add 203.0.113.0/24 via {WORLD}"),
-            (self.world, f"ip addr add {WORLD}/24 dev bw0"), (self.world, "ip link set bw0 up"),
-            (self.world, f"ip addr add {SITE}/32 dev lo"), (self.world, f"ip addr add {RESOLVER}/32 dev lo"),
+            (self.world, f"ip addr add {WORLD}/24 dev bw0"),
+            (self.world, "ip link set bw0 up"),
+            (self.world, f"ip addr add {SITE}/32 dev lo"),
+            (self.world, f"ip addr add {RESOLVER}/32 dev lo"),
             (self.world, f"ip addr add {BLACKHOLE}/32 dev lo"),
             (self.world, f"iptables -A INPUT -d {BLACKHOLE} -j DROP"),
-        ):  # fmt: skip
+        ):
             sh("ip", "netns", "exec", ns, *command.split())
         self._spawn(self.world, "nginx", "-c", str(d / "nginx.conf"))
-        self._spawn(self.world, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-                    "--bind-interfaces", f"--listen-address={RESOLVER}", "--user=root", "--pid-file=",
-                    f"--address=/bench/{SITE}", f"--address=/blackholed/{BLACKHOLE}", "--cache-size=10000")  # fmt: skip
+        self._spawn(
+            self.world,
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            f"--listen-address={RESOLVER}",
+            "--user=root",
+            "--pid-file=",
+            f"--address=/bench/{SITE}",
+            f"--address=/blackholed/{BLACKHOLE}",
+            "--cache-size=10000",
+        )
         time.sleep(1.5)
         return self
 
     def _spawn(self, ns: str, *args: str) -> None:
-        self.processes.append(subprocess.Popen(["ip", "netns", "exec", ns, *args], stdout=subprocess.DEVNULL,
-                                               stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
+        self.processes.append(
+            subprocess.Popen(
+                ["ip", "netns", "exec", ns, *args],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
 
     def run(self, *args: str, timeout: float = 1800) -> tuple[float, float, int, subprocess.CompletedProcess[str]]:
         """(wall seconds, CPU seconds, peak RSS MB) of a command in the client namespace."""
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        result = subprocess.run(["ip", "netns", "exec", self.client, *args], capture_output=True, text=True,
-                                timeout=timeout, cwd=self.directory,
-                                env={**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(self.directory)})  # fmt: skip
+        result = subprocess.run(
+            ["ip", "netns", "exec", self.client, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.directory,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(self.directory)},
+        )
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -113,10 +143,29 @@ class World:
 
 
 def probe_args(world: World, targets: Path, concurrency: int, timeout: float) -> list[str]:
-    return [sys.executable, "-m", "probe.cli", "run", "--targets", str(targets), "--out",
-            str(world.directory / f"results-{targets.stem}"), "--roots", str(world.directory / "roots.pem"),
-            "--control-resolver", f"udp://{RESOLVER}", "--os-store", "none", "--lab", "--quiet", "--json",
-            "--timeout", str(timeout), "--concurrency", str(concurrency)]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "probe.cli",
+        "run",
+        "--targets",
+        str(targets),
+        "--out",
+        str(world.directory / f"results-{targets.stem}"),
+        "--roots",
+        str(world.directory / "roots.pem"),
+        "--control-resolver",
+        f"udp://{RESOLVER}",
+        "--os-store",
+        "none",
+        "--lab",
+        "--quiet",
+        "--json",
+        "--timeout",
+        str(timeout),
+        "--concurrency",
+        str(concurrency),
+    ]
 
 
 def main() -> None:
@@ -134,26 +183,46 @@ def main() -> None:
         targets.write_text("\n".join(names) + "\n", encoding="utf-8")
         command = probe_args(world, targets, args.concurrency, 5)
         if args.profile is not None:  # sampling costs a little: timed below without it
-            world.run("py-spy", "record", "--format", "raw", "--rate", "200", "--threads", "--nonblocking",
-                      "-o", str(args.profile.resolve()), "--", *command)  # fmt: skip
+            world.run(
+                "py-spy",
+                "record",
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--threads",
+                "--nonblocking",
+                "-o",
+                str(args.profile.resolve()),
+                "--",
+                *command,
+            )
         wall, cpu, rss, result = world.run(*command)
         assert result.returncode in (0, 1), result.stderr[-2000:]
         rate = args.names / wall
-        rows += [("probe: targets/s", f"{rate:.0f}"), ("probe: CPU ms per target", f"{1000 * cpu / args.names:.1f}"),
-                 ("probe: peak RSS", f"{rss} MB")]  # fmt: skip
+        rows += [
+            ("probe: targets/s", f"{rate:.0f}"),
+            ("probe: CPU ms per target", f"{1000 * cpu / args.names:.1f}"),
+            ("probe: peak RSS", f"{rss} MB"),
+        ]
         if shutil.which("nmap"):
-            wall_n, _, _, result = world.run("nmap", "-Pn", "-n", "--script", "ssl-cert", "-p", "443", "-iL",
-                                             str(targets), "-oN", "/dev/null", "-T4")  # fmt: skip
-            rows += [("nmap ssl-cert: targets/s", f"{args.names / wall_n:.0f}"),
-                     ("probe over nmap", f"{rate / (args.names / wall_n):.1f} x")]  # fmt: skip
+            wall_n, _, _, result = world.run(
+                "nmap", "-Pn", "-n", "--script", "ssl-cert", "-p", "443", "-iL", str(targets), "-oN", "/dev/null", "-T4"
+            )
+            rows += [
+                ("nmap ssl-cert: targets/s", f"{args.names / wall_n:.0f}"),
+                ("probe over nmap", f"{rate / (args.names / wall_n):.1f} x"),
+            ]
         else:
             rows.append(("nmap ssl-cert", "not installed (apt-get install nmap)"))
         _, cpu_s, _, result = world.run("openssl", "s_time", "-connect", f"{SITE}:443", "-new", "-time", "5")
         found = [line for line in result.stdout.splitlines() if "connections in" in line and "real seconds" in line]
         if found:
             count = int(found[0].split()[0])
-            rows += [("openssl s_time: CPU ms per handshake", f"{1000 * cpu_s / count:.2f}"),
-                     ("probe CPU per target over openssl's", f"{(cpu / args.names) / (cpu_s / count):.1f} x")]  # fmt: skip
+            rows += [
+                ("openssl s_time: CPU ms per handshake", f"{1000 * cpu_s / count:.2f}"),
+                ("probe CPU per target over openssl's", f"{(cpu / args.names) / (cpu_s / count):.1f} x"),
+            ]
         blackholed = directory / "blackholed.txt"
         blackholed.write_text("".join(f"b{n}.blackholed\n" for n in range(args.blackholed)), encoding="utf-8")
         wall_b, _, _, result = world.run(*probe_args(world, blackholed, args.concurrency, 2))
