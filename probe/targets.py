@@ -11,7 +11,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 CATEGORY_CODES = frozenset(
     [
@@ -124,10 +124,7 @@ def parse_target(text: str, category: str | None, line_number: int) -> Target:
         except ValueError as exc:
             raise ValueError(f"bad port in {text!r}: {exc}") from None
         host = _check_host(parts.hostname or "")
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        return Target(text, host, port, scheme, path, category, line_number)
+        return Target(text, host, port, scheme, request_path(parts.path, parts.query), category, line_number)
     host_text, port = text, 443
     if text.startswith("["):
         end = text.find("]")
@@ -144,6 +141,15 @@ def parse_target(text: str, category: str | None, line_number: int) -> Target:
     host = _check_host(host_text)
     scheme = "http" if port == 80 else "https"
     return Target(text, host, port, scheme, "/", category, line_number)
+
+
+def request_path(path: str, query: str) -> str:
+    """The path and query as a browser sends them: non-ASCII characters percent-encoded as UTF-8
+    (`/wiki/Қазақстан` -> `/wiki/%D2%9A...`), what is already encoded left alone."""
+    encoded = quote(path or "/", safe="/%:@!$&'()*+,;=~")
+    if query:
+        encoded += "?" + quote(query, safe="/%:@!$&'()*+,;=~?")
+    return encoded
 
 
 def _parse_port(text: str) -> int:

@@ -106,7 +106,9 @@ def test_no_network_is_offline(ctx: AnalysisContext) -> None:
     unreachable = _observations(
         _lookup("system", [], "network_unreachable"), _lookup("control", [], "network_unreachable")
     )
-    assert judge({"host": "site.example"}, unreachable, AT, False, ctx).blocking == "offline"
+    # A route existed when the run began (observations were made): "network unreachable" from one
+    # lookup is not taken for a dead uplink, and with no control it proves nothing either way.
+    assert judge({"host": "site.example"}, unreachable, AT, False, ctx).blocking == "inconclusive"
     j = judge({"host": "site.example"}, None, AT, True, ctx)
     assert (j.blocking, j.anomalies, j.interceptor) == ("offline", ["network.offline"], None)
 

@@ -77,7 +77,23 @@ def spki_der(cert: x509.Certificate) -> bytes:
     Read from the TBSCertificate's DER rather than from a parsed key, so that a key type this
     cryptography build cannot load (GOST, say) still has a fingerprint.
     """
-    tbs = cert.tbs_certificate_bytes
+    return _spki_of_tbs(cert.tbs_certificate_bytes)
+
+
+def raw_fingerprints(der: bytes) -> tuple[str, str | None]:
+    """SHA-256 of a certificate's DER and of its SubjectPublicKeyInfo, read from the bytes alone,
+    before any parser sees them: a forger cannot hide a catalogued key behind one malformed field."""
+    spki = None
+    try:
+        _, content, _ = _der_element(der, 0)  # Certificate SEQUENCE
+        _, _, tbs_end = _der_element(der, content)  # its first element: TBSCertificate
+        spki = hashlib.sha256(_spki_of_tbs(der[content:tbs_end])).hexdigest()
+    except (ValueError, IndexError):
+        pass
+    return hashlib.sha256(der).hexdigest(), spki
+
+
+def _spki_of_tbs(tbs: bytes) -> bytes:
     _, offset, end = _der_element(tbs, 0)  # TBSCertificate SEQUENCE
     if tbs[offset] == 0xA0:  # [0] version
         offset = _der_element(tbs, offset)[2]

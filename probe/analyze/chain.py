@@ -9,6 +9,7 @@ when every certificate was valid, for the leaf's own name, with a longer chain a
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -25,6 +26,7 @@ from probe.analyze.certs import (
     describe_certificate,
     hostname_matches,
     name_attributes,
+    raw_fingerprints,
     san_dns_names,
     verify_chain,
 )
@@ -158,6 +160,22 @@ def describe_interceptor(
     }
 
 
+def _catalogued(chain_b64: list[str], catalogs: Catalogs) -> tuple[CertificateEntry, str, int] | None:
+    """The first presented certificate whose DER or key the catalog holds, from the bytes alone."""
+    by_der = {entry.sha256_der: entry for entry in catalogs.interception_certificates if entry.sha256_der}
+    by_spki = {entry.sha256_spki: entry for entry in catalogs.interception_certificates if entry.sha256_spki}
+    for index, item in enumerate(chain_b64):
+        try:
+            der_hash, spki_hash = raw_fingerprints(base64.b64decode(item, validate=True))
+        except (ValueError, TypeError):
+            continue
+        if der_hash in by_der:
+            return by_der[der_hash], "sha256_der", index
+        if spki_hash is not None and spki_hash in by_spki:
+            return by_spki[spki_hash], "sha256_spki", index
+    return None
+
+
 def analyze_chain(
     chain_b64: list[str],
     host: str,
@@ -166,7 +184,10 @@ def analyze_chain(
     catalogs: Catalogs,
     fetched_b64: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Judge one presented chain: validity, catalog matches and supporting evidence."""
+    """Judge one presented chain: validity, catalog matches and supporting evidence.
+
+    The catalog's fingerprints are matched on the raw bytes first, so that a certificate this
+    parser rejects (a duplicated extension, say) still names its interception CA."""
     result: dict[str, Any] = {
         "valid": False,
         "validation_error": None,
@@ -177,12 +198,30 @@ def analyze_chain(
         "failure_cause": None,
         "completed_from_aia": False,
     }
+    catalogued = _catalogued(chain_b64, catalogs)
     try:
-        chain = decode_chain(chain_b64)
-    except (ValueError, TypeError) as exc:
-        result["validation_error"] = f"unparseable certificate: {exc}"[:300]
-        result["failure_cause"] = FailureCause.UNUSABLE
+        return _analyze_parsed(result, catalogued, chain_b64, host, at, roots, catalogs, fetched_b64)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        result.update({"valid": False, "validation_error": f"unparseable certificate: {exc}"[:300],
+                       "failure_cause": FailureCause.UNUSABLE, "evidence": [], "interceptor": None})  # fmt: skip
+        if catalogued is not None:
+            entry, how, index = catalogued
+            result["interceptor"] = describe_interceptor("(unparseable)", "(unparseable)", "interception_cas",
+                                                         entry, how, index)  # fmt: skip
         return result
+
+
+def _analyze_parsed(
+    result: dict[str, Any],
+    catalogued: tuple[CertificateEntry, str, int] | None,
+    chain_b64: list[str],
+    host: str,
+    at: datetime,
+    roots: ReferenceRoots,
+    catalogs: Catalogs,
+    fetched_b64: list[str] | None,
+) -> dict[str, Any]:
+    chain = decode_chain(chain_b64)
     if not chain:
         result["validation_error"] = "no certificate presented"
         result["failure_cause"] = FailureCause.UNUSABLE
@@ -204,15 +243,9 @@ def analyze_chain(
     top_issuer = chain[-1].issuer.rfc4514_string()
 
     # Strong: a presented certificate whose DER or key is in the interception catalog.
-    by_der = {entry.sha256_der: entry for entry in catalogs.interception_certificates if entry.sha256_der}
-    by_spki = {entry.sha256_spki: entry for entry in catalogs.interception_certificates if entry.sha256_spki}
-    for index, described in enumerate(result["certificates"]):
-        entry, how = by_der.get(described["sha256_der"]), "sha256_der"
-        if entry is None:
-            entry, how = by_spki.get(described["sha256_spki"]), "sha256_spki"
-        if entry is not None:
-            result["interceptor"] = describe_interceptor(leaf_issuer, top_issuer, "interception_cas", entry, how, index)
-            break
+    if catalogued is not None:
+        entry, how, index = catalogued
+        result["interceptor"] = describe_interceptor(leaf_issuer, top_issuer, "interception_cas", entry, how, index)
     if valid and result["interceptor"] is None:
         return result
 

@@ -25,7 +25,6 @@ class Outcome(StrEnum):
     BLOCKED = "blocked"
     DOWN = "down"
     UNKNOWN = "inconclusive"
-    OFFLINE = "offline"
     LOCAL = "local"
 
 

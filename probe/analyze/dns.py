@@ -9,7 +9,7 @@ from probe.analyze.bogons import is_bogon
 from probe.analyze.common import AnalysisContext, Finding, Judgement, Outcome
 from probe.analyze.dnssigns import embedded_ipv4, injection_signs, transparent_proxy
 from probe.vocabulary.anomalies import Anomaly, Blocking
-from probe.vocabulary.failures import DENIALS, LOCAL_NETWORK_FAILURES, Failure
+from probe.vocabulary.failures import DENIALS, Failure
 
 _DNS_FAILURE_CODES: dict[str, Anomaly] = {
     Failure.DNS_NXDOMAIN: Anomaly.DNS_NXDOMAIN,
@@ -112,8 +112,6 @@ def judge_dns(
         return Finding(outcome, confirmed, Blocking.DNS)
 
     if system["failure"] is not None:
-        if system["failure"] in LOCAL_NETWORK_FAILURES:
-            return Finding(Outcome.OFFLINE, False, Blocking.DNS)
         if control_ok:
             j.add(_DNS_FAILURE_CODES.get(_system_failure(dns), Anomaly.DNS_FAILURE))
             return finish(Outcome.BLOCKED, True)

@@ -6,13 +6,14 @@ from typing import Any
 
 from probe.analyze.common import Finding, Judgement, Outcome, by_purpose, helper_failed_at, helper_view
 from probe.vocabulary.anomalies import Anomaly, Blocking
-from probe.vocabulary.failures import LOCAL_NETWORK_FAILURES, Failure
+from probe.vocabulary.failures import Failure
 
 CONNECT_CODES: dict[str, Anomaly] = {
     Failure.GENERIC_TIMEOUT: Anomaly.TCP_TIMEOUT,
     Failure.CONNECTION_REFUSED: Anomaly.TCP_REFUSED,
     Failure.CONNECTION_RESET: Anomaly.TCP_RESET,
     Failure.HOST_UNREACHABLE: Anomaly.TCP_UNREACHABLE,
+    Failure.NETWORK_UNREACHABLE: Anomaly.TCP_NETWORK_UNREACHABLE,
 }
 
 
@@ -23,11 +24,9 @@ def judge_tcp(obs: dict[str, Any], confirmed: bool, j: Judgement) -> Finding:
     attempts = by_purpose(obs["tcp_connect"], "target")
     if not attempts or any(a["failure"] is None for a in attempts):
         return Finding(Outcome.OK, confirmed, Blocking.TCP)
-    seen = [a["failure"] for a in attempts]
-    if all(f in LOCAL_NETWORK_FAILURES for f in seen):
-        return Finding(Outcome.OFFLINE, False, Blocking.TCP)
-    first = next(f for f in seen if f not in LOCAL_NETWORK_FAILURES)
-    j.add(CONNECT_CODES.get(first, Anomaly.TCP_FAILURE))
+    # Offline is decided from the routing table before the run, never from one connect's error: a
+    # censor can answer with "network unreachable" too, and that is a finding like any other.
+    j.add(CONNECT_CODES.get(attempts[0]["failure"], Anomaly.TCP_FAILURE))
     helper_failed = helper_failed_at(helper_view(obs), "tcp")
     if helper_failed:
         j.add(Anomaly.HELPER_SAME_FAILURE)

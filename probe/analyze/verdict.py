@@ -28,7 +28,6 @@ RULES_VERSION = "2026-11-29"
 _NOT_BLOCKED = {
     Outcome.DOWN: Blocking.DOWN,
     Outcome.UNKNOWN: Blocking.INCONCLUSIVE,
-    Outcome.OFFLINE: Blocking.OFFLINE,
     Outcome.LOCAL: Blocking.LOCAL_INTERCEPTION,
 }
 
@@ -66,8 +65,6 @@ def judge(
         return j
     j.blocking = finding.stage if finding.outcome == Outcome.BLOCKED else _NOT_BLOCKED[finding.outcome]
     j.confidence = Confidence.CONFIRMED if finding.confirmed else Confidence.UNCONFIRMED
-    if finding.outcome in (Outcome.OFFLINE, Outcome.UNKNOWN):
+    if finding.outcome == Outcome.UNKNOWN:
         j.confidence = Confidence.UNCONFIRMED
-    if finding.outcome == Outcome.OFFLINE:
-        j.add(Anomaly.NETWORK_OFFLINE)
     return j

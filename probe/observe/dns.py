@@ -223,6 +223,8 @@ def udp_batch(asks: list[UdpAsk], timeout: float, window: float, clock: Clock) -
         for reply in question.replies:
             fields = _reply_fields(reply.wire)
             record["replies"].append({"source": reply.source, "ip_ttl": reply.ip_ttl, "t": reply.t, **fields})
+        if question.dropped:
+            record["replies_dropped"] = question.dropped  # a flood: counted, not kept
         if record["replies"]:
             first = record["replies"][0]
             record.update({k: first[k] for k in ("rcode", "answers", "raw_reply", "failure")})

@@ -18,7 +18,7 @@ from probe.observe.connect import close_quietly
 from probe.observe.connections import connect_with_contrast, redirect_hop
 from probe.observe.dns import lookup_system, lookup_with_resolver
 from probe.observe.http import http_get
-from probe.targets import DEFAULT_PORTS, is_ip_literal
+from probe.targets import DEFAULT_PORTS, is_ip_literal, request_path
 
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -37,7 +37,7 @@ def fetch_with_redirects(
 ) -> None:
     """GET over a connected socket, then follow at most MAX_REDIRECTS redirects, each recorded."""
     try:
-        request = http_get(sock, host, path, config.timeout, clock)
+        request = http_get(sock, host, path, config.timeout, clock, own=config.own_addresses)
     finally:
         close_quietly(sock)
     request.update({"address": address, "url": url, "redirect_index": 0})
@@ -45,17 +45,19 @@ def fetch_with_redirects(
     for index in range(1, MAX_REDIRECTS + 1):
         if request["status"] not in REDIRECT_STATUSES or not request["location"]:
             return
-        next_url = urljoin(request["url"], request["location"])
-        parts = urlsplit(next_url)
-        scheme = parts.scheme.lower()
-        if scheme not in DEFAULT_PORTS or not parts.hostname:
-            return
-        next_host = parts.hostname.lower()
         try:
-            port = parts.port or DEFAULT_PORTS[scheme]
-        except ValueError:
+            next_url = urljoin(request["url"], request["location"])
+            parts = urlsplit(next_url)
+            scheme = parts.scheme.lower()
+            port = parts.port or DEFAULT_PORTS.get(scheme, 0)
+            next_host = (parts.hostname or "").lower().encode("idna").decode("ascii")
+        except (ValueError, UnicodeError) as exc:
+            # A Location no browser could follow (`http://[x`): recorded, and the chain ends here.
+            observations["redirect_error"] = {"location": str(request["location"])[:2000], "reason": str(exc)[:200]}
             return
-        next_path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if scheme not in DEFAULT_PORTS or not next_host:
+            return
+        next_path = request_path(parts.path, parts.query)
         if is_ip_literal(next_host):
             addresses = [next_host]
         else:
@@ -79,7 +81,7 @@ def fetch_with_redirects(
         if connection is None:
             return
         try:
-            request = http_get(connection, next_host, next_path, config.timeout, clock)
+            request = http_get(connection, next_host, next_path, config.timeout, clock, own=config.own_addresses)
         finally:
             close_quietly(connection)
         request.update({"address": next_address, "url": next_url, "redirect_index": index})

@@ -10,7 +10,7 @@ answers for it.
 
 from __future__ import annotations
 
-import select
+import selectors
 import socket
 import sys
 import time
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from probe.observe import errors
 from probe.vocabulary.failures import Failure
 
+MAX_REPLIES = 16  # kept per question: an injector flooding replies cannot grow a record without bound
 IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 IP_TTL = getattr(socket, "IP_TTL", 2)
 IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
@@ -42,6 +43,7 @@ class Question:
     port: int
     expects_reply: bool = True  # False for the injection probe: nobody should answer
     replies: list[Reply] = field(default_factory=list)
+    dropped: int = 0  # replies beyond MAX_REPLIES, counted, not kept
     failure: str | None = None
     sent_at: float | None = None
     first_reply_at: float | None = None
@@ -77,11 +79,13 @@ def exchange(questions: list[Question], timeout: float, window: float, now: Call
     start = time.monotonic()
     hard_deadline = start + timeout
     by_id: dict[int, Question] = {}
+    selector = selectors.DefaultSelector()
     try:
         for question in questions:
             family = socket.AF_INET6 if ":" in question.address else socket.AF_INET
             if family not in sockets:
                 sockets[family] = _socket(family)
+                selector.register(sockets[family], selectors.EVENT_READ)
             try:
                 sockets[family].sendto(question.wire, (question.address, question.port))
             except OSError as exc:
@@ -104,14 +108,19 @@ def exchange(questions: list[Question], timeout: float, window: float, now: Call
             remaining = end - time.monotonic()
             if remaining <= 0:
                 break
-            readable, _, _ = select.select(list(sockets.values()), [], [], remaining)
-            for sock in readable:
+            # selectors (epoll/poll), not select(): descriptor numbers past 1024 are fine at any concurrency.
+            for key, _ in selector.select(remaining):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
                 try:
                     data, ancillary, _, source = sock.recvmsg(65535, socket.CMSG_SPACE(4))
                 except OSError:  # nothing after all, or an error report: keep listening
                     continue
                 asked = by_id.get(int.from_bytes(data[:2], "big")) if len(data) >= 2 else None
                 if asked is None:
+                    continue
+                if len(asked.replies) >= MAX_REPLIES:
+                    asked.dropped += 1
                     continue
                 asked.replies.append(Reply(source[0], _ttl(ancillary), data, now()))
                 if asked.first_reply_at is None:
@@ -120,5 +129,6 @@ def exchange(questions: list[Question], timeout: float, window: float, now: Call
             if question.failure is None and not question.replies and question.expects_reply:
                 question.failure = Failure.GENERIC_TIMEOUT
     finally:
+        selector.close()
         for sock in sockets.values():
             sock.close()

@@ -13,23 +13,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-SCRUBBED = "[scrubbed]"
-
-
-def _pattern(addresses: frozenset[str]) -> re.Pattern[str]:
-    """Whole addresses only: 192.0.2.1 must not eat the start of 192.0.2.10."""
-    alternatives = "|".join(re.escape(a) for a in sorted(addresses, key=len, reverse=True))
-    return re.compile(rf"(?<![0-9A-Fa-f.:])(?:{alternatives})(?![0-9A-Fa-f:]|\.[0-9])")
+from probe.observe.own_addresses import SCRUBBED, address_pattern
 
 
 def scrub(value: Any, addresses: frozenset[str]) -> Any:
     """A copy of `value` with every occurrence of `addresses` in its strings replaced."""
     if not addresses:
         return value
-    return _scrub(value, _pattern(addresses))
+    return _scrub(value, address_pattern(addresses))
 
 
-def _scrub(value: Any, pattern: re.Pattern[str]) -> Any:
+def _scrub(value: Any, pattern: re.Pattern[Any]) -> Any:
     if isinstance(value, str):
         return pattern.sub(SCRUBBED, value)
     if isinstance(value, dict):

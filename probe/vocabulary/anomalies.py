@@ -33,6 +33,7 @@ class Anomaly(StrEnum):
     TCP_REFUSED = "tcp.refused"
     TCP_RESET = "tcp.reset"
     TCP_UNREACHABLE = "tcp.unreachable"
+    TCP_NETWORK_UNREACHABLE = "tcp.network_unreachable"
     TCP_FAILURE = "tcp.failure"
     TLS_RESET = "tls.reset"
     TLS_TIMEOUT = "tls.timeout"
@@ -94,6 +95,7 @@ DESCRIPTIONS: dict[Anomaly, str] = {
     Anomaly.TCP_REFUSED: "TCP connects were refused (a RST answered the SYN).",
     Anomaly.TCP_RESET: "TCP connects were reset.",
     Anomaly.TCP_UNREACHABLE: "TCP connects failed with host unreachable (an ICMP error from the path).",
+    Anomaly.TCP_NETWORK_UNREACHABLE: "TCP connects failed with network unreachable (an ICMP error) although a route existed when the run began: a finding like any other, never taken for a dead uplink.",
     Anomaly.TCP_FAILURE: "TCP connects failed in another way (see the failure string).",
     Anomaly.TLS_RESET: "The connection was reset during the TLS handshake (after the ClientHello).",
     Anomaly.TLS_TIMEOUT: "The TLS handshake got no answer until the timeout (silence after the ClientHello).",

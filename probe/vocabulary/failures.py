@@ -44,6 +44,4 @@ def helper_refused(status: int, reason: str | None) -> str:
     return f"{HELPER_REFUSED_PREFIX}HTTP {status}" + (f": {reason}" if reason else "")
 
 
-# The network itself is missing: nothing can be said about the site.
-LOCAL_NETWORK_FAILURES = frozenset({Failure.NETWORK_UNREACHABLE})
 DENIALS = frozenset({Failure.DNS_NXDOMAIN, Failure.DNS_NO_ANSWER})
