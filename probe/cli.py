@@ -75,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--roots", type=Path, help="reference roots for judging chains (default: certifi)")
     serve.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds for each step")
     serve.add_argument("--ports", default="80,443", help="destination ports allowed (default 80,443)")
-    serve.add_argument("--rate", type=_positive(float), default=60.0, help="requests a minute per client")
+    serve.add_argument("--rate", type=_positive(float), default=600.0, help="requests a minute per client")
+    serve.add_argument("--burst", type=_positive(int), default=120, help="requests a client may make at once")
+    serve.add_argument(
+        "--request-deadline", type=_positive(float), default=10.0, help="seconds for a whole request to arrive"
+    )
     serve.add_argument(
         "--allow-documentation-addresses",
         action="store_true",

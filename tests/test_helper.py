@@ -108,7 +108,7 @@ def test_rejects_bad_requests(helper: str, test_pki: PkiFixture) -> None:
 
 
 def test_limits_requests_per_client(test_pki: PkiFixture) -> None:
-    limited = _serve(test_pki, "--rate", "1")  # one a minute, bursts of 30
+    limited = _serve(test_pki, "--rate", "1", "--burst", "30")  # one a minute, bursts of 30
     url = next(limited)
     try:
         codes = [_ask(url, test_pki, "https://10.1.2.3/", token=None).status_code for _ in range(32)]
@@ -133,3 +133,55 @@ def test_probe_records_a_refusal_and_an_unreachable_helper(helper: str, test_pki
     closed = f"https://127.0.0.1:{free_udp_port()}/"
     unreachable = ask_helper(closed, "https://example.org/", None, 2, str(test_pki.roots_pem), Clock())
     assert (unreachable["status"], unreachable["failure"]) == (None, "connection_refused")
+
+
+def test_the_rate_limit_comes_before_the_token(test_pki: PkiFixture) -> None:
+    """A wrong token is refused, and so is the guesser after a few tries: no unthrottled guessing."""
+    guarded = _serve(test_pki, "--token", TOKEN, "--rate", "1", "--burst", "3")
+    url = next(guarded)
+    try:
+        codes = [_ask(url, test_pki, "https://example.org/", token=f"guess-{n}").status_code for n in range(5)]
+    finally:
+        guarded.close()
+    assert codes == [401, 401, 401, 429, 429]
+
+
+def test_the_rate_table_forgets_the_least_recent_client_first() -> None:
+    limiter = RateLimiter(rate_per_minute=1, burst=1, max_clients=2)
+    assert [limiter.allow("a"), limiter.allow("b"), limiter.allow("a")] == [True, True, False]
+    assert limiter.allow("c")  # the table is full: "b" (seen least recently) is forgotten, not "a"
+    assert not limiter.allow("a")  # still remembered, still throttled
+    assert limiter.allow("b")  # forgotten: a fresh bucket
+
+
+@pytest.mark.timeout(20)
+def test_a_client_dripping_its_request_is_cut_at_the_deadline(test_pki: PkiFixture) -> None:
+    import socket
+    import ssl
+
+    served = _serve(test_pki, "--request-deadline", "2")
+    url = next(served)
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    try:
+        context = ssl.create_default_context(cafile=str(test_pki.roots_pem))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(
+            raw, server_hostname="127.0.0.1"
+        ) as tls:
+            cut = False
+            for byte in b"POST /v1/measure HTTP/1.1\r\nHost: x\r\n":  # one byte a second: slowloris
+                try:
+                    tls.sendall(bytes([byte]))
+                    time.sleep(1)
+                    tls.settimeout(0.01)
+                    if tls.recv(1) == b"":
+                        cut = True
+                        break
+                except (TimeoutError, ssl.SSLWantReadError):
+                    tls.settimeout(10)
+                    continue
+                except (OSError, ssl.SSLError):
+                    cut = True
+                    break
+        assert cut  # the helper closed it long before the request was whole
+    finally:
+        served.close()

@@ -35,6 +35,8 @@ def command_helper(args: argparse.Namespace) -> int:
         allow_documentation=args.allow_documentation_addresses,
         ports=ports,
         rate_per_minute=args.rate,
+        burst=args.burst,
+        request_deadline=args.request_deadline,
     )
     try:
         server = HelperServer((host.strip("[]"), port), config, str(args.tls_cert), str(args.tls_key))

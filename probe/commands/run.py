@@ -63,6 +63,7 @@ def command_run(args: argparse.Namespace) -> int:
     from probe.observe.dns import ResolverSpecError, parse_resolver, system_resolver_addresses
     from probe.observe.measure import MeasureConfig
     from probe.observe.own_addresses import OwnAddresses
+    from probe.observe.udpwire import reply_ttl_available
     from probe.results.writer import compress
     from probe.run import execute, format_summary
     from probe.targets import TargetError, load_targets
@@ -128,6 +129,11 @@ def command_run(args: argparse.Namespace) -> int:
         "as_name": as_name,
         "region": args.region,
     }
+    insecure = [url for url in args.helper if not url.lower().startswith("https://")]
+    if insecure and not args.lab:
+        return fail(
+            f"--helper {insecure[0]}: a helper is reached over https:// only (its token would travel in the clear)"
+        )
     reference = {
         "roots": roots.describe(),
         "os_store": os_store.describe() if os_store else None,
@@ -137,6 +143,7 @@ def command_run(args: argparse.Namespace) -> int:
         "asn_table": asn_table.describe() if asn_table else None,
         "timeout": args.timeout,
         "rules_version": RULES_VERSION,
+        "features": {"reply_ip_ttl": reply_ttl_available()},  # what this platform could observe
     }
     signal.signal(signal.SIGTERM, raise_interrupted)
     signal.signal(signal.SIGINT, raise_interrupted)

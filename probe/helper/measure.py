@@ -36,9 +36,12 @@ class HelperConfig:
     token: str | None = None
     allow_documentation: bool = False
     ports: frozenset[int] = frozenset({80, 443})
-    rate_per_minute: float = 60.0
-    burst: int = 30
+    # One probe's run at the default concurrency asks about 8 targets at once, a few a second:
+    # the default serves it, and throttles anyone who asks far more.
+    rate_per_minute: float = 600.0
+    burst: int = 120
     max_concurrent: int = 16
+    request_deadline: float = 10.0  # a whole request (headers and body) must arrive within this
 
 
 def check_destination(address: str, config: HelperConfig) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 
@@ -13,18 +14,17 @@ class RateLimiter:
 
     rate_per_minute: float
     burst: int
-    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    max_clients: int = 100_000  # bounded memory: the least recently seen client is forgotten first
+    _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def allow(self, client: str) -> bool:
         now = time.monotonic()
         with self._lock:
-            tokens, last = self._buckets.get(client, (float(self.burst), now))
+            tokens, last = self._buckets.pop(client, (float(self.burst), now))
             tokens = min(float(self.burst), tokens + (now - last) * self.rate_per_minute / 60.0)
-            if len(self._buckets) > 100_000:  # bounded memory: forget the idle
-                self._buckets.clear()
-            if tokens < 1.0:
-                self._buckets[client] = (tokens, now)
-                return False
-            self._buckets[client] = (tokens - 1.0, now)
-            return True
+            allowed = tokens >= 1.0
+            self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)  # now the most recent
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+            return allowed

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
+import socket
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +35,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
         self.wfile.write(data)
+
+    def handle_one_request(self) -> None:
+        """A whole-request deadline, not one per read: a client dripping a byte at a time (slowloris)
+        is cut when the request's time is up, whatever it sends. Measuring does not count."""
+        self._deadline = threading.Timer(self.server.config.request_deadline, _cut, [self.connection])
+        self._deadline.daemon = True
+        self._deadline.start()
+        try:
+            super().handle_one_request()
+        finally:
+            self._deadline.cancel()
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         if self.path == "/v1/health":
@@ -68,8 +81,10 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
             if length <= 0 or length > MAX_REQUEST_BYTES:
                 raise Refused(413 if length > MAX_REQUEST_BYTES else 400, "a small JSON body is required")
+            body = self.rfile.read(length)
+            self._deadline.cancel()  # the request is in: what follows is the helper's own time
             try:
-                request = json.loads(self.rfile.read(length))
+                request = json.loads(body)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise Refused(400, "the body is not JSON") from None
             if not isinstance(request, dict):
@@ -97,6 +112,7 @@ class HelperServer(ThreadingHTTPServer):
         self.config = config
         self.limiter = RateLimiter(config.rate_per_minute, config.burst)
         self.slots = threading.BoundedSemaphore(config.max_concurrent)
+        self.connections = threading.BoundedSemaphore(config.max_concurrent * 4)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cert, key)
@@ -105,5 +121,31 @@ class HelperServer(ThreadingHTTPServer):
 
     def get_request(self):  # type: ignore[no-untyped-def]
         sock, address = super().get_request()
-        sock.settimeout(30)  # a slow client cannot hold a thread for ever
+        sock.settimeout(self.config.request_deadline)
         return sock, address
+
+    def process_request(self, request, client_address):  # type: ignore[no-untyped-def]
+        """A bounded number of connections at once, not a thread for every one: past the bound, a
+        new connection is closed at once (the probe records the helper as failed and goes on)."""
+        if not self.connections.acquire(timeout=1.0):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):  # type: ignore[no-untyped-def]
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connections.release()
+
+    def handle_error(self, request, client_address):  # type: ignore[no-untyped-def]
+        """Never the client's address, not even in an error: only what went wrong."""
+        import sys
+        import traceback
+
+        print(f"helper: a request failed: {traceback.format_exc(limit=1).strip().splitlines()[-1]}", file=sys.stderr)
+
+
+def _cut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)

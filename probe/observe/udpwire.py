@@ -62,6 +62,19 @@ def _socket(family: socket.AddressFamily) -> socket.socket:
     return sock
 
 
+def reply_ttl_available() -> bool:
+    """Whether this platform tells a reply's IP TTL (`recvmsg` with ancillary data; not on Windows)."""
+    return hasattr(socket.socket, "recvmsg") and hasattr(socket, "CMSG_SPACE")
+
+
+def _receive(sock: socket.socket) -> tuple[bytes, list[tuple[int, int, bytes]], tuple[str, int]]:
+    if reply_ttl_available():
+        data, ancillary, _, source = sock.recvmsg(65535, socket.CMSG_SPACE(4))
+        return data, ancillary, source
+    data, source = sock.recvfrom(65535)  # the reply without its IP TTL: recorded as unknown (null)
+    return data, [], source
+
+
 def _ttl(ancillary: list[tuple[int, int, bytes]]) -> int | None:
     for level, kind, data in ancillary:
         if (level, kind) in ((socket.IPPROTO_IP, IP_TTL), (socket.IPPROTO_IPV6, IPV6_HOPLIMIT)) and data:
@@ -113,7 +126,7 @@ def exchange(questions: list[Question], timeout: float, window: float, now: Call
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
                 try:
-                    data, ancillary, _, source = sock.recvmsg(65535, socket.CMSG_SPACE(4))
+                    data, ancillary, source = _receive(sock)
                 except OSError:  # nothing after all, or an error report: keep listening
                     continue
                 asked = by_id.get(int.from_bytes(data[:2], "big")) if len(data) >= 2 else None

@@ -28,7 +28,8 @@ class ResultsWriter:
     def write(self, record: dict[str, Any]) -> None:
         line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
         # A signal arriving mid-line is held until the line is whole.
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        mask = getattr(signal, "pthread_sigmask", None)  # not on Windows: there a line is written unmasked
+        held = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if mask is not None else None
         try:
             view = memoryview(line)
             while view:
@@ -36,7 +37,8 @@ class ResultsWriter:
                 view = view[written:]
             os.fsync(self._fd)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            if mask is not None and held is not None:
+                mask(signal.SIG_SETMASK, held)
 
     def close(self) -> None:
         os.close(self._fd)

@@ -1,0 +1,299 @@
+"""Hostile peers and bad input: every case ends classified, bounded, with no record lost (issue 14).
+
+Servers here are real sockets on 127.0.0.1 that misbehave on purpose; the fuzzers (Hypothesis,
+with a fixed budget) feed every parser the probe exposes to the network or to files. A hang is
+caught by the test's timeout mark, never by a wall-clock assertion. docs/reliability.md lists each
+case and its test.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from probe.analyze.chain import analyze_chain
+from probe.loaders.catalogs import load_catalogs
+from probe.loaders.roots import load_roots
+from probe.observe.clock import Clock
+from probe.observe.connect import tcp_connect, tls_handshake
+from probe.observe.dns import _reply_fields
+from probe.observe.http import MAX_BODY_BYTES, find_title, http_get
+from probe.settings import ConfigError, load_settings, options_of
+from probe.targets import TargetError, parse_lines
+from tests import pki
+from tests.conftest import PkiFixture
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@contextlib.contextmanager
+def hostile_server(behaviour: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A TCP server on 127.0.0.1 that treats each connection with `behaviour`."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=_guarded, args=(behaviour, conn), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+def _guarded(behaviour: Callable[[socket.socket], None], conn: socket.socket) -> None:
+    with contextlib.suppress(OSError), conn:
+        conn.settimeout(10)
+        behaviour(conn)
+
+
+def _silent(conn: socket.socket) -> None:
+    conn.recv(65536)
+    threading.Event().wait(8)
+
+
+def _drip(conn: socket.socket) -> None:
+    conn.recv(65536)
+    for _ in range(8):
+        conn.sendall(b"H")
+        threading.Event().wait(1)
+
+
+def _garbage(conn: socket.socket) -> None:
+    conn.recv(65536)
+    conn.sendall(b"\x16\x03\x03\x00\x10" + b"\xff" * 16 + b"this is no ServerHello" * 10)
+
+
+def _endless_body(conn: socket.socket) -> None:
+    conn.recv(65536)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n")
+    block = b"<title>" * 9000
+    for _ in range(1000):  # as much as the client keeps reading: it stops at its bound
+        conn.sendall(block)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(("behaviour", "failure"), [(_silent, "generic_timeout_error"),
+                                                    (_drip, "generic_timeout_error"),
+                                                    (_garbage, "ssl_failed_handshake")])  # fmt: skip
+def test_a_server_that_never_speaks_drips_or_talks_garbage_is_classified(
+    behaviour: Callable[[socket.socket], None], failure: str
+) -> None:
+    with hostile_server(behaviour) as port:
+        sock, tcp = tcp_connect("127.0.0.1", port, 2, Clock())
+        assert sock is not None and tcp["failure"] is None
+        tls, handshake = tls_handshake(sock, "127.0.0.1", port, "hostile.example", 2, Clock())
+        assert tls is None and handshake["failure"] == failure
+
+
+@pytest.mark.timeout(15)
+def test_an_endless_body_and_a_dripping_page_are_bounded() -> None:
+    with hostile_server(_endless_body) as port:
+        sock, _ = tcp_connect("127.0.0.1", port, 2, Clock())
+        assert sock is not None
+        page = http_get(sock, "hostile.example", "/", 5, Clock())
+        assert page["status"] == 200 and page["body_truncated"] is True
+        assert page["body_length"] == MAX_BODY_BYTES and page["title"] is None  # `<title` with no end
+    with hostile_server(_drip) as port:
+        sock, _ = tcp_connect("127.0.0.1", port, 2, Clock())
+        assert sock is not None
+        page = http_get(sock, "hostile.example", "/", 2, Clock())  # the whole exchange's deadline
+        assert (page["status"], page["failure"]) == (None, "generic_timeout_error")
+
+
+def _server_response(data: bytes) -> dict:
+    left, right = socket.socketpair()
+    with left, right:
+        right.sendall(data)
+        right.shutdown(socket.SHUT_WR)
+        return http_get(left, "fuzz.example", "/", 2, Clock())
+
+
+@FUZZ
+@given(st.binary(max_size=3000) | st.builds(lambda head, body: b"HTTP/1.1 " + head + b"\r\n\r\n" + body,
+                                            st.binary(max_size=400), st.binary(max_size=2000)))  # fmt: skip
+def test_any_http_response_is_recorded_never_raised(data: bytes) -> None:
+    page = _server_response(data)
+    assert page["status"] is None or isinstance(page["status"], int)
+    assert page["status"] is not None or page["failure"] is not None
+
+
+@FUZZ
+@given(st.binary(max_size=5000))
+def test_the_title_finder_takes_anything(body: bytes) -> None:
+    title = find_title(body)
+    assert title is None or (isinstance(title, str) and len(title) <= 200)
+
+
+@pytest.mark.timeout(10)
+def test_the_title_finder_is_linear_on_a_hostile_page() -> None:
+    """A megabyte of `<title` with no end: a lazy regular expression takes seconds here."""
+    assert find_title(b"<title" * 200_000) is None
+    assert find_title(b"<title>" * 150_000) is None
+
+
+@FUZZ
+@given(st.lists(st.text(max_size=80), max_size=8))
+def test_any_targets_file_gives_targets_or_a_placed_error(lines: list[str]) -> None:
+    try:
+        targets = parse_lines(lines, "targets.txt")
+    except TargetError as exc:
+        assert str(exc).startswith("targets.txt:")
+    else:
+        assert all(t.port > 0 and t.scheme in ("http", "https") for t in targets)
+
+
+@FUZZ
+@given(st.binary(max_size=600))
+def test_any_dns_reply_is_classified(wire: bytes) -> None:
+    fields = _reply_fields(wire)
+    assert fields["failure"] is None or isinstance(fields["failure"], str)
+    assert isinstance(fields["answers"], list)
+
+
+def test_a_dns_reply_with_a_compression_loop_or_thousands_of_records_is_classified() -> None:
+    header = bytes.fromhex("abcd81800001000100000000")
+    loop = header + b"\xc0\x0c" + b"\x00\x01\x00\x01"  # the question's name points at itself
+    assert _reply_fields(loop)["failure"] == "dns_bogus_reply"
+    many = bytes.fromhex("abcd8180000107d000000000") + b"\x04site\x07example\x00\x00\x01\x00\x01"
+    many += b"".join(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([10, 0, i // 250, i % 250])
+                     for i in range(2000))  # fmt: skip
+    fields = _reply_fields(many)
+    assert fields["failure"] is None and len(fields["answers"]) == 2000
+    assert _reply_fields(many[:300])["failure"] == "dns_bogus_reply"  # truncated mid-record
+
+
+@pytest.fixture(scope="module")
+def chain_context(test_pki: PkiFixture) -> tuple:
+    leaf = pki.make_leaf(test_pki.public_intermediate, ["site.example"])
+    return leaf, load_roots(test_pki.roots_pem), load_catalogs()
+
+
+@FUZZ
+@given(st.data())
+def test_certificate_analysis_on_mutated_der_never_raises(chain_context: tuple, data: st.DataObject) -> None:
+    leaf, roots, catalogs = chain_context
+    chain = [bytearray(pki.der(c)) for c in leaf.chain]
+    which = data.draw(st.integers(0, len(chain) - 1))
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(chain[which]) - 1))
+        chain[which][position] = data.draw(st.integers(0, 255))
+    encoded = [base64.b64encode(bytes(c)).decode() for c in chain]
+    result = analyze_chain(encoded, "site.example", dt.datetime.now(dt.UTC), roots, catalogs)
+    assert isinstance(result["valid"], bool)
+    assert result["valid"] or result["failure_cause"] is not None
+
+
+def test_a_malformed_leaf_cannot_hide_a_catalogued_root(chain_context: tuple) -> None:
+    """A certificate this parser rejects used to stop the analysis before the catalog's fingerprint
+    match: the raw bytes are matched first now."""
+    _, roots, catalogs = chain_context
+    qaznet = next(Path(__file__).parent.joinpath("data", "kz-interception-roots").glob("00309c73*.pem"))
+    from cryptography import x509
+
+    real_root = pki.der(x509.load_pem_x509_certificate(qaznet.read_bytes()))
+    chain = [base64.b64encode(b"\x30\x82\x01\x00" + b"\x00" * 256).decode(), base64.b64encode(real_root).decode()]
+    result = analyze_chain(chain, "site.example", dt.datetime.now(dt.UTC), roots, catalogs)
+    assert result["failure_cause"] == "unusable"
+    assert (result["interceptor"]["catalog_id"], result["interceptor"]["matched_by"]) == (
+        "kz-qaznet-2019",
+        "sha256_der",
+    )
+
+
+@FUZZ
+@given(st.text(max_size=300))
+def test_any_configuration_text_is_settings_or_a_placed_error(
+    tmp_path_factory: pytest.TempPathFactory, text: str
+) -> None:
+    from probe.cli import _subcommand, build_parser
+
+    path = tmp_path_factory.mktemp("config") / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_settings(path, options_of(_subcommand(build_parser(), "run")), required=True)
+    except ConfigError as exc:
+        assert str(exc).startswith(str(path))
+
+
+def test_a_long_chain_and_a_leaf_with_ten_thousand_names_are_analysed(test_pki: PkiFixture) -> None:
+    roots, catalogs = load_roots(test_pki.roots_pem), load_catalogs()
+    names = [f"n{i}.site.example" for i in range(10_000)]
+    wide = pki.make_leaf(test_pki.public_intermediate, ["site.example", *names])
+    chain = [base64.b64encode(pki.der(c)).decode() for c in wide.chain]
+    result = analyze_chain(chain, "site.example", dt.datetime.now(dt.UTC), roots, catalogs)
+    assert result["valid"] is True and len(result["certificates"][0]["dns_names"]) == 10_001
+    padded = chain + [chain[-1]] * 98  # a hundred certificates: the extra ones are ignored
+    result = analyze_chain(padded, "site.example", dt.datetime.now(dt.UTC), roots, catalogs)
+    assert result["valid"] is True and len(result["certificates"]) == 100
+
+
+def test_without_reply_ttls_the_replies_are_still_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a platform has no `recvmsg` (Windows), a reply's IP TTL is unknown, and nothing else changes."""
+    from probe.observe import udpwire
+
+    monkeypatch.setattr(udpwire, "reply_ttl_available", lambda: False)
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        data, source = server.recvfrom(4096)
+        server.sendto(data[:2] + b"\x81\x80" + data[4:], source)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    question = udpwire.Question(b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01", 0x1234,
+                                "127.0.0.1", port)  # fmt: skip
+    udpwire.exchange([question], 2, 0.2, Clock().now)
+    server.close()
+    assert question.failure is None and len(question.replies) == 1
+    assert question.replies[0].ip_ttl is None
+
+
+def test_a_flood_of_replies_is_capped_and_counted() -> None:
+    from probe.observe import udpwire
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def flood() -> None:
+        data, source = server.recvfrom(4096)
+        for _ in range(200):
+            server.sendto(data[:2] + b"\x81\x80" + data[4:], source)
+
+    threading.Thread(target=flood, daemon=True).start()
+    question = udpwire.Question(b"\x43\x21\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01", 0x4321,
+                                "127.0.0.1", port)  # fmt: skip
+    udpwire.exchange([question], 3, 0.5, Clock().now)
+    server.close()
+    assert len(question.replies) == udpwire.MAX_REPLIES and question.dropped > 0
+
+
+def test_a_helper_url_in_the_clear_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from probe.cli import main
+
+    (tmp_path / "targets.txt").write_text("127.0.0.1:9\n", encoding="utf-8")
+    code = main(["run", "--targets", str(tmp_path / "targets.txt"), "--out", str(tmp_path / "out"),
+                 "--control-resolver", "none", "--helper", "http://helper.example/"])  # fmt: skip
+    assert code == 2 and "reached over https:// only" in capsys.readouterr().err
