@@ -97,7 +97,7 @@ def _complete(outcome: Outcome, run_dns: Future[dict[str, Any]]) -> Outcome:
             observations["dns"].update(run_dns.result())  # the run's own DNS facts, in every record
     except Exception:
         return started, pending.observations, traceback.format_exc(limit=3)[-1000:]
-    return started, observations, error
+    return started, observations, error or observations.get("stage_error")
 
 
 def execute(

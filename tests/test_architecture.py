@@ -162,3 +162,15 @@ def test_nothing_reads_the_shared_folder_beside_the_checkout() -> None:
     for path in [*ROOT.joinpath("tests").rglob("*.py"), *_modules()]:
         text = path.read_text(encoding="utf-8")
         assert not [p for p in patterns if p in text], f"{path} reads the folder beside the checkout"
+
+
+def test_every_case_in_the_reliability_guide_names_a_test_that_exists() -> None:
+    names = set()
+    for path in (ROOT / "tests").glob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                names.add(node.name)
+    guide = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    cited = set(re.findall(r"\b(test_[a-z0-9_]+)\b(?!\.py)", guide))  # test names, not file names
+    assert cited, "docs/reliability.md cites no test"
+    assert not cited - names, f"docs/reliability.md cites tests that do not exist: {sorted(cited - names)}"

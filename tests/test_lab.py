@@ -76,6 +76,7 @@ HTTP_SCENARIOS = [
     "http://redirect-out.lab/",
     "http://login-redirect.lab/",
     "http://http-ooni.lab/",
+    "http://loop.lab/",
 ]
 
 
@@ -665,3 +666,9 @@ def test_a_reply_that_arrives_after_the_handshake_still_lands_in_the_record(reco
     assert [a["data"] for a in real["answers"]] == [t.CLEAN_SITES]
     assert [a["data"] for a in forged["answers"]] == [t.INJECTED_ANSWER] and forged["ip_ttl"] == t.INJECTED_IP_TTL
     assert forged["t"] > handshake["t"]  # it came after the handshake had finished
+
+
+def test_endless_redirects_stop_at_five(records: dict[str, dict]) -> None:
+    record = records["loop.lab"]
+    assert [r["redirect_index"] for r in record["observations"]["http_requests"]] == [0, 1, 2, 3, 4, 5]
+    assert (record["blocking"], record["anomalies"]) == ("none", [])

@@ -338,3 +338,40 @@ def test_a_redirect_into_the_machines_own_link_is_not_followed(verdicts: dict[st
         "address": "169.254.169.254",
     }
     assert not [c for c in record["observations"]["tcp_connect"] if c["address"] == "169.254.169.254"]
+
+
+def test_a_bug_in_one_stage_keeps_what_the_earlier_stages_observed(
+    world: dict, test_pki: PkiFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from probe.observe import measure as measure_module
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the connection stage")
+
+    monkeypatch.setattr(measure_module, "connect_with_contrast", broken)
+    targets = _targets(tmp_path, world["server"].port, ["valid.test"])
+    assert main(_args(world, test_pki, targets, tmp_path / "out")) == 0
+    (record,) = read_results(tmp_path / "out")
+    assert record["blocking"] == "inconclusive" and "a bug in the connection stage" in record["error"]
+    assert record["observations"]["dns"]["system"]["addresses"] == ["127.0.0.1"]  # DNS was kept
+    assert record["observations"]["addresses_from"] == "system"
+
+
+def test_an_unparseable_redirect_is_recorded(world: dict, test_pki: PkiFixture, tmp_path: Path) -> None:
+    behaviours = {"bad-location.test": (*test_pki.leaf_files(test_pki.public_intermediate, ["bad-location.test"], "bl"),
+                                        "redirect:http://[x")}  # fmt: skip
+    system = Dnsmasq({"bad-location.test": "127.0.0.1"})
+    control = Dnsmasq({"bad-location.test": "127.0.0.1"})
+    try:
+        with TlsServer(behaviours) as server:
+            targets = _targets(tmp_path, server.port, ["bad-location.test"])
+            args = _args({"system": system, "control": control}, test_pki, targets, tmp_path / "out")
+            assert main(args) == 0
+    finally:
+        system.stop()
+        control.stop()
+    (record,) = read_results(tmp_path / "out")
+    assert record["blocking"] == "none" and "error" not in record
+    assert record["observations"]["redirect_error"]["location"] == "http://[x"
+    assert len(record["observations"]["http_requests"]) == 1
+

@@ -90,3 +90,12 @@ def test_shipped_targets_parse_and_carry_categories() -> None:
     # Names intercepted in 2019 and in 2023-24 (FACTS.md) are on the list.
     assert {"www.facebook.com", "vk.com", "twitter.com", "rutracker.org", "www.pinterest.com"} <= hosts
     assert all(t.category for t in targets)
+
+
+def test_non_ascii_paths_are_encoded_as_browsers_do() -> None:
+    from probe.targets import parse_target
+
+    target = parse_target("https://kk.wikipedia.org/wiki/Қазақстан?q=әлем", None, 1)
+    assert target.path == "/wiki/%D2%9A%D0%B0%D0%B7%D0%B0%D2%9B%D1%81%D1%82%D0%B0%D0%BD?q=%D3%99%D0%BB%D0%B5%D0%BC"
+    assert parse_target("https://x.example/a%20b?x=1", None, 1).path == "/a%20b?x=1"  # already encoded: kept
+    target.path.encode("ascii")  # what goes on the request line

@@ -297,3 +297,20 @@ def test_spki_read_from_the_certificate_der_matches_the_parsed_key() -> None:
     cert = x509.load_pem_x509_certificate(path.read_bytes())
     assert pki.spki_sha256(cert) == path.stem
     assert spki_sha256(cert) == path.stem
+
+
+def test_own_addresses_are_scrubbed_in_every_form() -> None:
+    from probe.results.privacy import scrub
+
+    own = frozenset({"203.0.113.5", "2001:db8::5"})
+    texts = {
+        "you are 203.0.113.5:4433": "you are [scrubbed]:4433",
+        "::ffff:203.0.113.5": "[scrubbed]",
+        "host ip-203-0-113-5.example": "host ip-[scrubbed].example",
+        "2001:DB8::5": "[scrubbed]",
+        "2001:0db8:0000:0000:0000:0000:0000:0005": "[scrubbed]",
+        "[2001:db8::5]:443": "[[scrubbed]]:443",
+        "203.0.113.50 and 1203.0.113.5 and 2001:db8::50": "203.0.113.50 and 1203.0.113.5 and 2001:db8::50",
+    }
+    for text, expected in texts.items():
+        assert scrub(text, own) == expected, text

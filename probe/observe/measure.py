@@ -8,8 +8,10 @@ What else is observed to make a handshake worth judging (control SNI, retry, AIA
 from __future__ import annotations
 
 import ipaddress
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +33,7 @@ from probe.observe.dns import (
 from probe.observe.helperclient import HelperQuestions
 from probe.observe.redirects import fetch_with_redirects
 from probe.targets import Target
+from probe.vocabulary.failures import Failure
 
 __all__ = ["MeasureConfig", "TrustAnchors", "measure", "observe_dns", "observe_run_dns"]
 
@@ -56,6 +59,7 @@ class DnsInFlight:
 
     def __init__(self, hostname: str, port: int, config: MeasureConfig, clock: Clock) -> None:
         self.hostname, self.config, self.clock = hostname, config, clock
+        self.started = clock.now()
         self.udp_system = config.resolver if config.resolver is not None else config.system_udp
         asks: list[UdpAsk] = []
         if self.udp_system is not None and self.udp_system.transport == "udp":
@@ -100,9 +104,14 @@ class DnsInFlight:
         return combine_lookup(spec.url, "udp", self.hostname, answered[label])
 
     def system(self) -> dict[str, Any]:
-        """The system resolver's answer: what the connection uses."""
+        """The system resolver's answer: what the connection uses. getaddrinfo has no timeout of its
+        own: it runs in a worker, and past the step's bound the lookup is recorded as timed out."""
         if self._system is not None:
-            return self._system.result()
+            try:
+                return self._system.result(timeout=self.config.timeout + 1)
+            except FutureTimeout:
+                timed_out = _timed_out(self.hostname, self.started, self.clock)
+                return combine_lookup("system", "system", self.hostname, [timed_out])
         assert self._batch is not None  # --resolver over UDP: asked in the batch
         found = self._lookup_of(self._batch.result(), "system_udp", self.udp_system)
         assert found is not None
@@ -137,6 +146,12 @@ _WORKERS = ThreadPoolExecutor(max_workers=512, thread_name_prefix="dns")  # thre
 
 def _background(function: Callable[..., Any], *args: Any) -> Future[Any]:
     return _WORKERS.submit(function, *args)
+
+
+def _timed_out(hostname: str, started: float, clock: Clock) -> dict[str, Any]:
+    return {"resolver": "system", "transport": "system", "hostname": hostname, "query_type": "ANY", "answers": [],
+            "rcode": None, "failure": Failure.GENERIC_TIMEOUT, "raw_reply": None, "replies": [], "t0": started,
+            "t": clock.now()}  # fmt: skip
 
 
 def _injection_ask(address: str, hostname: str) -> UdpAsk:
@@ -182,7 +197,11 @@ def start_measurement(target: Target, config: MeasureConfig, started: datetime) 
         questions = HelperQuestions(
             list(config.helpers), target.url, config.helper_token, config.timeout, config.roots.path, clock
         )
-    dns = _observe_target(target, config, started, clock, observations)
+    dns = None if target.is_ip_literal else DnsInFlight(target.host, target.port, config, clock)
+    try:
+        _observe_target(target, config, started, clock, observations, dns)
+    except Exception:  # a bug in one stage keeps what the earlier stages observed
+        observations["stage_error"] = traceback.format_exc(limit=3)[-1000:]
     return Pending(target, config, clock, observations, dns, questions)
 
 
@@ -192,13 +211,16 @@ def measure(target: Target, config: MeasureConfig, started: datetime) -> dict[st
 
 
 def _observe_target(
-    target: Target, config: MeasureConfig, started: datetime, clock: Clock, observations: dict[str, Any]
-) -> DnsInFlight | None:
-    dns = None
-    if target.is_ip_literal:
+    target: Target,
+    config: MeasureConfig,
+    started: datetime,
+    clock: Clock,
+    observations: dict[str, Any],
+    dns: DnsInFlight | None,
+) -> None:
+    if dns is None:
         addresses, address_source = [target.host], "literal"
     else:
-        dns = DnsInFlight(target.host, target.port, config, clock)
         addresses, address_source = dns.system()["addresses"], "system"
         if not addresses:
             control = dns.control()
@@ -222,7 +244,6 @@ def _observe_target(
                 conn, target.host, target.path, address, target.url, config, started, clock, observations
             )
         break
-    return dns
 
 
 def _check_answer_over_tls(

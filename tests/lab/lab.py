@@ -316,6 +316,8 @@ http {{
     location = /issuing-ca.der {{ alias {d}/issuing-ca.der; default_type application/pkix-cert; }} }}""",
             f"""  server {{ listen {t.HTTP_SITES}:80; server_name redirect-out.lab;
     location / {{ return 301 "https://tls-reset.lab/"; }} }}""",
+            f"""  server {{ listen {t.HTTP_SITES}:80; server_name loop.lab;
+    location / {{ return 302 "http://loop.lab/again"; }} }}""",
             f"""  server {{ listen {t.HTTP_SITES}:80; server_name login-redirect.lab;
     location / {{ return 302 "{t.LOGIN_URL}"; }} }}""",
             f"""  server {{ {http_listen} server_name _;

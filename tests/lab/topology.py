@@ -124,6 +124,7 @@ SITES: dict[str, str] = {
     "accounts.lab": CLEAN_SITES,
     "http-ooni.lab": HTTP_OONI_FINGERPRINTED,
     "late-injected.lab": CLEAN_SITES,
+    "loop.lab": HTTP_SITES,  # plain HTTP that redirects to itself, for ever
 }
 UNTRUSTED_SITES = ("selfsigned.lab",)
 LEAF_ONLY_SITES = ("aia.lab",)
