@@ -185,3 +185,22 @@ def test_a_client_dripping_its_request_is_cut_at_the_deadline(test_pki: PkiFixtu
         assert cut  # the helper closed it long before the request was whole
     finally:
         served.close()
+
+
+@pytest.mark.timeout(30)
+def test_connections_past_the_bound_are_closed_at_once(test_pki: PkiFixture) -> None:
+    import socket
+
+    served = _serve(test_pki, "--connections", "2", "--request-deadline", "8")
+    url = next(served)
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    try:
+        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]  # idle, holding both
+        time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as third:
+            assert third.recv(1) == b""  # closed by the helper: no thread, no handshake for it
+        for sock in held:
+            sock.close()
+        assert _ask(url, test_pki, "https://10.1.2.3/").status_code == 403  # served again once they are gone
+    finally:
+        served.close()

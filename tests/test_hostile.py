@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import gc
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -92,6 +93,8 @@ def _endless_body(conn: socket.socket) -> None:
 
 
 @pytest.mark.timeout(10)
+@pytest.mark.filterwarnings("error::ResourceWarning")  # a leaked socket fails the test...
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # ...even when found in __del__
 @pytest.mark.parametrize(("behaviour", "failure"), [(_silent, "generic_timeout_error"),
                                                     (_drip, "generic_timeout_error"),
                                                     (_garbage, "ssl_failed_handshake")])  # fmt: skip
@@ -103,6 +106,8 @@ def test_a_server_that_never_speaks_drips_or_talks_garbage_is_classified(
         assert sock is not None and tcp["failure"] is None
         tls, handshake = tls_handshake(sock, "127.0.0.1", port, "hostile.example", 2, Clock())
         assert tls is None and handshake["failure"] == failure
+        del sock
+        gc.collect()  # a descriptor the probe forgot to close would be reported here
 
 
 @pytest.mark.timeout(15)
@@ -297,3 +302,87 @@ def test_a_helper_url_in_the_clear_is_refused(tmp_path: Path, capsys: pytest.Cap
     code = main(["run", "--targets", str(tmp_path / "targets.txt"), "--out", str(tmp_path / "out"),
                  "--control-resolver", "none", "--helper", "http://helper.example/"])  # fmt: skip
     assert code == 2 and "reached over https:// only" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(20)
+def test_a_getaddrinfo_that_never_returns_is_recorded_as_timed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    from probe.observe import measure
+    from probe.observe.config import MeasureConfig
+
+    release = threading.Event()
+
+    def stuck(*args: object) -> dict:
+        release.wait(15)
+        raise AssertionError("never asked for")
+
+    monkeypatch.setattr(measure, "lookup_system", stuck)
+    roots = type("Roots", (), {"path": "", "validates": lambda *a: False})()
+    config = MeasureConfig(timeout=1, roots=roots, resolver=None, control_resolver=None, control_sni=None)  # type: ignore[arg-type]
+    system = measure.DnsInFlight("stuck.example", 443, config, Clock()).system()
+    release.set()
+    assert (system["addresses"], system["failure"]) == ([], "generic_timeout_error")
+
+
+@pytest.mark.timeout(30)
+def test_udp_exchanges_work_past_descriptor_1024() -> None:
+    """select() fails once a descriptor number passes 1024; the probe uses selectors (epoll/poll)."""
+    import resource
+
+    from probe.observe import udpwire
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200 if hard == resource.RLIM_INFINITY else min(hard, 1200)
+    if wanted <= 1030:
+        pytest.skip(f"this machine allows only {hard} open files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    filler = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(1040)]
+    try:
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind(("127.0.0.1", 0))
+
+        def answer() -> None:
+            data, source = server.recvfrom(4096)
+            server.sendto(data[:2] + b"\x81\x80" + data[4:], source)
+
+        threading.Thread(target=answer, daemon=True).start()
+        question = udpwire.Question(b"\x55\x55\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01", 0x5555,
+                                    "127.0.0.1", server.getsockname()[1])  # fmt: skip
+        udpwire.exchange([question], 3, 0.2, Clock().now)
+        server.close()
+        assert question.failure is None and len(question.replies) == 1
+    finally:
+        for sock in filler:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_records_are_written_where_signals_cannot_be_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import signal
+
+    from probe.results.writer import ResultsWriter
+
+    monkeypatch.delattr(signal, "pthread_sigmask")  # as on Windows
+    writer = ResultsWriter(tmp_path, "f" * 32, dt.datetime.now(dt.UTC))
+    writer.write({"schema_version": 2, "n": 1})
+    writer.close()
+    assert json.loads(writer.path.read_text(encoding="utf-8")) == {"schema_version": 2, "n": 1}
+
+
+def test_a_page_is_hashed_only_after_the_probes_address_is_scrubbed() -> None:
+    """With the blockpage's template in hand, a hash of the page as sent would give the address away."""
+    import hashlib
+
+    from probe.observe.own_addresses import OwnAddresses
+
+    own = OwnAddresses()
+    own.add("203.0.113.5")
+    body = b"<html><title>Blocked</title>Your address: 203.0.113.5</html>"
+    left, right = socket.socketpair()
+    with left, right:
+        right.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        right.shutdown(socket.SHUT_WR)
+        page = http_get(left, "blocked.example", "/", 2, Clock(), own=own)
+    scrubbed = body.replace(b"203.0.113.5", b"[scrubbed]")
+    assert page["body_sha256"] == hashlib.sha256(scrubbed).hexdigest()
+    assert "203.0.113.5" not in page["body_prefix"] and page["body_length"] == len(scrubbed)

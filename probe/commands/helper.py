@@ -37,6 +37,7 @@ def command_helper(args: argparse.Namespace) -> int:
         rate_per_minute=args.rate,
         burst=args.burst,
         request_deadline=args.request_deadline,
+        max_connections=args.connections,
     )
     try:
         server = HelperServer((host.strip("[]"), port), config, str(args.tls_cert), str(args.tls_key))

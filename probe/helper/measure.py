@@ -41,6 +41,7 @@ class HelperConfig:
     rate_per_minute: float = 600.0
     burst: int = 120
     max_concurrent: int = 16
+    max_connections: int = 64  # open at once; past it a new connection is closed at once
     request_deadline: float = 10.0  # a whole request (headers and body) must arrive within this
 
 

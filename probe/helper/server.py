@@ -112,7 +112,7 @@ class HelperServer(ThreadingHTTPServer):
         self.config = config
         self.limiter = RateLimiter(config.rate_per_minute, config.burst)
         self.slots = threading.BoundedSemaphore(config.max_concurrent)
-        self.connections = threading.BoundedSemaphore(config.max_concurrent * 4)
+        self.connections = threading.BoundedSemaphore(config.max_connections)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cert, key)

@@ -96,6 +96,7 @@ def tls_handshake(
     }
     context = _client_context(tuple(ALPN_OFFER if alpn is None else alpn))
     sock.settimeout(timeout)
+    tls: ssl.SSLSocket | None = None
     try:
         tls = context.wrap_socket(sock, server_hostname=server_name, do_handshake_on_connect=False)
         tls.do_handshake()
@@ -103,7 +104,8 @@ def tls_handshake(
         record["failure"] = errors.classify(exc)
         record["alert"] = errors.alert_description(exc)
         record["t"] = clock.now()
-        sock.close()
+        close_quietly(tls)  # wrap_socket took the descriptor: closing `sock` alone would leak it
+        close_quietly(sock)
         return None, record
     record["t"] = clock.now()
     record["tls_version"] = tls.version()
