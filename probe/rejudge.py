@@ -8,8 +8,6 @@ which is never changed: history is re-judged, not rewritten.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 from collections import Counter
 from datetime import UTC, datetime
@@ -21,38 +19,12 @@ from probe.analyze.asn import AsNumbers
 from probe.analyze.catalog import Catalogs
 from probe.analyze.certs import ReferenceRoots
 from probe.analyze.verdict import RULES_VERSION, AnalysisContext, judge
+from probe.results.files import REJUDGED, ResultsPathError, open_text, results_files, stem_of
 from probe.results.record import SCHEMA_VERSION, judgement_fields
-
-SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
-MARK = ".analyzed-"
 
 
 class RejudgeError(ValueError):
     """Input that cannot be re-judged; the message names the path."""
-
-
-def _files(paths: list[Path]) -> list[Path]:
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.name.endswith(SUFFIXES) and MARK not in p.name)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise RejudgeError(f"{path}: no such file or folder")
-    if not found:
-        raise RejudgeError(f"no results files in {', '.join(map(str, paths))}")
-    return found
-
-
-def _open(path: Path) -> io.TextIOBase:
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path), encoding="utf-8")
-    if path.name.endswith(".zst"):
-        import zstandard
-
-        return io.TextIOWrapper(zstandard.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")  # noqa: SIM115 - closed by the caller
 
 
 def rejudge_record(
@@ -94,14 +66,15 @@ def rejudge_paths(
     now = datetime.now(UTC)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     written = []
-    for path in _files(paths):
-        stem = path.name
-        for suffix in SUFFIXES[::-1]:
-            stem = stem.removesuffix(suffix)
-        target = path.with_name(f"{stem}{MARK}{now.strftime('%Y%m%dT%H%M%SZ')}.jsonl")
+    try:
+        files = results_files(paths, rejudged="skip")  # history is re-judged from the originals
+    except ResultsPathError as exc:
+        raise RejudgeError(str(exc)) from None
+    for path in files:
+        target = path.with_name(f"{stem_of(path)}{REJUDGED}{now.strftime('%Y%m%dT%H%M%SZ')}.jsonl")
         counts: Counter[str] = Counter()
         try:
-            with _open(path) as source, target.open("w", encoding="utf-8") as out:
+            with open_text(path) as source, target.open("w", encoding="utf-8") as out:
                 for number, line in enumerate(source, start=1):
                     if not line.strip():
                         continue

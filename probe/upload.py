@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from probe.identity import data_directory, installation_id
+from probe.results.files import ResultsPathError, results_files
 
 PART_SIZE = 8 << 20  # S3's smallest part is 5 MiB; results files are rarely larger than a few parts
-SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 _STAMP = re.compile(r"^(\d{4})(\d{2})(\d{2})T\d{6}Z-")
 
 
@@ -57,19 +57,6 @@ def object_key(prefix: str, path: Path, installation: str) -> str:
     found = _STAMP.match(path.name)
     day = "/".join(found.groups()) if found else time.strftime("%Y/%m/%d", time.gmtime(path.stat().st_mtime))
     return "/".join(p for p in (prefix, installation, day, path.name) if p)
-
-
-def results_files(paths: list[Path]) -> list[Path]:
-    """Finished results files under the given files and folders (never a re-judged copy)."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.name.endswith(SUFFIXES) and ".analyzed-" not in p.name)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise UploadError(f"{path}: no such file or folder")
-    return found
 
 
 class Ledger:
@@ -167,7 +154,11 @@ def upload_files(
     installation = installation_id()
     client = _client(endpoint)
     sent = []
-    for path in results_files(paths):
+    try:
+        files = results_files(paths, rejudged="skip")  # what a node measured, not local re-judgings
+    except ResultsPathError as exc:
+        raise UploadError(str(exc)) from None
+    for path in files:
         key = object_key(prefix, path, installation)
         digest = _sha256(path)
         done = ledger.data["sent"].get(key)

@@ -37,7 +37,7 @@ ALLOWED: dict[str, set[str]] = {
     "commands": {"vocabulary", "targets", "signals", "identity", "settings", "lock", "analyze", "observe",
                  "loaders", "results", "helper", "run", "report", "rejudge", "upload"},  # fmt: skip
     "settings": set(),
-    "upload": {"identity"},
+    "upload": {"identity", "results"},
     "cli": {"commands", "settings"},
 }
 # Analysis is pure: no network, no files, no processes.

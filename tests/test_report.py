@@ -236,6 +236,9 @@ def test_analyze_rejudges_history_when_a_catalog_grows(
         assert item["interceptor"]["catalog_id"] == "zz-national-root"
         assert item["rejudged"]["previous"]["blocking"] == "inconclusive"
         assert any("grown.json" in v for v in item["rejudged"]["catalogs"]["interception_cas"])
+    # The folder holds both files: the re-judged copy stands for its original, nothing counts twice.
+    folder = _report(tmp_path, str(log.parent), capsys=capsys)
+    assert folder["summary"]["measurements"] == 2 and len(folder["events"]) == 1
     after = _report(tmp_path, str(rejudged), capsys=capsys)
     (event,) = after["events"]
     assert (event["target"], event["finding"], event["key"], event["measurements"]) == (

@@ -8,8 +8,6 @@ records of a newer schema are refused with a clear message; nothing else is lost
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -18,7 +16,8 @@ from typing import Any
 
 import duckdb
 
-SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
+from probe.results.files import ResultsPathError, open_text, results_files
+
 READABLE_VERSIONS = (1, 2)
 MAX_PLACES = 20  # skipped lines named one by one; the rest are counted
 
@@ -142,34 +141,17 @@ class Problems:
 
 
 def input_files(paths: list[Path]) -> list[Path]:
-    """Every results file under the given files and folders, in a stable order."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise ReportInputError(f"{path}: no such file or folder")
-    if not found:
-        raise ReportInputError(f"no results files ({', '.join(SUFFIXES)}) in {', '.join(map(str, paths))}")
-    return found
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path), encoding="utf-8", errors="replace")
-    if path.name.endswith(".zst"):
-        import zstandard
-
-        return io.TextIOWrapper(zstandard.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed by the caller
+    """Every results file to read: in a folder, a re-judged copy stands for its original."""
+    try:
+        return results_files(paths, rejudged="prefer")
+    except ResultsPathError as exc:
+        raise ReportInputError(str(exc)) from None
 
 
 def _bad_lines(path: Path, limit: int) -> list[str]:
     """The places of lines that are not records (only read for a file DuckDB found some in)."""
     places = []
-    with _open_text(path) as handle:
+    with open_text(path, errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
