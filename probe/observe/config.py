@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from probe.observe.aia import IssuerFetcher
 from probe.observe.dns import ResolverSpec
@@ -40,7 +40,6 @@ class MeasureConfig:
     control_plain: ResolverSpec | None = None  # the control's address over plain UDP
     injection_address: str | None = None  # None: the target's address as the control sees it
     injection_check: bool = True
-    run_dns: dict[str, Any] = field(default_factory=dict)  # run-level DNS observations (identity, baseline)
     helpers: tuple[str, ...] = ()  # control vantages (`probe helper serve`), asked while measuring
     helper_token: str | None = None
     own_addresses: OwnAddresses = field(default_factory=OwnAddresses)  # learned, scrubbed, never recorded

@@ -35,7 +35,7 @@ from probe.observe.redirects import fetch_with_redirects
 from probe.targets import Target
 from probe.vocabulary.failures import Failure
 
-__all__ = ["MeasureConfig", "TrustAnchors", "measure", "observe_dns", "observe_run_dns"]
+__all__ = ["MeasureConfig", "Pending", "TrustAnchors", "observe_run_dns", "start_measurement"]
 
 
 def _injection_address(config: MeasureConfig, control: dict[str, Any] | None) -> str | None:
@@ -137,7 +137,6 @@ class DnsInFlight:
             "control": control,
             "control_plain": self._lookup_of(answered, "control_plain", self.config.control_plain),
             "injection": injection,
-            **self.config.run_dns,  # the run's own DNS observations, when the run gives them here
         }
 
 
@@ -156,11 +155,6 @@ def _timed_out(hostname: str, started: float, clock: Clock) -> dict[str, Any]:
 
 def _injection_ask(address: str, hostname: str) -> UdpAsk:
     return UdpAsk("injection", f"udp://{address}:53", address, 53, hostname, ("A",), expects_reply=False)
-
-
-def observe_dns(hostname: str, port: int, config: MeasureConfig, clock: Clock) -> dict[str, Any]:
-    """All of a name's DNS observations (used where nothing else waits on them)."""
-    return DnsInFlight(hostname, port, config, clock).finish()
 
 
 @dataclass
@@ -203,11 +197,6 @@ def start_measurement(target: Target, config: MeasureConfig, started: datetime) 
     except Exception:  # a bug in one stage keeps what the earlier stages observed
         observations["stage_error"] = traceback.format_exc(limit=3)[-1000:]
     return Pending(target, config, clock, observations, dns, questions)
-
-
-def measure(target: Target, config: MeasureConfig, started: datetime) -> dict[str, Any]:
-    """Every observation for one target, in the record's `observations` shape."""
-    return start_measurement(target, config, started).complete()
 
 
 def _observe_target(
