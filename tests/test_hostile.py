@@ -390,3 +390,67 @@ def test_a_page_is_hashed_only_after_the_probes_address_is_scrubbed() -> None:
     scrubbed = body.replace(b"203.0.113.5", b"[scrubbed]")
     assert page["body_sha256"] == hashlib.sha256(scrubbed).hexdigest()
     assert "203.0.113.5" not in page["body_prefix"] and page["body_length"] == len(scrubbed)
+
+
+@pytest.mark.timeout(30)
+def test_a_control_resolver_that_stalls_is_recorded_as_timed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DoT and DoH time out per operation: a throttled path could stall them step by step, so the
+    whole control lookup has one bound."""
+    from probe.observe import measure
+    from probe.observe.config import MeasureConfig
+    from probe.observe.dns import parse_resolver
+
+    release = threading.Event()
+
+    def throttled(*args: object) -> dict:
+        release.wait(20)
+        raise AssertionError("never asked for")
+
+    monkeypatch.setattr(measure, "lookup_with_resolver", throttled)
+    monkeypatch.setattr(measure, "lookup_system", lambda host, port, clock: {"addresses": [], "failure": None})
+    roots = type("Roots", (), {"path": "", "validates": lambda *a: False})()
+    control_resolver = parse_resolver("https://198.51.100.53/dns-query")  # never reached: the lookup is replaced
+    config = MeasureConfig(
+        timeout=1, roots=roots, resolver=None, dns_window=0.5, injection_check=False,  # type: ignore[arg-type]
+        control_resolver=control_resolver, control_sni=None,
+    )  # fmt: skip
+    control = measure.DnsInFlight("slow.example", 443, config, Clock()).control()
+    release.set()
+    assert control is not None and (control["addresses"], control["failure"]) == ([], "generic_timeout_error")
+
+
+@FUZZ
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+        max_leaves=20,
+    )
+)
+def test_any_catalog_document_is_added_or_refused_with_its_place(document: object) -> None:
+    from probe.analyze.catalog import CatalogError, Catalogs, add_document
+
+    for kind in ("interception_cas", "local_interceptors", "blockpages"):
+        shaped = {"catalog": kind, "certificates": document, "names": document, "http": document, "dns": document}
+        for candidate in (document, shaped):
+            try:
+                add_document(Catalogs(), candidate, "extra.json")
+            except CatalogError as exc:
+                assert str(exc).startswith("extra.json")
+
+
+@FUZZ
+@given(st.lists(st.binary(max_size=120).filter(lambda b: b"\n" not in b), max_size=6))
+def test_any_results_file_is_read_with_bad_lines_counted(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[bytes]
+) -> None:
+    import duckdb
+
+    from probe.report.load import Filters, load
+
+    directory = tmp_path_factory.mktemp("results")
+    (directory / "fuzz.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    problems = load(duckdb.connect(), [directory], Filters())
+    nonblank = [line for line in lines if line.strip()]
+    # Random lines are no records: each is counted, or the file is named as unreadable.
+    assert problems.skipped_lines == len(nonblank) or problems.unreadable_files

@@ -43,9 +43,14 @@ class ReferenceRoots:
         """Whether a recorded chain (base64 DER, leaf first) is valid for `host` at `at`."""
         try:
             chain = decode_chain(chain_b64)
-        except (ValueError, TypeError):
+        except CERTIFICATE_ERRORS:
             return False
         return verify_chain(chain, host, at, self)[0]
+
+
+# What a hostile certificate can make the parser raise: a chain that raises one of these is
+# "unusable", never an exception that costs a record (x509.InvalidVersion is no ValueError).
+CERTIFICATE_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
 
 
 def decode_chain(chain_b64: list[str]) -> list[x509.Certificate]:
@@ -189,6 +194,6 @@ def verify_chain(
         verifier.verify(chain[0], chain[1:])
     except VerificationError as exc:
         return False, str(exc)[:300]
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except CERTIFICATE_ERRORS as exc:
         return False, f"unusable certificate: {exc}"[:300]
     return True, None

@@ -21,6 +21,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from probe.analyze.catalog import Catalogs, CertificateEntry, NameRule
 from probe.analyze.certs import (
+    CERTIFICATE_ERRORS,
     ReferenceRoots,
     decode_chain,
     describe_certificate,
@@ -201,7 +202,7 @@ def analyze_chain(
     catalogued = _catalogued(chain_b64, catalogs)
     try:
         return _analyze_parsed(result, catalogued, chain_b64, host, at, roots, catalogs, fetched_b64)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except CERTIFICATE_ERRORS as exc:
         result.update({"valid": False, "validation_error": f"unparseable certificate: {exc}"[:300],
                        "failure_cause": FailureCause.UNUSABLE, "evidence": [], "interceptor": None})  # fmt: skip
         if catalogued is not None:
@@ -228,7 +229,7 @@ def _analyze_parsed(
         return result
     try:
         fetched = decode_chain(fetched_b64 or [])
-    except (ValueError, TypeError):  # what a URL brought is only ever a candidate
+    except CERTIFICATE_ERRORS:  # what a URL brought is only ever a candidate
         fetched = []
     result["certificates"] = [describe_certificate(cert) for cert in chain]
     result["hostname_matches"] = hostname_matches(chain[0], host)

@@ -53,7 +53,7 @@ def check_destination(address: str, config: HelperConfig) -> None:
 def _fingerprints(chain_b64: list[str], host: str, at: datetime, roots: certs.ReferenceRoots) -> dict[str, Any]:
     try:
         chain = certs.decode_chain(chain_b64)
-    except (ValueError, TypeError) as exc:
+    except certs.CERTIFICATE_ERRORS as exc:
         return {"chain_sha256": [], "leaf_spki_sha256": None, "leaf_issuer": None, "valid": False,
                 "validation_error": f"unparseable certificate: {exc}"[:200]}  # fmt: skip
     described = [certs.describe_certificate(cert) for cert in chain]

@@ -36,7 +36,7 @@ def ca_issuers_urls(der: bytes) -> list[str]:
     try:
         cert = x509.load_der_x509_certificate(der)
         access = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-    except (ValueError, x509.ExtensionNotFound):
+    except (ValueError, x509.ExtensionNotFound, x509.InvalidVersion):
         return []
     return [
         d.access_location.value
@@ -49,7 +49,7 @@ def ca_issuers_urls(der: bytes) -> list[str]:
 def _self_issued(der: bytes) -> bool:
     try:
         cert = x509.load_der_x509_certificate(der)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         return True  # nothing more to follow
     return cert.issuer == cert.subject
 
@@ -65,7 +65,7 @@ def certificates_in(body: bytes) -> list[bytes]:
     for load in loaders:
         try:
             found = load(body)
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):
             continue
         if found:
             return [cert.public_bytes(serialization.Encoding.DER) for cert in found]

@@ -117,13 +117,28 @@ class DnsInFlight:
         assert found is not None
         return dict(found)
 
+    def _control_result(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The control's lookup and the injection probe, within one bound for the whole exchange:
+        DoT and DoH time out per operation, and a throttled path could stall them step by step."""
+        if self._control is None:
+            return None, None
+        config = self.config
+        try:
+            return self._control.result(timeout=2 * config.timeout + 2 * config.dns_window + 1)
+        except FutureTimeout:
+            assert config.control_resolver is not None
+            spec = config.control_resolver
+            timed_out = {**_timed_out(self.hostname, self.started, self.clock), "resolver": spec.url,
+                         "transport": spec.transport, "query_type": "A"}  # fmt: skip
+            return combine_lookup(spec.url, spec.transport, self.hostname, [timed_out]), None
+
     def control(self) -> dict[str, Any] | None:
-        return self._control.result()[0] if self._control is not None else None
+        return self._control_result()[0]
 
     def finish(self) -> dict[str, Any]:
         """Every answer, late replies included, in the record's `dns` shape."""
         answered = self._batch.result() if self._batch is not None else {}
-        control, injection = self._control.result() if self._control is not None else (None, None)
+        control, injection = self._control_result()
         system_udp = self._lookup_of(answered, "system_udp", self.udp_system)
         system = self.system()
         if self.config.resolver is not None and self.config.resolver.transport == "udp":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from probe.analyze.certs import decode_chain, describe_certificate
+from probe.analyze.certs import CERTIFICATE_ERRORS, decode_chain, describe_certificate
 from probe.results.reader import read_records
 
 
@@ -13,7 +13,7 @@ def _certificates(handshake: dict[str, Any]) -> list[str]:
     lines = []
     try:
         chain = decode_chain(handshake.get("peer_certificates") or [])
-    except (ValueError, TypeError) as exc:
+    except CERTIFICATE_ERRORS as exc:
         return [f"      (unparseable chain: {exc})"]
     for index, cert in enumerate(chain):
         info = describe_certificate(cert)
