@@ -169,8 +169,8 @@ def execute(
             return summary
         config.own_addresses.add(source)
         # Once a run (who answers the control, the resolver's usual IP TTL), meanwhile: joined per record.
-        helpers = ThreadPoolExecutor(max_workers=concurrency * 4 + 1, thread_name_prefix="complete")
-        run_dns = helpers.submit(observe_run_dns, config, config.control_sni or "example.org")
+        finishers = ThreadPoolExecutor(max_workers=concurrency * 4 + 1, thread_name_prefix="complete")
+        run_dns = finishers.submit(observe_run_dns, config, config.control_sni or "example.org")
         measuring: dict[Future[Outcome], Target] = {}
         finishing: dict[Future[Outcome], Target] = {}
         queue = iter(targets)
@@ -191,7 +191,7 @@ def execute(
                 for future in done:
                     if future in measuring:
                         target = measuring.pop(future)
-                        finishing[helpers.submit(_complete, future.result(), run_dns)] = target
+                        finishing[finishers.submit(_complete, future.result(), run_dns)] = target
                     else:
                         target = finishing.pop(future)
                         started, observations, error = future.result()
@@ -213,7 +213,7 @@ def execute(
             # Past the deadline, measurements still running are abandoned too (each is bounded).
             abandon = summary.interrupted or summary.deadline_reached
             pool.shutdown(wait=not abandon, cancel_futures=True)
-            helpers.shutdown(wait=not abandon, cancel_futures=True)
+            finishers.shutdown(wait=not abandon, cancel_futures=True)
         summary.offline = summary.measured > 0 and summary.verdicts[Blocking.OFFLINE] == summary.measured
         return summary
     finally:
