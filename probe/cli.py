@@ -138,6 +138,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds for each network step")
     parser.add_argument("--concurrency", type=_positive(int), default=8, help="targets measured at once")
     parser.add_argument(
+        "--target-deadline",
+        type=_positive(float),
+        help="seconds for the whole of one target (default: six times --timeout); each step gets what is left",
+    )
+    parser.add_argument(
         "--dns-window", type=_positive(float), default=1.0, help="seconds to keep listening for more DNS replies"
     )
     parser.add_argument("--injection-address", help="an address that runs no resolver, for the DNS injection probe")

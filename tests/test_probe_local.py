@@ -375,3 +375,16 @@ def test_an_unparseable_redirect_is_recorded(world: dict, test_pki: PkiFixture, 
     assert record["observations"]["redirect_error"]["location"] == "http://[x"
     assert len(record["observations"]["http_requests"]) == 1
 
+
+
+def test_the_whole_target_is_bounded_by_its_deadline(world: dict, test_pki: PkiFixture, tmp_path: Path) -> None:
+    """Silence after the ClientHello, twice (the name is retried after the control): each step would
+    take the full --timeout; the target's deadline gives the retry only what is left."""
+    targets = _targets(tmp_path, world["server"].port, ["silent.test"])
+    args = _args(world, test_pki, targets, tmp_path / "out", "--timeout", "2", "--target-deadline", "3")
+    assert main(args) in (0, 1)
+    (record,) = read_results(tmp_path / "out")
+    target, control, retry = record["observations"]["tls_handshakes"]
+    assert (target["failure"], control["failure"], retry["purpose"]) == ("generic_timeout_error", None, "target_retry")
+    assert retry["t"] - retry["t0"] < 1.5  # what was left of 3 s, not another full 2 s step
+    assert retry["t"] < 3 + 0.5  # the record's own clock: the target ended at its deadline

@@ -103,6 +103,7 @@ def command_run(args: argparse.Namespace) -> int:
         os_store=os_store,
         own_addresses=own_addresses,
         issuer_fetcher=IssuerFetcher(args.timeout, own_addresses),
+        target_deadline=args.target_deadline or 6 * args.timeout,
         helper_token=args.helper_token or os.environ.get("PROBE_HELPER_TOKEN") or None,
     )
     try:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -45,6 +46,24 @@ class MeasureConfig:
     own_addresses: OwnAddresses = field(default_factory=OwnAddresses)  # learned, scrubbed, never recorded
     os_store: TrustAnchors | None = None  # the machine's trust store: a second opinion only
     issuer_fetcher: IssuerFetcher | None = None  # completes incomplete chains from AIA URLs (once per run)
+    target_deadline: float | None = None  # seconds for the whole of one target's critical path
+    ends: float | None = None  # this target's deadline (time.monotonic()); set per target by `for_target`
+
+    def for_target(self) -> MeasureConfig:
+        """A copy for one target, its deadline running from now."""
+        if self.target_deadline is None:
+            return self
+        return replace(self, ends=time.monotonic() + self.target_deadline)
+
+    def step(self) -> float:
+        """The bound of the next network step: `timeout`, or what is left of the target's deadline."""
+        if self.ends is None:
+            return self.timeout
+        return max(0.05, min(self.timeout, self.ends - time.monotonic()))
+
+    @property
+    def expired(self) -> bool:
+        return self.ends is not None and time.monotonic() >= self.ends
 
 
 def ordered(addresses: list[str]) -> list[str]:

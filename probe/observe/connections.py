@@ -52,14 +52,14 @@ def open_connection(
     """Connect (and handshake, for TLS), recording each step with its purpose.
 
     Returns the socket to speak HTTP over (None if a step failed) and the handshake record."""
-    sock, tcp = tcp_connect(address, port, config.timeout, clock, config.own_addresses)
+    sock, tcp = tcp_connect(address, port, config.step(), clock, config.own_addresses)
     tcp["purpose"] = purpose
     if hop is not None:
         tcp["hop"] = hop
     observations["tcp_connect"].append(tcp)
     if sock is None or not use_tls:
         return sock, None
-    tls, handshake = tls_handshake(sock, address, port, server_name, config.timeout, clock)
+    tls, handshake = tls_handshake(sock, address, port, server_name, config.step(), clock)
     handshake["purpose"] = purpose
     if hop is not None:
         handshake["hop"] = hop

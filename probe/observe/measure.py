@@ -198,7 +198,9 @@ class Pending:
 
 
 def start_measurement(target: Target, config: MeasureConfig, started: datetime) -> Pending:
-    """The critical path of one target: DNS until the system's answer, TCP, TLS, HTTP."""
+    """The critical path of one target: DNS until the system's answer, TCP, TLS, HTTP, within the
+    target's own deadline (`--target-deadline`) when one is set: each step gets what is left."""
+    config = config.for_target()
     clock = Clock()
     observations: dict[str, Any] = {"dns": None, "tcp_connect": [], "tls_handshakes": [], "http_requests": []}
     questions = None
@@ -236,6 +238,9 @@ def _observe_target(
 
     use_tls = target.scheme == "https"
     for address in ordered(addresses):
+        if config.expired:
+            observations["deadline_reached"] = "connect"  # the target's time is up: no further address
+            break
         conn, handshake = connect_with_contrast(
             address, target.port, use_tls, server_name, TARGET, config, started, clock, observations
         )

@@ -37,13 +37,16 @@ def fetch_with_redirects(
 ) -> None:
     """GET over a connected socket, then follow at most MAX_REDIRECTS redirects, each recorded."""
     try:
-        request = http_get(sock, host, path, config.timeout, clock, own=config.own_addresses)
+        request = http_get(sock, host, path, config.step(), clock, own=config.own_addresses)
     finally:
         close_quietly(sock)
     request.update({"address": address, "url": url, "redirect_index": 0})
     observations["http_requests"].append(request)
     for index in range(1, MAX_REDIRECTS + 1):
         if request["status"] not in REDIRECT_STATUSES or not request["location"]:
+            return
+        if config.expired:
+            observations["deadline_reached"] = "redirect"  # the target's time is up: no further hop
             return
         try:
             next_url = urljoin(request["url"], request["location"])
@@ -81,7 +84,7 @@ def fetch_with_redirects(
         if connection is None:
             return
         try:
-            request = http_get(connection, next_host, next_path, config.timeout, clock, own=config.own_addresses)
+            request = http_get(connection, next_host, next_path, config.step(), clock, own=config.own_addresses)
         finally:
             close_quietly(connection)
         request.update({"address": next_address, "url": next_url, "redirect_index": index})
@@ -96,5 +99,5 @@ def _may_follow_to(address: str) -> bool:
 def _lookup_for_redirect(host: str, port: int, config: MeasureConfig, clock: Clock) -> dict[str, Any]:
     """Resolve a redirect's host as a browser on this machine would."""
     if config.resolver is not None:
-        return lookup_with_resolver(config.resolver, host, config.timeout, 0.0, config.roots.path, clock)
+        return lookup_with_resolver(config.resolver, host, config.step(), 0.0, config.roots.path, clock)
     return lookup_system(host, port, clock)
