@@ -672,3 +672,51 @@ def test_endless_redirects_stop_at_five(records: dict[str, dict]) -> None:
     record = records["loop.lab"]
     assert [r["redirect_index"] for r in record["observations"]["http_requests"]] == [0, 1, 2, 3, 4, 5]
     assert (record["blocking"], record["anomalies"]) == ("none", [])
+
+
+# --- Hostile peers in the lab (issue 14) ----------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_hostile_servers_in_the_world_end_classified_within_their_bounds(lab: Lab) -> None:
+    targets = lab.directory / "hostile-targets.txt"
+    targets.write_text("hostile.lab:443\nhostile.lab:444\nhostile.lab:445\nhttp://hostile.lab/\n", encoding="utf-8")
+    out = lab.directory / "hostile"
+    args = _run_args(lab, targets, out)
+    args[args.index("--timeout") + 1] = "2"
+    result = lab.probe(lab.client, *args, "--target-deadline", "6", timeout=90)
+    assert result.returncode in (0, 1), result.stderr
+    found = {r["target"]["input"]: r for r in read_results(out)}
+    silent, drip, garbage, body = (found[k] for k in ("hostile.lab:443", "hostile.lab:444", "hostile.lab:445",
+                                                      "http://hostile.lab/"))  # fmt: skip
+    for record in (silent, drip):
+        first = record["observations"]["tls_handshakes"][0]
+        assert first["failure"] == "generic_timeout_error"
+        assert first["t"] - first["t0"] < 2 + 1  # its step's bound plus a second, dripping or not
+    assert garbage["observations"]["tls_handshakes"][0]["failure"] == "ssl_failed_handshake"
+    (page,) = body["observations"]["http_requests"]
+    assert page["body_truncated"] is True and page["body_length"] == 1 << 20  # a gigabyte offered, 1 MiB read
+    for record in found.values():
+        assert record["observations"]["tls_handshakes"] == [] or record["blocking"] in ("inconclusive", "tls")
+        last = max([h["t"] for h in record["observations"]["tls_handshakes"]] + [0])
+        assert last < 6 + 1  # the target's deadline plus a second
+
+
+@pytest.mark.timeout(120)
+def test_a_hostile_resolver_is_classified_and_its_flood_capped(lab: Lab) -> None:
+    targets = lab.directory / "hostile-dns-targets.txt"
+    names = ["many.hostile.lab", "loop.hostile.lab", "truncated.hostile.lab", "flood.hostile.lab"]
+    targets.write_text("".join(f"http://{name}/\n" for name in names), encoding="utf-8")
+    out = lab.directory / "hostile-dns"
+    args = _run_args(lab, targets, out)
+    args[args.index("--timeout") + 1] = "2"
+    result = lab.probe(lab.client, *args, "--resolver", f"{t.HOSTILE_RESOLVER}", "--no-injection-check", timeout=90)
+    assert result.returncode in (0, 1, 3), result.stderr
+    found = {r["target"]["host"]: r for r in read_results(out)}
+    assert set(found) == set(names)  # every target has its record
+    queries = {h: {q["query_type"]: q for q in found[h]["observations"]["dns"]["system"]["queries"]} for h in names}
+    assert len(queries["many.hostile.lab"]["A"]["answers"]) == 2000
+    assert queries["loop.hostile.lab"]["A"]["failure"] == "dns_bogus_reply"
+    assert queries["truncated.hostile.lab"]["A"]["failure"] == "dns_bogus_reply"
+    flood = queries["flood.hostile.lab"]["A"]
+    assert len(flood["replies"]) == 16 and flood["replies_dropped"] > 0

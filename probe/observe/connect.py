@@ -11,6 +11,7 @@ import contextlib
 import functools
 import socket
 import ssl
+import threading
 from typing import Any
 
 from probe.observe import errors
@@ -97,16 +98,33 @@ def tls_handshake(
     context = _client_context(tuple(ALPN_OFFER if alpn is None else alpn))
     sock.settimeout(timeout)
     tls: ssl.SSLSocket | None = None
+    # The socket's timeout bounds each read; a peer dripping a byte a second would keep a handshake
+    # going for ever. A watchdog cuts the connection when the whole handshake's time is up.
+    live: list[socket.socket] = [sock]  # wrap_socket moves the descriptor: cut whichever holds it
+    fired = threading.Event()
+
+    def time_up() -> None:
+        fired.set()
+        _cut(live[-1])
+
+    watchdog = threading.Timer(timeout, time_up)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         tls = context.wrap_socket(sock, server_hostname=server_name, do_handshake_on_connect=False)
+        live.append(tls)
         tls.do_handshake()
     except Exception as exc:
+        if fired.is_set() and not isinstance(exc, TimeoutError):
+            exc = TimeoutError("the handshake's time is up")  # cut by the watchdog: a timeout
         record["failure"] = errors.classify(exc)
         record["alert"] = errors.alert_description(exc)
         record["t"] = clock.now()
         close_quietly(tls)  # wrap_socket took the descriptor: closing `sock` alone would leak it
         close_quietly(sock)
         return None, record
+    finally:
+        watchdog.cancel()
     record["t"] = clock.now()
     record["tls_version"] = tls.version()
     cipher = tls.cipher()
@@ -114,6 +132,11 @@ def tls_handshake(
     record["negotiated_protocol"] = tls.selected_alpn_protocol()
     record["peer_certificates"] = [base64.b64encode(der).decode("ascii") for der in presented_chain(tls)]
     return tls, record
+
+
+def _cut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def close_quietly(sock: socket.socket | None) -> None:

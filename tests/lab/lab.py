@@ -416,6 +416,10 @@ http {{
             "--late-name", t.LATE_INJECTED_NAME, "--late-delay", str(t.LATE_INJECTION_DELAY),
         )  # fmt: skip
         self._spawn(
+            self.world, "hostile", sys.executable, "-m", "tests.lab.hostile", "--site", t.HOSTILE_SITE,
+            "--resolver", t.HOSTILE_RESOLVER,
+        )  # fmt: skip
+        self._spawn(
             self.world, "helper", sys.executable, "-m", "probe.cli", "helper", "serve",
             "--listen", f"{t.HELPER_ADDRESS}:443", "--tls-cert", str(d / f"{t.HELPER_NAME}.pem"),
             "--tls-key", str(d / f"{t.HELPER_NAME}.key"), "--roots", str(self.roots_pem),
@@ -430,6 +434,7 @@ http {{
         self._wait_listening(self.isp, "mitm-isca", "tcp", "*", t.ISCA_PROXY_PORT)
         self._wait_listening(self.isp, "mitm-antivirus", "tcp", "*", t.ANTIVIRUS_PROXY_PORT)
         self._wait_log(self.isp, "injector", "injector ready")
+        self._wait_log(self.world, "hostile", "hostile ready")
         self._wait_listening(self.world, "helper", "tcp", t.HELPER_ADDRESS, 443)
 
     # --- using ----------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ HTTP_REDIRECTED = "203.0.113.32"
 HTTP_ALTERED = "203.0.113.33"  # the ISP serves its own page here, one no fingerprint knows
 HTTP_OONI_FINGERPRINTED = "203.0.113.34"  # the ISP serves a page OONI's fingerprints know
 CDN_STRICT = "203.0.113.14"  # a CDN edge that refuses unknown names with an alert, as large CDNs do
+HOSTILE_SITE = "203.0.113.70"  # servers that misbehave on purpose (tests/lab/hostile.py)
+HOSTILE_RESOLVER = "203.0.113.71"  # a resolver that does
 DOWN_SITE = "203.0.113.42"  # nothing listens: down for everyone
 HELPER_ADDRESS = "203.0.113.90"  # the control vantage, `probe helper serve`
 UNREACHABLE_HELPER = "203.0.113.91"  # nothing listens
@@ -59,6 +61,8 @@ WORLD_SITE_ADDRESSES = (
     HTTP_ALTERED,
     HTTP_OONI_FINGERPRINTED,
     CDN_STRICT,
+    HOSTILE_SITE,
+    HOSTILE_RESOLVER,
     DOWN_SITE,
     HELPER_ADDRESS,
     UNREACHABLE_HELPER,
@@ -71,7 +75,8 @@ WORLD_SITE_ADDRESSES = (
 HTTPS_SITE_ADDRESSES = tuple(
     a
     for a in WORLD_SITE_ADDRESSES
-    if a not in (PUBLIC_RESOLVER, BROKEN_TLS, DOWN_SITE, HELPER_ADDRESS, UNREACHABLE_HELPER)
+    if a
+    not in (PUBLIC_RESOLVER, BROKEN_TLS, DOWN_SITE, HELPER_ADDRESS, UNREACHABLE_HELPER, HOSTILE_SITE, HOSTILE_RESOLVER)
 )
 # Where nginx answers an unknown name with the default site's certificate (not CDN_STRICT: an alert).
 DEFAULT_SITE_ADDRESSES = tuple(a for a in HTTPS_SITE_ADDRESSES if a != CDN_STRICT)
@@ -125,6 +130,7 @@ SITES: dict[str, str] = {
     "http-ooni.lab": HTTP_OONI_FINGERPRINTED,
     "late-injected.lab": CLEAN_SITES,
     "loop.lab": HTTP_SITES,  # plain HTTP that redirects to itself, for ever
+    "hostile.lab": HOSTILE_SITE,
 }
 UNTRUSTED_SITES = ("selfsigned.lab",)
 LEAF_ONLY_SITES = ("aia.lab",)
