@@ -462,3 +462,16 @@ def test_any_results_file_is_read_with_bad_lines_counted(
     nonblank = [line for line in lines if line.strip()]
     # Random lines are no records: each is counted, or the file is named as unreadable.
     assert problems.skipped_lines == len(nonblank) or problems.unreadable_files
+
+
+def test_the_watchdog_fires_what_is_due_and_nothing_disarmed() -> None:
+    from probe.observe.watchdog import Watchdog
+
+    watchdog, fired = Watchdog(), threading.Event()
+    seen: list[str] = []
+    kept = watchdog.arm(0.2, lambda: (seen.append("kept"), fired.set()))
+    dropped = watchdog.arm(0.05, lambda: seen.append("dropped"))
+    watchdog.disarm(dropped)
+    assert fired.wait(5)
+    watchdog.disarm(kept)  # after it fired: nothing to cancel, nothing kept
+    assert seen == ["kept"] and not watchdog._pending and not watchdog._cancelled

@@ -17,6 +17,7 @@ from typing import Any
 from probe.observe import errors
 from probe.observe.clock import Clock
 from probe.observe.own_addresses import OwnAddresses
+from probe.observe.watchdog import WATCHDOG
 
 ALPN_OFFER = ["http/1.1"]  # the probe speaks HTTP/1.1 over the same connection
 
@@ -107,9 +108,7 @@ def tls_handshake(
         fired.set()
         _cut(live[-1])
 
-    watchdog = threading.Timer(timeout, time_up)
-    watchdog.daemon = True
-    watchdog.start()
+    token = WATCHDOG.arm(timeout, time_up)
     try:
         tls = context.wrap_socket(sock, server_hostname=server_name, do_handshake_on_connect=False)
         live.append(tls)
@@ -124,7 +123,7 @@ def tls_handshake(
         close_quietly(sock)
         return None, record
     finally:
-        watchdog.cancel()
+        WATCHDOG.disarm(token)
     record["t"] = clock.now()
     record["tls_version"] = tls.version()
     cipher = tls.cipher()
