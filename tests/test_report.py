@@ -244,3 +244,16 @@ def test_analyze_rejudges_history_when_a_catalog_grows(
     assert (event["target"], event["finding"], event["key"], event["measurements"]) == (
         "news.example", "tls_mitm", "zz-national-root", 2,
     )  # fmt: skip
+
+
+def test_show_reads_compressed_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--compress` writes .jsonl.gz and .jsonl.zst: `probe show` reads them as it reads plain files."""
+    import zstandard
+
+    line = (json.dumps(record("twitter.com", "2020-12-06T10:00:00Z", "AS9198", PROBES[0], "tls_mitm")) + "\n").encode()
+    (tmp_path / "run.jsonl.gz").write_bytes(gzip.compress(line))
+    (tmp_path / "run.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(line))
+    for name in ("run.jsonl.gz", "run.jsonl.zst"):
+        assert main(["show", str(tmp_path / name)]) == 0
+        shown = capsys.readouterr().out
+        assert "twitter.com" in shown and "verdict:   tls_mitm" in shown and "1 records" in shown

@@ -85,6 +85,18 @@ def helper_failed_at(view: dict[str, Any] | None, stage: str) -> bool | None:
     return part.get("failure") is not None or (stage == "http" and part.get("status") is None)
 
 
+def helper_contrast(view: dict[str, Any] | None, stage: str, verdict: Blocking, j: Judgement) -> Finding | None:
+    """What the helper says of a stage that failed here: failed too (down for everyone), worked from
+    outside (this path breaks it: blocked, confirmed), or nothing (None: the caller's rules decide)."""
+    failed = helper_failed_at(view, stage)
+    if failed:
+        j.add(Anomaly.HELPER_SAME_FAILURE)
+        return Finding(Outcome.DOWN, True, verdict)
+    if failed is False:
+        return Finding(Outcome.BLOCKED, True, verdict)
+    return None
+
+
 def by_purpose(items: list[dict[str, Any]], purpose: str) -> list[dict[str, Any]]:
     return [item for item in items if item.get("purpose", "target") == purpose]
 

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 from probe.analyze.bogons import is_bogon
-from probe.analyze.common import AnalysisContext, Finding, Judgement, Outcome, helper_failed_at, helper_view
+from probe.analyze.common import AnalysisContext, Finding, Judgement, Outcome, helper_contrast, helper_view
 from probe.analyze.fingerprints import FALSE_POSITIVE, WEAK
 from probe.analyze.sites import registrable_domain
 from probe.vocabulary.anomalies import Anomaly, Blocking
@@ -80,12 +80,9 @@ def judge_http(obs: dict[str, Any], confirmed: bool, ctx: AnalysisContext, host:
     helper = helper_view(obs)
     if first["status"] is None:
         j.add(EXCHANGE_CODES.get(first["failure"], Anomaly.HTTP_FAILURE))
-        helper_failed = helper_failed_at(helper, "http")
-        if helper_failed:
-            j.add(Anomaly.HELPER_SAME_FAILURE)
-            return Finding(Outcome.DOWN, True, Blocking.HTTP)
-        if helper_failed is False:
-            return Finding(Outcome.BLOCKED, True, Blocking.HTTP)
+        said = helper_contrast(helper, "http", Blocking.HTTP, j)
+        if said is not None:
+            return said
         return Finding(Outcome.BLOCKED if confirmed else Outcome.UNKNOWN, False, Blocking.HTTP)
     page = helper.get("http") if helper is not None else None
     if isinstance(page, dict) and page.get("status") is not None and _pages_differ(first, page):

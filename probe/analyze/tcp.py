@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from probe.analyze.common import Finding, Judgement, Outcome, by_purpose, helper_failed_at, helper_view
+from probe.analyze.common import Finding, Judgement, Outcome, by_purpose, helper_contrast, helper_view
 from probe.vocabulary.anomalies import Anomaly, Blocking
 from probe.vocabulary.failures import Failure
 
@@ -27,10 +27,7 @@ def judge_tcp(obs: dict[str, Any], confirmed: bool, j: Judgement) -> Finding:
     # Offline is decided from the routing table before the run, never from one connect's error: a
     # censor can answer with "network unreachable" too, and that is a finding like any other.
     j.add(CONNECT_CODES.get(attempts[0]["failure"], Anomaly.TCP_FAILURE))
-    helper_failed = helper_failed_at(helper_view(obs), "tcp")
-    if helper_failed:
-        j.add(Anomaly.HELPER_SAME_FAILURE)
-        return Finding(Outcome.DOWN, True, Blocking.TCP)
-    if helper_failed is False:
-        return Finding(Outcome.BLOCKED, True, Blocking.TCP)
+    said = helper_contrast(helper_view(obs), "tcp", Blocking.TCP, j)
+    if said is not None:
+        return said
     return Finding(Outcome.BLOCKED if confirmed else Outcome.UNKNOWN, False, Blocking.TCP)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from probe.analyze.chain import CAUSE_CODES, PUBLICLY_SIGNED, FailureCause, describe_interceptor
-from probe.analyze.common import ChainAnalyzer, Finding, Judgement, Outcome, helper_failed_at, helper_view, hop_items
+from probe.analyze.common import ChainAnalyzer, Finding, Judgement, Outcome, helper_contrast, helper_view, hop_items
 from probe.analyze.sites import same_site
 from probe.vocabulary.anomalies import Anomaly, Blocking
 from probe.vocabulary.failures import Failure
@@ -97,12 +97,9 @@ def _judge_failed_handshake(
     )
     if control_failed:
         j.add(Anomaly.TLS_FAILS_FOR_ANY_NAME)
-    helper_failed = helper_failed_at(helper, "tls") if hop.is_target else None
-    if helper_failed:
-        j.add(Anomaly.HELPER_SAME_FAILURE)
-        return Finding(Outcome.DOWN, True, Blocking.TLS)
-    if helper_failed is False:  # the site answers from outside: this path breaks it
-        return Finding(Outcome.BLOCKED, True, Blocking.TLS)
+    said = helper_contrast(helper if hop.is_target else None, "tls", Blocking.TLS, j)
+    if said is not None:
+        return said
     if control is not None or hop.control_connects:
         return Finding(Outcome.UNKNOWN, False, Blocking.TLS)
     return Finding(Outcome.BLOCKED if confirmed else Outcome.UNKNOWN, False, Blocking.TLS)

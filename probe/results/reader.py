@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from probe.results.files import open_text
+
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Read a results file; a line that is not a record names its place."""
     records = []
-    with path.open(encoding="utf-8") as handle:
+    with open_text(path) as handle:  # plain, .gz or .zst, as `--compress` writes them
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
