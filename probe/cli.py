@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ports", default="80,443", help="destination ports allowed (default 80,443)")
     serve.add_argument("--rate", type=_positive(float), default=600.0, help="requests a minute per client")
     serve.add_argument("--burst", type=_positive(int), default=120, help="requests a client may make at once")
-    serve.add_argument("--connections", type=_positive(int), default=64, help="connections served at once")
+    serve.add_argument("--connections", type=_positive(int), default=256, help="connections served at once")
     serve.add_argument(
         "--request-deadline", type=_positive(float), default=10.0, help="seconds for a whole request to arrive"
     )

@@ -276,6 +276,26 @@ def test_scrub_replaces_whole_addresses_only() -> None:
     }
 
 
+def test_scrubbing_the_encoded_line_finds_what_scrubbing_each_string_finds() -> None:
+    """The run scrubs a record's encoded line in one pass; around JSON's escapes (a form feed, a
+    backspace or a control character written as \\u00XX just before an address) it must neither
+    miss an address nor take a neighbour's digits."""
+    import random
+
+    from probe.results.privacy import scrub, scrubbed_line
+
+    own = frozenset({"192.0.2.1", "2001:db8::5"})
+    pieces = ["192.0.2.1", "192.0.2.10", "2001:db8::5", "2001:DB8::5", "::ffff:192.0.2.1", "ip-192-0-2-1", "\f", "\b",
+              "\x01", "\x1f", "\n", "\t", '"', "\\", "-", ".", ":", "1", "f", "a", " ", "é", "\u2028"]  # fmt: skip
+    chooser = random.Random(15)
+    for _ in range(3000):
+        text = "".join(chooser.choice(pieces) for _ in range(chooser.randint(1, 6)))
+        record = {"body": text, "nested": [{"title": text[::-1]}], "n": 7}
+        assert json.loads(scrubbed_line(record, own)) == scrub(record, own), repr(text)
+    assert b"192.0.2.1" not in scrubbed_line({"body": "\f192.0.2.1\b192.0.2.1"}, own)
+    assert scrubbed_line({"a": "192.0.2.1"}, frozenset()) == b'{"a":"192.0.2.1"}\n'
+
+
 def test_spki_read_from_the_certificate_der_matches_the_parsed_key() -> None:
     """The fingerprint of the key as encoded, so that keys this build cannot load still match."""
     from cryptography.hazmat.primitives import serialization

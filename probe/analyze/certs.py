@@ -54,7 +54,18 @@ CERTIFICATE_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, Unsupp
 
 
 def decode_chain(chain_b64: list[str]) -> list[x509.Certificate]:
-    return [x509.load_der_x509_certificate(base64.b64decode(item)) for item in chain_b64]
+    return [_decode(item) for item in chain_b64]
+
+
+# A record names the same certificates several times (the target, the control SNI, the helper's
+# view) and a run meets the same intermediates for thousands of targets: each is parsed and
+# described once. A certificate is immutable; a failed parse is not cached (it raises again).
+CACHED_CERTIFICATES = 1024
+
+
+@functools.lru_cache(maxsize=CACHED_CERTIFICATES)
+def _decode(item: str) -> x509.Certificate:
+    return x509.load_der_x509_certificate(base64.b64decode(item))
 
 
 def der_of(cert: x509.Certificate) -> bytes:
@@ -115,6 +126,13 @@ def spki_sha256(cert: x509.Certificate) -> str:
 
 
 def describe_certificate(cert: x509.Certificate) -> dict[str, Any]:
+    """Subject, issuer, validity, fingerprints and names of a certificate (a fresh dict each time)."""
+    described = _described(cert)
+    return {**described, "dns_names": list(described["dns_names"])}
+
+
+@functools.lru_cache(maxsize=CACHED_CERTIFICATES)
+def _described(cert: x509.Certificate) -> dict[str, Any]:
     der = der_of(cert)
     return {
         "subject": cert.subject.rfc4514_string(),

@@ -40,8 +40,10 @@ class HelperConfig:
     # the default serves it, and throttles anyone who asks far more.
     rate_per_minute: float = 600.0
     burst: int = 120
-    max_concurrent: int = 16
-    max_connections: int = 64  # open at once; past it a new connection is closed at once
+    max_concurrent: int = 16  # measurements at once; a request waits up to `timeout` for its turn
+    # Open at once; past it a new connection is closed at once. A probe keeps at most four
+    # (helperclient.HELPER_CONNECTIONS): fifty probes at once fit, with room.
+    max_connections: int = 256
     request_deadline: float = 10.0  # a whole request (headers and body) must arrive within this
 
 

@@ -89,7 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise Refused(400, "the body is not JSON") from None
             if not isinstance(request, dict):
                 raise Refused(400, "the body must be a JSON object")
-            if not self.server.slots.acquire(timeout=1.0):
+            if not self.server.slots.acquire(timeout=config.timeout):
                 raise Refused(503, "busy; try again later")
             try:
                 answer = measure_for_probe(request, config)
@@ -105,7 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class HelperServer(ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 64
+    request_queue_size = 256
 
     def __init__(self, listen: tuple[str, int], config: HelperConfig, cert: str, key: str) -> None:
         super().__init__(listen, _Handler)

@@ -6,7 +6,11 @@ verdicts then rest on what the probe knows alone.
 
 from __future__ import annotations
 
+import functools
+import queue
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -41,8 +45,8 @@ _LOCAL = threading.local()
 
 
 def _session() -> requests.Session:
-    """One pooled session per thread: the helper's TLS connection is kept and reused across targets
-    (a Session is not safe to share between threads; one a thread is)."""
+    """One pooled session per worker thread: the helper's TLS connection is kept and reused across
+    targets (a Session is not safe to share between threads; one a thread is)."""
     session = getattr(_LOCAL, "session", None)
     if session is None:
         session = _LOCAL.session = requests.Session()
@@ -86,32 +90,65 @@ def ask_helper(
     return record
 
 
+# Questions one probe has in flight to one helper at once: a polite client, whose few connections
+# are kept (each worker thread keeps its session), so that fifty probes are two hundred
+# connections at most, not one per target.
+HELPER_CONNECTIONS = 4
+
+
+class _HelperLine:
+    """Long-lived daemon workers asking one helper, in the order questions came."""
+
+    def __init__(self, workers: int) -> None:
+        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        for _ in range(workers):
+            threading.Thread(target=self._work, daemon=True, name="helper").start()
+
+    def _work(self) -> None:
+        while True:
+            self.jobs.get()()
+
+
+_LINES: dict[str, _HelperLine] = {}
+_LINES_LOCK = threading.Lock()
+
+
+def _line(helper_url: str) -> _HelperLine:
+    with _LINES_LOCK:
+        line = _LINES.get(helper_url)
+        if line is None:
+            line = _LINES[helper_url] = _HelperLine(HELPER_CONNECTIONS)
+        return line
+
+
 class HelperQuestions:
-    """Ask every helper in the background while the probe measures; collect the answers after."""
+    """Ask every helper in the background while the probe measures; collect the answers after.
+
+    A question waits for one of the helper's few connections, then takes at most its own deadline:
+    collecting waits at most twice that from the moment it was asked."""
 
     def __init__(
         self, helpers: list[str], target_url: str, token: str | None, step_timeout: float, roots: str, clock: Clock
     ) -> None:
         self.results: list[dict[str, Any] | None] = [None] * len(helpers)
-        self.deadline = 4 * step_timeout + 10
-        self.threads = []
+        self.answered = [threading.Event() for _ in helpers]
+        self.helpers = helpers
+        self.until = time.monotonic() + 2 * (4 * step_timeout + 10)
         for index, helper in enumerate(helpers):
-            thread = threading.Thread(
-                target=self._ask,
-                args=(index, helper, target_url, token, step_timeout, roots, clock),
-                daemon=True,
-                name="helper",
+            _line(helper).jobs.put(
+                functools.partial(self._ask, index, helper, target_url, token, step_timeout, roots, clock)
             )
-            thread.start()
-            self.threads.append((helper, thread))
 
     def _ask(self, index: int, *args: Any) -> None:
-        self.results[index] = ask_helper(*args)
+        try:
+            self.results[index] = ask_helper(*args)
+        finally:
+            self.answered[index].set()
 
     def collect(self) -> list[dict[str, Any]]:
         collected = []
-        for index, (helper, thread) in enumerate(self.threads):
-            thread.join(self.deadline)
+        for index, helper in enumerate(self.helpers):
+            self.answered[index].wait(max(0.0, self.until - time.monotonic()))
             result = self.results[index]
             if result is None:
                 result = {"helper": helper, "status": None, "failure": Failure.GENERIC_TIMEOUT,

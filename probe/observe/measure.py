@@ -75,7 +75,7 @@ class DnsInFlight:
         self._control = _background(self._control_and_probe) if config.control_resolver is not None else None
         self._system: Future[dict[str, Any]] | None = None
         if config.resolver is None:
-            self._system = _background(lookup_system, hostname, port, clock)
+            self._system = _LOOKUPS.submit(lookup_system, hostname, port, clock)
         elif config.resolver.transport != "udp":
             self._system = _background(
                 lookup_with_resolver, config.resolver, hostname, config.timeout, config.dns_window,
@@ -155,7 +155,11 @@ class DnsInFlight:
         }
 
 
-_WORKERS = ThreadPoolExecutor(max_workers=512, thread_name_prefix="dns")  # threads made on demand, reused
+# Threads are made on demand and reused. Listening (a window for late replies, the injection
+# probe) holds a thread for a second or two per target, for every target measured or finishing:
+# it must never queue the critical path's lookup, which has a pool of its own.
+_WORKERS = ThreadPoolExecutor(max_workers=2048, thread_name_prefix="dns")
+_LOOKUPS = ThreadPoolExecutor(max_workers=256, thread_name_prefix="getaddrinfo")
 
 
 def _background(function: Callable[..., Any], *args: Any) -> Future[Any]:

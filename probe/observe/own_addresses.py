@@ -62,6 +62,21 @@ def _forms(address: str) -> tuple[list[str], list[str]]:
 
 
 @functools.lru_cache(maxsize=64)
+def address_literals(addresses: frozenset[str]) -> tuple[bytes, ...]:
+    """Text that every written form of the addresses contains, in lower case: a line that holds
+    none of it (the common case) needs no pattern run over it."""
+    literals: set[bytes] = set()
+    for address in addresses:
+        ip = ipaddress.ip_address(address)
+        if isinstance(ip, ipaddress.IPv6Address):
+            literals |= {ip.compressed.encode(), ip.exploded.encode()}
+            ip = ip.ipv4_mapped or ip
+        if isinstance(ip, ipaddress.IPv4Address):
+            literals |= {str(ip).encode(), str(ip).replace(".", "-").encode()}
+    return tuple(sorted(literals))
+
+
+@functools.lru_cache(maxsize=64)
 def address_pattern(addresses: frozenset[str], binary: bool = False) -> re.Pattern[Any]:
     """One normaliser for every common textual form of the given addresses: IPv4 (also with a port,
     mapped into IPv6, or dashed as in `ip-203-0-113-5`), IPv6 in any case and either compression.

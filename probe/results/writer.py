@@ -6,13 +6,14 @@ interrupted run keeps every finished record and never leaves half a line.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 
 class ResultsWriter:
@@ -26,7 +27,10 @@ class ResultsWriter:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def write(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        self.write_line(encode_record(record))
+
+    def write_line(self, line: bytes) -> None:
+        """One encoded record (`encode_record`, ending in a newline), written whole and synced."""
         # A signal arriving mid-line is held until the line is whole.
         mask = getattr(signal, "pthread_sigmask", None)  # not on Windows: there a line is written unmasked
         held = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if mask is not None else None
@@ -42,6 +46,12 @@ class ResultsWriter:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    """A record as one line of compact UTF-8 JSON with its newline (orjson: about ten times
+    faster than the standard library, and the same JSON)."""
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
 
 
 def compress(path: Path, method: str) -> Path:
