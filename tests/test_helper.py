@@ -204,3 +204,50 @@ def test_connections_past_the_bound_are_closed_at_once(test_pki: PkiFixture) -> 
         assert _ask(url, test_pki, "https://10.1.2.3/").status_code == 403  # served again once they are gone
     finally:
         served.close()
+
+
+def test_a_probe_asks_a_helper_on_a_few_kept_connections(helper: str, test_pki: PkiFixture) -> None:
+    """Twenty questions at once reach the helper on at most four connections, kept and reused: fifty
+    probes are then two hundred connections at most, within the helper's bound."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    from probe.observe.helperclient import HELPER_CONNECTIONS, HelperQuestions
+
+    upstream = urlsplit(helper)
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+    def relay() -> None:  # counts the connections the probe opens
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(client)
+            server = socket.create_connection((upstream.hostname, upstream.port))
+            threading.Thread(target=pipe, args=(client, server), daemon=True).start()
+            threading.Thread(target=pipe, args=(server, client), daemon=True).start()
+
+    threading.Thread(target=relay, daemon=True).start()
+    relayed = f"https://127.0.0.1:{listener.getsockname()[1]}/"
+    try:
+        questions = [
+            HelperQuestions([relayed], f"https://10.0.0.{n}/", TOKEN, 2, str(test_pki.roots_pem), Clock())
+            for n in range(20)
+        ]
+        answers = [q.collect()[0] for q in questions]
+    finally:
+        listener.close()
+    assert [a["status"] for a in answers] == [403] * 20  # every one asked and answered (a refused address)
+    assert 1 <= len(accepted) <= HELPER_CONNECTIONS == 4
