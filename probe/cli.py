@@ -148,6 +148,15 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--injection-address", help="an address that runs no resolver, for the DNS injection probe")
     parser.add_argument("--no-injection-check", action="store_true", help="skip the DNS injection probe")
     parser.add_argument(
+        "--forensics",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="packet forensics where CAP_NET_RAW allows: injected resets, the censor's hop (default: on)",
+    )
+    parser.add_argument(
+        "--forensics-limit", type=_positive(int), default=3, help="TTL sweeps (locating the censor) per run"
+    )
+    parser.add_argument(
         "--helper", action="append", default=[], help="URL of a control vantage (probe helper serve); repeatable"
     )
     parser.add_argument("--helper-token", help="bearer token for the helpers (or PROBE_HELPER_TOKEN)")

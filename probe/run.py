@@ -14,12 +14,13 @@ import traceback
 import uuid
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from probe.analyze.verdict import AnalysisContext
+from probe.forensics.examine import Forensics
 from probe.observe.measure import MeasureConfig, Pending, observe_run_dns, start_measurement
 from probe.observe.netcheck import has_route, source_address
 from probe.progress import Progress, plain_summary
@@ -107,8 +108,11 @@ def _measure_one(target: Target, config: MeasureConfig) -> Outcome:
         return started, None, traceback.format_exc(limit=3)[-1000:]
 
 
-def _complete(outcome: Outcome, run_dns: Future[dict[str, Any]]) -> Outcome:
-    """The rest of a target, off the measuring path: late DNS replies and the helpers' answers."""
+def _complete(
+    outcome: Outcome, run_dns: Future[dict[str, Any]], forensics: Forensics | None, analysis: AnalysisContext
+) -> Outcome:
+    """The rest of a target, off the measuring path: late DNS replies, the helpers' answers, and
+    for a finding the forensic steps."""
     started, pending, error = outcome
     if not isinstance(pending, Pending):
         return outcome
@@ -116,6 +120,9 @@ def _complete(outcome: Outcome, run_dns: Future[dict[str, Any]]) -> Outcome:
         observations = pending.complete()
         if observations["dns"] is not None:
             observations["dns"].update(run_dns.result())  # the run's own DNS facts, in every record
+        if forensics is not None:
+            target = pending.target
+            forensics.examine(target.host, target.port, observations, started, pending.config, analysis)
     except Exception:
         return started, pending.observations, traceback.format_exc(limit=3)[-1000:]
     return started, observations, error or observations.get("stage_error")
@@ -133,6 +140,7 @@ def execute(
     probe_id: str | None = None,
     deadline: float | None = None,
     show_progress: bool | None = None,
+    forensics: Forensics | None = None,
 ) -> RunSummary:
     """Measure every target and write its record as soon as it is judged.
 
@@ -166,9 +174,11 @@ def execute(
             summary.interceptions.append(interception)
         progress.update(summary.measured, item.target.host, verdict.blocking, time.monotonic() - clock_started)
 
-    # Forked before any thread of the run starts (the progress display's included).
+    # Forked before any thread of the run starts (the progress display's and the capture's included).
     recorder = start_recorder(run, analysis, writer, written)
     _few_malloc_arenas()
+    if forensics is not None and forensics.start() is not None:
+        config = replace(config, capture=forensics.capture)
     progress = Progress(progress_stream, len(targets), show_progress)
 
     def finish(
@@ -214,7 +224,8 @@ def execute(
                 for future in done:
                     if future in measuring:
                         target = measuring.pop(future)
-                        finishing[finishers.submit(_complete, future.result(), run_dns)] = target
+                        outcome = future.result()
+                        finishing[finishers.submit(_complete, outcome, run_dns, forensics, analysis)] = target
                     else:
                         target = finishing.pop(future)
                         started, observations, error = future.result()
@@ -242,6 +253,8 @@ def execute(
         return summary
     finally:
         recorder.close()  # every record handed over is in the file before the summary is read
+        if forensics is not None:
+            forensics.close()
         summary.duration = time.monotonic() - clock_started
         progress.finish()
         writer.close()

@@ -31,12 +31,14 @@ ALLOWED: dict[str, set[str]] = {
     "identity": set(),
     "lock": set(),
     "progress": set(),
-    "run": {"vocabulary", "targets", "signals", "progress", "analyze", "observe", "loaders", "results", "recorder"},
+    "run": {"vocabulary", "targets", "signals", "progress", "analyze", "observe", "loaders", "results", "recorder",
+            "forensics"},  # fmt: skip
+    "forensics": {"vocabulary", "observe"},
     "recorder": {"vocabulary", "targets", "analyze", "results"},
     "report": {"vocabulary", "results"},
     "rejudge": {"vocabulary", "analyze", "loaders", "results"},
     "commands": {"vocabulary", "targets", "signals", "identity", "settings", "lock", "analyze", "observe",
-                 "loaders", "results", "helper", "run", "report", "rejudge", "upload"},  # fmt: skip
+                 "loaders", "results", "helper", "run", "report", "rejudge", "upload", "forensics"},  # fmt: skip
     "settings": set(),
     "upload": {"identity", "results"},
     "cli": {"commands", "settings"},

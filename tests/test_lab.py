@@ -154,7 +154,13 @@ def test_blackholed_address_gives_tcp(records: dict[str, dict]) -> None:
 def test_rst_after_client_hello_gives_tls(records: dict[str, dict]) -> None:
     record = records["tls-reset.lab"]
     assert record["blocking"] == "tls"
-    assert record["anomalies"] == ["tls.reset", "tls.sni_triggered"]
+    assert record["anomalies"] == ["tls.reset", "tls.sni_triggered", "tls.injected_rst"]
+    # The ISP's router (one hop away) sent the reset: it arrives with TTL 64, the server's packets,
+    # one hop further, with 63 (the lab runs as root: the packet capture is on).
+    marks = record["analysis"]["forensics"]["injected_rst"]
+    assert {(m["stage"], m["purpose"], m["rst"]["ip_ttl"], m["server"]["ip_ttl"]) for m in marks} >= {
+        ("tls", "target", 64, 63)
+    }
     target, control, retry = record["observations"]["tls_handshakes"]
     assert (target["server_name"], target["failure"]) == ("tls-reset.lab", "connection_reset")
     assert (control["purpose"], control["failure"], control["address"]) == ("control_sni", None, t.SNI_FILTERED)
@@ -487,7 +493,7 @@ def test_sni_reset_behind_a_cdn_that_refuses_unknown_names_is_proven(records: di
     """The control name gets an alert from the CDN, which is an answer: the server was reached."""
     record = records["cdn-strict.lab"]
     assert (record["blocking"], record["confidence"]) == ("tls", "confirmed")
-    assert record["anomalies"] == ["tls.reset", "tls.sni_triggered"]
+    assert record["anomalies"] == ["tls.reset", "tls.sni_triggered", "tls.injected_rst"]
     target, control, retry = record["observations"]["tls_handshakes"]
     assert (target["failure"], retry["failure"]) == ("connection_reset", "connection_reset")
     assert (control["purpose"], control["alert"]) == ("control_sni", "unrecognized_name")
@@ -498,7 +504,7 @@ def test_sni_reset_behind_a_cdn_that_refuses_unknown_names_is_proven(records: di
 def test_redirect_to_a_reset_host_is_a_finding_with_the_hop_named(records: dict[str, dict]) -> None:
     record = records["redirect-out.lab"]
     assert (record["blocking"], record["confidence"]) == ("tls", "confirmed")
-    assert record["anomalies"] == ["tls.reset", "tls.sni_triggered", "http.redirect_hop"]
+    assert record["anomalies"] == ["tls.reset", "tls.sni_triggered", "http.redirect_hop", "tls.injected_rst"]
     assert record["analysis"]["redirect_hop"] == {"index": 1, "url": "https://tls-reset.lab/", "stage": "tls"}
     hop = [h for h in record["observations"]["tls_handshakes"] if h.get("hop") == 1]
     assert [h["purpose"] for h in hop] == ["redirect", "redirect_control_sni", "redirect_retry"]

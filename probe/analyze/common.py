@@ -46,6 +46,7 @@ class Judgement:
     blockpage: dict[str, Any] | None = None
     tls: dict[str, Any] | None = None  # the certificate analysis of the target's handshake
     redirect_hop: dict[str, Any] | None = None  # the hop a finding is on, when not the first response
+    forensics: dict[str, Any] | None = None  # injected resets and the censor's hop, from packet forensics
 
     def add(self, *codes: Anomaly) -> None:
         for code in codes:

@@ -11,8 +11,17 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from probe.analyze.common import AnalysisContext, Finding, Judgement, Outcome, chain_analyzer, helper_view
+from probe.analyze.common import (
+    AnalysisContext,
+    ChainAnalyzer,
+    Finding,
+    Judgement,
+    Outcome,
+    chain_analyzer,
+    helper_view,
+)
 from probe.analyze.dns import judge_dns
+from probe.analyze.forensics import judge_forensics
 from probe.analyze.http import judge_http
 from probe.analyze.redirects import judge_redirects
 from probe.analyze.tcp import judge_tcp
@@ -67,4 +76,17 @@ def judge(
     j.confidence = Confidence.CONFIRMED if finding.confirmed else Confidence.UNCONFIRMED
     if finding.outcome == Outcome.UNKNOWN:
         j.confidence = Confidence.UNCONFIRMED
+    elif finding.outcome == Outcome.BLOCKED:
+        judge_forensics(observations, j, forged_leaves(observations, analysis_of), ctx)
     return j
+
+
+def forged_leaves(observations: dict[str, Any], analysis_of: ChainAnalyzer) -> set[str]:
+    """SHA-256 of the leaves the target's handshakes presented that do not validate."""
+    leaves = set()
+    for handshake in observations.get("tls_handshakes") or []:
+        if handshake.get("purpose", "target") == "target" and handshake.get("peer_certificates"):
+            analysis = analysis_of(handshake)
+            if not analysis["valid"] and analysis.get("certificates"):
+                leaves.add(analysis["certificates"][0]["sha256_der"])
+    return leaves

@@ -26,6 +26,7 @@ from probe.signals import Interrupted, raise_interrupted
 
 if TYPE_CHECKING:
     from probe.analyze.asn import AsNumbers
+    from probe.forensics.examine import Forensics
     from probe.observe.dns import ResolverSpec
     from probe.observe.own_addresses import OwnAddresses
 
@@ -157,6 +158,7 @@ def command_run(args: argparse.Namespace) -> int:
             summary = execute(
                 targets, config, analysis, network, reference, args.out, args.concurrency,
                 probe_id=installation_id(), deadline=args.deadline, show_progress=False if args.quiet else None,
+                forensics=_forensics(args),
             )  # fmt: skip
             summary.results_path = compress(summary.results_path, args.compress)
     except Locked as exc:
@@ -185,6 +187,14 @@ def command_run(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(code)  # measuring threads are bounded, but there is no need to wait for them
     return code
+
+
+def _forensics(args: argparse.Namespace) -> Forensics:
+    """The run's forensic steps: on by default where the capability allows (not the user id)."""
+    from probe.forensics.capability import raw_capability
+    from probe.forensics.examine import TURNED_OFF, Forensics
+
+    return Forensics(TURNED_OFF if not args.forensics else raw_capability(), args.forensics_limit)
 
 
 def _own_network(

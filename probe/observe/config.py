@@ -11,6 +11,7 @@ from typing import Protocol
 from probe.observe.aia import IssuerFetcher
 from probe.observe.dns import ResolverSpec
 from probe.observe.own_addresses import OwnAddresses
+from probe.observe.wire import PacketWatcher, TargetWatch
 
 MAX_ADDRESSES = 3
 
@@ -48,6 +49,8 @@ class MeasureConfig:
     issuer_fetcher: IssuerFetcher | None = None  # completes incomplete chains from AIA URLs (once per run)
     target_deadline: float | None = None  # seconds for the whole of one target's critical path
     ends: float | None = None  # this target's deadline (time.monotonic()); set per target by `for_target`
+    capture: PacketWatcher | None = None  # the run's packet capture (forensics, CAP_NET_RAW), if any
+    watch: TargetWatch | None = None  # this target's registrations with it; set per target
 
     def for_target(self) -> MeasureConfig:
         """A copy for one target, its deadline running from now."""

@@ -18,20 +18,31 @@ from probe.observe import errors
 from probe.observe.clock import Clock
 from probe.observe.own_addresses import OwnAddresses
 from probe.observe.watchdog import WATCHDOG
+from probe.observe.wire import TargetWatch
 
 ALPN_OFFER = ["http/1.1"]  # the probe speaks HTTP/1.1 over the same connection
 
 
 def tcp_connect(
-    address: str, port: int, timeout: float, clock: Clock, own: OwnAddresses | None = None
+    address: str,
+    port: int,
+    timeout: float,
+    clock: Clock,
+    own: OwnAddresses | None = None,
+    watch: TargetWatch | None = None,
 ) -> tuple[socket.socket | None, dict[str, Any]]:
     """Connect to one address. The record never holds the probe's own address; `own` learns it,
-    so that it can be scrubbed from anything a server echoes back."""
+    so that it can be scrubbed from anything a server echoes back. With a `watch`, what arrives
+    for the connection on the wire is recorded too (`wire`: IP TTL, IP ID, TCP flags)."""
     record: dict[str, Any] = {"address": address, "port": port, "failure": None, "t0": clock.now(), "t": None}
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
+        if watch is not None:
+            wire = watch.tcp(sock, address, port)
+            if wire is not None:
+                record["wire"] = wire
         sock.connect((address, port))
     except Exception as exc:
         sock.close()

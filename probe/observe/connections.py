@@ -52,7 +52,7 @@ def open_connection(
     """Connect (and handshake, for TLS), recording each step with its purpose.
 
     Returns the socket to speak HTTP over (None if a step failed) and the handshake record."""
-    sock, tcp = tcp_connect(address, port, config.step(), clock, config.own_addresses)
+    sock, tcp = tcp_connect(address, port, config.step(), clock, config.own_addresses, config.watch)
     tcp["purpose"] = purpose
     if hop is not None:
         tcp["hop"] = hop

@@ -24,6 +24,7 @@ import dns.rdatatype
 
 from probe.observe import errors, udpwire
 from probe.observe.clock import Clock
+from probe.observe.wire import TargetWatch
 from probe.vocabulary.failures import Failure, unknown
 
 QUERY_TYPES = ("A", "AAAA")
@@ -204,8 +205,11 @@ class UdpAsk:
     rdclass: str = "IN"
 
 
-def udp_batch(asks: list[UdpAsk], timeout: float, window: float, clock: Clock) -> dict[str, list[dict[str, Any]]]:
-    """Ask every question at once from one socket; return each label's query records, every reply kept."""
+def udp_batch(
+    asks: list[UdpAsk], timeout: float, window: float, clock: Clock, watch: TargetWatch | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Ask every question at once from one socket; return each label's query records, every reply kept
+    (and, with a `watch`, each reply as the packet capture saw it: `wire_replies`)."""
     pending: list[tuple[UdpAsk, dict[str, Any], udpwire.Question]] = []
     used_ids: set[int] = set()
     for ask in asks:
@@ -217,7 +221,7 @@ def udp_batch(asks: list[UdpAsk], timeout: float, window: float, clock: Clock) -
             record = _new_record(ask.resolver, "udp", ask.hostname, qtype, clock)
             question = udpwire.Question(query.to_wire(), query.id, ask.address, ask.port, ask.expects_reply)
             pending.append((ask, record, question))
-    udpwire.exchange([q for _, _, q in pending], timeout, window, clock.now)
+    udpwire.exchange([q for _, _, q in pending], timeout, window, clock.now, watch)
     results: dict[str, list[dict[str, Any]]] = {ask.label: [] for ask in asks}
     for ask, record, question in pending:
         for reply in question.replies:
@@ -225,6 +229,8 @@ def udp_batch(asks: list[UdpAsk], timeout: float, window: float, clock: Clock) -
             record["replies"].append({"source": reply.source, "ip_ttl": reply.ip_ttl, "t": reply.t, **fields})
         if question.dropped:
             record["replies_dropped"] = question.dropped  # a flood: counted, not kept
+        if question.captured is not None:
+            record["wire_replies"] = question.captured
         if record["replies"]:
             first = record["replies"][0]
             record.update({k: first[k] for k in ("rcode", "answers", "raw_reply", "failure")})

@@ -32,6 +32,7 @@ from probe.observe.dns import (
 )
 from probe.observe.helperclient import HelperQuestions
 from probe.observe.redirects import fetch_with_redirects
+from probe.observe.wire import TargetWatch
 from probe.targets import Target
 from probe.vocabulary.failures import Failure
 
@@ -70,7 +71,7 @@ class DnsInFlight:
         if fixed_probe is not None:
             asks.append(_injection_ask(fixed_probe, hostname))
         self._batch: Future[dict[str, list[dict[str, Any]]]] | None = (
-            _background(udp_batch, asks, config.timeout, config.dns_window, clock) if asks else None
+            _background(udp_batch, asks, config.timeout, config.dns_window, clock, config.watch) if asks else None
         )
         self._control = _background(self._control_and_probe) if config.control_resolver is not None else None
         self._system: Future[dict[str, Any]] | None = None
@@ -93,7 +94,7 @@ class DnsInFlight:
             silent = _injection_address(config, control)
             if silent is not None:
                 (query,) = udp_batch(
-                    [_injection_ask(silent, self.hostname)], config.timeout, config.dns_window, self.clock
+                    [_injection_ask(silent, self.hostname)], config.timeout, config.dns_window, self.clock, config.watch
                 )["injection"]
                 injection = {"address": silent, "port": 53, **query}
         return control, injection
@@ -197,6 +198,8 @@ class Pending:
                 # or a late check would fail and an honest CDN answer be judged inconsistent.
                 check = replace(config, ends=None)
                 _check_answer_over_tls(self.target.host, observations["dns"], check, self.clock, observations)
+        if config.watch is not None:
+            config.watch.close()  # what arrived for the target's connections is in their records now
         observations["helpers"] = self.questions.collect() if self.questions is not None else []
         for asked in observations["helpers"]:
             if isinstance(asked["response"], dict):  # where the helper saw us come from: ours, not for the record
@@ -209,6 +212,8 @@ def start_measurement(target: Target, config: MeasureConfig, started: datetime) 
     target's own deadline (`--target-deadline`) when one is set: each step gets what is left."""
     config = config.for_target()
     clock = Clock()
+    if config.capture is not None:
+        config = replace(config, watch=TargetWatch(config.capture, clock.now))
     observations: dict[str, Any] = {"dns": None, "tcp_connect": [], "tls_handshakes": [], "http_requests": []}
     questions = None
     if config.helpers:

@@ -16,8 +16,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from probe.observe import errors
+from probe.observe.wire import Packets, TargetWatch
 from probe.vocabulary.failures import Failure
 
 MAX_REPLIES = 16  # kept per question: an injector flooding replies cannot grow a record without bound
@@ -47,6 +49,7 @@ class Question:
     failure: str | None = None
     sent_at: float | None = None
     first_reply_at: float | None = None
+    captured: list[dict[str, Any]] | None = None  # the replies as the packet capture saw them, if it ran
 
 
 def _socket(family: socket.AddressFamily) -> socket.socket:
@@ -82,13 +85,21 @@ def _ttl(ancillary: list[tuple[int, int, bytes]]) -> int | None:
     return None
 
 
-def exchange(questions: list[Question], timeout: float, window: float, now: Callable[[], float]) -> None:
+def exchange(
+    questions: list[Question],
+    timeout: float,
+    window: float,
+    now: Callable[[], float],
+    watch: TargetWatch | None = None,
+) -> None:
     """Send every question; fill in each one's replies (or failure). Bounded by `timeout` overall.
 
     A question that expects a reply is listened to until `window` seconds after its first reply;
-    one that does not (the injection probe) for `window` seconds after it was sent.
+    one that does not (the injection probe) for `window` seconds after it was sent. With a `watch`,
+    the packet capture's view of the replies (IP TTL and IP ID) is kept beside the socket's.
     """
     sockets: dict[socket.AddressFamily, socket.socket] = {}
+    wires: list[Packets] = []
     start = time.monotonic()
     hard_deadline = start + timeout
     by_id: dict[int, Question] = {}
@@ -99,6 +110,9 @@ def exchange(questions: list[Question], timeout: float, window: float, now: Call
             if family not in sockets:
                 sockets[family] = _socket(family)
                 selector.register(sockets[family], selectors.EVENT_READ)
+                wire = watch.udp(sockets[family]) if watch is not None else None
+                if wire is not None:
+                    wires.append(wire)
             try:
                 sockets[family].sendto(question.wire, (question.address, question.port))
             except OSError as exc:
@@ -141,7 +155,12 @@ def exchange(questions: list[Question], timeout: float, window: float, now: Call
         for question in questions:
             if question.failure is None and not question.replies and question.expects_reply:
                 question.failure = Failure.GENERIC_TIMEOUT
+            if wires:
+                question.captured = [dict(p) for w in wires for p in list(w) if p.get("dns_id") == question.query_id]
     finally:
+        if watch is not None:
+            for wire in wires:
+                watch.done(wire)
         selector.close()
         for sock in sockets.values():
             sock.close()

@@ -75,7 +75,7 @@ def build_record(
 def judgement_fields(judgement: Judgement) -> dict[str, Any]:
     """What analysis derives: written by a run, and again by `probe analyze`."""
     return {
-        "analysis": {"tls": judgement.tls, "redirect_hop": judgement.redirect_hop},
+        "analysis": {"tls": judgement.tls, "redirect_hop": judgement.redirect_hop, "forensics": judgement.forensics},
         "anomalies": judgement.anomalies,
         "blocking": judgement.blocking,
         "confidence": judgement.confidence,

@@ -35,7 +35,9 @@ class Anomaly(StrEnum):
     TCP_UNREACHABLE = "tcp.unreachable"
     TCP_NETWORK_UNREACHABLE = "tcp.network_unreachable"
     TCP_FAILURE = "tcp.failure"
+    TCP_INJECTED_RST = "tcp.injected_rst"
     TLS_RESET = "tls.reset"
+    TLS_INJECTED_RST = "tls.injected_rst"
     TLS_TIMEOUT = "tls.timeout"
     TLS_EOF = "tls.eof"
     TLS_ALERT = "tls.alert"
@@ -94,10 +96,12 @@ DESCRIPTIONS: dict[Anomaly, str] = {
     Anomaly.TCP_TIMEOUT: "TCP connects to every address timed out.",
     Anomaly.TCP_REFUSED: "TCP connects were refused (a RST answered the SYN).",
     Anomaly.TCP_RESET: "TCP connects were reset.",
+    Anomaly.TCP_INJECTED_RST: "A reset of a TCP connect came with another IP TTL (hop distance) or IP ID than the server's own packets to the probe: sent by something on the path (packet capture, CAP_NET_RAW).",
     Anomaly.TCP_UNREACHABLE: "TCP connects failed with host unreachable (an ICMP error from the path).",
     Anomaly.TCP_NETWORK_UNREACHABLE: "TCP connects failed with network unreachable (an ICMP error) although a route existed when the run began: a finding like any other, never taken for a dead uplink.",
     Anomaly.TCP_FAILURE: "TCP connects failed in another way (see the failure string).",
     Anomaly.TLS_RESET: "The connection was reset during the TLS handshake (after the ClientHello).",
+    Anomaly.TLS_INJECTED_RST: "The reset during the TLS handshake came with another IP TTL (hop distance) or IP ID than the server's own packets of the same connection: sent by something on the path (packet capture, CAP_NET_RAW).",
     Anomaly.TLS_TIMEOUT: "The TLS handshake got no answer until the timeout (silence after the ClientHello).",
     Anomaly.TLS_EOF: "The connection was closed during the TLS handshake.",
     Anomaly.TLS_ALERT: "The TLS handshake ended with an alert from the peer.",

@@ -1,0 +1,161 @@
+"""What arrives on the wire for the probe's own connections, beside what its sockets see.
+
+One thread reads three raw IPv4 sockets (TCP, UDP, ICMP: the kernel gives them a copy of every
+incoming packet of the protocol, no libpcap needed) and keeps, for each connection or DNS socket
+the probe registered, what came back: each packet's IP TTL, IP ID and TCP flags (a reset injected
+by the path arrives with another TTL or IP ID than the server's own packets), and the ICMP "time
+exceeded" messages that quote the probe's packets (which router a low-TTL packet died at).
+Packets are told apart by their addresses and ports with `struct` (cheap, for every packet); only
+the probe's are dissected, with scapy. Never kept: the raw bytes (they hold the probe's address).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from probe.forensics import scapy_quiet
+
+MAX_PACKETS = 16  # kept per connection: a flood cannot grow a record
+ICMP_TIME_EXCEEDED = 11
+ICMP_UNREACHABLE = 3
+
+TcpKey = tuple[str, int, int]  # remote address, remote port, local port
+Clock = Callable[[], float]
+Watched = tuple[list[dict[str, Any]], Clock]  # the list a record holds, and its target's clock
+Summary = Callable[[bytes], dict[str, Any]]
+
+
+def _address(data: bytes, offset: int) -> str:
+    return socket.inet_ntoa(data[offset : offset + 4])
+
+
+class PacketCapture:
+    """The run's capture thread. `watch_*` register a socket's traffic; `forget` ends it."""
+
+    def __init__(self) -> None:
+        self.layers = scapy_quiet.load()
+        self._lock = threading.Lock()
+        self._tcp: dict[TcpKey, Watched] = {}
+        self._udp: dict[int, Watched] = {}  # local port -> replies
+        self._icmp: dict[TcpKey, Watched] = {}  # the quoted packet's key -> routers
+        self._selector = selectors.DefaultSelector()
+        self._sockets = []
+        for protocol in (socket.IPPROTO_TCP, socket.IPPROTO_UDP, socket.IPPROTO_ICMP):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, protocol)
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            self._selector.register(sock, selectors.EVENT_READ, protocol)
+            self._sockets.append(sock)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self._thread.start()
+
+    # --- registering ------------------------------------------------------------------------
+    def watch_tcp(self, sock: socket.socket, address: str, port: int, now: Clock) -> list[dict[str, Any]]:
+        """Packets from `address:port` to this (bound) socket's port, as they arrive."""
+        return self._watch(self._tcp, (address, port, sock.getsockname()[1]), now)
+
+    def watch_icmp(self, sock: socket.socket, address: str, port: int, now: Clock) -> list[dict[str, Any]]:
+        """ICMP errors quoting this socket's packets to `address:port` (the routers that dropped them)."""
+        return self._watch(self._icmp, (address, port, sock.getsockname()[1]), now)
+
+    def watch_udp(self, sock: socket.socket, now: Clock) -> list[dict[str, Any]]:
+        """Every UDP datagram to this (bound) socket's port: DNS replies, with IP TTL and IP ID."""
+        return self._watch(self._udp, sock.getsockname()[1], now)
+
+    def _watch(self, table: dict[Any, Watched], key: Any, now: Clock) -> list[dict[str, Any]]:
+        packets: list[dict[str, Any]] = []
+        with self._lock:
+            table[key] = (packets, now)
+        return packets
+
+    def forget(self, packets: list[dict[str, Any]]) -> None:
+        """Stop filling a list given by `watch_*` (its connection is over): it is never touched again."""
+        tables: tuple[dict[Any, Watched], ...] = (self._tcp, self._udp, self._icmp)
+        with self._lock:
+            for table in tables:
+                for key in [k for k, (v, _) in table.items() if v is packets]:
+                    del table[key]
+
+    def close(self) -> None:
+        self._closed = True
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    # --- reading ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._closed:
+            try:
+                events = self._selector.select(0.5)
+            except (OSError, ValueError):
+                return
+            for key, _ in events:
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                for _ in range(64):  # drain, bounded per wake-up
+                    try:
+                        data = sock.recv(65535)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        return
+                    with contextlib.suppress(Exception):  # a packet that does not parse is not ours
+                        self._dispatch(key.data, data)
+
+    def _dispatch(self, protocol: int, data: bytes) -> None:
+        if len(data) < 20 or data[0] >> 4 != 4:
+            return
+        header = (data[0] & 0x0F) * 4
+        if protocol == socket.IPPROTO_TCP and len(data) >= header + 14:
+            sport, dport = struct.unpack_from("!HH", data, header)
+            self._keep(self._tcp, (_address(data, 12), sport, dport), data, self._tcp_summary)
+        elif protocol == socket.IPPROTO_UDP and len(data) >= header + 8:
+            (dport,) = struct.unpack_from("!H", data, header + 2)
+            self._keep(self._udp, dport, data, self._udp_summary)
+        elif protocol == socket.IPPROTO_ICMP and len(data) >= header + 8 + 28:
+            if data[header] not in (ICMP_TIME_EXCEEDED, ICMP_UNREACHABLE):
+                return
+            quoted = header + 8
+            inner = (data[quoted] & 0x0F) * 4
+            if data[quoted + 9] != socket.IPPROTO_TCP or len(data) < quoted + inner + 4:
+                return
+            sport, dport = struct.unpack_from("!HH", data, quoted + inner)
+            self._keep(self._icmp, (_address(data, quoted + 16), dport, sport), data, self._icmp_summary)
+
+    def _keep(self, table: dict[Any, Watched], key: Any, data: bytes, summary: Summary) -> None:
+        with self._lock:
+            watched = table.get(key)
+        if watched is None:
+            return
+        described = summary(data)  # scapy, outside the lock
+        packets, now = watched
+        described["t"] = now()
+        with self._lock:
+            if table.get(key) is watched and len(packets) < MAX_PACKETS:  # forgotten meanwhile: dropped
+                packets.append(described)
+
+    def _tcp_summary(self, data: bytes) -> dict[str, Any]:
+        layers = self.layers
+        packet = layers.IP(data)
+        tcp = packet[layers.TCP]
+        return {"flags": str(tcp.flags), "ip_ttl": packet.ttl, "ip_id": packet.id, "payload": len(tcp.payload)}
+
+    def _udp_summary(self, data: bytes) -> dict[str, Any]:
+        layers = self.layers
+        packet = layers.IP(data)
+        payload = bytes(packet[layers.UDP].payload)
+        dns_id = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+        return {"source": packet.src, "ip_ttl": packet.ttl, "ip_id": packet.id, "dns_id": dns_id}
+
+    def _icmp_summary(self, data: bytes) -> dict[str, Any]:
+        layers = self.layers
+        packet = layers.IP(data)
+        icmp = packet[layers.ICMP]
+        return {"router": packet.src, "icmp_type": icmp.type, "icmp_code": icmp.code, "ip_ttl": packet.ttl}

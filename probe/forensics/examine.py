@@ -1,0 +1,111 @@
+"""The forensic steps of a run: which targets get them, within what budget, and why not.
+
+Every record of a run with findings says what happened to its forensic steps
+(`observations.forensics`): the packet capture ran or was skipped (and why), and for a target
+whose finding is `tcp`, `tls` or `tls_mitm`, the TTL sweep ran (`locate`) or was skipped (why:
+no CAP_NET_RAW, `--no-forensics`, `--forensics-limit` reached, an IPv6 address). Nothing else
+about the record depends on it: without the capability the verdicts are the same.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any
+
+from probe.analyze.verdict import AnalysisContext, judge
+from probe.forensics.capture import PacketCapture
+from probe.forensics.locate import locate
+from probe.observe.config import MeasureConfig
+from probe.vocabulary.anomalies import Blocking
+
+LOCATED = {Blocking.TCP: None, Blocking.TLS: "client_hello", Blocking.TLS_MITM: "client_hello"}
+TURNED_OFF = "turned off (--no-forensics)"
+DEFAULT_LIMIT = 3  # TTL sweeps per run: each takes a few seconds and a few dozen connections
+
+
+class Forensics:
+    """Shared by a run's finishing threads."""
+
+    def __init__(self, unavailable: str | None, limit: int = DEFAULT_LIMIT) -> None:
+        self.unavailable, self.limit = unavailable, limit
+        self.capture: PacketCapture | None = None
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> PacketCapture | None:
+        """Open the capture (its thread starts now: after the recorder is forked)."""
+        if self.unavailable is None and self.capture is None:
+            try:
+                self.capture = PacketCapture()
+            except OSError as exc:  # the capability said yes, the kernel said no (a seccomp filter)
+                self.unavailable = f"raw sockets refused: {exc.strerror or exc}"
+        return self.capture
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.close()
+
+    def _take(self) -> bool:
+        with self._lock:
+            if self._used >= self.limit:
+                return False
+            self._used += 1
+            return True
+
+    def examine(
+        self,
+        host: str,
+        port: int,
+        observations: dict[str, Any],
+        started: datetime,
+        config: MeasureConfig,
+        analysis: AnalysisContext,
+    ) -> None:
+        """Add `observations["forensics"]`: the capture's state and, for a finding, the TTL sweep."""
+        state: dict[str, Any] = {"capture": _state(self.unavailable), "locate": None}
+        observations["forensics"] = state
+        if self.unavailable == TURNED_OFF or not _suspect(observations, host, started, config):
+            return
+        if self.unavailable is not None or self.capture is None:
+            state["locate"] = _state(self.unavailable or "no packet capture")
+            return
+        finding = judge({"host": host}, observations, started, False, analysis).blocking
+        if finding not in LOCATED:
+            return
+        target = next((t for t in observations["tcp_connect"] if t.get("purpose", "target") == "target"), None)
+        if target is None:
+            return
+        if ":" in target["address"]:
+            state["locate"] = _state("an IPv6 address: the TTL sweep is IPv4 only")
+            return
+        if not self._take():
+            state["locate"] = _state(f"--forensics-limit {self.limit} reached in this run")
+            return
+        server_name = host if LOCATED[finding] == "client_hello" else None
+        control = config.control_sni if server_name is not None else None
+        state["locate"] = locate(
+            self.capture, target["address"], port, server_name, control, config.timeout, config.ends
+        )
+        state["locate"]["finding"] = str(finding)
+
+
+def _state(reason: str | None) -> dict[str, Any]:
+    return {"status": "done"} if reason is None else {"status": "skipped", "reason": reason}
+
+
+def _suspect(observations: dict[str, Any], host: str, started: datetime, config: MeasureConfig) -> bool:
+    """Cheap: a target connection or handshake failed, or a target chain does not validate (the full
+    judging, only for these, tells a finding from a site that is down)."""
+    for tcp in observations.get("tcp_connect") or []:
+        if tcp.get("purpose", "target") == "target" and tcp.get("failure"):
+            return True
+    for handshake in observations.get("tls_handshakes") or []:
+        if handshake.get("purpose", "target") != "target":
+            continue
+        if handshake.get("failure"):
+            return True
+        chain = handshake.get("peer_certificates") or []
+        if chain and not config.roots.validates(chain, handshake.get("server_name") or host, started):
+            return True
+    return False
