@@ -76,8 +76,7 @@ def judge(
     j.confidence = Confidence.CONFIRMED if finding.confirmed else Confidence.UNCONFIRMED
     if finding.outcome == Outcome.UNKNOWN:
         j.confidence = Confidence.UNCONFIRMED
-    elif finding.outcome == Outcome.BLOCKED:
-        judge_forensics(observations, j, forged_leaves(observations, analysis_of), ctx)
+    judge_forensics(observations, j, forged_leaves(observations, analysis_of), ctx)
     return j
 
 

@@ -1,0 +1,263 @@
+"""A path of several routers, for packet forensics: client, ISP edge, ISP core (the censor),
+transit, world. Each router is a namespace that forwards for real: it decrements the IP TTL and
+sends ICMP "time exceeded" when it reaches zero. Documentation addresses only, no route out of
+the lab, a resolv.conf for every namespace, and everything torn down by `down()`.
+
+    client 192.0.2.10 -- 192.0.2.1 edge 198.51.100.1 -- 198.51.100.2 core 198.51.100.5 --
+        198.51.100.6 transit 198.51.100.9 -- 198.51.100.10 world (203.0.113.0/24 on its loopback)
+
+The core router holds the censors: an SNI filter in its forwarding path (iptables string match,
+REJECT with a TCP reset) and a transparent TLS interceptor (mitmproxy, nat REDIRECT) that forges
+certificates for one name under an "Information Security Certification Authority" root. In the
+world: nginx (the real sites), dnsmasq, and a server that resets every connection itself after
+the ClientHello (a real server's reset, which must not be marked as injected).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests import pki
+from tests.lab.lab import REPO, LabError, _run
+
+CLIENT = "192.0.2.10"
+EDGE_CLIENT_SIDE, EDGE_CORE_SIDE = "192.0.2.1", "198.51.100.1"
+CORE_EDGE_SIDE, CORE_TRANSIT_SIDE = "198.51.100.2", "198.51.100.5"
+TRANSIT_CORE_SIDE, TRANSIT_WORLD_SIDE = "198.51.100.6", "198.51.100.9"
+WORLD = "198.51.100.10"
+SITES_ADDRESS, INTERCEPTED_ADDRESS, RESETTING_ADDRESS, RESOLVER = (
+    "203.0.113.10", "203.0.113.11", "203.0.113.12", "203.0.113.53",
+)  # fmt: skip
+FILTERED_NAME, INTERCEPTED_NAME, RESETTING_NAME, CLEAN_NAME, CONTROL_NAME = (
+    "filtered.lab", "intercepted.lab", "resetting.lab", "clean.lab", "control.lab",
+)  # fmt: skip
+NAMES = {
+    FILTERED_NAME: SITES_ADDRESS,
+    CLEAN_NAME: SITES_ADDRESS,
+    CONTROL_NAME: SITES_ADDRESS,
+    INTERCEPTED_NAME: INTERCEPTED_ADDRESS,
+    RESETTING_NAME: RESETTING_ADDRESS,
+}
+PROXY_PORT = 8443
+# The path's AS numbers, for the record's router AS (ip2asn format).
+AS_TABLE = (
+    "192.0.2.0\t192.0.2.255\t64500\tKZ\tLab Home Broadband\n"
+    "198.51.100.0\t198.51.100.7\t64501\tKZ\tLab National Telecom\n"
+    "198.51.100.8\t198.51.100.15\t64502\tDE\tLab Transit\n"
+    "203.0.113.0\t203.0.113.255\t64503\tUS\tLab Hosting\n"
+)
+
+
+class MultiHopLab:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        roles = ("client", "edge", "core", "transit", "world")
+        self.client, self.edge, self.core, self.transit, self.world = (f"{name}-{r}" for r in roles)
+        self.namespaces = (self.client, self.edge, self.core, self.transit, self.world)
+        self.directory = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.roots_pem = self.directory / "roots.pem"
+        self.asn_table = self.directory / "ip2asn.tsv"
+
+    def _ns(self, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return _run("ip", "netns", "exec", namespace, *args)
+
+    def up(self) -> MultiHopLab:
+        try:
+            self._pki()
+            self._network()
+            self._censor()
+            self._services()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _pki(self) -> None:
+        d = self.directory
+        root = pki.make_root(pki.name(CN="Lab Public Root CA", O="Lab Trust Services", C="US"))
+        issuing = pki.make_intermediate(root, pki.name(CN="Lab Public Issuing CA", O="Lab Trust Services"))
+        pki.write_pem(self.roots_pem, [root.cert])
+        pki.make_leaf(issuing, [n for n, a in NAMES.items() if a != RESETTING_ADDRESS]).write(d, "sites")
+        authority = pki.make_root(
+            pki.name(C="KZ", O="ISCA", CN="Information Security Certification Authority CA"), rsa_key=True
+        )
+        (d / "mitm").mkdir()
+        (d / "mitm" / "mitmproxy-ca.pem").write_bytes(pki.key_pem(authority.key) + pki.der_pem(authority.cert))
+        self.asn_table.write_text(AS_TABLE, encoding="utf-8")
+
+    def _network(self) -> None:
+        for namespace in self.namespaces:
+            _run("ip", "netns", "add", namespace)
+            self._ns(namespace, "ip", "link", "set", "lo", "up")
+            etc = Path("/etc/netns") / namespace
+            etc.mkdir(parents=True, exist_ok=True)
+            (etc / "resolv.conf").write_text(f"nameserver {RESOLVER}\noptions timeout:2 attempts:1\n", encoding="ascii")
+        links = [(self.client, "c0", self.edge, "e0"), (self.edge, "e1", self.core, "k0"),
+                 (self.core, "k1", self.transit, "t0"), (self.transit, "t1", self.world, "w0")]  # fmt: skip
+        for left, left_if, right, right_if in links:
+            _run("ip", "link", "add", left_if, "netns", left, "type", "veth", "peer", "name", right_if, "netns", right)
+        steps = [
+            (self.client, f"ip addr add {CLIENT}/24 dev c0"),
+            (self.edge, f"ip addr add {EDGE_CLIENT_SIDE}/24 dev e0"),
+            (self.edge, f"ip addr add {EDGE_CORE_SIDE}/30 dev e1"),
+            (self.core, f"ip addr add {CORE_EDGE_SIDE}/30 dev k0"),
+            (self.core, f"ip addr add {CORE_TRANSIT_SIDE}/30 dev k1"),
+            (self.transit, f"ip addr add {TRANSIT_CORE_SIDE}/30 dev t0"),
+            (self.transit, f"ip addr add {TRANSIT_WORLD_SIDE}/30 dev t1"),
+            (self.world, f"ip addr add {WORLD}/30 dev w0"),
+        ]
+        for namespace, interface in ((self.client, "c0"), (self.edge, "e0"), (self.edge, "e1"), (self.core, "k0"),
+                                     (self.core, "k1"), (self.transit, "t0"), (self.transit, "t1"),
+                                     (self.world, "w0")):  # fmt: skip
+            steps.append((namespace, f"ip link set {interface} up"))
+        for address in (SITES_ADDRESS, INTERCEPTED_ADDRESS, RESETTING_ADDRESS, RESOLVER):
+            steps.append((self.world, f"ip addr add {address}/32 dev lo"))
+        for router in (self.edge, self.core, self.transit):
+            steps += [
+                (router, "sysctl -qw net.ipv4.ip_forward=1"),
+                # Every expired packet answered: the kernel's default limits ICMP to one a second.
+                (router, "sysctl -qw net.ipv4.icmp_ratelimit=0"),
+            ]
+        # Only the lab's own networks are routed; no namespace has a default route.
+        steps += [
+            (self.client, f"ip route add 198.51.100.0/24 via {EDGE_CLIENT_SIDE}"),
+            (self.client, f"ip route add 203.0.113.0/24 via {EDGE_CLIENT_SIDE}"),
+            (self.edge, f"ip route add 198.51.100.4/30 via {CORE_EDGE_SIDE}"),
+            (self.edge, f"ip route add 198.51.100.8/30 via {CORE_EDGE_SIDE}"),
+            (self.edge, f"ip route add 203.0.113.0/24 via {CORE_EDGE_SIDE}"),
+            (self.core, f"ip route add 192.0.2.0/24 via {EDGE_CORE_SIDE}"),
+            (self.core, f"ip route add 198.51.100.8/30 via {TRANSIT_CORE_SIDE}"),
+            (self.core, f"ip route add 203.0.113.0/24 via {TRANSIT_CORE_SIDE}"),
+            (self.transit, f"ip route add 192.0.2.0/24 via {CORE_TRANSIT_SIDE}"),
+            (self.transit, f"ip route add 198.51.100.0/30 via {CORE_TRANSIT_SIDE}"),
+            (self.transit, f"ip route add 203.0.113.0/24 via {WORLD}"),
+            (self.world, f"ip route add 192.0.2.0/24 via {TRANSIT_WORLD_SIDE}"),
+            (self.world, f"ip route add 198.51.100.0/24 via {TRANSIT_WORLD_SIDE}"),
+        ]
+        for namespace, command in steps:
+            self._ns(namespace, *command.split())
+
+    def _censor(self) -> None:
+        self._ns(self.core, "iptables", "-A", "FORWARD", "-p", "tcp", "-d", SITES_ADDRESS, "--dport", "443",
+                 "-m", "string", "--string", FILTERED_NAME, "--algo", "bm", "-j", "REJECT", "--reject-with",
+                 "tcp-reset")  # fmt: skip
+        self._ns(self.core, "iptables", "-t", "nat", "-A", "PREROUTING", "-i", "k0", "-p", "tcp", "-d",
+                 INTERCEPTED_ADDRESS, "--dport", "443", "-j", "REDIRECT", "--to-ports", str(PROXY_PORT))  # fmt: skip
+
+    def _spawn(self, namespace: str, label: str, *args: str) -> None:
+        log = (self.directory / f"{label}.log").open("wb")
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "PYTHONPATH": str(REPO),
+               "HOME": str(self.directory), "XDG_CACHE_HOME": str(self.directory / "cache"),
+               "XDG_CONFIG_HOME": str(self.directory / "config")}  # fmt: skip
+        self.processes.append(
+            subprocess.Popen(["ip", "netns", "exec", namespace, *args], env=env, stdout=log,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        )
+
+    def _services(self) -> None:
+        d = self.directory
+        temp = d / "nginx-tmp"
+        temp.mkdir()
+        page = '"<html><head><title>$host</title></head><body>The real $host.</body></html>"'
+        (d / "nginx.conf").write_text(
+            f"user root; daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx-error.log warn;\n"
+            f"events {{ worker_connections 256; }}\nhttp {{ access_log off; client_body_temp_path {temp}/b; "
+            f"proxy_temp_path {temp}/p; fastcgi_temp_path {temp}/f; uwsgi_temp_path {temp}/u; "
+            f"scgi_temp_path {temp}/s;\n"
+            f"  server {{ listen {SITES_ADDRESS}:443 ssl; listen {INTERCEPTED_ADDRESS}:443 ssl; server_name _;\n"
+            f"    ssl_certificate {d}/sites.pem; ssl_certificate_key {d}/sites.key;\n"
+            f"    location / {{ return 200 {page}; }} }}\n}}\n",
+            encoding="utf-8",
+        )
+        self._spawn(self.world, "nginx", "nginx", "-c", str(d / "nginx.conf"))
+        answers = [f"--address=/{name}/{address}" for name, address in NAMES.items()]
+        self._spawn(self.world, "dnsmasq", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+                    "--no-hosts", "--bind-interfaces", f"--listen-address={RESOLVER}", "--user=root", "--pid-file=",
+                    *answers)  # fmt: skip
+        self._spawn(self.world, "resetting", sys.executable, "-m", "tests.lab.multihop", "reset-server",
+                    RESETTING_ADDRESS)  # fmt: skip
+        self._spawn(self.core, "mitm", "mitmdump", "--mode", "transparent", "--listen-port", str(PROXY_PORT),
+                    "--set", "ssl_insecure=true", "--set", "block_global=false", "-q", "--set",
+                    f"confdir={d / 'mitm'}", "--allow-hosts", f"^{INTERCEPTED_NAME.replace('.', '[.]')}$")  # fmt: skip
+        self._wait(self.world, "tcp", f"{SITES_ADDRESS}:443")
+        self._wait(self.world, "udp", f"{RESOLVER}:53")
+        self._wait(self.world, "tcp", f"{RESETTING_ADDRESS}:443")
+        self._wait(self.core, "tcp", f":{PROXY_PORT}")
+
+    def _wait(self, namespace: str, proto: str, needle: str) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            flag = "-ltnH" if proto == "tcp" else "-lunH"
+            listening = _run("ip", "netns", "exec", namespace, "ss", flag, check=False).stdout
+            if needle in listening:
+                return
+            time.sleep(0.1)
+        logs = {p.name: p.read_text(errors="replace")[-500:] for p in self.directory.glob("*.log")}
+        raise LabError(f"nothing listens on {needle} in {namespace} after 30 s: {json.dumps(logs)}")
+
+    def probe(self, *args: str, drop_raw: bool = False, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        """The real `probe` in the client namespace; `drop_raw` takes CAP_NET_RAW away first (capsh)."""
+        command = [sys.executable, "-m", "probe.cli", *args]
+        if drop_raw:
+            command = ["capsh", "--drop=cap_net_raw", "--", "-c", " ".join(_quote(part) for part in command)]
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "PYTHONPATH": str(REPO),
+               "HOME": str(self.directory), "XDG_CACHE_HOME": str(self.directory / "cache")}  # fmt: skip
+        return subprocess.run(["ip", "netns", "exec", self.client, *command], capture_output=True, text=True,
+                              timeout=timeout, env=env, cwd=self.directory)  # fmt: skip
+
+    def down(self) -> None:
+        for process in self.processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+        self.processes.clear()
+        existing = set(_run("ip", "netns", "list", check=False).stdout.split())
+        for namespace in self.namespaces:
+            if namespace in existing:
+                for pid in _run("ip", "netns", "pids", namespace, check=False).stdout.split():
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), signal.SIGKILL)
+                _run("ip", "netns", "del", namespace, check=False)
+            shutil.rmtree(Path("/etc/netns") / namespace, ignore_errors=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _quote(part: str) -> str:
+    import shlex
+
+    return shlex.quote(part)
+
+
+def reset_server(address: str) -> None:
+    """Accept, read the ClientHello, then abort the connection (SO_LINGER 0): the server's own RST."""
+    listener = socket.create_server((address, 443))
+    listener.settimeout(3600)
+    while True:
+        conn, _ = listener.accept()
+        with contextlib.suppress(OSError):
+            conn.settimeout(5)
+            conn.recv(4096)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        conn.close()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["reset-server"]:
+        reset_server(sys.argv[2])
