@@ -8,6 +8,7 @@ same. Unit tests cover the capability check, the rules, and that scapy stays uni
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import subprocess
@@ -65,9 +66,9 @@ def test_the_censor_hop_is_where_the_target_meets_interference_and_the_control_p
         return {"outcome": outcome, "routers": routers, "unreachable_from": [], "leaf_sha256": leaf}
 
     steps = [
-        {"ttl": 1, "target": side("timeout", ["192.0.2.1"]), "control": side("timeout", ["192.0.2.1"])},
-        {"ttl": 2, "target": side("timeout", ["198.51.100.2"]), "control": side("timeout", ["198.51.100.2"])},
-        {"ttl": 3, "target": side("timeout", []), "control": side("timeout", ["198.51.100.6"])},
+        {"ttl": 1, "target": side("expired", ["192.0.2.1"]), "control": side("expired", ["192.0.2.1"])},
+        {"ttl": 2, "target": side("expired", ["198.51.100.2"]), "control": side("expired", ["198.51.100.2"])},
+        {"ttl": 3, "target": side("timeout", []), "control": side("expired", ["198.51.100.6"])},
     ]
     context = AnalysisContext(roots=None, catalogs=None)  # type: ignore[arg-type]  # neither is read here
     hop = censor_hop({"address": "203.0.113.10", "steps": steps}, set(), context)
@@ -134,11 +135,12 @@ def _run(lab, drop_raw: bool) -> dict[str, dict]:  # type: ignore[no-untyped-def
 
     out = lab.directory / ("without" if drop_raw else "with")
     targets = lab.directory / "targets.txt"
-    targets.write_text("\n".join([m.FILTERED_NAME, m.INTERCEPTED_NAME, m.RESETTING_NAME, m.CLEAN_NAME]) + "\n")
+    names = [m.FILTERED_NAME, m.INTERCEPTED_NAME, m.RESETTING_NAME, m.SYN_RESET_NAME, m.CLEAN_NAME]
+    targets.write_text("\n".join(names) + "\n")
     result = lab.probe(
         "run", "--targets", str(targets), "--out", str(out), "--roots", str(lab.roots_pem), "--control-resolver",
         f"udp://{m.RESOLVER}", "--control-sni", m.CONTROL_NAME, "--lab", "--os-store", "none", "--timeout", "3",
-        "--asn-db", str(lab.asn_table), "--quiet", drop_raw=drop_raw,
+        "--asn-db", str(lab.asn_table), "--quiet", "--forensics-limit", "5", drop_raw=drop_raw,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-3000:]  # blocking found
     return by_host(read_results(out))
@@ -192,6 +194,21 @@ def test_a_tls_interceptor_is_located_at_the_core_router(with_capability: dict) 
 
 
 @pytest.mark.lab
+def test_a_reset_answering_the_syn_is_located_by_the_syn_itself(with_capability: dict) -> None:
+    from tests.lab import multihop as m
+
+    record = with_capability[m.SYN_RESET_NAME]
+    assert record["blocking"] == "tcp"
+    located = record["observations"]["forensics"]["locate"]
+    assert (located["mode"], located["server_name"]) == ("syn", None), located  # the SYN carries the TTL
+    assert record["analysis"]["forensics"] is not None, json.dumps(located)
+    hop = record["analysis"]["forensics"]["censor_hop"]
+    assert (hop["hop"], hop["interference"], hop["router_before"]) == (3, "reset", m.CORE_EDGE_SIDE)
+    # No packet of the server's reached the probe: nothing to compare the reset with, no mark.
+    assert "tcp.injected_rst" not in record["anomalies"]
+
+
+@pytest.mark.lab
 def test_a_servers_own_reset_is_not_marked(with_capability: dict) -> None:
     from tests.lab import multihop as m
 
@@ -228,7 +245,7 @@ def test_without_the_capability_the_steps_are_skipped_and_the_verdicts_are_the_s
         assert all("wire" not in tcp for tcp in record["observations"]["tcp_connect"]), host
     from tests.lab import multihop as m
 
-    for host in (m.FILTERED_NAME, m.INTERCEPTED_NAME):
+    for host in (m.FILTERED_NAME, m.INTERCEPTED_NAME, m.SYN_RESET_NAME):
         assert without_capability[host]["observations"]["forensics"]["locate"] == {
             "status": "skipped", "reason": "no CAP_NET_RAW (effective capabilities)"
         }  # fmt: skip

@@ -76,7 +76,7 @@ def injected_resets(obs: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _answered(side: dict[str, Any]) -> bool:
-    return side["outcome"] not in ("timeout", "connect_failed", None)
+    return side["outcome"] not in ("timeout", "expired", "connect_failed", None)
 
 
 def _interference(side: dict[str, Any], control: dict[str, Any] | None, forged: set[str]) -> str | None:

@@ -90,6 +90,8 @@ def _exchange(
         step["packets"] = [dict(p) for p in packets]
         if step["outcome"] == "timeout" and any(p["payload"] for p in packets):
             step["outcome"] = "answered"  # the server spoke (a TLS 1.2 flight) though the handshake could not end
+        elif step["outcome"] in ("timeout", "failed") and step["routers"]:
+            step["outcome"] = "expired"  # died at a router on the way (a SYN's connect says "unreachable")
 
 
 def _outcome(failure: str | None) -> str:
@@ -102,7 +104,7 @@ def _outcome(failure: str | None) -> str:
 
 def _answered(step: dict[str, Any]) -> bool:
     """Something other than a router answered: the server, or the censor in its name."""
-    return step["outcome"] not in ("timeout", "connect_failed", None) or bool(step["unreachable_from"])
+    return step["outcome"] not in ("timeout", "expired", "connect_failed", None) or bool(step["unreachable_from"])
 
 
 def locate(

@@ -7,7 +7,8 @@ the lab, a resolv.conf for every namespace, and everything torn down by `down()`
         198.51.100.6 transit 198.51.100.9 -- 198.51.100.10 world (203.0.113.0/24 on its loopback)
 
 The core router holds the censors: an SNI filter in its forwarding path (iptables string match,
-REJECT with a TCP reset) and a transparent TLS interceptor (mitmproxy, nat REDIRECT) that forges
+REJECT with a TCP reset), a reset answering every SYN to one address, and a transparent TLS
+interceptor (mitmproxy, nat REDIRECT) that forges
 certificates for one name under an "Information Security Certification Authority" root. In the
 world: nginx (the real sites), dnsmasq, and a server that resets every connection itself after
 the ClientHello (a real server's reset, which must not be marked as injected).
@@ -35,11 +36,11 @@ EDGE_CLIENT_SIDE, EDGE_CORE_SIDE = "192.0.2.1", "198.51.100.1"
 CORE_EDGE_SIDE, CORE_TRANSIT_SIDE = "198.51.100.2", "198.51.100.5"
 TRANSIT_CORE_SIDE, TRANSIT_WORLD_SIDE = "198.51.100.6", "198.51.100.9"
 WORLD = "198.51.100.10"
-SITES_ADDRESS, INTERCEPTED_ADDRESS, RESETTING_ADDRESS, RESOLVER = (
-    "203.0.113.10", "203.0.113.11", "203.0.113.12", "203.0.113.53",
+SITES_ADDRESS, INTERCEPTED_ADDRESS, RESETTING_ADDRESS, SYN_RESET_ADDRESS, RESOLVER = (
+    "203.0.113.10", "203.0.113.11", "203.0.113.12", "203.0.113.13", "203.0.113.53",
 )  # fmt: skip
-FILTERED_NAME, INTERCEPTED_NAME, RESETTING_NAME, CLEAN_NAME, CONTROL_NAME = (
-    "filtered.lab", "intercepted.lab", "resetting.lab", "clean.lab", "control.lab",
+FILTERED_NAME, INTERCEPTED_NAME, RESETTING_NAME, SYN_RESET_NAME, CLEAN_NAME, CONTROL_NAME = (
+    "filtered.lab", "intercepted.lab", "resetting.lab", "syn-reset.lab", "clean.lab", "control.lab",
 )  # fmt: skip
 NAMES = {
     FILTERED_NAME: SITES_ADDRESS,
@@ -47,6 +48,7 @@ NAMES = {
     CONTROL_NAME: SITES_ADDRESS,
     INTERCEPTED_NAME: INTERCEPTED_ADDRESS,
     RESETTING_NAME: RESETTING_ADDRESS,
+    SYN_RESET_NAME: SYN_RESET_ADDRESS,
 }
 PROXY_PORT = 8443
 # The path's AS numbers, for the record's router AS (ip2asn format).
@@ -88,7 +90,9 @@ class MultiHopLab:
         root = pki.make_root(pki.name(CN="Lab Public Root CA", O="Lab Trust Services", C="US"))
         issuing = pki.make_intermediate(root, pki.name(CN="Lab Public Issuing CA", O="Lab Trust Services"))
         pki.write_pem(self.roots_pem, [root.cert])
-        pki.make_leaf(issuing, [n for n, a in NAMES.items() if a != RESETTING_ADDRESS]).write(d, "sites")
+        pki.make_leaf(issuing, [n for n, a in NAMES.items() if a in (SITES_ADDRESS, INTERCEPTED_ADDRESS)]).write(
+            d, "sites"
+        )
         authority = pki.make_root(
             pki.name(C="KZ", O="ISCA", CN="Information Security Certification Authority CA"), rsa_key=True
         )
@@ -121,7 +125,7 @@ class MultiHopLab:
                                      (self.core, "k1"), (self.transit, "t0"), (self.transit, "t1"),
                                      (self.world, "w0")):  # fmt: skip
             steps.append((namespace, f"ip link set {interface} up"))
-        for address in (SITES_ADDRESS, INTERCEPTED_ADDRESS, RESETTING_ADDRESS, RESOLVER):
+        for address in (SITES_ADDRESS, INTERCEPTED_ADDRESS, RESETTING_ADDRESS, SYN_RESET_ADDRESS, RESOLVER):
             steps.append((self.world, f"ip addr add {address}/32 dev lo"))
         for router in (self.edge, self.core, self.transit):
             steps += [
@@ -149,6 +153,8 @@ class MultiHopLab:
             self._ns(namespace, *command.split())
 
     def _censor(self) -> None:
+        self._ns(self.core, "iptables", "-A", "FORWARD", "-p", "tcp", "-d", SYN_RESET_ADDRESS, "--syn", "-j",
+                 "REJECT", "--reject-with", "tcp-reset")  # fmt: skip
         self._ns(self.core, "iptables", "-A", "FORWARD", "-p", "tcp", "-d", SITES_ADDRESS, "--dport", "443",
                  "-m", "string", "--string", FILTERED_NAME, "--algo", "bm", "-j", "REJECT", "--reject-with",
                  "tcp-reset")  # fmt: skip
