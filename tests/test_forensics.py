@@ -250,3 +250,49 @@ def test_without_the_capability_the_steps_are_skipped_and_the_verdicts_are_the_s
             "status": "skipped", "reason": "no CAP_NET_RAW (effective capabilities)"
         }  # fmt: skip
     assert with_capability[m.CLEAN_NAME]["observations"]["forensics"]["locate"] is None  # nothing to locate
+
+
+@pytest.mark.lab
+def test_probe_show_says_where_the_censor_sits_in_plain_words(path_lab, with_capability: dict) -> None:  # type: ignore[no-untyped-def]
+    from probe.results.files import results_files
+    from probe.results.show import show_file
+    from tests.lab import multihop as m
+
+    (path,) = results_files([path_lab.directory / "with"])
+    text = show_file(path)
+    assert (
+        f"forensics: censor located at hop 3 from the probe, just after router {m.CORE_EDGE_SIDE}, AS64501: "
+        "the target name met a reset; the control name passed there"
+    ) in text
+    injected = "forensics: TLS reset injected by the path (target connection to 203.0.113.10): it came with IP TTL 63"
+    assert injected in text
+    assert "the target name met a forged certificate" in text
+
+
+@pytest.mark.lab
+def test_the_report_page_shows_the_censors_hop_in_a_browser(path_lab, with_capability: dict) -> None:  # type: ignore[no-untyped-def]
+    """As a person sees it: the monitoring record opened in chromium, the event's evidence expanded."""
+    from probe.cli import main
+    from tests.test_report_html import CHROMIUM, CHROMIUM_ARGS
+
+    if CHROMIUM is None:
+        pytest.skip("needs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    out = path_lab.directory / "report.html"
+    assert main(["report", str(path_lab.directory / "with"), "--all-confidence", "--out", str(out)]) == 0
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page(viewport={"width": 1280, "height": 1400})
+            tab.goto(out.as_uri())
+            row = tab.locator("#events tbody tr", has_text="filtered.lab")
+            row.locator("summary").click()
+            evidence = row.locator("details ul")
+            assert evidence.is_visible()
+            text = evidence.inner_text()
+            tab.screenshot(path=str(path_lab.directory.parent / "forensics-report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert "censor located at hop 3 from the probe, just after router 198.51.100.2, AS64501" in text
+    assert "TLS reset injected by the path" in text

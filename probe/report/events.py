@@ -53,8 +53,8 @@ WITH states AS (
         arg_min(blocking, time) AS blocking,
         arg_min(struct_pack(catalog_id, interceptor_name, issuer, matched_by, chain_sha256, chain_spki,
                             matched_certificate, blockpage_id, blockpage_name, blockpage_matched, answers,
-                            control_answers, handshakes, connects, redirect_hop, anomalies, measurement_id,
-                            file), time) AS evidence
+                            control_answers, handshakes, connects, redirect_hop, forensics, anomalies,
+                            measurement_id, file), time) AS evidence
     FROM runs
     GROUP BY target, network, run, state
 )
@@ -118,7 +118,7 @@ def _evidence(raw: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if key in ("chain_sha256", "chain_spki", "answers", "control_answers", "handshakes", "connects",
-                   "redirect_hop"):  # fmt: skip
+                   "redirect_hop", "forensics"):  # fmt: skip
             try:
                 value = json.loads(value)
             except (TypeError, ValueError):

@@ -80,7 +80,9 @@ SELECT
     CASE WHEN blocking IN ('tls', 'tcp') THEN json_extract(observations, '$.tls_handshakes')::VARCHAR END
         AS handshakes,
     CASE WHEN blocking IN ('tcp') THEN json_extract(observations, '$.tcp_connect')::VARCHAR END AS connects,
-    json_extract(analysis, '$.redirect_hop')::VARCHAR AS redirect_hop
+    json_extract(analysis, '$.redirect_hop')::VARCHAR AS redirect_hop,
+    CASE WHEN blocking IN ('tcp', 'tls', 'tls_mitm') THEN json_extract(analysis, '$.forensics')::VARCHAR END
+        AS forensics
 FROM read_json({files}, format = 'newline_delimited', columns = {columns}, ignore_errors = true,
                filename = true, maximum_object_size = 67108864)
 """

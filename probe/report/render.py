@@ -15,6 +15,7 @@ import duckdb
 from probe.report.events import Event
 from probe.report.sentences import common_name
 from probe.report.summary import Report
+from probe.results.forensics_text import forensics_lines
 
 KIND_NAMES = {
     "tls_mitm": "TLS interception",
@@ -58,6 +59,7 @@ def evidence_lines(event: Event) -> list[str]:
     if e.get("redirect_hop"):
         hop = e["redirect_hop"]
         lines.append(f"on redirect {hop.get('index')}: {hop.get('url')} ({hop.get('stage')})")
+    lines += forensics_lines(e.get("forensics"))
     lines.append(f"anomalies: {', '.join(e.get('anomalies') or [])}")
     lines.append(f"first measurement: {e.get('measurement_id')} in {e.get('file')}")
     return lines

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.analyze.certs import CERTIFICATE_ERRORS, decode_chain, describe_certificate
+from probe.results.forensics_text import forensics_lines
 from probe.results.reader import read_records
 
 
@@ -45,7 +46,11 @@ def format_record(record: dict[str, Any]) -> str:
         lines.append(f"    issuer: {interceptor['issuer']}")
     if record.get("blockpage"):
         lines.append(f"  blockpage: {record['blockpage']['name']} (id {record['blockpage']['id']})")
+    lines += [f"  forensics: {line}" for line in forensics_lines((record.get("analysis") or {}).get("forensics"))]
     observations = record.get("observations") or {}
+    located = (observations.get("forensics") or {}).get("locate") or {}
+    if located.get("status") == "skipped":
+        lines.append(f"  forensics: locating the censor was skipped: {located.get('reason')}")
     dns = observations.get("dns")
     if dns:
         for role in ("system", "control"):
