@@ -222,16 +222,6 @@ def test_a_servers_own_reset_is_not_marked(with_capability: dict) -> None:
 
 
 @pytest.mark.lab
-def test_dns_replies_are_seen_on_the_wire_beside_the_socket(with_capability: dict) -> None:
-    from tests.lab import multihop as m
-
-    (query, *_) = with_capability[m.CLEAN_NAME]["observations"]["dns"]["system_udp"]["queries"]
-    (seen,) = query["wire_replies"]
-    assert (seen["source"], seen["ip_ttl"]) == (query["replies"][0]["source"], query["replies"][0]["ip_ttl"])
-    assert isinstance(seen["ip_id"], int)
-
-
-@pytest.mark.lab
 def test_without_the_capability_the_steps_are_skipped_and_the_verdicts_are_the_same(
     with_capability: dict, without_capability: dict
 ) -> None:

@@ -245,6 +245,9 @@ def test_on_path_injector_gives_dns_injected(records: dict[str, dict]) -> None:
     forged = [r for r in probe["replies"] if r["answers"]]
     assert forged and forged[0]["answers"][0]["data"] == t.INJECTED_ANSWER
     assert forged[0]["ip_ttl"] == t.INJECTED_IP_TTL
+    # The packet capture (the lab runs as root) saw the same forged reply on the wire, with its IP ID.
+    (seen,) = probe["wire_replies"]
+    assert (seen["source"], seen["ip_ttl"]) == (t.CLEAN_SITES, t.INJECTED_IP_TTL) and isinstance(seen["ip_id"], int)
     # The direct query to the ISP resolver got two replies: the real one and the forged one.
     (a_query,) = [q for q in record["observations"]["dns"]["system_udp"]["queries"] if q["query_type"] == "A"]
     assert {r["ip_ttl"] for r in a_query["replies"]} >= {t.INJECTED_IP_TTL}
@@ -255,6 +258,7 @@ def test_no_injection_where_nobody_injects(records: dict[str, dict]) -> None:
     for host in ("clean.lab", "cdn.lab", "tls-reset.lab"):
         probe = records[host]["observations"]["dns"]["injection"]
         assert probe["replies"] == [] and probe["failure"] is None, host
+        assert probe["wire_replies"] == [], host  # nothing on the wire either
         assert "dns.injected" not in records[host]["anomalies"]
 
 

@@ -22,8 +22,10 @@ from typing import Any
 from probe.forensics import scapy_quiet
 
 MAX_PACKETS = 16  # kept per connection: a flood cannot grow a record
+SERVER_PACKETS = 4  # a connection's first packets (SYN-ACK, data): its TTL and IP ID sequence; resets after
 ICMP_TIME_EXCEEDED = 11
 ICMP_UNREACHABLE = 3
+TCP_SYN, TCP_RST = 0x02, 0x04
 
 TcpKey = tuple[str, int, int]  # remote address, remote port, local port
 Clock = Callable[[], float]
@@ -44,6 +46,7 @@ class PacketCapture:
         self._tcp: dict[TcpKey, Watched] = {}
         self._udp: dict[int, Watched] = {}  # local port -> replies
         self._icmp: dict[TcpKey, Watched] = {}  # the quoted packet's key -> routers
+        self._keys: dict[int, tuple[dict[Any, Watched], Any]] = {}  # id of a watched list -> where it is
         self._selector = selectors.DefaultSelector()
         self._sockets = []
         for protocol in (socket.IPPROTO_TCP, socket.IPPROTO_UDP, socket.IPPROTO_ICMP):
@@ -73,14 +76,16 @@ class PacketCapture:
         packets: list[dict[str, Any]] = []
         with self._lock:
             table[key] = (packets, now)
+            self._keys[id(packets)] = (table, key)
         return packets
 
     def forget(self, packets: list[dict[str, Any]]) -> None:
         """Stop filling a list given by `watch_*` (its connection is over): it is never touched again."""
-        tables: tuple[dict[Any, Watched], ...] = (self._tcp, self._udp, self._icmp)
         with self._lock:
-            for table in tables:
-                for key in [k for k, (v, _) in table.items() if v is packets]:
+            found = self._keys.pop(id(packets), None)
+            if found is not None:
+                table, key = found
+                if table.get(key, (None,))[0] is packets:
                     del table[key]
 
     def close(self) -> None:
@@ -115,7 +120,12 @@ class PacketCapture:
         header = (data[0] & 0x0F) * 4
         if protocol == socket.IPPROTO_TCP and len(data) >= header + 14:
             sport, dport = struct.unpack_from("!HH", data, header)
-            self._keep(self._tcp, (_address(data, 12), sport, dport), data, self._tcp_summary)
+            flags = data[header + 13]
+            payload = len(data) - header - (data[header + 12] >> 4) * 4
+            if not flags & (TCP_SYN | TCP_RST) and payload <= 0:
+                return  # a bare ACK or FIN tells nothing a SYN-ACK, the data and a reset do not
+            key = (_address(data, 12), sport, dport)
+            self._keep(self._tcp, key, data, self._tcp_summary, few=not flags & TCP_RST)
         elif protocol == socket.IPPROTO_UDP and len(data) >= header + 8:
             (dport,) = struct.unpack_from("!H", data, header + 2)
             self._keep(self._udp, dport, data, self._udp_summary)
@@ -129,11 +139,12 @@ class PacketCapture:
             sport, dport = struct.unpack_from("!HH", data, quoted + inner)
             self._keep(self._icmp, (_address(data, quoted + 16), dport, sport), data, self._icmp_summary)
 
-    def _keep(self, table: dict[Any, Watched], key: Any, data: bytes, summary: Summary) -> None:
+    def _keep(self, table: dict[Any, Watched], key: Any, data: bytes, summary: Summary, few: bool = False) -> None:
+        """Dissect and keep a packet that is ours; `few`: only a connection's first few (not resets)."""
         with self._lock:
             watched = table.get(key)
-        if watched is None:
-            return
+            if watched is None or (few and len(watched[0]) >= SERVER_PACKETS):
+                return  # not ours; or enough of the server's own packets to compare a reset with
         described = summary(data)  # scapy, outside the lock
         packets, now = watched
         described["t"] = now()

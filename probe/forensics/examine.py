@@ -95,17 +95,21 @@ def _state(reason: str | None) -> dict[str, Any]:
 
 
 def _suspect(observations: dict[str, Any], host: str, started: datetime, config: MeasureConfig) -> bool:
-    """Cheap: a target connection or handshake failed, or a target chain does not validate (the full
-    judging, only for these, tells a finding from a site that is down)."""
+    """Cheap: a target connection or handshake failed, or a target chain did not validate (the full
+    judging, only for these, tells a finding from a site that is down). Measuring asked the control
+    SNI for every chain that did not validate: that is read, not verified again."""
     for tcp in observations.get("tcp_connect") or []:
         if tcp.get("purpose", "target") == "target" and tcp.get("failure"):
             return True
-    for handshake in observations.get("tls_handshakes") or []:
+    handshakes = observations.get("tls_handshakes") or []
+    if any(h.get("purpose") == "control_sni" or "aia_fetches" in h for h in handshakes):
+        return True
+    for handshake in handshakes:
         if handshake.get("purpose", "target") != "target":
             continue
         if handshake.get("failure"):
             return True
         chain = handshake.get("peer_certificates") or []
-        if chain and not config.roots.validates(chain, handshake.get("server_name") or host, started):
-            return True
+        if chain and config.control_sni is None and not config.roots.validates(chain, host, started):
+            return True  # no control SNI was asked: no sign to read
     return False

@@ -70,8 +70,10 @@ class DnsInFlight:
         fixed_probe = config.injection_address if config.injection_check else None
         if fixed_probe is not None:
             asks.append(_injection_ask(fixed_probe, hostname))
+        # The capture watches the injection probe's socket: its replies are the ones that matter.
+        watch = config.watch if fixed_probe is not None else None
         self._batch: Future[dict[str, list[dict[str, Any]]]] | None = (
-            _background(udp_batch, asks, config.timeout, config.dns_window, clock, config.watch) if asks else None
+            _background(udp_batch, asks, config.timeout, config.dns_window, clock, watch) if asks else None
         )
         self._control = _background(self._control_and_probe) if config.control_resolver is not None else None
         self._system: Future[dict[str, Any]] | None = None
