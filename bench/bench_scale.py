@@ -250,6 +250,7 @@ def main() -> None:
     parser.add_argument("--names", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--blackholed", type=int, default=400)
+    parser.add_argument("--no-forensics", action="store_true", help="run the probe with --no-forensics")
     parser.add_argument("--probe-only", action="store_true", help="time the probe alone (no nmap, openssl, helper)")
     parser.add_argument("--keep", type=Path, help="copy the probe's results files here (to look at its records)")
     parser.add_argument("--helper-probes", type=int, default=50, help="probes asking one helper at once")
@@ -263,7 +264,7 @@ def main() -> None:
     with World(names, directory, args.helper_probes) as world:
         targets = directory / "names.txt"
         targets.write_text("\n".join(names) + "\n", encoding="utf-8")
-        command = probe_args(world, targets, args.concurrency, 5)
+        command = probe_args(world, targets, args.concurrency, 5) + (["--no-forensics"] if args.no_forensics else [])
         if args.profile is not None:  # sampling costs a little: timed below without it
             world.run(
                 "py-spy",

@@ -85,6 +85,28 @@ FINISHING = 6
 Outcome = tuple[datetime, Any, str | None]  # started, observations (or a Pending), error
 
 
+def _trim_malloc() -> None:
+    """Hand glibc's free memory back to the system (every TRIM_EVERY records): the many threads'
+    short-lived buffers otherwise leave a run's memory growing with its length."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+TRIM_EVERY = 500
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
+_LIBC = _glibc()
+
+
 def _few_malloc_arenas() -> None:
     """glibc gives threads malloc arenas of their own (up to eight per core); with a thousand
     measuring and listening threads they fragment, and a run's memory grew with its length. Two
@@ -173,6 +195,8 @@ def execute(
             interception = {"host": item.target.host, "blocking": verdict.blocking, **verdict.interceptor}
             summary.interceptions.append(interception)
         progress.update(summary.measured, item.target.host, verdict.blocking, time.monotonic() - clock_started)
+        if summary.measured % TRIM_EVERY == 0:
+            _trim_malloc()
 
     # Forked before any thread of the run starts (the progress display's and the capture's included).
     recorder = start_recorder(run, analysis, writer, written)

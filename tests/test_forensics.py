@@ -34,6 +34,22 @@ def test_the_capability_is_read_from_the_process_not_the_user_id(tmp_path: Path)
     assert raw_capability(status) is None  # a user given cap_net_raw alone
 
 
+def test_ordinary_packets_are_read_as_scapy_reads_them() -> None:
+    """A server's SYN-ACK and data are read with struct (a clean run never loads scapy): the same
+    summary as scapy's dissection, for every combination of flags."""
+    from probe.forensics import scapy_quiet
+    from probe.forensics.capture import _plain_tcp_summary
+
+    layers = scapy_quiet.load()
+    for flags in ("SA", "A", "PA", "FA", "FPA", "S", "R", "RA", "SEC", "U"):
+        for payload in (b"", b"hello"):
+            raw = bytes(layers.IP(src="203.0.113.1", dst="192.0.2.1", ttl=57, id=4242)
+                        / layers.TCP(sport=443, dport=5555, flags=flags) / payload)  # fmt: skip
+            packet = layers.IP(raw)
+            expected = {"flags": str(packet[layers.TCP].flags), "ip_ttl": 57, "ip_id": 4242, "payload": len(payload)}
+            assert _plain_tcp_summary(raw) == expected, flags
+
+
 def _packet(flags: str, ttl: int, ip_id: int = 0) -> dict:
     return {"flags": flags, "ip_ttl": ttl, "ip_id": ip_id, "payload": 0, "t": 0.1}
 

@@ -5,8 +5,10 @@ incoming packet of the protocol, no libpcap needed) and keeps, for each connecti
 the probe registered, what came back: each packet's IP TTL, IP ID and TCP flags (a reset injected
 by the path arrives with another TTL or IP ID than the server's own packets), and the ICMP "time
 exceeded" messages that quote the probe's packets (which router a low-TTL packet died at).
-Packets are told apart by their addresses and ports with `struct` (cheap, for every packet); only
-the probe's are dissected, with scapy. Never kept: the raw bytes (they hold the probe's address).
+Packets are told apart by their addresses and ports with `struct` (cheap, for every packet); a
+server's ordinary packets (SYN-ACK, data) are read with `struct` too; resets, ICMP errors and DNS
+replies on the watched sockets are dissected with scapy, loaded the first time one arrives (a run
+with no finding never loads it). Never kept: the raw bytes (they hold the probe's address).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ SERVER_PACKETS = 4  # a connection's first packets (SYN-ACK, data): its TTL and 
 ICMP_TIME_EXCEEDED = 11
 ICMP_UNREACHABLE = 3
 TCP_SYN, TCP_RST = 0x02, 0x04
+HEADERS = 256  # bytes of each packet looked at: IP and TCP/UDP headers, or an ICMP error and what it quotes
 
 TcpKey = tuple[str, int, int]  # remote address, remote port, local port
 Clock = Callable[[], float]
@@ -37,11 +40,30 @@ def _address(data: bytes, offset: int) -> str:
     return socket.inet_ntoa(data[offset : offset + 4])
 
 
+_FLAG_LETTERS = "FSRPAUEC"  # scapy's order, lowest bit first
+
+
+def _plain_tcp_summary(data: bytes) -> dict[str, Any]:
+    """A server's ordinary packet (SYN-ACK, data) as scapy would summarise it, read with `struct`:
+    every connection has some, and a clean run need not load scapy at all."""
+    header = (data[0] & 0x0F) * 4
+    flags = data[header + 13]
+    letters = "".join(letter for bit, letter in enumerate(_FLAG_LETTERS) if flags >> bit & 1)
+    (ip_id,) = struct.unpack_from("!H", data, 4)
+    return {"flags": letters, "ip_ttl": data[8], "ip_id": ip_id, "payload": _tcp_payload(data)}
+
+
+def _tcp_payload(data: bytes) -> int:
+    """The TCP payload's length, from the IP header's total length (the bytes read may be fewer)."""
+    header = (data[0] & 0x0F) * 4
+    (total,) = struct.unpack_from("!H", data, 2)
+    return max(0, total - header - (data[header + 12] >> 4) * 4)
+
+
 class PacketCapture:
     """The run's capture thread. `watch_*` register a socket's traffic; `forget` ends it."""
 
     def __init__(self) -> None:
-        self.layers = scapy_quiet.load()
         self._lock = threading.Lock()
         self._tcp: dict[TcpKey, Watched] = {}
         self._udp: dict[int, Watched] = {}  # local port -> replies
@@ -96,6 +118,8 @@ class PacketCapture:
 
     # --- reading ----------------------------------------------------------------------------
     def _run(self) -> None:
+        buffer = bytearray(65535)  # one buffer, not 64 KiB allocated for every packet of the machine
+        view = memoryview(buffer)
         while not self._closed:
             try:
                 events = self._selector.select(0.5)
@@ -106,26 +130,29 @@ class PacketCapture:
                 assert isinstance(sock, socket.socket)
                 for _ in range(64):  # drain, bounded per wake-up
                     try:
-                        data = sock.recv(65535)
+                        size = sock.recv_into(buffer)
                     except (BlockingIOError, InterruptedError):
                         break
                     except OSError:
                         return
                     with contextlib.suppress(Exception):  # a packet that does not parse is not ours
-                        self._dispatch(key.data, data)
+                        self._dispatch(key.data, bytes(view[: min(size, HEADERS)]))
 
     def _dispatch(self, protocol: int, data: bytes) -> None:
+        """`data`: the packet's first HEADERS bytes (its headers, and a little of what follows)."""
         if len(data) < 20 or data[0] >> 4 != 4:
             return
         header = (data[0] & 0x0F) * 4
         if protocol == socket.IPPROTO_TCP and len(data) >= header + 14:
             sport, dport = struct.unpack_from("!HH", data, header)
             flags = data[header + 13]
-            payload = len(data) - header - (data[header + 12] >> 4) * 4
-            if not flags & (TCP_SYN | TCP_RST) and payload <= 0:
+            if not flags & (TCP_SYN | TCP_RST) and _tcp_payload(data) <= 0:
                 return  # a bare ACK or FIN tells nothing a SYN-ACK, the data and a reset do not
             key = (_address(data, 12), sport, dport)
-            self._keep(self._tcp, key, data, self._tcp_summary, few=not flags & TCP_RST)
+            if flags & TCP_RST:
+                self._keep(self._tcp, key, data, self._tcp_summary)
+            else:  # the common case, every connection's SYN-ACK and first data: read without scapy
+                self._keep(self._tcp, key, data, _plain_tcp_summary, few=True)
         elif protocol == socket.IPPROTO_UDP and len(data) >= header + 8:
             (dport,) = struct.unpack_from("!H", data, header + 2)
             self._keep(self._udp, dport, data, self._udp_summary)
@@ -153,20 +180,20 @@ class PacketCapture:
                 packets.append(described)
 
     def _tcp_summary(self, data: bytes) -> dict[str, Any]:
-        layers = self.layers
+        layers = scapy_quiet.load()
         packet = layers.IP(data)
         tcp = packet[layers.TCP]
-        return {"flags": str(tcp.flags), "ip_ttl": packet.ttl, "ip_id": packet.id, "payload": len(tcp.payload)}
+        return {"flags": str(tcp.flags), "ip_ttl": packet.ttl, "ip_id": packet.id, "payload": _tcp_payload(data)}
 
     def _udp_summary(self, data: bytes) -> dict[str, Any]:
-        layers = self.layers
+        layers = scapy_quiet.load()
         packet = layers.IP(data)
         payload = bytes(packet[layers.UDP].payload)
         dns_id = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
         return {"source": packet.src, "ip_ttl": packet.ttl, "ip_id": packet.id, "dns_id": dns_id}
 
     def _icmp_summary(self, data: bytes) -> dict[str, Any]:
-        layers = self.layers
+        layers = scapy_quiet.load()
         packet = layers.IP(data)
         icmp = packet[layers.ICMP]
         return {"router": packet.src, "icmp_type": icmp.type, "icmp_code": icmp.code, "ip_ttl": packet.ttl}
