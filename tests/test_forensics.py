@@ -98,6 +98,8 @@ def test_the_censor_hop_is_where_the_target_meets_interference_and_the_control_p
     assert censor_hop({"address": "x", "steps": forged}, {"ab"}, context)["interference"] == "forged_certificate"
     real = [steps[0], {"ttl": 2, "target": side("handshake", [], "ef"), "control": side("handshake", [], "cd")}]
     assert censor_hop({"address": "x", "steps": real}, {"ab"}, context) is None  # the server's own certificate
+    both_reset = [steps[0], {"ttl": 4, "target": side("reset", []), "control": side("reset", [])}]
+    assert censor_hop({"address": "x", "steps": both_reset}, set(), context) is None  # a server resetting all
 
 
 def test_scapy_is_not_imported_for_help_or_a_run_without_forensics(tmp_path: Path) -> None:

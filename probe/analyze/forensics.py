@@ -102,6 +102,8 @@ def censor_hop(locate: dict[str, Any], forged: set[str], ctx: AnalysisContext) -
         interference = _interference(step["target"], control, forged)
         if interference is None:
             continue
+        if control is not None and _interference(control, None, forged) is not None:
+            return None  # the control name met it too: the server's doing, or no contrast; no claim
         before = steps[index - 1] if index else None
         routers: list[str] = []
         if before is not None:
@@ -112,7 +114,7 @@ def censor_hop(locate: dict[str, Any], forged: set[str], ctx: AnalysisContext) -
             "interference": interference,
             "router_before": router,
             "router_before_asn": None,
-            "control_passed": None if control is None else _interference(control, None, forged) is None,
+            "control_passed": None if control is None else True,
             "address": locate["address"],
         }
         if router is not None and ctx.asn is not None:
