@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "progress": set(),
     "run": {"vocabulary", "targets", "signals", "progress", "analyze", "observe", "loaders", "results", "recorder",
             "forensics"},  # fmt: skip
-    "forensics": {"vocabulary", "observe"},
+    "forensics": {"vocabulary", "observe", "analyze"},
     "recorder": {"vocabulary", "targets", "analyze", "results"},
     "report": {"vocabulary", "results"},
     "rejudge": {"vocabulary", "analyze", "loaders", "results"},
