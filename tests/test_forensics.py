@@ -304,3 +304,16 @@ def test_the_report_page_shows_the_censors_hop_in_a_browser(path_lab, with_capab
             browser.close()
     assert "censor located at hop 3 from the probe, just after router 198.51.100.2, AS64501" in text
     assert "TLS reset injected by the path" in text
+
+
+def test_scapy_loads_quietly_with_its_caches_under_the_xdg_directories(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path / "home")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    env.pop("XDG_CONFIG_HOME", None)
+    loaded = subprocess.run([sys.executable, "-c", "from probe.forensics import scapy_quiet; scapy_quiet.load()"],
+                            capture_output=True, text=True, env=env, cwd=work, timeout=60)  # fmt: skip
+    assert loaded.returncode == 0 and loaded.stdout == "" and loaded.stderr == ""  # not a word on the terminal
+    assert (tmp_path / "cache" / "scapy").is_dir()
+    assert list(work.iterdir()) == []  # nothing in the working directory
