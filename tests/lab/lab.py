@@ -457,23 +457,29 @@ http {{
 
     # --- tearing down ---------------------------------------------------------------------------
     def down(self, quiet: bool = False) -> None:
-        for _, process in self.processes:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-        for _, process in self.processes:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+        tear_down([process for _, process in self.processes], self.namespaces, quiet)
         self.processes.clear()
-        existing = set(_run("ip", "netns", "list", check=False).stdout.split())
-        for namespace in self.namespaces:
-            if namespace in existing:
-                for pid in _run("ip", "netns", "pids", namespace, check=False).stdout.split():
-                    with contextlib.suppress(ProcessLookupError, ValueError):
-                        os.kill(int(pid), signal.SIGKILL)
-                _run("ip", "netns", "del", namespace, check=not quiet)
-            shutil.rmtree(NETNS_ETC / namespace, ignore_errors=True)
+
+
+def tear_down(processes: list[subprocess.Popen[bytes]], namespaces: tuple[str, ...], quiet: bool = True) -> None:
+    """Stop the lab's processes (their whole groups), then remove its namespaces and their
+    resolv.conf; safe on a half-built lab and when called twice."""
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+    existing = set(_run("ip", "netns", "list", check=False).stdout.split())
+    for namespace in namespaces:
+        if namespace in existing:
+            for pid in _run("ip", "netns", "pids", namespace, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            _run("ip", "netns", "del", namespace, check=not quiet)
+        shutil.rmtree(NETNS_ETC / namespace, ignore_errors=True)

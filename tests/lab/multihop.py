@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 
 from tests import pki
-from tests.lab.lab import REPO, LabError, _run
+from tests.lab.lab import REPO, LabError, _run, tear_down
 
 CLIENT = "192.0.2.10"
 EDGE_CLIENT_SIDE, EDGE_CORE_SIDE = "192.0.2.1", "198.51.100.1"
@@ -223,25 +222,8 @@ class MultiHopLab:
                               timeout=timeout, env=env, cwd=self.directory)  # fmt: skip
 
     def down(self) -> None:
-        for process in self.processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+        tear_down(self.processes, self.namespaces)
         self.processes.clear()
-        existing = set(_run("ip", "netns", "list", check=False).stdout.split())
-        for namespace in self.namespaces:
-            if namespace in existing:
-                for pid in _run("ip", "netns", "pids", namespace, check=False).stdout.split():
-                    with contextlib.suppress(ProcessLookupError, ValueError):
-                        os.kill(int(pid), signal.SIGKILL)
-                _run("ip", "netns", "del", namespace, check=False)
-            shutil.rmtree(Path("/etc/netns") / namespace, ignore_errors=True)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
