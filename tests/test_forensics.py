@@ -317,3 +317,37 @@ def test_scapy_loads_quietly_with_its_caches_under_the_xdg_directories(tmp_path:
     assert loaded.returncode == 0 and loaded.stdout == "" and loaded.stderr == ""  # not a word on the terminal
     assert (tmp_path / "cache" / "scapy").is_dir()
     assert list(work.iterdir()) == []  # nothing in the working directory
+
+
+FILTER_CHECK = """
+import socket, time
+from probe.forensics.capture import PacketCapture
+from probe.forensics import scapy_quiet
+from scapy.sendrecv import send
+layers = scapy_quiet.load()
+capture = PacketCapture()
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+port = sock.getsockname()[1]
+packets = capture.watch_tcp(sock, "127.0.0.1", 443, time.monotonic)
+for flags, payload in (("A", b""), ("A", b"data without push"), ("PA", b"pushed"), ("R", b""), ("SA", b"")):
+    send(layers.IP(src="127.0.0.1", dst="127.0.0.1") / layers.TCP(sport=443, dport=port, flags=flags) / payload)
+time.sleep(0.3)
+print(sorted(p["flags"] for p in packets))
+"""
+
+
+def test_the_kernel_filter_passes_only_syns_resets_and_pushed_data() -> None:
+    """What the rest of the machine receives never reaches Python: checked on a namespace's loopback."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a namespace, raw sockets)")
+    namespace = f"bpf{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], check=True)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        seen = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c", FILTER_CHECK],
+                              capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace], check=False)
+    assert seen.stdout.strip() == "['PA', 'R', 'SA']", seen.stdout + seen.stderr[-2000:]

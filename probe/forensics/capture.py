@@ -14,6 +14,7 @@ with no finding never loads it). Never kept: the raw bytes (they hold the probe'
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import selectors
 import socket
 import struct
@@ -38,6 +39,36 @@ Summary = Callable[[bytes], dict[str, Any]]
 
 def _address(data: bytes, offset: int) -> str:
     return socket.inet_ntoa(data[offset : offset + 4])
+
+
+# Classic BPF run by the kernel on each packet before it is copied to the capture: what the rest of
+# the machine receives (a download, a video call) never reaches Python. A raw IPv4 socket's filter
+# sees the packet from its IP header; (code, jt, jf, k) rows, as in linux/filter.h.
+_LOAD_IP_HEADER_LENGTH = (0xB1, 0, 0, 0)  # X = 4 * (first byte & 0x0f)
+_ACCEPT, _DROP = (0x06, 0, 0, 0x40000), (0x06, 0, 0, 0)
+FILTERS = {
+    # TCP: a SYN, a reset or data pushed (a server's SYN-ACK, its first data, any reset).
+    socket.IPPROTO_TCP: [_LOAD_IP_HEADER_LENGTH, (0x50, 0, 0, 13), (0x45, 0, 1, 0x0E), _ACCEPT, _DROP],
+    # UDP: DNS replies (source port 53).
+    socket.IPPROTO_UDP: [_LOAD_IP_HEADER_LENGTH, (0x48, 0, 0, 0), (0x15, 0, 1, 53), _ACCEPT, _DROP],
+    # ICMP: time exceeded and destination unreachable.
+    socket.IPPROTO_ICMP: [_LOAD_IP_HEADER_LENGTH, (0x50, 0, 0, 0), (0x15, 1, 0, 11), (0x15, 0, 1, 3), _ACCEPT, _DROP],
+}
+SO_ATTACH_FILTER = 26
+
+
+class _Instruction(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint32)]
+
+
+class _Program(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_Instruction))]
+
+
+def _attach_filter(sock: socket.socket, rows: list[tuple[int, int, int, int]]) -> None:
+    instructions = (_Instruction * len(rows))(*(_Instruction(*row) for row in rows))
+    program = _Program(len(rows), instructions)
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(program))  # the kernel copies it
 
 
 _FLAG_LETTERS = "FSRPAUEC"  # scapy's order, lowest bit first
@@ -73,6 +104,8 @@ class PacketCapture:
         self._sockets = []
         for protocol in (socket.IPPROTO_TCP, socket.IPPROTO_UDP, socket.IPPROTO_ICMP):
             sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, protocol)
+            with contextlib.suppress(OSError):  # without it the Python filter below still decides
+                _attach_filter(sock, FILTERS[protocol])
             sock.setblocking(False)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             self._selector.register(sock, selectors.EVENT_READ, protocol)
