@@ -9,10 +9,12 @@ import contextlib
 import ctypes
 import platform
 import sys
+import threading
 import time
 import traceback
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -23,6 +25,7 @@ from probe.analyze.verdict import AnalysisContext
 from probe.forensics.examine import Forensics
 from probe.observe.measure import MeasureConfig, Pending, observe_run_dns, start_measurement
 from probe.observe.netcheck import has_route, source_address
+from probe.observe.watchdog import WATCHDOG
 from probe.progress import Progress, plain_summary
 from probe.recorder import Item, Verdict, start_recorder
 from probe.results.record import RunContext
@@ -150,6 +153,71 @@ def _complete(
     return started, observations, error or observations.get("stage_error")
 
 
+class _Ready:
+    """Calls `then` once: when `count` awaited things are done, or when `fire` is called first (the
+    watchdog, at the bound). `then` is dropped once called: what it holds (a target's observations)
+    must not live on in the awaited futures' callback lists or the watchdog's queue."""
+
+    def __init__(self, count: int, then: Callable[[], None]) -> None:
+        self._left, self._lock = count, threading.Lock()
+        self._then: Callable[[], None] | None = then
+
+    def one_done(self, _: Future[Any]) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left > 0:
+                return
+        self.fire()
+
+    def fire(self) -> None:
+        with self._lock:
+            then, self._then = self._then, None
+        if then is not None:
+            then()
+
+
+def _when_ready(
+    outcome: Outcome,
+    run_dns: Future[dict[str, Any]],
+    finishers: ThreadPoolExecutor,
+    forensics: Forensics | None,
+    analysis: AnalysisContext,
+) -> Future[Outcome]:
+    """`_complete` in a finishing thread once every reply the target waits for is in (or its bound
+    has passed, so that nothing waits for ever): no thread is held while the replies are awaited."""
+    finished: Future[Outcome] = Future()
+    pending = outcome[1]
+
+    def start() -> None:
+        try:
+            job = finishers.submit(_complete, outcome, run_dns, forensics, analysis)
+        except RuntimeError:  # the run is over (interrupted, or past its deadline): abandoned
+            finished.cancel()
+            return
+        job.add_done_callback(lambda done: _pass_on(done, finished))
+
+    if not isinstance(pending, Pending):
+        start()
+        return finished
+    waits = pending.waits()
+    ready = _Ready(len(waits), start)
+    WATCHDOG.arm(pending.bound + 1, ready.fire)  # each wait is bounded: this only guards against a bug
+    for waited in waits:
+        waited.add_done_callback(ready.one_done)
+    if not waits:
+        ready.fire()
+    return finished
+
+
+def _pass_on(done: Future[Outcome], finished: Future[Outcome]) -> None:
+    if done.cancelled():
+        finished.cancel()
+    elif done.exception() is not None:
+        finished.set_exception(done.exception())  # type: ignore[arg-type]
+    else:
+        finished.set_result(done.result())
+
+
 def execute(
     targets: list[Target],
     config: MeasureConfig,
@@ -226,7 +294,9 @@ def execute(
             return summary
         config.own_addresses.add(source)
         # Once a run (who answers the control, the resolver's usual IP TTL), meanwhile: joined per record.
-        finishers = ThreadPoolExecutor(max_workers=concurrency * FINISHING + 1, thread_name_prefix="complete")
+        # Completing a target takes a thread only once what it waits for is in (`_when_ready`): a
+        # few threads serve every target that is waiting for its last replies.
+        finishers = ThreadPoolExecutor(max_workers=concurrency + 1, thread_name_prefix="complete")
         run_dns = finishers.submit(observe_run_dns, config, config.control_sni or "example.org")
         measuring: dict[Future[Outcome], Target] = {}
         finishing: dict[Future[Outcome], Target] = {}
@@ -249,7 +319,7 @@ def execute(
                     if future in measuring:
                         target = measuring.pop(future)
                         outcome = future.result()
-                        finishing[finishers.submit(_complete, outcome, run_dns, forensics, analysis)] = target
+                        finishing[_when_ready(outcome, run_dns, finishers, forensics, analysis)] = target
                     else:
                         target = finishing.pop(future)
                         started, observations, error = future.result()

@@ -114,3 +114,28 @@ def test_the_recorder_is_forked_only_before_any_other_thread(test_pki: PkiFixtur
     finally:
         stop.set()
         writer.close()
+
+
+def test_a_target_whose_wait_never_ends_is_completed_at_its_bound(
+    monkeypatch: pytest.MonkeyPatch, test_pki: PkiFixture
+) -> None:
+    """Completing a target waits for its replies by callbacks, not a thread; were one never to come
+    (every wait is bounded: this guards against a bug), the watchdog completes the target at its bound."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from probe.observe.clock import Clock
+    from probe.observe.measure import Pending
+
+    config, context, _, _ = _context(test_pki)
+    target = parse_target("192.0.2.1", "NEWS", 1)
+    observations = _observed(target, config, datetime.now())
+    pending = Pending(target, config, Clock(), observations, None, None)
+    never: Future[None] = Future()
+    monkeypatch.setattr(Pending, "waits", lambda self: [never])
+    monkeypatch.setattr(Pending, "bound", property(lambda self: 0.1))
+    run_dns: Future[dict] = Future()
+    run_dns.set_result({})
+    with ThreadPoolExecutor(max_workers=1) as finishers:
+        finished = run_module._when_ready((datetime.now(), pending, None), run_dns, finishers, None, context)
+        started, completed, error = finished.result(timeout=30)
+    assert error is None and completed is observations and not never.done()

@@ -6,11 +6,14 @@ verdicts then rest on what the probe knows alone.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import requests
@@ -131,9 +134,10 @@ class HelperQuestions:
         self, helpers: list[str], target_url: str, token: str | None, step_timeout: float, roots: str, clock: Clock
     ) -> None:
         self.results: list[dict[str, Any] | None] = [None] * len(helpers)
-        self.answered = [threading.Event() for _ in helpers]
+        self.answered: list[Future[None]] = [Future() for _ in helpers]
         self.helpers = helpers
-        self.until = time.monotonic() + 2 * (4 * step_timeout + 10)
+        self.bound = 2 * (4 * step_timeout + 10)
+        self.until = time.monotonic() + self.bound
         for index, helper in enumerate(helpers):
             _line(helper).jobs.put(
                 functools.partial(self._ask, index, helper, target_url, token, step_timeout, roots, clock)
@@ -143,12 +147,16 @@ class HelperQuestions:
         try:
             self.results[index] = ask_helper(*args)
         finally:
-            self.answered[index].set()
+            self.answered[index].set_result(None)
+
+    def waits(self) -> list[Future[None]]:
+        return list(self.answered)
 
     def collect(self) -> list[dict[str, Any]]:
         collected = []
         for index, helper in enumerate(self.helpers):
-            self.answered[index].wait(max(0.0, self.until - time.monotonic()))
+            with contextlib.suppress(FutureTimeout):
+                self.answered[index].result(max(0.0, self.until - time.monotonic()))
             result = self.results[index]
             if result is None:
                 result = {"helper": helper, "status": None, "failure": Failure.GENERIC_TIMEOUT,

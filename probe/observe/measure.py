@@ -138,6 +138,15 @@ class DnsInFlight:
     def control(self) -> dict[str, Any] | None:
         return self._control_result()[0]
 
+    def waits(self) -> list[Future[Any]]:
+        """What `finish` waits for: the late replies' listening, the control and the system lookup."""
+        return [f for f in (self._batch, self._control, self._system) if f is not None]
+
+    @property
+    def bound(self) -> float:
+        """Seconds within which every one of `waits` ends (each is bounded; this is the longest)."""
+        return 2 * self.config.timeout + 2 * self.config.dns_window + 1
+
     def finish(self) -> dict[str, Any]:
         """Every answer, late replies included, in the record's `dns` shape."""
         answered = self._batch.result() if self._batch is not None else {}
@@ -190,6 +199,16 @@ class Pending:
     observations: dict[str, Any]
     dns: DnsInFlight | None
     questions: HelperQuestions | None
+
+    def waits(self) -> list[Future[Any]]:
+        """What `complete` would wait for: when all are done, completing takes no waiting."""
+        dns = self.dns.waits() if self.dns is not None else []
+        return dns + (self.questions.waits() if self.questions is not None else [])
+
+    @property
+    def bound(self) -> float:
+        helpers = self.questions.bound if self.questions is not None else 0.0
+        return max(self.dns.bound if self.dns is not None else 0.0, helpers)
 
     def complete(self) -> dict[str, Any]:
         observations, config = self.observations, self.config
