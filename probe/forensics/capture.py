@@ -65,7 +65,8 @@ class _Program(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_Instruction))]
 
 
-def _attach_filter(sock: socket.socket, rows: list[tuple[int, int, int, int]]) -> None:
+def attach_filter(sock: socket.socket, rows: list[tuple[int, int, int, int]]) -> None:
+    """A classic BPF program (rows of code, jt, jf, k) on a socket: the kernel runs it on each packet."""
     instructions = (_Instruction * len(rows))(*(_Instruction(*row) for row in rows))
     program = _Program(len(rows), instructions)
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(program))  # the kernel copies it
@@ -105,7 +106,7 @@ class PacketCapture:
         for protocol in (socket.IPPROTO_TCP, socket.IPPROTO_UDP, socket.IPPROTO_ICMP):
             sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, protocol)
             with contextlib.suppress(OSError):  # without it the Python filter below still decides
-                _attach_filter(sock, FILTERS[protocol])
+                attach_filter(sock, FILTERS[protocol])
             sock.setblocking(False)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             self._selector.register(sock, selectors.EVENT_READ, protocol)

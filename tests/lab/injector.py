@@ -8,31 +8,17 @@ Run inside the ISP namespace: `python -m tests.lab.injector --iface r0 --name dn
 from __future__ import annotations
 
 import argparse
-import ctypes
-import socket
 import sys
 import threading
 
-SO_ATTACH_FILTER = 26
+from probe.forensics.capture import attach_filter
+
 # (code, jt, jf, k) for Ethernet frames: IPv4, UDP, not a fragment, destination port 53.
 UDP_DST_PORT_53 = [
     (0x28, 0, 0, 12), (0x15, 0, 8, 0x0800), (0x30, 0, 0, 23), (0x15, 0, 6, 17), (0x28, 0, 0, 20),
     (0x45, 4, 0, 0x1FFF), (0xB1, 0, 0, 14), (0x48, 0, 0, 16), (0x15, 0, 1, 53), (0x06, 0, 0, 0x40000),
     (0x06, 0, 0, 0),
 ]  # fmt: skip
-
-
-class _Instruction(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint32)]
-
-
-class _Program(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_Instruction))]
-
-
-def _attach(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
-    instructions = (_Instruction * len(program))(*(_Instruction(*row) for row in program))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(_Program(len(program), instructions)))
 
 
 def main() -> int:
@@ -88,7 +74,7 @@ def main() -> int:
     # The kernel hands the injector DNS queries only (a classic BPF program, as `tcpdump -dd
     # 'ip and udp dst port 53'` writes it: no libpcap needed), so that it keeps up with a busy link.
     listener = conf.L2listen(iface=args.iface)
-    _attach(listener.ins, UDP_DST_PORT_53)
+    attach_filter(listener.ins, UDP_DST_PORT_53)
     sniff(
         opened_socket=listener,
         lfilter=is_target_query,
