@@ -281,7 +281,7 @@ def test_without_reply_ttls_the_replies_are_still_kept(monkeypatch: pytest.Monke
     thread.start()
     question = udpwire.Question(b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01", 0x1234,
                                 "127.0.0.1", port)  # fmt: skip
-    udpwire.exchange([question], 2, 0.2, Clock().now)
+    udpwire.exchange([question], 2, 0.2, Clock().now).result()
     server.close()
     assert question.failure is None and len(question.replies) == 1
     assert question.replies[0].ip_ttl is None
@@ -302,7 +302,7 @@ def test_a_flood_of_replies_is_capped_and_counted() -> None:
     threading.Thread(target=flood, daemon=True).start()
     question = udpwire.Question(b"\x43\x21\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01", 0x4321,
                                 "127.0.0.1", port)  # fmt: skip
-    udpwire.exchange([question], 3, 0.5, Clock().now)
+    udpwire.exchange([question], 3, 0.5, Clock().now).result()
     server.close()
     assert len(question.replies) == udpwire.MAX_REPLIES and question.dropped > 0
 
@@ -359,7 +359,7 @@ def test_udp_exchanges_work_past_descriptor_1024() -> None:
         threading.Thread(target=answer, daemon=True).start()
         question = udpwire.Question(b"\x55\x55\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01", 0x5555,
                                     "127.0.0.1", server.getsockname()[1])  # fmt: skip
-        udpwire.exchange([question], 3, 0.2, Clock().now)
+        udpwire.exchange([question], 3, 0.2, Clock().now).result()
         server.close()
         assert question.failure is None and len(question.replies) == 1
     finally:

@@ -12,6 +12,7 @@ import ipaddress
 import secrets
 import socket
 import ssl
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -210,6 +211,13 @@ def udp_batch(
 ) -> dict[str, list[dict[str, Any]]]:
     """Ask every question at once from one socket; return each label's query records, every reply kept
     (and, with a `watch`, each reply as the packet capture saw it: `wire_replies`)."""
+    return udp_batch_async(asks, timeout, window, clock, watch).result()
+
+
+def udp_batch_async(
+    asks: list[UdpAsk], timeout: float, window: float, clock: Clock, watch: TargetWatch | None = None
+) -> Future[dict[str, list[dict[str, Any]]]]:
+    """`udp_batch`, sent now; the records once the listening (the run's one listener thread) is over."""
     pending: list[tuple[UdpAsk, dict[str, Any], udpwire.Question]] = []
     used_ids: set[int] = set()
     for ask in asks:
@@ -221,7 +229,23 @@ def udp_batch(
             record = _new_record(ask.resolver, "udp", ask.hostname, qtype, clock)
             question = udpwire.Question(query.to_wire(), query.id, ask.address, ask.port, ask.expects_reply)
             pending.append((ask, record, question))
-    udpwire.exchange([q for _, _, q in pending], timeout, window, clock.now, watch)
+    listened = udpwire.exchange([q for _, _, q in pending], timeout, window, clock.now, watch)
+    result: Future[dict[str, list[dict[str, Any]]]] = Future()
+
+    def records(done: Future[None]) -> None:
+        try:
+            done.result()
+            result.set_result(_batch_records(asks, pending, clock))
+        except Exception as exc:  # noqa: BLE001 - handed to whoever waits
+            result.set_exception(exc)
+
+    listened.add_done_callback(records)
+    return result
+
+
+def _batch_records(
+    asks: list[UdpAsk], pending: list[tuple[UdpAsk, dict[str, Any], udpwire.Question]], clock: Clock
+) -> dict[str, list[dict[str, Any]]]:
     results: dict[str, list[dict[str, Any]]] = {ask.label: [] for ask in asks}
     for ask, record, question in pending:
         for reply in question.replies:

@@ -7,6 +7,7 @@ What else is observed to make a handshake worth judging (control SNI, retry, AIA
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import traceback
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from probe.observe.dns import (
     lookup_with_resolver,
     udp_ask_for,
     udp_batch,
+    udp_batch_async,
 )
 from probe.observe.helperclient import HelperQuestions
 from probe.observe.redirects import fetch_with_redirects
@@ -73,9 +75,13 @@ class DnsInFlight:
         # The capture watches the injection probe's socket: its replies are the ones that matter.
         watch = config.watch if fixed_probe is not None else None
         self._batch: Future[dict[str, list[dict[str, Any]]]] | None = (
-            _background(udp_batch, asks, config.timeout, config.dns_window, clock, watch) if asks else None
+            udp_batch_async(asks, config.timeout, config.dns_window, clock, watch) if asks else None
         )
-        self._control = _background(self._control_and_probe) if config.control_resolver is not None else None
+        self._control: Future[tuple[dict[str, Any], dict[str, Any] | None]] | None = None
+        if config.control_resolver is not None and config.control_resolver.transport == "udp":
+            self._control = self._control_over_udp(config.control_resolver)  # listened to, no thread held
+        elif config.control_resolver is not None:
+            self._control = _background(self._control_and_probe)
         self._system: Future[dict[str, Any]] | None = None
         if config.resolver is None:
             self._system = _LOOKUPS.submit(lookup_system, hostname, port, clock)
@@ -100,6 +106,38 @@ class DnsInFlight:
                 )["injection"]
                 injection = {"address": silent, "port": 53, **query}
         return control, injection
+
+    def _control_over_udp(self, spec: ResolverSpec) -> Future[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """`_control_and_probe` for a plain UDP control, as callbacks of the run's DNS listener."""
+        config, hostname, clock = self.config, self.hostname, self.clock
+        result: Future[tuple[dict[str, Any], dict[str, Any] | None]] = Future()
+        asked = udp_batch_async([udp_ask_for(spec, "lookup", hostname)], config.timeout, config.dns_window, clock)
+
+        def probed(control: dict[str, Any], address: str, done: Future[dict[str, list[dict[str, Any]]]]) -> None:
+            try:
+                (query,) = done.result()["injection"]
+                result.set_result((control, {"address": address, "port": 53, **query}))
+            except Exception as exc:  # noqa: BLE001 - handed to whoever waits
+                result.set_exception(exc)
+
+        def looked_up(done: Future[dict[str, list[dict[str, Any]]]]) -> None:
+            try:
+                control = combine_lookup(spec.url, spec.transport, hostname, done.result()["lookup"])
+                silent = None
+                if config.injection_check and config.injection_address is None:
+                    silent = _injection_address(config, control)
+                if silent is None:
+                    result.set_result((control, None))
+                    return
+                probe = udp_batch_async(
+                    [_injection_ask(silent, hostname)], config.timeout, config.dns_window, clock, config.watch
+                )
+                probe.add_done_callback(functools.partial(probed, control, silent))
+            except Exception as exc:  # noqa: BLE001 - handed to whoever waits
+                result.set_exception(exc)
+
+        asked.add_done_callback(looked_up)
+        return result
 
     def _lookup_of(self, answered: dict[str, list[dict[str, Any]]], label: str, spec: ResolverSpec | None) -> Any:
         if label not in answered or spec is None:

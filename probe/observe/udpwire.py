@@ -10,11 +10,16 @@ answers for it.
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import itertools
 import selectors
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,82 +90,202 @@ def _ttl(ancillary: list[tuple[int, int, bytes]]) -> int | None:
     return None
 
 
+class _Exchange:
+    """One exchange's sockets, questions and listening windows (see `exchange`)."""
+
+    def __init__(
+        self, questions: list[Question], timeout: float, window: float, now: Callable[[], float],
+        watch: TargetWatch | None,
+    ) -> None:  # fmt: skip
+        self.questions, self.window, self.now, self.watch = questions, window, now, watch
+        self.sockets: dict[socket.AddressFamily, socket.socket] = {}
+        self.wires: list[Packets] = []
+        self.start = time.monotonic()
+        self.hard_deadline = self.start + timeout
+        self.by_id: dict[int, Question] = {}
+        self.done: Future[None] = Future()
+        self.over = False  # taken off the listener (set under its lock)
+
+    def send(self) -> list[socket.socket]:
+        """Open the sockets and send every question; the sockets to listen on."""
+        for question in self.questions:
+            family = socket.AF_INET6 if ":" in question.address else socket.AF_INET
+            if family not in self.sockets:
+                self.sockets[family] = _socket(family)
+                wire = self.watch.udp(self.sockets[family]) if self.watch is not None else None
+                if wire is not None:
+                    self.wires.append(wire)
+            try:
+                self.sockets[family].sendto(question.wire, (question.address, question.port))
+            except OSError as exc:
+                question.failure = errors.classify(exc)
+                continue
+            question.sent_at = time.monotonic()
+            self.by_id[question.query_id] = question
+        return list(self.sockets.values())
+
+    def _listen_until(self, question: Question) -> float:
+        if question.failure is not None:
+            return self.start
+        if not question.expects_reply:
+            return min(self.hard_deadline, (question.sent_at or self.start) + self.window)
+        if question.first_reply_at is not None:
+            return min(self.hard_deadline, question.first_reply_at + self.window)
+        return self.hard_deadline
+
+    def end(self) -> float:
+        """When listening is over: it only ever moves earlier (a first reply starts its window)."""
+        return max((self._listen_until(q) for q in self.questions), default=self.start)
+
+    def receive(self, sock: socket.socket) -> bool:
+        """Read one datagram; whether it was a question's first reply (the end may have moved)."""
+        try:
+            data, ancillary, source = _receive(sock)
+        except OSError:  # nothing after all, or an error report: keep listening
+            return False
+        asked = self.by_id.get(int.from_bytes(data[:2], "big")) if len(data) >= 2 else None
+        if asked is None:
+            return False
+        if len(asked.replies) >= MAX_REPLIES:
+            asked.dropped += 1
+            return False
+        asked.replies.append(Reply(source[0], _ttl(ancillary), data, self.now()))
+        if asked.first_reply_at is None:
+            asked.first_reply_at = time.monotonic()
+            return True
+        return False
+
+    def close(self) -> None:
+        """Listening is over: failures for the unanswered, the capture's view, sockets closed."""
+        try:
+            for question in self.questions:
+                if question.failure is None and not question.replies and question.expects_reply:
+                    question.failure = Failure.GENERIC_TIMEOUT
+                if self.wires:
+                    question.captured = [
+                        dict(p) for w in self.wires for p in list(w) if p.get("dns_id") == question.query_id
+                    ]
+        finally:
+            if self.watch is not None:
+                for wire in self.wires:
+                    self.watch.done(wire)
+            for sock in self.sockets.values():
+                sock.close()
+
+
+class UdpListener:
+    """One thread listening for every exchange's replies (one selector, one queue of deadlines),
+    instead of a thread for each: a run has a thousand exchanges listening at once."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._deadlines: list[tuple[float, int, _Exchange]] = []
+        self._ids = itertools.count()
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_read.setblocking(False)
+        self._wake_write.setblocking(False)
+        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self._thread: threading.Thread | None = None
+
+    def exchange(
+        self, questions: list[Question], timeout: float, window: float, now: Callable[[], float],
+        watch: TargetWatch | None = None,
+    ) -> Future[None]:  # fmt: skip
+        """Send now; the future is done when the exchange's listening is over."""
+        job = _Exchange(questions, timeout, window, now, watch)
+        try:
+            sockets = job.send()
+        except BaseException:
+            job.close()
+            raise
+        with self._lock:
+            for sock in sockets:
+                self._selector.register(sock, selectors.EVENT_READ, job)
+            heapq.heappush(self._deadlines, (job.end(), next(self._ids), job))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="dns-listener", daemon=True)
+                self._thread.start()
+        with contextlib.suppress(OSError):  # full: the listener is awake anyway
+            self._wake_write.send(b"\0")
+        return job.done
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._once()
+            except Exception:  # noqa: BLE001 - every exchange of the run waits on this thread: it never dies
+                time.sleep(0.01)
+
+    def _once(self) -> None:
+        with self._lock:
+            wait = self._deadlines[0][0] - time.monotonic() if self._deadlines else 1.0
+        for key, _ in self._selector.select(max(0.0, wait)):
+            job = key.data
+            if job is None:
+                with contextlib.suppress(OSError):
+                    self._wake_read.recv(4096)
+                continue
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            if job.over:
+                continue
+            try:
+                moved = job.receive(sock)
+            except Exception:  # noqa: BLE001 - one odd datagram must not stop every exchange's listening
+                continue
+            if moved:
+                with self._lock:
+                    heapq.heappush(self._deadlines, (job.end(), next(self._ids), job))
+        self._finish_due()
+
+    def _finish_due(self) -> None:
+        now = time.monotonic()
+        due = []
+        with self._lock:
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, _, job = heapq.heappop(self._deadlines)
+                if job.over or job.end() > now:
+                    continue  # finished already (an exchange can have several entries), or not yet due
+                job.over = True
+                for sock in job.sockets.values():
+                    with contextlib.suppress(KeyError, ValueError):
+                        self._selector.unregister(sock)
+                due.append(job)
+        for job in due:
+            try:
+                job.close()
+            except Exception as exc:  # noqa: BLE001 - told to the one waiting, the listener goes on
+                job.done.set_exception(exc)
+            else:
+                job.done.set_result(None)
+
+
+_LISTENER: UdpListener | None = None
+_LISTENER_LOCK = threading.Lock()
+
+
+def _listener() -> UdpListener:
+    """Made on first use (after a run's recorder is forked; never for `probe --help`)."""
+    global _LISTENER
+    with _LISTENER_LOCK:
+        if _LISTENER is None:
+            _LISTENER = UdpListener()
+        return _LISTENER
+
+
 def exchange(
     questions: list[Question],
     timeout: float,
     window: float,
     now: Callable[[], float],
     watch: TargetWatch | None = None,
-) -> None:
+) -> Future[None]:
     """Send every question; fill in each one's replies (or failure). Bounded by `timeout` overall.
 
     A question that expects a reply is listened to until `window` seconds after its first reply;
     one that does not (the injection probe) for `window` seconds after it was sent. With a `watch`,
-    the packet capture's view of the replies (IP TTL and IP ID) is kept beside the socket's.
+    the packet capture's view of the replies (IP TTL and IP ID) is kept beside the socket's. The
+    listening is the run's one listener thread's; the future is done when it is over.
     """
-    sockets: dict[socket.AddressFamily, socket.socket] = {}
-    wires: list[Packets] = []
-    start = time.monotonic()
-    hard_deadline = start + timeout
-    by_id: dict[int, Question] = {}
-    selector = selectors.DefaultSelector()
-    try:
-        for question in questions:
-            family = socket.AF_INET6 if ":" in question.address else socket.AF_INET
-            if family not in sockets:
-                sockets[family] = _socket(family)
-                selector.register(sockets[family], selectors.EVENT_READ)
-                wire = watch.udp(sockets[family]) if watch is not None else None
-                if wire is not None:
-                    wires.append(wire)
-            try:
-                sockets[family].sendto(question.wire, (question.address, question.port))
-            except OSError as exc:
-                question.failure = errors.classify(exc)
-                continue
-            question.sent_at = time.monotonic()
-            by_id[question.query_id] = question
-
-        def listen_until(question: Question) -> float:
-            if question.failure is not None:
-                return start
-            if not question.expects_reply:
-                return min(hard_deadline, (question.sent_at or start) + window)
-            if question.first_reply_at is not None:
-                return min(hard_deadline, question.first_reply_at + window)
-            return hard_deadline
-
-        while True:
-            end = max((listen_until(q) for q in questions), default=start)
-            remaining = end - time.monotonic()
-            if remaining <= 0:
-                break
-            # selectors (epoll/poll), not select(): descriptor numbers past 1024 are fine at any concurrency.
-            for key, _ in selector.select(remaining):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
-                try:
-                    data, ancillary, source = _receive(sock)
-                except OSError:  # nothing after all, or an error report: keep listening
-                    continue
-                asked = by_id.get(int.from_bytes(data[:2], "big")) if len(data) >= 2 else None
-                if asked is None:
-                    continue
-                if len(asked.replies) >= MAX_REPLIES:
-                    asked.dropped += 1
-                    continue
-                asked.replies.append(Reply(source[0], _ttl(ancillary), data, now()))
-                if asked.first_reply_at is None:
-                    asked.first_reply_at = time.monotonic()
-        for question in questions:
-            if question.failure is None and not question.replies and question.expects_reply:
-                question.failure = Failure.GENERIC_TIMEOUT
-            if wires:
-                question.captured = [dict(p) for w in wires for p in list(w) if p.get("dns_id") == question.query_id]
-    finally:
-        if watch is not None:
-            for wire in wires:
-                watch.done(wire)
-        selector.close()
-        for sock in sockets.values():
-            sock.close()
+    return _listener().exchange(questions, timeout, window, now, watch)
