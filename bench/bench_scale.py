@@ -290,9 +290,7 @@ def main() -> None:
             ("probe: CPU ms per target", f"{1000 * cpu / args.names:.1f}"),
             ("probe: peak RSS", f"{rss} MB"),
         ]
-        if args.probe_only:
-            pass
-        elif shutil.which("nmap"):
+        if not args.probe_only and shutil.which("nmap"):
             # nmap takes about a minute a thousand names: timed on the first thousand at most.
             sample = directory / "nmap-names.txt"
             sample.write_text("\n".join(names[:1000]) + "\n", encoding="utf-8")
@@ -304,7 +302,7 @@ def main() -> None:
                 ("nmap ssl-cert: targets/s", f"{nmap_rate:.0f}"),
                 ("probe over nmap", f"{rate / nmap_rate:.1f} x"),
             ]
-        else:
+        elif not args.probe_only:
             rows.append(("nmap ssl-cert", "not installed (apt-get install nmap)"))
         found = []
         if not args.probe_only:

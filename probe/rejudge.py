@@ -21,6 +21,7 @@ from probe.analyze.certs import ReferenceRoots
 from probe.analyze.verdict import RULES_VERSION, AnalysisContext, judge
 from probe.results.files import REJUDGED, ResultsPathError, open_text, results_files, stem_of
 from probe.results.record import SCHEMA_VERSION, judgement_fields
+from probe.results.writer import encode_record
 
 
 class RejudgeError(ValueError):
@@ -89,7 +90,7 @@ def rejudge_paths(
                         continue
                     before, after = record.get("blocking"), new.get("blocking")
                     counts["unchanged" if before == after else f"{before} -> {after}"] += 1
-                    out.write(json.dumps(new, ensure_ascii=False, separators=(",", ":")) + "\n")
+                    out.write(encode_record(new).decode("utf-8"))  # the line a run writes
         except (OSError, EOFError, UnicodeDecodeError) as exc:
             raise RejudgeError(f"{path}: cannot read: {exc}") from None
         written.append((path, target, counts))

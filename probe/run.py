@@ -115,10 +115,9 @@ def _few_malloc_arenas() -> None:
     measuring and listening threads they fragment, and a run's memory grew with its length. Two
     arenas hold a run of 10,000 targets under 150 MB at no measured cost in speed (docs/performance.md).
     Set before the run's threads start; nothing elsewhere (no glibc, no mallopt)."""
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).mallopt(M_ARENA_MAX, 2)
+    if _LIBC is not None:
+        with contextlib.suppress(AttributeError):
+            _LIBC.mallopt(M_ARENA_MAX, 2)
 
 
 M_ARENA_MAX = -8  # glibc's malloc.h

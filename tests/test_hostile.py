@@ -372,11 +372,11 @@ def test_records_are_written_where_signals_cannot_be_masked(tmp_path: Path, monk
     import json
     import signal
 
-    from probe.results.writer import ResultsWriter
+    from probe.results.writer import ResultsWriter, encode_record
 
     monkeypatch.delattr(signal, "pthread_sigmask")  # as on Windows
     writer = ResultsWriter(tmp_path, "f" * 32, dt.datetime.now(dt.UTC))
-    writer.write({"schema_version": 2, "n": 1})
+    writer.write_line(encode_record({"schema_version": 2, "n": 1}))
     writer.close()
     assert json.loads(writer.path.read_text(encoding="utf-8")) == {"schema_version": 2, "n": 1}
 

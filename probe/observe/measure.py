@@ -77,11 +77,7 @@ class DnsInFlight:
         self._batch: Future[dict[str, list[dict[str, Any]]]] | None = (
             udp_batch_async(asks, config.timeout, config.dns_window, clock, watch) if asks else None
         )
-        self._control: Future[tuple[dict[str, Any], dict[str, Any] | None]] | None = None
-        if config.control_resolver is not None and config.control_resolver.transport == "udp":
-            self._control = self._control_over_udp(config.control_resolver)  # listened to, no thread held
-        elif config.control_resolver is not None:
-            self._control = _background(self._control_and_probe)
+        self._control = self._control_and_probe(config.control_resolver) if config.control_resolver else None
         self._system: Future[dict[str, Any]] | None = None
         if config.resolver is None:
             self._system = _LOOKUPS.submit(lookup_system, hostname, port, clock)
@@ -91,38 +87,35 @@ class DnsInFlight:
                 config.roots.path, clock,
             )  # fmt: skip
 
-    def _control_and_probe(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def _control_lookup(self, spec: ResolverSpec) -> Future[dict[str, Any]]:
+        """The control's lookup: over UDP listened to by the run's DNS listener (no thread held),
+        over TCP, DoT or DoH in a worker."""
         config = self.config
-        assert config.control_resolver is not None
-        control = lookup_with_resolver(
-            config.control_resolver, self.hostname, config.timeout, config.dns_window, config.roots.path, self.clock
+        if spec.transport != "udp":
+            return _background(
+                lookup_with_resolver, spec, self.hostname, config.timeout, config.dns_window, config.roots.path,
+                self.clock,
+            )  # fmt: skip
+        lookup: Future[dict[str, Any]] = Future()
+        asked = udp_batch_async([udp_ask_for(spec, "lookup", self.hostname)], config.timeout, config.dns_window,
+                                self.clock)  # fmt: skip
+        hostname = self.hostname
+        asked.add_done_callback(
+            lambda done: _settle(lookup, lambda: combine_lookup(spec.url, "udp", hostname, done.result()["lookup"]))
         )
-        injection = None
-        if config.injection_check and config.injection_address is None:
-            silent = _injection_address(config, control)
-            if silent is not None:
-                (query,) = udp_batch(
-                    [_injection_ask(silent, self.hostname)], config.timeout, config.dns_window, self.clock, config.watch
-                )["injection"]
-                injection = {"address": silent, "port": 53, **query}
-        return control, injection
+        return lookup
 
-    def _control_over_udp(self, spec: ResolverSpec) -> Future[tuple[dict[str, Any], dict[str, Any] | None]]:
-        """`_control_and_probe` for a plain UDP control, as callbacks of the run's DNS listener."""
+    def _control_and_probe(self, spec: ResolverSpec) -> Future[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """The control's lookup, then (when it names the address) the injection probe, as callbacks."""
         config, hostname, clock = self.config, self.hostname, self.clock
         result: Future[tuple[dict[str, Any], dict[str, Any] | None]] = Future()
-        asked = udp_batch_async([udp_ask_for(spec, "lookup", hostname)], config.timeout, config.dns_window, clock)
 
         def probed(control: dict[str, Any], address: str, done: Future[dict[str, list[dict[str, Any]]]]) -> None:
-            try:
-                (query,) = done.result()["injection"]
-                result.set_result((control, {"address": address, "port": 53, **query}))
-            except Exception as exc:  # noqa: BLE001 - handed to whoever waits
-                result.set_exception(exc)
+            _settle(result, lambda: (control, {"address": address, "port": 53, **done.result()["injection"][0]}))
 
-        def looked_up(done: Future[dict[str, list[dict[str, Any]]]]) -> None:
+        def looked_up(done: Future[dict[str, Any]]) -> None:
             try:
-                control = combine_lookup(spec.url, spec.transport, hostname, done.result()["lookup"])
+                control = done.result()
                 silent = None
                 if config.injection_check and config.injection_address is None:
                     silent = _injection_address(config, control)
@@ -136,7 +129,7 @@ class DnsInFlight:
             except Exception as exc:  # noqa: BLE001 - handed to whoever waits
                 result.set_exception(exc)
 
-        asked.add_done_callback(looked_up)
+        self._control_lookup(spec).add_done_callback(looked_up)
         return result
 
     def _lookup_of(self, answered: dict[str, list[dict[str, Any]]], label: str, spec: ResolverSpec | None) -> Any:
@@ -205,15 +198,23 @@ class DnsInFlight:
         }
 
 
-# Threads are made on demand and reused. Listening (a window for late replies, the injection
-# probe) holds a thread for a second or two per target, for every target measured or finishing:
-# it must never queue the critical path's lookup, which has a pool of its own.
-_WORKERS = ThreadPoolExecutor(max_workers=2048, thread_name_prefix="dns")
+# Threads are made on demand and reused. UDP listening is the DNS listener's (udpwire); these
+# serve the lookups that block: TCP, DoT and DoH (the control, `--resolver`), and getaddrinfo,
+# which has a pool of its own so that the critical path's lookup never queues behind the others.
+_WORKERS = ThreadPoolExecutor(max_workers=512, thread_name_prefix="dns")
 _LOOKUPS = ThreadPoolExecutor(max_workers=256, thread_name_prefix="getaddrinfo")
 
 
 def _background(function: Callable[..., Any], *args: Any) -> Future[Any]:
     return _WORKERS.submit(function, *args)
+
+
+def _settle(future: Future[Any], compute: Callable[[], Any]) -> None:
+    """`future`'s result is what `compute` returns, or what it raises."""
+    try:
+        future.set_result(compute())
+    except Exception as exc:  # noqa: BLE001 - handed to whoever waits
+        future.set_exception(exc)
 
 
 def _timed_out(hostname: str, started: float, clock: Clock) -> dict[str, Any]:

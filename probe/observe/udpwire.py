@@ -5,7 +5,8 @@ the real resolver, so the probe sends its questions from one unconnected socket 
 listening for a window after each first reply, recording every reply's source and IP TTL
 (`IP_RECVTTL`, no root needed). An unconnected socket also ignores ICMP errors, so a question
 sent to an address that runs no resolver simply gets no answer, unless something on the path
-answers for it.
+answers for it. The listening is one thread's for the whole run (`UdpListener`): an exchange is
+sent by its caller and handed over; its future is done when its windows are over.
 """
 
 from __future__ import annotations

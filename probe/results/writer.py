@@ -26,9 +26,6 @@ class ResultsWriter:
         self.path = directory / f"{moment.strftime('%Y%m%dT%H%M%SZ')}-{run_id[:8]}.jsonl"
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
-    def write(self, record: dict[str, Any]) -> None:
-        self.write_line(encode_record(record))
-
     def write_line(self, line: bytes) -> None:
         """One encoded record (`encode_record`, ending in a newline), written whole and synced."""
         # A signal arriving mid-line is held until the line is whole.
