@@ -63,6 +63,13 @@ class Anomaly(StrEnum):
     TLS_SELF_SIGNED = "tls.self_signed"
     TLS_UNKNOWN_ISSUER = "tls.unknown_issuer"
     TLS_CONTROL_SNI_CONTRAST = "tls.control_sni_contrast"
+    TLS_CONTROL_COVERS_NAME = "tls.control_covers_name"
+    TLS_MINTED_CERTIFICATE = "tls.minted_certificate"
+    TLS_NATIONAL_CA = "tls.national_ca"
+    TLS_NATIONAL_CA_NAME = "tls.national_ca_name"
+    TLS_UNPARSEABLE_CERTIFICATE = "tls.unparseable_certificate"
+    TLS_PUBLIC_CHAIN_REJECTED = "tls.public_chain_rejected"
+    TLS_RESIDUAL_BLOCKING = "tls.residual_blocking"
     HTTP_RESET = "http.reset"
     HTTP_TIMEOUT = "http.timeout"
     HTTP_EOF = "http.eof"
@@ -71,6 +78,7 @@ class Anomaly(StrEnum):
     HTTP_BLOCKPAGE = "http.blockpage"
     HTTP_BLOCKPAGE_VAGUE = "http.blockpage_vague"
     HTTP_BLOCKPAGE_SUSPECTED = "http.blockpage_suspected"
+    HTTP_BLOCKPAGE_TRAITS = "http.blockpage_traits"
     HTTP_REDIRECT_HOP = "http.redirect_hop"
     HELPER_FAILED = "helper.failed"
     HELPER_SAME_FAILURE = "helper.same_failure"
@@ -126,7 +134,14 @@ DESCRIPTIONS: dict[Anomaly, str] = {
     Anomaly.TLS_CHAIN_TOO_LONG: "The chain would validate but is longer than the verifier allows: the site's own mess.",
     Anomaly.TLS_SELF_SIGNED: "The leaf certificate signs itself: a site's own certificate, not a forger's (forgers issue from a CA). Without other evidence, nothing is concluded.",
     Anomaly.TLS_UNKNOWN_ISSUER: "The chain leads to no reference root and could not be completed: an unknown issuer. Interception only with evidence (catalog, control SNI, helper).",
-    Anomaly.TLS_CONTROL_SNI_CONTRAST: "Evidence of interception: at the same address the control SNI got a different leaf with a publicly valid chain, or a leaf from the same untrusted issuer (the path forges any name).",
+    Anomaly.TLS_CONTROL_SNI_CONTRAST: "A hint, never proof on its own: at the same address the control SNI got a different leaf whose chain validates for the control name under the reference roots. Virtual hosting (one address, a certificate per name) gives the same picture.",
+    Anomaly.TLS_CONTROL_COVERS_NAME: "Proof of substitution: at the same address the control SNI got a publicly valid chain whose leaf also covers the target's name, yet the target's name got a chain that does not validate. The server holds a public certificate for the name; no virtual hosting serves an untrusted one instead.",
+    Anomaly.TLS_MINTED_CERTIFICATE: "Proof of interception (the minting test): asked at the same address for a random name that cannot exist, something presented a leaf naming exactly that name, issued by the same untrusted issuer as the target's leaf: a CA minting certificates for whatever name is asked, which no honest server holds.",
+    Anomaly.TLS_NATIONAL_CA: "The chain verifies for the name to a national CA outside Mozilla's store that sites really use (catalog `national_cas`, matched by fingerprint): the site's own choice, not interception.",
+    Anomaly.TLS_NATIONAL_CA_NAME: "A certificate carries the name of a catalogued national CA, but the chain does not verify to that CA's key: what a forger would make. A suspicion, never a confirmed finding either way.",
+    Anomaly.TLS_UNPARSEABLE_CERTIFICATE: "A presented certificate could not be parsed; its raw bytes were still matched against the catalogs. Never taken for a clean chain.",
+    Anomaly.TLS_PUBLIC_CHAIN_REJECTED: "The chain is signed up to a reference root and covers the name, but the verifier rejects it for another reason (key usage, constraints): the site's own mess, not a forgery.",
+    Anomaly.TLS_RESIDUAL_BLOCKING: "After the target's name failed twice while the control name reached the server in between, the control name failed too when asked again at once: the censor blocks the address for a while after seeing the name (residual blocking), not a server that refuses one name.",
     Anomaly.HTTP_RESET: "The connection was reset after the HTTP request.",
     Anomaly.HTTP_TIMEOUT: "No complete HTTP response arrived before the timeout.",
     Anomaly.HTTP_EOF: "The connection was closed after the HTTP request without a response.",
@@ -135,6 +150,7 @@ DESCRIPTIONS: dict[Anomaly, str] = {
     Anomaly.HTTP_BLOCKPAGE: "The HTTP response matches a blockpage fingerprint (the catalog's, or OONI's public tables: body or header), anywhere on the way.",
     Anomaly.HTTP_BLOCKPAGE_VAGUE: "The response matches a fingerprint of vague blocking words (OONI scope `vbw`): a weak signal, recorded, never a verdict on its own.",
     Anomaly.HTTP_BLOCKPAGE_SUSPECTED: "No fingerprint matches, but strong signs agree: a redirect to another host, carrying the original host or URL, served from the resolver's network or a private address. Verdict `http`, unconfirmed.",
+    Anomaly.HTTP_BLOCKPAGE_TRAITS: "The page differs from the helper's and has a blockpage's traits (blocking words, none of the site's own content), but matches no fingerprint: verdict `http`, unconfirmed (a site's own geo-block or a CDN's challenge looks alike).",
     Anomaly.HTTP_REDIRECT_HOP: "The finding is on a redirect hop, not the target's first response (the hop is named in `analysis.redirect_hop`).",
     Anomaly.HELPER_FAILED: "A helper (control vantage) could not be reached or refused the request; verdicts rest on what the probe saw alone.",
     Anomaly.HELPER_SAME_FAILURE: "The helper failed at the same stage from outside the network: the site is down for everyone, not blocked.",
