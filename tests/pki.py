@@ -81,6 +81,26 @@ def make_intermediate(parent: Authority, subject: x509.Name, path_length: int | 
     return Authority(cert, key, [parent.cert, *parent.parents])
 
 
+def reissue(authority: Authority, parent: Authority, valid_days: tuple[float, float]) -> Authority:
+    """The same CA (same name, same key) in a new certificate with other dates, as CAs re-issue
+    their intermediates."""
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(authority.cert.subject)
+        .issuer_name(parent.cert.subject)
+        .public_key(authority.key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW + dt.timedelta(days=valid_days[0]))
+        .not_valid_after(NOW + dt.timedelta(days=valid_days[1]))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(_ski(authority.key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()), critical=False)
+        .sign(parent.key, hashes.SHA256())
+    )
+    return Authority(cert, authority.key, [parent.cert, *parent.parents])
+
+
 @dataclass
 class Leaf:
     cert: x509.Certificate

@@ -254,27 +254,28 @@ def test_a_self_signed_leaf_is_not_interception_whatever_the_control_sni_says(
     assert j.anomalies == ["tls.untrusted_chain", "tls.self_signed"]
 
 
-def test_an_unknown_issuer_with_the_control_snis_contrast_is_interception(
+def test_an_unknown_issuer_with_the_control_snis_contrast_is_a_suspected_interception(
     ctx: AnalysisContext, test_pki: PkiFixture
 ) -> None:
+    """Issue 19: virtual hosting gives the same contrast, so it proves nothing on its own."""
     forger = pki.make_root(pki.name(CN="Some Gateway CA"))
     forged = pki.make_leaf(forger, [HOST])
-    real_other = pki.make_leaf(test_pki.public_intermediate, ["default.example"])
+    real_other = pki.make_leaf(test_pki.public_intermediate, ["example.org"])
     contrast = _tls_observations(_handshake(forged.chain), _handshake(real_other.chain, "control_sni", "example.org"))
     j = judge({"host": HOST}, contrast, AT, False, ctx)
-    assert (j.blocking, j.confidence) == ("tls_mitm", "confirmed")
-    assert {"tls.unknown_issuer", "tls.control_sni_contrast", "tls.sni_triggered"} <= set(j.anomalies)
+    assert (j.blocking, j.confidence) == ("tls_mitm", "unconfirmed")
+    assert {"tls.unknown_issuer", "tls.control_sni_contrast"} <= set(j.anomalies)
     assert j.interceptor["issuer"] == "CN=Some Gateway CA"
-    # The control name forged by the same untrusted issuer: the path forges any name.
+    # The control name forged by the same untrusted issuer: the path forges any name, not this one.
     every = _tls_observations(
         _handshake(forged.chain), _handshake(pki.make_leaf(forger, ["example.org"]).chain, "control_sni", "example.org")
     )
     j = judge({"host": HOST}, every, AT, False, ctx)
-    assert j.blocking == "tls_mitm" and "tls.control_sni_contrast" in j.anomalies
-    assert "tls.sni_triggered" not in j.anomalies
-    # Alone, the same chain proves nothing.
+    assert (j.blocking, j.confidence) == ("tls_mitm", "unconfirmed")
+    assert "tls.sni_triggered" not in j.anomalies and "tls.control_sni_contrast" not in j.anomalies
+    # Alone, the same chain is a suspicion too, never a confirmed finding.
     alone = judge({"host": HOST}, _tls_observations(_handshake(forged.chain)), AT, False, ctx)
-    assert (alone.blocking, alone.interceptor) == ("inconclusive", None)
+    assert (alone.blocking, alone.confidence) == ("tls_mitm", "unconfirmed")
 
 
 def test_another_sites_valid_certificate_at_a_confirmed_address_is_a_finding(

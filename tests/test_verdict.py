@@ -136,7 +136,9 @@ def test_old_record_is_rejudged_when_the_catalog_grows(ctx: AnalysisContext, tmp
         _lookup("system", ["198.51.100.7"]), _lookup("control", ["198.51.100.7"]), tcp=[_tcp(None)], tls=[handshake]
     )
     before = judge({"host": "site.example"}, obs, AT, False, ctx)
-    assert (before.blocking, before.interceptor, before.confidence) == ("inconclusive", None, "unconfirmed")
+    # An unknown root with no proof either way is a suspected interception: seen, not published.
+    assert (before.blocking, before.confidence, before.basis) == ("tls_mitm", "unconfirmed", [])
+    assert before.interceptor is not None and before.interceptor["catalog"] is None
     assert "tls.unknown_issuer" in before.anomalies
     grown = load_catalogs()
     add_document(

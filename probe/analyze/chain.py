@@ -10,7 +10,8 @@ when every certificate was valid, for the leaf's own name, with a longer chain a
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta
+import functools
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -28,7 +29,7 @@ from probe.analyze.certs import (
     hostname_matches,
     name_attributes,
     raw_fingerprints,
-    san_dns_names,
+    spki_der,
     verify_chain,
 )
 from probe.vocabulary.anomalies import Anomaly
@@ -44,32 +45,83 @@ class FailureCause(StrEnum):
     NOT_YET_VALID = "not_yet_valid"  # valid but for time: a notBefore is still to come
     NAME_MISMATCH = "name_mismatch"  # a valid public chain, for other names
     CHAIN_TOO_LONG = "chain_too_long"  # valid but longer than the verifier allows
+    POLICY = "policy"  # signed up to a reference root for the name, in its dates, refused all the same
     SELF_SIGNED = "self_signed"  # the leaf signs itself
     UNKNOWN_ISSUER = "unknown_issuer"  # leads to no reference root
     UNUSABLE = "unusable"  # no certificate, or one that cannot be parsed
 
 
-# Causes under which the chain is signed by a public CA: no forger can make one.
-PUBLICLY_SIGNED = frozenset({FailureCause.EXPIRED, FailureCause.NOT_YET_VALID, FailureCause.NAME_MISMATCH})
+# Causes under which the chain is signed, certificate by certificate, up to a reference root: no
+# forger can make one.
+PUBLICLY_SIGNED = frozenset({
+    FailureCause.EXPIRED, FailureCause.NOT_YET_VALID, FailureCause.NAME_MISMATCH, FailureCause.CHAIN_TOO_LONG,
+    FailureCause.POLICY,
+})  # fmt: skip
 CAUSE_CODES = {
     FailureCause.EXPIRED: Anomaly.TLS_EXPIRED_CERTIFICATE,
     FailureCause.NOT_YET_VALID: Anomaly.TLS_EXPIRED_CERTIFICATE,
     FailureCause.CHAIN_TOO_LONG: Anomaly.TLS_CHAIN_TOO_LONG,
+    FailureCause.POLICY: Anomaly.TLS_PUBLIC_CHAIN_REJECTED,
+    FailureCause.UNUSABLE: Anomaly.TLS_UNPARSEABLE_CERTIFICATE,
     FailureCause.SELF_SIGNED: Anomaly.TLS_SELF_SIGNED,
     FailureCause.UNKNOWN_ISSUER: Anomaly.TLS_UNKNOWN_ISSUER,
     FailureCause.INCOMPLETE_CHAIN: Anomaly.TLS_UNKNOWN_ISSUER,
 }
 
 
-def _own_name(leaf: x509.Certificate) -> str | None:
-    names = [n for n in san_dns_names(leaf) if n.strip()]
-    return names[0].replace("*.", "wildcard.", 1) if names else None
+MAX_PATH = 10  # certificates on a path built by signatures: more is a loop or a joke
 
 
-def _time_when_all_valid(chain: list[x509.Certificate]) -> datetime | None:
-    start = max(cert.not_valid_before_utc for cert in chain)
-    end = min(cert.not_valid_after_utc for cert in chain)
-    return start + (end - start) / 2 if start <= end else None
+def _same_certificate(a: x509.Certificate, b: x509.Certificate) -> bool:
+    """One CA, whatever its validity dates: a re-issued CA certificate keeps its name and its key."""
+    return a.subject == b.subject and spki_der(a) == spki_der(b)
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether `issuer`'s name and key signed `cert` (dates, key usage and constraints aside)."""
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except Exception:  # noqa: BLE001 - a bad signature, or a key this build cannot use: not issued by it
+        return False
+    return True
+
+
+def signed_path(
+    leaf: x509.Certificate, candidates: list[x509.Certificate], anchors: tuple[x509.Certificate, ...]
+) -> list[x509.Certificate] | None:
+    """A path from the leaf to one of `anchors` by names and signatures alone, or None.
+
+    No date is looked at: an expired leaf served with a re-issued intermediate (same name, same
+    key, newer dates) still leads to its root, and is then judged by its dates. The anchor ends the
+    path (a presented copy of it counts as it, by name and key)."""
+    def extend(path: list[x509.Certificate]) -> list[x509.Certificate] | None:
+        current = path[-1]
+        for anchor in anchors:
+            if _same_certificate(current, anchor):
+                return path
+            if _issued_by(current, anchor):
+                return [*path, anchor]
+        if len(path) >= MAX_PATH:
+            return None
+        for candidate in candidates:
+            if any(_same_certificate(candidate, seen) for seen in path) or not _issued_by(current, candidate):
+                continue
+            found = extend([*path, candidate])
+            if found is not None:
+                return found
+        return None
+
+    return extend([leaf])
+
+
+def _out_of_dates(path: list[x509.Certificate], at: datetime) -> FailureCause | None:
+    if any(cert.not_valid_after_utc < at for cert in path):
+        return FailureCause.EXPIRED
+    if any(cert.not_valid_before_utc > at for cert in path):
+        return FailureCause.NOT_YET_VALID
+    return None
 
 
 def _names_its_issuer(cert: x509.Certificate) -> bool:
@@ -84,17 +136,21 @@ def _names_its_issuer(cert: x509.Certificate) -> bool:
 def failure_cause(
     chain: list[x509.Certificate], fetched: list[x509.Certificate], host: str, at: datetime, roots: ReferenceRoots
 ) -> FailureCause:
-    """The first change that makes the chain validate names the cause; none does: an issuer."""
+    """Why a chain the verifier refused fails. First a path to a reference root by names and
+    signatures alone; only a chain on such a path is publicly signed, and then its names, then
+    its dates, then the verifier's other limits say why it failed. No path: an issuer problem."""
     full = chain + fetched
     leaf = chain[0]
-    when = _time_when_all_valid(full)
-    if when is not None and abs(when - at) > timedelta(seconds=1) and verify_chain(full, host, when, roots)[0]:
-        return FailureCause.EXPIRED if when < at else FailureCause.NOT_YET_VALID
-    own = _own_name(leaf)
-    if own is not None and own != host and verify_chain(full, own, at, roots)[0]:
-        return FailureCause.NAME_MISMATCH
-    if verify_chain(full, host, at, roots, max_depth=LONG_CHAIN_DEPTH)[0]:
-        return FailureCause.CHAIN_TOO_LONG
+    path = signed_path(leaf, full[1:], roots.certificates)
+    if path is not None:
+        if not hostname_matches(leaf, host):
+            return FailureCause.NAME_MISMATCH
+        dated = _out_of_dates(path, at)
+        if dated is not None:
+            return dated
+        if verify_chain(full, host, at, roots, max_depth=LONG_CHAIN_DEPTH)[0]:
+            return FailureCause.CHAIN_TOO_LONG
+        return FailureCause.POLICY
     if leaf.issuer == leaf.subject and len(chain) == 1:
         return FailureCause.SELF_SIGNED
     issuers_present = {cert.subject for cert in chain} | {cert.subject for cert in roots.certificates}
@@ -177,6 +233,56 @@ def _catalogued(chain_b64: list[str], catalogs: Catalogs) -> tuple[CertificateEn
     return None
 
 
+def _leaf_fingerprints(chain_b64: list[str]) -> dict[str, str | None] | None:
+    """The leaf's SHA-256 (DER and key) from its bytes alone: known even when it cannot be parsed."""
+    if not chain_b64:
+        return None
+    try:
+        der_hash, spki_hash = raw_fingerprints(base64.b64decode(chain_b64[0], validate=True))
+    except (ValueError, TypeError):
+        return None
+    return {"sha256_der": der_hash, "sha256_spki": spki_hash}
+
+
+@functools.lru_cache(maxsize=64)
+def _anchor(der: bytes) -> x509.Certificate | None:
+    try:
+        return x509.load_der_x509_certificate(der)
+    except CERTIFICATE_ERRORS:
+        return None
+
+
+def national_ca(
+    chain: list[x509.Certificate], fetched: list[x509.Certificate], host: str, at: datetime, catalogs: Catalogs
+) -> dict[str, Any] | None:
+    """The catalogued national CA the chain leads to by signatures (its very key), or None.
+
+    A root that only carries a national CA's name is not one: only the catalog's own certificate,
+    as an anchor, can end the path. The name and the dates are then the site's own business."""
+    anchors: dict[str, tuple[x509.Certificate, Any]] = {}
+    for entry in getattr(catalogs, "national_roots", []):  # TODO(coordinator): typed once the catalog lands
+        loaded = _anchor(entry.der)
+        if loaded is not None:
+            anchors[entry.sha256_der] = (loaded, entry)
+    if not anchors:
+        return None
+    full = chain + fetched
+    path = signed_path(chain[0], full[1:], tuple(cert for cert, _ in anchors.values()))
+    if path is None:
+        return None
+    entry = next(e for cert, e in anchors.values() if _same_certificate(cert, path[-1]))
+    dated = _out_of_dates(path, at)
+    return {
+        "id": entry.id,
+        "name": entry.name,
+        "country": entry.country,
+        "matched_by": "signature",
+        "anchor_sha256_der": entry.sha256_der,
+        "hostname_matches": hostname_matches(chain[0], host),
+        "dates": None if dated is None else str(dated),
+    }
+
+
 def analyze_chain(
     chain_b64: list[str],
     host: str,
@@ -198,6 +304,8 @@ def analyze_chain(
         "certificates": [],
         "failure_cause": None,
         "completed_from_aia": False,
+        "national_ca": None,
+        "leaf_fingerprints": _leaf_fingerprints(chain_b64),
     }
     catalogued = _catalogued(chain_b64, catalogs)
     try:
@@ -240,6 +348,7 @@ def _analyze_parsed(
     result["valid"], result["validation_error"] = valid, reason
     if not valid:
         result["failure_cause"] = failure_cause(chain, fetched, host, at, roots)
+        result["national_ca"] = national_ca(chain, fetched, host, at, catalogs)
     leaf_issuer = chain[0].issuer.rfc4514_string()
     top_issuer = chain[-1].issuer.rfc4514_string()
 
@@ -253,10 +362,14 @@ def _analyze_parsed(
     result["evidence"] = _supporting_evidence(chain[0], host)
     if result["interceptor"] is not None:
         return result
-    # Weaker: names. A national CA's name with an unknown key is still named, as a name match.
+    if result["national_ca"] is not None:
+        return result  # the chain verifies to a national CA's own key: no name need be read
+    # Weaker: names. An interception CA's name with an unknown key is named, as a name match; a
+    # national CA's name with another key is what a forger would make (`national_ca_name`).
     for catalog_name, rules in (
         ("interception_cas", catalogs.interception_names),
         ("local_interceptors", catalogs.local_interceptors),
+        ("national_cas", getattr(catalogs, "national_names", [])),
     ):
         found = _match_names(chain, rules)
         if found is not None:

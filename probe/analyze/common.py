@@ -16,6 +16,7 @@ from probe.analyze.catalog import Catalogs
 from probe.analyze.certs import ReferenceRoots
 from probe.analyze.chain import analyze_chain
 from probe.vocabulary.anomalies import Anomaly, Blocking, Confidence
+from probe.vocabulary.proofs import Proof
 
 
 class Outcome(StrEnum):
@@ -30,11 +31,20 @@ class Outcome(StrEnum):
 
 class Finding(NamedTuple):
     """What one stage found: its outcome, whether a control proved it, and the verdict it names
-    when the outcome is BLOCKED (`tls_mitm` for a substituted chain, say)."""
+    when the outcome is BLOCKED (`tls_mitm` for a substituted chain, say). A confirmed finding
+    names what proved it (`basis`); `proven` builds one."""
 
     outcome: Outcome
     confirmed: bool
     stage: Blocking
+    basis: tuple[Proof, ...] = ()
+
+
+def proven(outcome: Outcome, stage: Blocking, *basis: Proof) -> Finding:
+    """A finding confirmed by the evidence named (at least one)."""
+    if not basis:
+        raise ValueError("a confirmed finding names what proved it")
+    return Finding(outcome, True, stage, tuple(dict.fromkeys(basis)))
 
 
 @dataclass
@@ -47,6 +57,8 @@ class Judgement:
     tls: dict[str, Any] | None = None  # the certificate analysis of the target's handshake
     redirect_hop: dict[str, Any] | None = None  # the hop a finding is on, when not the first response
     forensics: dict[str, Any] | None = None  # injected resets and the censor's hop, from packet forensics
+    basis: list[Proof] = field(default_factory=list)  # what proved a confirmed verdict (empty otherwise)
+    national_ca: dict[str, Any] | None = None  # the national CA the site's chain verifies to, if any
 
     def add(self, *codes: Anomaly) -> None:
         for code in codes:
@@ -92,9 +104,9 @@ def helper_contrast(view: dict[str, Any] | None, stage: str, verdict: Blocking, 
     failed = helper_failed_at(view, stage)
     if failed:
         j.add(Anomaly.HELPER_SAME_FAILURE)
-        return Finding(Outcome.DOWN, True, verdict)
+        return proven(Outcome.DOWN, verdict, Proof.HELPER_SAME_FAILURE)
     if failed is False:
-        return Finding(Outcome.BLOCKED, True, verdict)
+        return proven(Outcome.BLOCKED, verdict, Proof.HELPER_REACHED)
     return None
 
 

@@ -6,10 +6,11 @@ import ipaddress
 from typing import Any
 
 from probe.analyze.bogons import is_bogon
-from probe.analyze.common import AnalysisContext, Finding, Judgement, Outcome
+from probe.analyze.common import AnalysisContext, Finding, Judgement, Outcome, proven
 from probe.analyze.dnssigns import embedded_ipv4, injection_signs, transparent_proxy
 from probe.vocabulary.anomalies import Anomaly, Blocking
 from probe.vocabulary.failures import DENIALS, Failure
+from probe.vocabulary.proofs import Proof
 
 _DNS_FAILURE_CODES: dict[str, Anomaly] = {
     Failure.DNS_NXDOMAIN: Anomaly.DNS_NXDOMAIN,
@@ -73,7 +74,7 @@ def judge_dns(
 ) -> Finding:
     """The stage's finding; `confirmed` also says whether a control confirmed the name's addresses,
     which the later stages need: a failure at an unconfirmed address proves nothing."""
-    if dns is None:  # an IP literal: nothing to resolve
+    if dns is None:  # an IP literal: nothing to resolve (no DNS, no claim about it)
         return Finding(Outcome.OK, True, Blocking.DNS)
     nat64 = ctx.nat64_prefixes
     system, control = dns["system"], dns.get("control")
@@ -96,7 +97,7 @@ def judge_dns(
     proxied = transparent_proxy(dns, control_addresses, validated)
     signs = injection_signs(dns, control_addresses | validated, proxied, nat64)
 
-    def finish(outcome: Outcome, confirmed: bool) -> Finding:
+    def finish(outcome: Outcome, confirmed: bool, *basis: Proof) -> Finding:
         if signs.injected:
             j.add(Anomaly.DNS_INJECTED)
         if signs.proxy_answered_probe:
@@ -108,8 +109,12 @@ def judge_dns(
         # A wrong answer injected for the name blocks it, even when the resolver's won this race.
         # (A correct answer, whoever sent it, is no injection: see dnssigns.)
         if signs.injected and outcome in (Outcome.OK, Outcome.UNKNOWN):
-            return Finding(Outcome.BLOCKED, control_ok, Blocking.DNS)
-        return Finding(outcome, confirmed, Blocking.DNS)
+            if control_ok:
+                return proven(Outcome.BLOCKED, Blocking.DNS, Proof.CONTROL_RESOLVER)
+            return Finding(Outcome.BLOCKED, False, Blocking.DNS)
+        if confirmed:
+            return proven(outcome, Blocking.DNS, *(basis or (Proof.CONTROL_RESOLVER,)))
+        return Finding(outcome, False, Blocking.DNS)
 
     if system["failure"] is not None:
         if control_ok:
@@ -131,10 +136,14 @@ def judge_dns(
         j.blockpage = j.blockpage or blockpage
         blocked = True
     if blocked:
-        return finish(Outcome.BLOCKED, control_ok or blockpage is not None)
+        fingerprinted = (Proof.DNS_BLOCKPAGE_FINGERPRINT,) if blockpage is not None else ()
+        return finish(Outcome.BLOCKED, control_ok or blockpage is not None,
+                      *fingerprinted, *((Proof.CONTROL_RESOLVER,) if control_ok else ()))  # fmt: skip
     consistent = bool(control_addresses & set(addresses) or validated & set(addresses))
     if consistent or (control_ok and _same_network(addresses, control_addresses, ctx)):
-        return finish(Outcome.OK, control_ok or consistent)
+        agreed = (Proof.CONTROL_RESOLVER,) if control_ok else ()
+        chained = (Proof.VALID_CHAIN,) if validated & set(addresses) else ()
+        return finish(Outcome.OK, control_ok or consistent, *agreed, *chained)
     if not control_ok:
         if control_denies:  # the control says the name does not exist, yet the resolver answers
             return finish(Outcome.UNKNOWN, False)

@@ -8,51 +8,41 @@ another name of the same site) is the site's own fault. docs/verdicts.md states 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from probe.analyze.chain import CAUSE_CODES, PUBLICLY_SIGNED, FailureCause, describe_interceptor
-from probe.analyze.common import ChainAnalyzer, Finding, Judgement, Outcome, helper_contrast, helper_view, hop_items
+from probe.analyze.common import (
+    ChainAnalyzer,
+    Finding,
+    Judgement,
+    Outcome,
+    helper_contrast,
+    helper_view,
+    hop_items,
+    proven,
+)
 from probe.analyze.sites import same_site
+from probe.analyze.tls_evidence import (
+    Hop,
+    completed,
+    control_contrast,
+    control_covers_name,
+    forges_every_name,
+    helper_leaf,
+    hop_of,
+    minted,
+)
 from probe.vocabulary.anomalies import Anomaly, Blocking
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.proofs import Proof
 
 _HANDSHAKE_CODES: dict[str, Anomaly] = {
     Failure.CONNECTION_RESET: Anomaly.TLS_RESET,
     Failure.GENERIC_TIMEOUT: Anomaly.TLS_TIMEOUT,
     Failure.EOF_ERROR: Anomaly.TLS_EOF,
 }
-TARGET_PURPOSES = (("target", "target_retry"), ("control_sni",))
-REDIRECT_PURPOSES = (("redirect", "redirect_retry"), ("redirect_control_sni",))
-
-
-@dataclass(frozen=True)
-class Hop:
-    """The handshakes of one hop: the target itself, or one redirect."""
-
-    host: str
-    handshakes: list[dict[str, Any]]  # the name's own, a retry last
-    controls: list[dict[str, Any]]  # with the control SNI, at the same address
-    control_connects: list[dict[str, Any]]
-    is_target: bool
-
-    @property
-    def control(self) -> dict[str, Any] | None:
-        return self.controls[-1] if self.controls else None
-
-
-def hop_of(obs: dict[str, Any], host: str, index: int | None) -> Hop:
-    """The target's handshakes (index None) or those of redirect hop `index`."""
-    own, control = TARGET_PURPOSES if index is None else REDIRECT_PURPOSES
-    handshakes = hop_items(obs["tls_handshakes"], own, index)
-    name = next((h["server_name"] for h in handshakes if h.get("server_name")), host)
-    return Hop(
-        name,
-        handshakes,
-        hop_items(obs["tls_handshakes"], control, index),
-        hop_items(obs["tcp_connect"], control, index),
-        index is None,
-    )
+# Catalog matches by the CA's very key: its DER, its public key, or its signature on a presented one.
+STRONG_MATCHES = ("sha256_der", "sha256_spki", "signature")
 
 
 def _failure_code(handshake: dict[str, Any]) -> Anomaly:
@@ -86,12 +76,17 @@ def _judge_failed_handshake(
 ) -> Finding:
     """The name was cut (reset, silence, close) where the control name reached the server, even if
     only to be refused with an alert, as CDNs refuse unknown names: an SNI-triggered block. The
-    name was tried once more after the control, so that one lost packet is not called a block."""
+    name was tried once more after the control, so that one lost packet is not called a block;
+    the control once more after that (the "sandwich"): failing then, the censor's block outlives
+    the name (residual blocking), which the record says."""
     j.add(_failure_code(handshake))
     control = hop.control
     if _reached_server(control) and not handshake.get("alert"):
         j.add(Anomaly.TLS_SNI_TRIGGERED)
-        return Finding(Outcome.BLOCKED, True, Blocking.TLS)
+        after = hop.control_after
+        if after is not None and after["failure"] is not None and not after.get("alert"):
+            j.add(Anomaly.TLS_RESIDUAL_BLOCKING)
+        return proven(Outcome.BLOCKED, Blocking.TLS, Proof.CONTROL_SNI_REACHED_SERVER)
     control_failed = (control is not None and control["failure"] is not None) or (
         control is None and bool(hop.control_connects)
     )
@@ -118,69 +113,122 @@ def _judge_chain(
         j.tls = analysis
     if analysis["completed_from_aia"]:
         j.add(Anomaly.TLS_CHAIN_COMPLETED)
-    mismatch = _leaf_mismatch(analysis, helper) if hop.is_target else None
-    if mismatch == "decisive":
-        j.add(Anomaly.TLS_CERT_MISMATCH)
-    elif mismatch == "informational":
-        j.add(Anomaly.TLS_LEAF_KEY_DIFFERS)
+    seen_outside = helper_leaf(analysis, helper) if hop.is_target else None
     interceptor = analysis["interceptor"]
-    if interceptor is None:
-        if mismatch != "decisive":
-            return Finding(Outcome.OK, confirmed, Blocking.TLS)
-        # A publicly trusted forged certificate: only the helper's view from outside shows it.
-        j.interceptor = describe_interceptor(
-            analysis["certificates"][0]["issuer"], analysis["certificates"][-1]["issuer"]
-        )
-        return Finding(Outcome.BLOCKED, True, Blocking.TLS_MITM)
+    if analysis["valid"] and (interceptor is None or interceptor["catalog"] != "interception_cas"):
+        if seen_outside == "other_public_leaf":
+            # CDN edges serve sibling certificates (another key, another public CA): both valid.
+            j.add(Anomaly.TLS_LEAF_KEY_DIFFERS)
+        return Finding(Outcome.OK, confirmed, Blocking.TLS)
     if not analysis["valid"]:
         j.add(Anomaly.TLS_UNTRUSTED_CHAIN)
-    catalog = interceptor["catalog"]
+    cause = FailureCause(analysis["failure_cause"]) if analysis["failure_cause"] else None
+    catalog = interceptor["catalog"] if interceptor is not None else None
     if catalog == "local_interceptors":
+        assert interceptor is not None
         j.interceptor = interceptor
         j.add(Anomaly.TLS_LOCAL_INTERCEPTOR, *analysis["evidence"])
-        return Finding(Outcome.LOCAL, True, Blocking.LOCAL_INTERCEPTION)
-    if catalog == "interception_cas":
-        strong = interceptor["matched_by"] in ("sha256_der", "sha256_spki")
-        j.add(Anomaly.TLS_KNOWN_INTERCEPTION_CA if strong else Anomaly.TLS_INTERCEPTION_CA_NAME)
-        return _intercepted(interceptor, analysis, hop, analysis_of, j)
+        return proven(Outcome.LOCAL, Blocking.LOCAL_INTERCEPTION, Proof.LOCAL_INTERCEPTOR_CATALOG)
+    if catalog == "interception_cas" and interceptor is not None and interceptor["matched_by"] in STRONG_MATCHES:
+        j.add(Anomaly.TLS_KNOWN_INTERCEPTION_CA)
+        return _intercepted(interceptor, analysis, hop, analysis_of, j, Proof.CATALOG_FINGERPRINT)
+    if cause == FailureCause.UNUSABLE:
+        j.add(Anomaly.TLS_UNPARSEABLE_CERTIFICATE)
+    proofs = _proofs_of_interception(analysis, hop, analysis_of, seen_outside, cause, j)
+    if analysis["national_ca"] is not None:
+        return _judge_national(analysis, hop, analysis_of, proofs, confirmed, seen_outside, j)
     if handshake.get("os_store_valid"):
         j.add(Anomaly.TLS_TRUSTED_BY_OS_STORE)
-        if _forges_every_name(hop.control, interceptor, analysis_of):
+        if forges_every_name(hop.control, analysis, analysis_of):
             # A root the machine's owner installed, forging even the control name: their own
             # antivirus or gateway, not a network that targets names.
+            assert interceptor is not None
             j.interceptor = {**interceptor, "matched_by": "os_store"}
-            return Finding(Outcome.LOCAL, True, Blocking.LOCAL_INTERCEPTION)
-    if _helper_sees_same_bad_chain(analysis, helper):
-        # The site presents this untrusted chain to everyone: a broken site, not interception.
+            return proven(Outcome.LOCAL, Blocking.LOCAL_INTERCEPTION, Proof.OS_STORE_FORGES_EVERY_NAME)
+    if seen_outside == "same_leaf":
+        # The site presents this chain to everyone: a broken site, not interception.
         j.add(Anomaly.HELPER_SAME_FAILURE)
-        return Finding(Outcome.DOWN, True, Blocking.TLS)
-    if mismatch == "decisive":
-        return _intercepted(interceptor, analysis, hop, analysis_of, j)
-    return _judge_cause(FailureCause(analysis["failure_cause"]), interceptor, analysis, hop, analysis_of, confirmed, j)
+        return proven(Outcome.DOWN, Blocking.TLS, Proof.HELPER_SAME_CHAIN)
+    if cause in PUBLICLY_SIGNED:
+        # A public CA's signature, certificate by certificate: no forger made it, whatever else differs.
+        return _judge_public_cause(cause, analysis, hop, confirmed, j)
+    if proofs:
+        return _intercepted(interceptor, analysis, hop, analysis_of, j, *proofs)
+    return _suspected(cause, interceptor, analysis, hop, analysis_of, j)
 
 
-def _judge_cause(
-    cause: FailureCause,
-    interceptor: dict[str, Any],
+def _proofs_of_interception(
     analysis: dict[str, Any],
     hop: Hop,
     analysis_of: ChainAnalyzer,
+    seen_outside: str | None,
+    cause: FailureCause | None,
+    j: Judgement,
+) -> list[Proof]:
+    """Evidence, beside the catalog, that the untrusted chain was substituted on the way; each kind
+    is one no honest server produces (docs/verdicts.md gives the argument for each)."""
+    if cause in PUBLICLY_SIGNED:
+        return []
+    proofs = []
+    if seen_outside == "other_public_leaf":
+        j.add(Anomaly.TLS_CERT_MISMATCH)
+        proofs.append(Proof.HELPER_PUBLIC_CHAIN)
+    if minted(analysis, hop, analysis_of):
+        j.add(Anomaly.TLS_MINTED_CERTIFICATE)
+        proofs.append(Proof.MINTED_CERTIFICATE)
+    if control_covers_name(analysis, hop, analysis_of):
+        j.add(Anomaly.TLS_CONTROL_COVERS_NAME)
+        proofs.append(Proof.CONTROL_COVERS_NAME)
+    return proofs
+
+
+def _judge_national(
+    analysis: dict[str, Any],
+    hop: Hop,
+    analysis_of: ChainAnalyzer,
+    proofs: list[Proof],
     confirmed: bool,
+    seen_outside: str | None,
     j: Judgement,
 ) -> Finding:
-    """No catalog and no helper spoke: the chain's failure cause, and the control SNI, decide."""
+    """The chain verifies, by key, to a national CA that sites really use: the site's own choice.
+    A state can intercept with its own CA, so a proof of another kind still makes it interception."""
+    national = analysis["national_ca"]
+    j.add(Anomaly.TLS_NATIONAL_CA)
+    if hop.is_target:
+        j.national_ca = national
+    if proofs:
+        described = describe_interceptor(
+            analysis["certificates"][0]["issuer"], analysis["certificates"][-1]["issuer"], "national_cas"
+        )
+        return _intercepted({**described, "name": national["name"], "country": national["country"],
+                             "catalog_id": national["id"], "matched_by": "signature"},
+                            analysis, hop, analysis_of, j, *proofs)  # fmt: skip
+    if national["dates"] is not None:
+        j.add(Anomaly.TLS_EXPIRED_CERTIFICATE)
+        return Finding(Outcome.DOWN, False, Blocking.TLS)
+    if not national["hostname_matches"]:
+        j.add(Anomaly.TLS_HOSTNAME_MISMATCH)
+        return Finding(Outcome.UNKNOWN, False, Blocking.TLS)
+    if seen_outside == "same_leaf":
+        return proven(Outcome.OK, Blocking.TLS, Proof.HELPER_SAME_CHAIN)
+    return Finding(Outcome.OK, False, Blocking.TLS)
+
+
+def _judge_public_cause(
+    cause: FailureCause, analysis: dict[str, Any], hop: Hop, confirmed: bool, j: Judgement
+) -> Finding:
+    """A chain signed up to a reference root that fails all the same: the site's own mess."""
     if cause in (FailureCause.EXPIRED, FailureCause.NOT_YET_VALID):
         j.add(Anomaly.TLS_EXPIRED_CERTIFICATE)  # a public CA's signature: the site's own certificate
-        return Finding(Outcome.DOWN, True, Blocking.TLS)
+        return proven(Outcome.DOWN, Blocking.TLS, Proof.PUBLICLY_SIGNED)
     if cause == FailureCause.NAME_MISMATCH:
         names = analysis["certificates"][0]["dns_names"]
         if same_site(hop.host, names):
             j.add(Anomaly.TLS_WRONG_NAME_SAME_SITE)
-            return (
-                Finding(Outcome.DOWN, True, Blocking.TLS)
-                if confirmed
-                else Finding(Outcome.UNKNOWN, False, Blocking.TLS)
-            )
+            if confirmed:
+                return proven(Outcome.DOWN, Blocking.TLS, Proof.PUBLICLY_SIGNED)
+            return Finding(Outcome.UNKNOWN, False, Blocking.TLS)
         # Another site's valid certificate: the connection reached another server. DNS was judged
         # first; at an address the control confirms, the path diverted the connection.
         j.add(Anomaly.TLS_OTHER_SITE_CERTIFICATE)
@@ -188,77 +236,57 @@ def _judge_cause(
     code = CAUSE_CODES.get(cause)
     if code is not None:
         j.add(code)
-    if cause == FailureCause.CHAIN_TOO_LONG:
-        return Finding(Outcome.UNKNOWN, False, Blocking.TLS)
-    # A forger issues from a CA; a leaf that signs itself is a site's own, whatever the control says.
-    if cause != FailureCause.SELF_SIGNED and _control_contrast(analysis, hop, interceptor, analysis_of):
-        j.add(Anomaly.TLS_CONTROL_SNI_CONTRAST)
-        return _intercepted(interceptor, analysis, hop, analysis_of, j)
     return Finding(Outcome.UNKNOWN, False, Blocking.TLS)
 
 
-def _intercepted(
-    interceptor: dict[str, Any], analysis: dict[str, Any], hop: Hop, analysis_of: ChainAnalyzer, j: Judgement
+def _suspected(
+    cause: FailureCause | None,
+    interceptor: dict[str, Any] | None,
+    analysis: dict[str, Any],
+    hop: Hop,
+    analysis_of: ChainAnalyzer,
+    j: Judgement,
 ) -> Finding:
-    """Interception, with its evidence recorded: confirmed by construction."""
+    """An untrusted chain with no proof either way. Under an unknown CA (not self-signed, not a
+    recognised national CA) it is a suspected interception: `tls_mitm`, unconfirmed; the
+    volunteer sees it, and the report publishes it only when proven."""
+    code = CAUSE_CODES.get(cause) if cause is not None else None
+    if code is not None:
+        j.add(code)
+    if interceptor is not None and interceptor["catalog"] == "interception_cas":
+        j.add(Anomaly.TLS_INTERCEPTION_CA_NAME)
+    if interceptor is not None and interceptor["catalog"] == "national_cas":
+        j.add(Anomaly.TLS_NATIONAL_CA_NAME)
+    if control_contrast(analysis, hop, analysis_of):
+        j.add(Anomaly.TLS_CONTROL_SNI_CONTRAST)  # a hint: virtual hosting looks alike
+    if cause in (FailureCause.SELF_SIGNED, FailureCause.UNUSABLE) or interceptor is None:
+        return Finding(Outcome.UNKNOWN, False, Blocking.TLS)
+    j.interceptor = interceptor
+    j.add(*analysis["evidence"])
+    return Finding(Outcome.BLOCKED, False, Blocking.TLS_MITM)
+
+
+def _intercepted(
+    interceptor: dict[str, Any] | None,
+    analysis: dict[str, Any],
+    hop: Hop,
+    analysis_of: ChainAnalyzer,
+    j: Judgement,
+    *basis: Proof,
+) -> Finding:
+    """Interception, proven by `basis`, with its evidence recorded."""
+    if interceptor is None:  # a publicly trusted forgery has no catalog entry: name its issuer
+        certificates = analysis["certificates"]
+        interceptor = describe_interceptor(
+            certificates[0]["issuer"] if certificates else "(unparseable)",
+            certificates[-1]["issuer"] if certificates else "(unparseable)",
+        )
     j.interceptor = interceptor
     j.add(*analysis["evidence"])
     control = hop.control
-    control_answered = control is not None and control["failure"] is None and bool(control["peer_certificates"])
-    if control_answered and not _forges_every_name(control, interceptor, analysis_of):
+    if completed(control) and not forges_every_name(control, analysis, analysis_of):
         j.add(Anomaly.TLS_SNI_TRIGGERED)
-    return Finding(Outcome.BLOCKED, True, Blocking.TLS_MITM)
-
-
-def _control_contrast(
-    analysis: dict[str, Any], hop: Hop, interceptor: dict[str, Any], analysis_of: ChainAnalyzer
-) -> bool:
-    """The control SNI at the same address got another leaf with a publicly signed chain (the path
-    forges only the target's name), or a leaf from the same untrusted issuer (it forges any name)."""
-    control = hop.control
-    if control is None or control["failure"] is not None or not control["peer_certificates"]:
-        return False
-    if _forges_every_name(control, interceptor, analysis_of):
-        return True
-    theirs = analysis_of(control)
-    if not theirs["certificates"] or not analysis["certificates"]:
-        return False
-    different = theirs["certificates"][0]["sha256_der"] != analysis["certificates"][0]["sha256_der"]
-    return different and (theirs["valid"] or theirs["failure_cause"] in PUBLICLY_SIGNED)
-
-
-def _forges_every_name(control: dict[str, Any] | None, interceptor: dict[str, Any], analysis_of: ChainAnalyzer) -> bool:
-    """The control SNI's chain came from the same untrusted issuer as the target's."""
-    if control is None or control["failure"] is not None or not control["peer_certificates"]:
-        return False
-    theirs = analysis_of(control)
-    certificates = theirs["certificates"]
-    return bool(certificates) and not theirs["valid"] and certificates[0]["issuer"] == interceptor["issuer"]
-
-
-def _helper_sees_same_bad_chain(analysis: dict[str, Any], helper: dict[str, Any] | None) -> bool:
-    tls = helper.get("tls") if helper is not None else None
-    if not isinstance(tls, dict) or tls.get("failure") is not None or tls.get("valid") is not False:
-        return False
-    return bool(analysis["certificates"]) and tls.get("leaf_spki_sha256") == analysis["certificates"][0]["sha256_spki"]
-
-
-def _leaf_mismatch(analysis: dict[str, Any], helper: dict[str, Any] | None) -> str | None:
-    """Compare the probe's leaf with the one the helper saw, when the helper's chain was valid.
-
-    A different key under another issuer, or under a chain that does not validate here, is
-    decisive: interception, even with a publicly trusted forged certificate. A different key under
-    the same issuer, both valid, is only recorded: sites rotate keys and serve several certificates.
-    """
-    tls = helper.get("tls") if helper is not None else None
-    if not isinstance(tls, dict) or not tls.get("valid") or not analysis["certificates"]:
-        return None
-    leaf = analysis["certificates"][0]
-    if tls.get("leaf_spki_sha256") in (None, leaf["sha256_spki"]):
-        return None
-    if not analysis["valid"] or tls.get("leaf_issuer") != leaf["issuer"]:
-        return "decisive"
-    return "informational"
+    return proven(Outcome.BLOCKED, Blocking.TLS_MITM, *basis)
 
 
 def tls_valid_addresses(obs: dict[str, Any], analysis_of: ChainAnalyzer) -> set[str]:

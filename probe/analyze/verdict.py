@@ -27,11 +27,12 @@ from probe.analyze.redirects import judge_redirects
 from probe.analyze.tcp import judge_tcp
 from probe.analyze.tls import judge_tls, tls_valid_addresses
 from probe.vocabulary.anomalies import Anomaly, Blocking, Confidence
+from probe.vocabulary.proofs import Proof
 
 __all__ = ["AnalysisContext", "Judgement", "judge", "RULES_VERSION"]
 
 # Raised when a rule changes what it concludes; recorded with every verdict (and by `probe analyze`).
-RULES_VERSION = "2026-11-29"
+RULES_VERSION = "2026-12-03"
 
 # A stage that did not find blocking ends the judging with what it did find.
 _NOT_BLOCKED = {
@@ -64,20 +65,45 @@ def judge(
         lambda: judge_http(observations, confirmed, ctx, host, j),
         lambda: judge_redirects(observations, analysis_of, host, j),
     ]
-    finding = dns
+    findings = [dns]
     for stage in stages:
-        if finding.outcome != Outcome.OK:
+        if findings[-1].outcome != Outcome.OK:
             break
-        finding = stage()
+        findings.append(stage())
+    finding = findings[-1]
     if finding.outcome == Outcome.OK:
-        j.confidence = Confidence.CONFIRMED if dns.confirmed else Confidence.UNCONFIRMED
+        _judge_clean(findings, j)
         return j
     j.blocking = finding.stage if finding.outcome == Outcome.BLOCKED else _NOT_BLOCKED[finding.outcome]
-    j.confidence = Confidence.CONFIRMED if finding.confirmed else Confidence.UNCONFIRMED
-    if finding.outcome == Outcome.UNKNOWN:
-        j.confidence = Confidence.UNCONFIRMED
+    if finding.confirmed and finding.outcome != Outcome.UNKNOWN:
+        j.confidence, j.basis = Confidence.CONFIRMED, list(finding.basis)
     judge_forensics(observations, j, forged_leaves(observations, analysis_of), ctx)
     return j
+
+
+# Seen in a record whose stages all passed, each is a reason not to call it confirmed clean: a hint
+# of interference that proved nothing (docs/verdicts.md, "none").
+SUSPICIOUS = frozenset({
+    Anomaly.DNS_IP_TTL_DIFFERS, Anomaly.TCP_INJECTED_RST, Anomaly.TLS_INJECTED_RST, Anomaly.TLS_CERT_MISMATCH,
+    Anomaly.TLS_CONTROL_SNI_CONTRAST, Anomaly.TLS_INTERCEPTION_CA_NAME, Anomaly.TLS_NATIONAL_CA_NAME,
+    Anomaly.TLS_UNPARSEABLE_CERTIFICATE, Anomaly.HTTP_DIFF, Anomaly.HTTP_BLOCKPAGE_VAGUE,
+    Anomaly.HTTP_BLOCKPAGE_TRAITS, Anomaly.HTTP_BLOCKPAGE_SUSPECTED,
+})  # fmt: skip
+
+
+def _judge_clean(findings: list[Finding], j: Judgement) -> None:
+    """`none` is confirmed only when a control confirmed the addresses, nothing suspicious was
+    seen, and a chain under a national CA (which a state could use to intercept) was seen from
+    outside as well."""
+    dns, later = findings[0], findings[1:]
+    basis = [*dns.basis, *(proof for f in later for proof in f.basis)]
+    if j.tls is not None and j.tls.get("valid"):
+        basis.append(Proof.VALID_CHAIN)
+    national_unproven = Anomaly.TLS_NATIONAL_CA in j.anomalies and Proof.HELPER_SAME_CHAIN not in basis
+    if dns.confirmed and basis and not (SUSPICIOUS & set(j.anomalies)) and not national_unproven:
+        j.confidence, j.basis = Confidence.CONFIRMED, list(dict.fromkeys(basis))
+    else:
+        j.confidence = Confidence.UNCONFIRMED
 
 
 def forged_leaves(observations: dict[str, Any], analysis_of: ChainAnalyzer) -> set[str]:

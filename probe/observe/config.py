@@ -42,6 +42,7 @@ class MeasureConfig:
     control_plain: ResolverSpec | None = None  # the control's address over plain UDP
     injection_address: str | None = None  # None: the target's address as the control sees it
     injection_check: bool = True
+    minting_test: bool = True  # an untrusted chain: ask the same address for a name that cannot exist
     helpers: tuple[str, ...] = ()  # control vantages (`probe helper serve`), asked while measuring
     helper_token: str | None = None
     own_addresses: OwnAddresses = field(default_factory=OwnAddresses)  # learned, scrubbed, never recorded

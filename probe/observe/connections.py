@@ -10,6 +10,7 @@ first completed from its AIA URL, as browsers do, and the machine's own store gi
 
 from __future__ import annotations
 
+import secrets
 import socket
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,14 +29,22 @@ class Purposes:
     main: str
     control: str
     retry: str
+    minting: str
     hop: int | None = None
 
 
-TARGET = Purposes("target", "control_sni", "target_retry")
+TARGET = Purposes("target", "control_sni", "target_retry", "minting")
 
 
 def redirect_hop(index: int) -> Purposes:
-    return Purposes("redirect", "redirect_control_sni", "redirect_retry", index)
+    return Purposes("redirect", "redirect_control_sni", "redirect_retry", "redirect_minting", index)
+
+
+def minting_name(server_name: str) -> str:
+    """A name that cannot exist (RFC 6761's `.invalid`) under the target's own name, random each
+    time: no honest server holds a certificate naming it, and an interceptor that bumps every
+    name, or every name under the target's, is asked for one."""
+    return f"{secrets.token_hex(6)}.{server_name.rstrip('.')}.invalid"
 
 
 def open_connection(
@@ -107,6 +116,8 @@ def connect_with_contrast(
             conn, handshake = open_connection(
                 address, port, True, server_name, purposes.retry, config, clock, observations, purposes.hop
             )
+            if handshake is not None and handshake["failure"] is not None and handshake["alert"] is None:
+                ask_control()  # and the control once more (the sandwich): a censor's block that outlives the name
         return conn, handshake
 
     chain, name = handshake["peer_certificates"], server_name or address
@@ -121,4 +132,11 @@ def connect_with_contrast(
             # Machine state, not a judgement: whether this machine's own store trusts the chain.
             handshake["os_store_valid"] = config.os_store.validates(chain, name, started)
         ask_control()
+        if server_name is not None and config.minting_test:
+            # The minting test: does something at this address issue a certificate for any name asked?
+            minted_conn, _ = open_connection(
+                address, port, True, minting_name(server_name), purposes.minting, config, clock, observations,
+                purposes.hop,
+            )  # fmt: skip
+            close_quietly(minted_conn)
     return conn, handshake

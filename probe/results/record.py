@@ -75,10 +75,16 @@ def build_record(
 def judgement_fields(judgement: Judgement) -> dict[str, Any]:
     """What analysis derives: written by a run, and again by `probe analyze`."""
     return {
-        "analysis": {"tls": judgement.tls, "redirect_hop": judgement.redirect_hop, "forensics": judgement.forensics},
+        "analysis": {
+            "tls": judgement.tls,
+            "redirect_hop": judgement.redirect_hop,
+            "forensics": judgement.forensics,
+            "national_ca": judgement.national_ca,
+        },
         "anomalies": judgement.anomalies,
         "blocking": judgement.blocking,
         "confidence": judgement.confidence,
+        "confidence_basis": [str(proof) for proof in judgement.basis],
         "interceptor": judgement.interceptor,
         "blockpage": judgement.blockpage,
     }

@@ -1,0 +1,237 @@
+"""Confirmed means proven (issue 19): each rule that confirms a verdict, beside the honest
+situation that looks most like it, which must not be confirmed.
+
+Observations are built as a run records them (see tests/test_realweb.py); the lab shows the same
+rules against real servers and a real interceptor (tests/test_lab.py).
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from probe.analyze.chain import FailureCause, analyze_chain
+from probe.analyze.verdict import AnalysisContext, judge
+from probe.loaders.catalogs import load_catalogs
+from probe.loaders.roots import load_roots
+from probe.vocabulary.anomalies import Confidence
+from tests import pki
+from tests.conftest import PkiFixture
+from tests.test_realweb import AT, HOST, _handshake, _tls_observations
+
+QAZNET = Path(__file__).parent / "data" / "kz-interception-roots" / (
+    "00309c736dd661da6f1eb24173aa849944c168a43a15bffd192eecfdb6f8dbd2.pem"
+)
+
+
+@pytest.fixture(scope="module")
+def ctx(test_pki: PkiFixture) -> AnalysisContext:
+    return AnalysisContext(roots=load_roots(test_pki.roots_pem), catalogs=load_catalogs(), documentation_is_public=True)
+
+
+def _judge(ctx: AnalysisContext, *handshakes: dict, helper_tls: dict | None = None):  # type: ignore[no-untyped-def]
+    obs = _tls_observations(*handshakes)
+    if helper_tls is not None:
+        obs["helpers"] = [{"helper": "https://helper.example", "response": {"tls": helper_tls}, "failure": None}]
+    return judge({"host": HOST}, obs, AT, False, ctx)
+
+
+def _helper_saw(leaf: pki.Leaf, valid: bool) -> dict:
+    return {"failure": None, "valid": valid, "leaf_spki_sha256": pki.spki_sha256(leaf.cert),
+            "leaf_issuer": leaf.cert.issuer.rfc4514_string()}  # fmt: skip
+
+
+def _assert_proven(j, *basis: str) -> None:  # type: ignore[no-untyped-def]
+    assert j.confidence == Confidence.CONFIRMED
+    assert set(basis) <= set(j.basis), j.basis
+
+
+def _assert_not_proven(j) -> None:  # type: ignore[no-untyped-def]
+    assert (j.confidence, j.basis) == (Confidence.UNCONFIRMED, [])
+
+
+# --- the chain's own signatures -------------------------------------------------------------------
+
+
+def test_an_expired_leaf_with_a_reissued_intermediate_is_the_sites_expired_certificate(
+    ctx: AnalysisContext, test_pki: PkiFixture
+) -> None:
+    """The verifier cannot find one moment when leaf and re-issued intermediate were both valid;
+    the path by signatures can, and then the leaf's dates say what browsers say: expired."""
+    issuing = pki.make_intermediate(test_pki.public_root, pki.name(CN="Issuing CA 2019"))
+    leaf = pki.make_leaf(issuing, [HOST], valid_days=(-800, -400))
+    reissued = pki.reissue(issuing, test_pki.public_root, valid_days=(-100, 700))
+    chain = [leaf.cert, reissued.cert]
+    encoded = [base64.b64encode(pki.der(c)).decode() for c in chain]
+    assert analyze_chain(encoded, HOST, AT, ctx.roots, ctx.catalogs)["failure_cause"] == FailureCause.EXPIRED
+    control = pki.make_leaf(test_pki.public_intermediate, ["example.org"])
+    j = _judge(ctx, _handshake(chain), _handshake(control.chain, "control_sni", "example.org"))
+    assert (j.blocking, j.interceptor) == ("down", None)
+    assert "tls.expired_certificate" in j.anomalies
+    _assert_proven(j, "publicly_signed")
+    # The look-alike: a forger copies names and dates, but signs with its own key.
+    forger = pki.make_intermediate(pki.make_root(pki.name(CN="Forger Root")), pki.name(CN="Issuing CA 2019"))
+    forged = pki.make_leaf(forger, [HOST], valid_days=(-800, -400))
+    j = _judge(ctx, _handshake(forged.chain), _handshake(control.chain, "control_sni", "example.org"))
+    assert j.blocking != "down" and "tls.expired_certificate" not in j.anomalies
+
+
+# --- the helper's view ----------------------------------------------------------------------------
+
+
+def test_cdn_edges_with_sibling_public_intermediates_are_not_interception(
+    ctx: AnalysisContext, test_pki: PkiFixture
+) -> None:
+    """Let's Encrypt's R10/R11, or a CDN with two CAs: the helper sees another valid leaf from
+    another public issuer. Both chains validate: nothing was substituted."""
+    sibling = pki.make_intermediate(test_pki.public_root, pki.name(CN="Probe Test Public Issuing CA 2"))
+    here = pki.make_leaf(test_pki.public_intermediate, [HOST])
+    there = pki.make_leaf(sibling, [HOST])
+    j = _judge(ctx, _handshake(here.chain), helper_tls=_helper_saw(there, valid=True))
+    assert (j.blocking, j.interceptor) == ("none", None)
+    assert "tls.cert_mismatch" not in j.anomalies and "tls.leaf_key_differs" in j.anomalies
+    # The rule that does confirm: here a chain under no reference root, the helper's public.
+    forged = pki.make_leaf(pki.make_root(pki.name(CN="Gateway CA")), [HOST])
+    j = _judge(ctx, _handshake(forged.chain), helper_tls=_helper_saw(there, valid=True))
+    assert j.blocking == "tls_mitm" and "tls.cert_mismatch" in j.anomalies
+    _assert_proven(j, "helper_public_chain")
+
+
+def test_an_expired_public_chain_here_and_a_fresh_one_outside_is_not_interception(
+    ctx: AnalysisContext, test_pki: PkiFixture
+) -> None:
+    """One CDN edge still serves last year's certificate: a public CA signed it; no forger did."""
+    stale = pki.make_leaf(test_pki.public_intermediate, [HOST], valid_days=(-400, -2))
+    fresh = pki.make_leaf(test_pki.public_intermediate, [HOST])
+    j = _judge(ctx, _handshake(stale.chain), helper_tls=_helper_saw(fresh, valid=True))
+    assert j.blocking == "down" and j.interceptor is None
+
+
+# --- the control SNI ------------------------------------------------------------------------------
+
+
+def test_virtual_hosting_is_a_hint_and_a_hidden_public_certificate_a_proof(
+    ctx: AnalysisContext, test_pki: PkiFixture
+) -> None:
+    private = pki.make_root(pki.name(CN="Some Private CA"))
+    own = pki.make_leaf(private, [HOST])
+    # A shared host: the site's own private-CA certificate, the host's public default for other names.
+    default = pki.make_leaf(test_pki.public_intermediate, ["default.hosting.example"])
+    j = _judge(ctx, _handshake(own.chain), _handshake(default.chain, "control_sni", "example.org"))
+    assert j.blocking == "tls_mitm" and "tls.control_sni_contrast" not in j.anomalies  # suspected, no contrast
+    _assert_not_proven(j)
+    # A host that serves the control name too (a CDN): a contrast, and still only a hint.
+    cdn = pki.make_leaf(test_pki.public_intermediate, ["example.org"])
+    j = _judge(ctx, _handshake(own.chain), _handshake(cdn.chain, "control_sni", "example.org"))
+    assert j.blocking == "tls_mitm" and "tls.control_sni_contrast" in j.anomalies
+    _assert_not_proven(j)
+    # An address of its own: the control name gets the identical chain: no contrast at all.
+    j = _judge(ctx, _handshake(own.chain), _handshake(own.chain, "control_sni", "example.org"))
+    assert "tls.control_sni_contrast" not in j.anomalies
+    _assert_not_proven(j)
+    # The server shows the control name a public certificate that covers the target's name too.
+    real = pki.make_leaf(test_pki.public_intermediate, [HOST, f"*.{HOST}", "example.org"])
+    j = _judge(ctx, _handshake(own.chain), _handshake(real.chain, "control_sni", "example.org"))
+    assert j.blocking == "tls_mitm" and "tls.control_covers_name" in j.anomalies
+    _assert_proven(j, "control_covers_name")
+
+
+# --- the minting test -----------------------------------------------------------------------------
+
+
+def test_a_certificate_minted_for_a_name_that_cannot_exist_proves_interception(
+    ctx: AnalysisContext, test_pki: PkiFixture
+) -> None:
+    minter = pki.make_root(pki.name(CN="Unnamed Gateway Root"))
+    forged = pki.make_leaf(minter, [HOST])
+    random_name = f"5f2c9a.{HOST}.invalid"
+    minted = pki.make_leaf(minter, [random_name])
+    j = _judge(ctx, _handshake(forged.chain), _handshake(minted.chain, "minting", random_name))
+    assert j.blocking == "tls_mitm" and "tls.minted_certificate" in j.anomalies
+    assert j.interceptor["issuer"] == "CN=Unnamed Gateway Root"
+    _assert_proven(j, "minted_certificate")
+    # Look-alikes: the server's default certificate for the odd name (another name, or a wildcard
+    # of the site's), another issuer's leaf, or one that signs itself: no minting shown.
+    wildcard = pki.make_leaf(minter, [f"*.{HOST}", HOST])
+    stranger = pki.make_leaf(pki.make_root(pki.name(CN="Other Root")), [random_name])
+    own_root = pki.make_root(pki.name(CN=random_name))
+    self_signed = pki.Leaf(own_root.cert, own_root.key, [own_root.cert])
+    for answer in (wildcard, stranger, self_signed):
+        j = _judge(ctx, _handshake(forged.chain), _handshake(answer.chain, "minting", random_name))
+        assert "tls.minted_certificate" not in j.anomalies
+        _assert_not_proven(j)
+    # A self-signed site certificate is never interception, minted look-alike or not.
+    site_root = pki.make_root(pki.name(CN=HOST))
+    site_self = pki.Leaf(site_root.cert, site_root.key, [site_root.cert])
+    j = _judge(ctx, _handshake(site_self.chain), _handshake(self_signed.chain, "minting", random_name))
+    assert (j.blocking, j.interceptor) == ("inconclusive", None)
+
+
+# --- catalogs -------------------------------------------------------------------------------------
+
+
+def test_the_real_qaznet_root_confirms_and_its_name_alone_does_not(ctx: AnalysisContext) -> None:
+    from cryptography import x509
+
+    real = x509.load_pem_x509_certificate(QAZNET.read_bytes())
+    impostor = pki.make_root(real.subject, rsa_key=True)
+    forged = pki.make_leaf(impostor, [HOST])
+    # The real root's certificate in the chain: matched by its DER.
+    leaf_b64 = base64.b64encode(pki.der(forged.cert)).decode()
+    chain = [leaf_b64, base64.b64encode(pki.der(real)).decode()]
+    obs = _tls_observations(_handshake([forged.cert]))
+    obs["tls_handshakes"][0]["peer_certificates"] = chain
+    j = judge({"host": HOST}, obs, AT, False, ctx)
+    assert j.blocking == "tls_mitm" and "tls.known_interception_ca" in j.anomalies
+    _assert_proven(j, "catalog_fingerprint")
+    # A root of the same name with another key: what any forger (or prankster) can make.
+    j = _judge(ctx, _handshake(forged.chain))
+    assert j.blocking == "tls_mitm" and "tls.interception_ca_name" in j.anomalies
+    _assert_not_proven(j)
+
+
+def test_an_unparseable_forged_leaf_is_never_clean(ctx: AnalysisContext, test_pki: PkiFixture) -> None:
+    real = pki.make_leaf(test_pki.public_intermediate, [HOST])
+    broken = bytearray(pki.der(real.cert))
+    # The version field's INTEGER (inside [0] EXPLICIT) set to 7: OpenSSL serves it, cryptography refuses it.
+    at = broken.find(bytes([0xA0, 0x03, 0x02, 0x01, 0x02]))
+    assert at > 0
+    broken[at + 4] = 7
+    obs = _tls_observations(_handshake(real.chain))
+    obs["tls_handshakes"][0]["peer_certificates"][0] = base64.b64encode(bytes(broken)).decode()
+    j = judge({"host": HOST}, obs, AT, False, ctx)
+    assert j.blocking != "none" and "tls.unparseable_certificate" in j.anomalies
+    _assert_not_proven(j)
+    # Seen from outside with a public chain and another key: still only a suspicion, never clean.
+    j = judge({"host": HOST}, {**obs, "helpers": [{"helper": "h", "failure": None,
+              "response": {"tls": _helper_saw(real, valid=True)}}]}, AT, False, ctx)  # fmt: skip
+    assert j.blocking != "none"
+
+
+# --- a clean verdict ------------------------------------------------------------------------------
+
+
+def test_a_clean_record_is_confirmed_only_when_nothing_suspicious_was_seen(
+    ctx: AnalysisContext, test_pki: PkiFixture
+) -> None:
+    real = pki.make_leaf(test_pki.public_intermediate, [HOST])
+    j = _judge(ctx, _handshake(real.chain))
+    assert j.blocking == "none"
+    _assert_proven(j, "control_resolver", "valid_chain")
+
+
+def test_every_confirmed_judgement_names_its_proof(ctx: AnalysisContext, test_pki: PkiFixture) -> None:
+    """Whatever the rule, a confirmed verdict carries a basis, and an unconfirmed one none."""
+    minter = pki.make_root(pki.name(CN="Minter"))
+    cases = [
+        [_handshake(pki.make_leaf(test_pki.public_intermediate, [HOST]).chain)],
+        [_handshake(pki.make_leaf(minter, [HOST]).chain)],
+        [_handshake(pki.make_leaf(minter, [HOST]).chain),
+         _handshake(pki.make_leaf(minter, ["a.invalid"]).chain, "minting", "a.invalid")],
+        [_handshake(pki.make_leaf(test_pki.public_intermediate, [HOST], valid_days=(-9, -1)).chain)],
+    ]  # fmt: skip
+    for handshakes in cases:
+        j = _judge(ctx, *handshakes)
+        assert bool(j.basis) == (j.confidence == Confidence.CONFIRMED), (j.blocking, j.basis)
