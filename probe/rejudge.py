@@ -60,6 +60,11 @@ def rejudge_record(
     return rejudged
 
 
+def _verdict(record: dict[str, Any]) -> str:
+    """A verdict as `probe analyze` counts its changes: `tls_mitm (confirmed)`."""
+    return f"{record.get('blocking')} ({record.get('confidence') or 'unconfirmed'})"
+
+
 def rejudge_paths(
     paths: list[Path], roots: ReferenceRoots, catalogs: Catalogs, asn: AsNumbers | None = None
 ) -> list[tuple[Path, Path, Counter[str]]]:
@@ -88,7 +93,7 @@ def rejudge_paths(
                         counts["skipped"] += 1
                         print(f"probe analyze: {path}:{number}: skipped ({exc})"[:300])
                         continue
-                    before, after = record.get("blocking"), new.get("blocking")
+                    before, after = _verdict(record), _verdict(new)
                     counts["unchanged" if before == after else f"{before} -> {after}"] += 1
                     out.write(encode_record(new).decode("utf-8"))  # the line a run writes
         except (OSError, EOFError, UnicodeDecodeError) as exc:

@@ -131,6 +131,8 @@ def test_isca_named_root_gives_tls_mitm_by_name(verdicts: dict[str, dict]) -> No
         assert code in record["anomalies"]
     # The same address answered the control SNI with the site's own chain: the name triggers it.
     assert "tls.sni_triggered" in record["anomalies"]
+    # A catalogued name on a key nobody catalogued: what any forger can make, so a suspicion.
+    assert (record["confidence"], record["confidence_basis"]) == ("unconfirmed", [])
     control = record["observations"]["tls_handshakes"][1]
     assert control["purpose"] == "control_sni" and control["server_name"] == "example.org"
 
@@ -157,12 +159,15 @@ def test_reset_after_client_hello_gives_tls(verdicts: dict[str, dict]) -> None:
     assert record["blocking"] == "tls"
     assert "tls.reset" in record["anomalies"]
     assert "tls.sni_triggered" in record["anomalies"]
-    target, control, retry = record["observations"]["tls_handshakes"]
+    target, control, retry, after = record["observations"]["tls_handshakes"]
     assert target["failure"] == "connection_reset"
     assert control["purpose"] == "control_sni" and control["failure"] is None
-    # The control reached the server: the name is tried once more before a block is concluded.
+    # The control reached the server: the name is tried once more before a block is concluded,
+    # and the control once more after it (the server resets only the name: no residual blocking).
     assert (retry["purpose"], retry["failure"]) == ("target_retry", "connection_reset")
-    assert record["confidence"] == "confirmed"
+    assert (after["purpose"], after["failure"]) == ("control_sni", None)
+    assert "tls.residual_blocking" not in record["anomalies"]
+    assert (record["confidence"], record["confidence_basis"]) == ("confirmed", ["control_sni_reached_server"])
 
 
 def test_name_denied_by_system_resolver_gives_dns(verdicts: dict[str, dict]) -> None:

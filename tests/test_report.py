@@ -189,8 +189,9 @@ def test_bad_arguments_and_inputs_are_clear_errors(tmp_path: Path, capsys: pytes
 def test_analyze_rejudges_history_when_a_catalog_grows(
     test_pki: PkiFixture, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Logs of an unknown root's chain say nothing (inconclusive); once an analyst catalogues the root,
-    `probe analyze` re-judges them, and the report shows the interception."""
+    """Logs of an unknown root's chain are a suspected interception, which the report does not
+    publish; once an analyst catalogues the root, `probe analyze` re-judges them, and the report
+    shows the interception, confirmed."""
     national = pki.make_root(pki.name(CN="Unnamed National Root", C="ZZ"))
     leaf = pki.make_leaf(national, ["news.example"])
     chain = [base64.b64encode(pki.der(c)).decode() for c in [*leaf.chain, national.cert]]
@@ -207,7 +208,7 @@ def test_analyze_rejudges_history_when_a_catalog_grows(
             "cipher_suite": "x", "negotiated_protocol": None, "peer_certificates": chain, "failure": None,
             "alert": None, "os_store_valid": None, "t0": 0.0, "t": 0.1, "purpose": "target"}]  # fmt: skip
         judgement = judge({"host": "news.example"}, observations, started, False, context)
-        assert judgement.blocking == "inconclusive"
+        assert (judgement.blocking, judgement.confidence) == ("tls_mitm", "unconfirmed")
         run = RunContext("0" * 32, {"resolver": "system", "system_resolver_addresses": [], "control_resolver": None,
                                     "helpers": [], "asn": "AS9198", "country": "KZ", "as_name": "Kazakhtelecom",
                                     "region": None},
@@ -225,16 +226,16 @@ def test_analyze_rejudges_history_when_a_catalog_grows(
     catalog.write_text(json.dumps(document), encoding="utf-8")
     assert main(["analyze", str(log), "--catalog", str(catalog), "--roots", str(test_pki.roots_pem)]) == 0
     out = capsys.readouterr().out
-    assert "inconclusive -> tls_mitm: 2" in out
+    assert "tls_mitm (unconfirmed) -> tls_mitm (confirmed): 2" in out
     (rejudged,) = log.parent.glob("run.analyzed-*.jsonl")
-    assert log.read_text(encoding="utf-8").count('"blocking": "inconclusive"') == 2  # the old file is untouched
+    assert log.read_text(encoding="utf-8").count('"confidence": "unconfirmed"') == 2  # the old file is untouched
     new = [json.loads(line) for line in rejudged.read_text(encoding="utf-8").splitlines()]
     for item, old in zip(new, records, strict=True):
         validate_record(item)
         assert item["observations"] == json.loads(json.dumps(old["observations"]))
         assert (item["blocking"], item["confidence"]) == ("tls_mitm", "confirmed")
         assert item["interceptor"]["catalog_id"] == "zz-national-root"
-        assert item["rejudged"]["previous"]["blocking"] == "inconclusive"
+        assert item["rejudged"]["previous"]["confidence"] == "unconfirmed"
         assert any("grown.json" in v for v in item["rejudged"]["catalogs"]["interception_cas"])
     # The folder holds both files: the re-judged copy stands for its original, nothing counts twice.
     folder = _report(tmp_path, str(log.parent), capsys=capsys)

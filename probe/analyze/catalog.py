@@ -1,4 +1,4 @@
-"""Catalogs: interception CAs, local interceptors and blockpages, as data files with sources.
+"""Catalogs: interception CAs, local interceptors, blockpages and national CAs, as data files with sources.
 
 The shipped catalogs live in `probe/data/`; `--catalog FILE` adds entries to whichever catalog
 the file names in its `"catalog"` field. Analysis reads only these objects, so a grown catalog
@@ -8,14 +8,23 @@ re-judges old records the same way it judges new ones. Reading the files is
 
 from __future__ import annotations
 
+import base64
+import binascii
 import fnmatch
+import functools
+import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography import x509
+
+from probe.analyze.certs import CERTIFICATE_ERRORS, raw_fingerprints
 from probe.analyze.fingerprints import FingerprintTables
 
-KINDS = ("interception_cas", "local_interceptors", "blockpages")
+KINDS = ("interception_cas", "local_interceptors", "blockpages", "national_cas")
+NATIONAL_KINDS = ("root", "intermediate")
+_PEM_BEGIN, _PEM_END = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
 _HTTP_FIELDS = ("body", "title")
 _HTTP_MATCHES = ("contains", "prefix", "exact")
 
@@ -52,6 +61,22 @@ class CertificateEntry:
     sha256_der: str | None
     sha256_spki: str | None
     sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NationalCertificate:
+    """A national CA's certificate (catalog `national_cas`), with its DER: a chain that verifies to its
+    key is the site's own choice. The fingerprints were recomputed from the DER when it was loaded."""
+
+    id: str
+    name: str
+    country: str | None
+    subject: str
+    sha256_der: str
+    sha256_spki: str
+    sources: tuple[str, ...]
+    der: bytes = field(repr=False)
+    kind: str  # "root" or "intermediate"
 
 
 @dataclass(frozen=True)
@@ -92,6 +117,8 @@ class Catalogs:
     interception_certificates: list[CertificateEntry] = field(default_factory=list)
     interception_names: list[NameRule] = field(default_factory=list)
     local_interceptors: list[NameRule] = field(default_factory=list)
+    national_roots: list[NationalCertificate] = field(default_factory=list)  # roots and intermediates
+    national_names: list[NameRule] = field(default_factory=list)
     http_blockpages: list[HttpFingerprint] = field(default_factory=list)
     dns_blockpages: list[DnsFingerprint] = field(default_factory=list)
     fingerprints: FingerprintTables = field(default_factory=FingerprintTables)  # OONI's public tables
@@ -100,6 +127,24 @@ class Catalogs:
     def describe(self) -> dict[str, Any]:
         """What the verdicts were judged with, for the record."""
         return {kind: list(versions) for kind, versions in sorted(self.versions.items())}
+
+    def national_certificates(self) -> tuple[x509.Certificate, ...]:
+        """The national certificates this build can verify against (a GOST key it cannot load is left
+        out, though its fingerprints still match), parsed once for every chain of a run."""
+        return _verifiable(tuple(entry.der for entry in self.national_roots))
+
+
+@functools.lru_cache(maxsize=8)
+def _verifiable(ders: tuple[bytes, ...]) -> tuple[x509.Certificate, ...]:
+    found = []
+    for der in ders:
+        try:
+            certificate = x509.load_der_x509_certificate(der)
+            certificate.public_key()
+        except CERTIFICATE_ERRORS:
+            continue
+        found.append(certificate)
+    return tuple(found)
 
 
 def _text(entry: dict[str, Any], key: str, where: str, required: bool = True) -> str | None:
@@ -126,6 +171,72 @@ def _hex_digest(entry: dict[str, Any], key: str, where: str) -> str | None:
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
         raise CatalogError(f"{where}: '{key}' must be a SHA-256 in hex")
     return text
+
+
+def _pem_der(entry: dict[str, Any], where: str) -> bytes:
+    """The DER of the one certificate in `certificate_pem`."""
+    text = _text(entry, "certificate_pem", where) or ""
+    begin, end = text.find(_PEM_BEGIN), text.find(_PEM_END)
+    if text.count(_PEM_BEGIN) != 1 or text.count(_PEM_END) != 1 or end < begin:
+        raise CatalogError(f"{where}: 'certificate_pem' must hold one PEM certificate")
+    body = "".join(text[begin + len(_PEM_BEGIN) : end].split())
+    try:
+        der = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise CatalogError(f"{where}: 'certificate_pem' is not valid base64 ({exc})") from None
+    if not der:
+        raise CatalogError(f"{where}: 'certificate_pem' is empty")
+    return der
+
+
+def _one_whole_sequence(der: bytes) -> bool:
+    """Whether `der` is exactly one DER SEQUENCE, its length covering every byte."""
+    if len(der) < 2 or der[0] != 0x30:
+        return False
+    first, start = der[1], 2
+    if first & 0x80:
+        count = first & 0x7F
+        length, start = int.from_bytes(der[2 : 2 + count], "big"), 2 + count
+    else:
+        length = first
+    return start + length == len(der)
+
+
+def _national_certificate(entry: dict[str, Any], where: str) -> NationalCertificate:
+    """A national CA's certificate, its fingerprints recomputed from its PEM and checked against the entry's."""
+    ident = _text(entry, "id", where) or ""
+    where = f"{where} ({ident})"
+    der = _pem_der(entry, where)
+    try:
+        subject, parsed = x509.load_der_x509_certificate(der).subject.rfc4514_string(), True
+    except CERTIFICATE_ERRORS:  # a certificate this build cannot parse (a GOST one): its raw DER must be whole
+        subject, parsed = str(entry.get("subject", "")), False
+    der_sha256, spki_sha256 = raw_fingerprints(der)
+    if spki_sha256 is None or not (parsed or _one_whole_sequence(der)):
+        raise CatalogError(f"{where}: 'certificate_pem' is not a DER certificate")
+    for key, computed in (("sha256_der", der_sha256), ("sha256_spki", spki_sha256)):
+        stated = _hex_digest(entry, key, where)
+        if stated is None:
+            raise CatalogError(f"{where}: needs '{key}' (the certificate's is {computed})")
+        if stated != computed:
+            raise CatalogError(f"{where}: '{key}' is {stated} but the certificate's is {computed}")
+    sha1, computed_sha1 = entry.get("sha1"), hashlib.sha1(der).hexdigest()  # noqa: S324 - a fingerprint, as sources cite it
+    if sha1 is not None and str(sha1).lower().replace(":", "") != computed_sha1:
+        raise CatalogError(f"{where}: 'sha1' is {sha1} but the certificate's is {computed_sha1}")
+    kind = entry.get("kind")
+    if kind not in NATIONAL_KINDS:
+        raise CatalogError(f"{where}: 'kind' must be one of {', '.join(NATIONAL_KINDS)}")
+    return NationalCertificate(
+        id=ident,
+        name=_text(entry, "name", where) or "",
+        country=_text(entry, "country", where, required=False),
+        subject=subject,
+        sha256_der=der_sha256,
+        sha256_spki=spki_sha256,
+        sources=_sources(entry, where),
+        der=der,
+        kind=kind,
+    )
 
 
 def _name_rule(entry: dict[str, Any], where: str, default_kind: str) -> NameRule:
@@ -182,6 +293,11 @@ def add_document(catalogs: Catalogs, document: Any, origin: str) -> None:
     elif kind == "local_interceptors":
         for entry, where in _entries(document, "names", origin):
             catalogs.local_interceptors.append(_name_rule(entry, where, "local"))
+    elif kind == "national_cas":
+        for entry, where in _entries(document, "certificates", origin):
+            catalogs.national_roots.append(_national_certificate(entry, where))
+        for entry, where in _entries(document, "names", origin):
+            catalogs.national_names.append(_name_rule(entry, where, "national_ca"))
     else:
         for entry, where in _entries(document, "http", origin):
             field_name = _text(entry, "field", where) or ""

@@ -20,7 +20,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from probe.analyze.catalog import Catalogs, CertificateEntry, NameRule
+from probe.analyze.catalog import Catalogs, CertificateEntry, NameRule, NationalCertificate
 from probe.analyze.certs import (
     CERTIFICATE_ERRORS,
     ReferenceRoots,
@@ -259,8 +259,8 @@ def national_ca(
 
     A root that only carries a national CA's name is not one: only the catalog's own certificate,
     as an anchor, can end the path. The name and the dates are then the site's own business."""
-    anchors: dict[str, tuple[x509.Certificate, Any]] = {}
-    for entry in getattr(catalogs, "national_roots", []):  # TODO(coordinator): typed once the catalog lands
+    anchors: dict[str, tuple[x509.Certificate, NationalCertificate]] = {}
+    for entry in catalogs.national_roots:
         loaded = _anchor(entry.der)
         if loaded is not None:
             anchors[entry.sha256_der] = (loaded, entry)
@@ -367,9 +367,9 @@ def _analyze_parsed(
     # Weaker: names. An interception CA's name with an unknown key is named, as a name match; a
     # national CA's name with another key is what a forger would make (`national_ca_name`).
     for catalog_name, rules in (
+        ("national_cas", catalogs.national_names),  # first: Kazakhstan's 2015 root is both
         ("interception_cas", catalogs.interception_names),
         ("local_interceptors", catalogs.local_interceptors),
-        ("national_cas", getattr(catalogs, "national_names", [])),
     ):
         found = _match_names(chain, rules)
         if found is not None:

@@ -263,6 +263,8 @@ def _suspected(
         return Finding(Outcome.UNKNOWN, False, Blocking.TLS)
     j.interceptor = interceptor
     j.add(*analysis["evidence"])
+    if completed(hop.control) and not forges_every_name(hop.control, analysis, analysis_of):
+        j.add(Anomaly.TLS_SNI_TRIGGERED)
     return Finding(Outcome.BLOCKED, False, Blocking.TLS_MITM)
 
 

@@ -1,4 +1,9 @@
-"""Reading the catalogs: the shipped data files in `probe/data/`, then every `--catalog FILE`."""
+"""Reading the catalogs: the shipped data files in `probe/data/`, then every `--catalog FILE`.
+
+Every kind in `KINDS` has its shipped file, `probe/data/<kind>.json`, read here and checked by
+`probe.analyze.catalog.add_document`; `national_cas.json` carries its certificates as PEM inside the
+JSON (nothing else to package), and their fingerprints are recomputed from it as it loads.
+"""
 
 from __future__ import annotations
 

@@ -116,7 +116,8 @@ def connect_with_contrast(
             conn, handshake = open_connection(
                 address, port, True, server_name, purposes.retry, config, clock, observations, purposes.hop
             )
-            if handshake is not None and handshake["failure"] is not None and handshake["alert"] is None:
+            failed_again = handshake is not None and handshake["failure"] is not None and handshake["alert"] is None
+            if failed_again and not config.expired:
                 ask_control()  # and the control once more (the sandwich): a censor's block that outlives the name
         return conn, handshake
 
