@@ -8,6 +8,7 @@ forgeries did (FACTS.md).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +181,10 @@ def make_leaf(
 def write_pem(path: Path, certs: list[x509.Certificate]) -> Path:
     path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))
     return path
+
+
+def hashlib_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def der(cert: x509.Certificate) -> bytes:

@@ -235,3 +235,108 @@ def test_every_confirmed_judgement_names_its_proof(ctx: AnalysisContext, test_pk
     for handshakes in cases:
         j = _judge(ctx, *handshakes)
         assert bool(j.basis) == (j.confidence == Confidence.CONFIRMED), (j.blocking, j.basis)
+
+
+def test_a_chain_that_leaves_the_catalogued_root_out_is_matched_by_its_signature(
+    ctx: AnalysisContext, test_pki: PkiFixture
+) -> None:
+    """Forged chains rarely carry their root (2019: leaf and "Security Certificate" only). A root
+    whose certificate the catalog holds is found by its signature on the intermediate; a root of
+    the same name with another key is not."""
+    from cryptography.hazmat.primitives import serialization
+
+    from probe.analyze.catalog import add_document
+
+    root = pki.make_root(pki.name(CN="Lab Interception Root", C="ZZ"), rsa_key=True)
+    issuing = pki.make_intermediate(root, pki.name(CN="Security Certificate", C="ZZ"))
+    forged = pki.make_leaf(issuing, [HOST])
+    catalogs = load_catalogs()
+    pem = root.cert.public_bytes(serialization.Encoding.PEM).decode()
+    add_document(catalogs, {"catalog": "interception_cas", "version": "test", "certificates": [
+        {"id": "zz-root", "name": "Lab Interception Root", "country": "ZZ", "certificate_pem": pem,
+         "sha256_der": pki.hashlib_sha256(pki.der(root.cert)), "sources": ["this test"]}]}, "test.json")  # fmt: skip
+    grown = AnalysisContext(roots=ctx.roots, catalogs=catalogs, documentation_is_public=True)
+    assert forged.chain == [forged.cert, issuing.cert]  # the root is not presented
+    j = _judge(grown, _handshake(forged.chain))
+    assert j.blocking == "tls_mitm" and (j.interceptor["catalog_id"], j.interceptor["matched_by"]) == (
+        "zz-root", "signature")  # fmt: skip
+    assert j.interceptor["matched_certificate"] == 1
+    _assert_proven(j, "catalog_fingerprint")
+    impostor = pki.make_root(root.cert.subject, rsa_key=True)
+    look_alike = pki.make_leaf(pki.make_intermediate(impostor, pki.name(CN="Security Certificate", C="ZZ")), [HOST])
+    j = _judge(grown, _handshake(look_alike.chain))
+    assert j.interceptor is None or j.interceptor["catalog_id"] != "zz-root"
+    _assert_not_proven(j)
+    # A fingerprint stated wrongly in a catalog file is refused, naming the entry.
+    from probe.analyze.catalog import CatalogError
+
+    with pytest.raises(CatalogError, match=r"test\.json: certificates\[1\]: 'sha256_der'"):
+        add_document(load_catalogs(), {"catalog": "interception_cas", "certificates": [
+            {"id": "zz", "name": "x", "certificate_pem": pem, "sha256_der": "0" * 64, "sources": ["t"]}]},
+            "test.json")  # fmt: skip
+
+
+# --- national CAs ---------------------------------------------------------------------------------
+
+
+def _national_context(ctx: AnalysisContext, root: pki.Authority) -> AnalysisContext:
+    from cryptography.hazmat.primitives import serialization
+
+    from probe.analyze.catalog import add_document
+
+    catalogs = load_catalogs()
+    add_document(catalogs, {"catalog": "national_cas", "version": "test", "certificates": [
+        {"id": "zz-national-root", "name": "ZZ National Root", "country": "ZZ", "kind": "root",
+         "certificate_pem": root.cert.public_bytes(serialization.Encoding.PEM).decode(),
+         "sha256_der": pki.hashlib_sha256(pki.der(root.cert)), "sha256_spki": pki.spki_sha256(root.cert),
+         "sources": ["this test"]}],
+        "names": [{"id": "zz-national-name", "name": "ZZ National Root", "country": "ZZ",
+                   "match": {"CN": "ZZ National Root"}, "sources": ["this test"]}]}, "national.json")  # fmt: skip
+    return AnalysisContext(roots=ctx.roots, catalogs=catalogs, documentation_is_public=True)
+
+
+def test_a_site_under_a_national_ca_is_its_own_choice_on_a_shared_host_or_its_own_address(
+    ctx: AnalysisContext, test_pki: PkiFixture
+) -> None:
+    national = pki.make_root(pki.name(CN="ZZ National Root", C="ZZ"))
+    grown = _national_context(ctx, national)
+    bank = pki.make_leaf(pki.make_intermediate(national, pki.name(CN="ZZ National Sub CA", C="ZZ")), [HOST])
+    default = pki.make_leaf(test_pki.public_intermediate, ["default.hosting.example", "example.org"])
+    for control in (default.chain, bank.chain):  # a shared host's public default; an address of its own
+        j = _judge(grown, _handshake(bank.chain), _handshake(control, "control_sni", "example.org"))
+        assert (j.blocking, j.interceptor) == ("none", None)
+        assert "tls.national_ca" in j.anomalies and j.national_ca["id"] == "zz-national-root"
+        _assert_not_proven(j)  # a state could intercept with its own CA: clean, but not proven clean
+    # Seen the same from outside: confirmed clean.
+    j = _judge(grown, _handshake(bank.chain), helper_tls=_helper_saw(bank, valid=False))
+    assert j.blocking == "none"
+    _assert_proven(j, "helper_same_chain")
+    # Expired under the national CA: the site's own certificate, down.
+    stale = pki.make_leaf(pki.make_intermediate(national, pki.name(CN="ZZ National Sub CA", C="ZZ")), [HOST],
+                          valid_days=(-400, -3))  # fmt: skip
+    assert _judge(grown, _handshake(stale.chain)).blocking == "down"
+    # A state intercepting with its own CA: another key seen from outside under a public chain.
+    real = pki.make_leaf(test_pki.public_intermediate, [HOST])
+    j = _judge(grown, _handshake(bank.chain), helper_tls=_helper_saw(real, valid=True))
+    assert j.blocking == "tls_mitm" and j.interceptor["catalog"] == "national_cas"
+    _assert_proven(j, "helper_public_chain")
+    # The national CA's name on another key: what a forger would make, a suspicion either way.
+    impostor = pki.make_root(pki.name(CN="ZZ National Root", C="ZZ"))
+    j = _judge(grown, _handshake(pki.make_leaf(impostor, [HOST]).chain))
+    assert "tls.national_ca_name" in j.anomalies and "tls.national_ca" not in j.anomalies
+    assert j.blocking == "tls_mitm"
+    _assert_not_proven(j)
+
+
+def test_the_real_russian_sub_ca_presented_with_a_leaf_it_did_not_sign_is_no_national_chain(
+    ctx: AnalysisContext,
+) -> None:
+    from cryptography import x509
+
+    sub = x509.load_pem_x509_certificate((Path(__file__).parent / "data" / "national-roots" / (
+        "russian-trusted-sub-ca-2024.pem")).read_bytes())  # fmt: skip
+    impostor = pki.make_root(sub.subject)
+    forged = pki.make_leaf(impostor, [HOST])
+    j = _judge(ctx, _handshake([forged.cert, sub]))
+    assert "tls.national_ca" not in j.anomalies and "tls.national_ca_name" in j.anomalies
+    _assert_not_proven(j)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from probe.analyze.certs import CERTIFICATE_ERRORS, raw_fingerprints
 from probe.analyze.fingerprints import FingerprintTables
@@ -61,6 +62,7 @@ class CertificateEntry:
     sha256_der: str | None
     sha256_spki: str | None
     sources: tuple[str, ...]
+    der: bytes | None = field(default=None, repr=False)  # the certificate itself, when the catalog holds it
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,14 @@ class Catalogs:
     def describe(self) -> dict[str, Any]:
         """What the verdicts were judged with, for the record."""
         return {kind: list(versions) for kind, versions in sorted(self.versions.items())}
+
+    def interception_anchors(self) -> tuple[tuple[x509.Certificate, CertificateEntry], ...]:
+        """The interception CAs whose certificate the catalog holds, parsed once: a presented
+        certificate they signed is theirs, though the CA itself was left out of the chain."""
+        entries = tuple(entry for entry in self.interception_certificates if entry.der is not None)
+        loaded = _verifiable(tuple(entry.der for entry in entries if entry.der is not None))
+        by_der = {hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(): cert for cert in loaded}
+        return tuple((by_der[e.sha256_der], e) for e in entries if e.sha256_der in by_der)
 
     def national_certificates(self) -> tuple[x509.Certificate, ...]:
         """The national certificates this build can verify against (a GOST key it cannot load is left
@@ -200,6 +210,17 @@ def _one_whole_sequence(der: bytes) -> bool:
     else:
         length = first
     return start + length == len(der)
+
+
+def _checked_der(entry: dict[str, Any], where: str) -> bytes:
+    """An interception CA's certificate, as its entry gives it: the fingerprints stated must be its own."""
+    der = _pem_der(entry, where)
+    der_sha256, spki_sha256 = raw_fingerprints(der)
+    for key, computed in (("sha256_der", der_sha256), ("sha256_spki", spki_sha256)):
+        stated = _hex_digest(entry, key, where)
+        if stated is not None and stated != computed:
+            raise CatalogError(f"{where}: '{key}' is {stated} but the certificate's is {computed}")
+    return der
 
 
 def _national_certificate(entry: dict[str, Any], where: str) -> NationalCertificate:
@@ -284,6 +305,7 @@ def add_document(catalogs: Catalogs, document: Any, origin: str) -> None:
                 sha256_der=_hex_digest(entry, "sha256_der", where),
                 sha256_spki=_hex_digest(entry, "sha256_spki", where),
                 sources=_sources(entry, where),
+                der=_checked_der(entry, where) if "certificate_pem" in entry else None,
             )
             if cert.sha256_der is None and cert.sha256_spki is None:
                 raise CatalogError(f"{where}: needs 'sha256_der' or 'sha256_spki'")

@@ -96,6 +96,7 @@ def signed_path(
     No date is looked at: an expired leaf served with a re-issued intermediate (same name, same
     key, newer dates) still leads to its root, and is then judged by its dates. The anchor ends the
     path (a presented copy of it counts as it, by name and key)."""
+
     def extend(path: list[x509.Certificate]) -> list[x509.Certificate] | None:
         current = path[-1]
         for anchor in anchors:
@@ -283,6 +284,17 @@ def national_ca(
     }
 
 
+def _signed_by_catalogued(
+    chain: list[x509.Certificate], catalogs: Catalogs
+) -> tuple[CertificateEntry, str, int] | None:
+    """The catalogued interception CA whose key signed a presented certificate, checked by signature."""
+    for cert_index, cert in enumerate(chain):
+        for anchor, entry in catalogs.interception_anchors():
+            if _issued_by(cert, anchor):
+                return entry, "signature", cert_index
+    return None
+
+
 def analyze_chain(
     chain_b64: list[str],
     host: str,
@@ -352,7 +364,10 @@ def _analyze_parsed(
     leaf_issuer = chain[0].issuer.rfc4514_string()
     top_issuer = chain[-1].issuer.rfc4514_string()
 
-    # Strong: a presented certificate whose DER or key is in the interception catalog.
+    # Strong: a presented certificate whose DER or key is in the interception catalog, or one that
+    # a catalogued CA's key signed (forged chains leave the root out).
+    if catalogued is None:
+        catalogued = _signed_by_catalogued(chain, catalogs)
     if catalogued is not None:
         entry, how, index = catalogued
         result["interceptor"] = describe_interceptor(leaf_issuer, top_issuer, "interception_cas", entry, how, index)
