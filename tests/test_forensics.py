@@ -75,17 +75,136 @@ def test_a_reset_is_injected_only_when_it_does_not_come_from_where_the_server_is
     assert injected_resets(lonely) == []  # nothing of the server's to compare with: no claim
 
 
+def test_a_reset_is_compared_with_its_own_connection_only() -> None:
+    """Linux starts each connection's IP IDs at random and sends stateless resets with IP ID 0: a
+    server's reset is compared with that connection's packets, never with another connection's."""
+
+    def connection(purpose: str, *wire: dict) -> dict:
+        return {"address": "203.0.113.9", "port": 443, "failure": None, "purpose": purpose, "wire": list(wire)}
+
+    def observations(*connections: dict) -> dict:
+        handshakes = [{"address": "203.0.113.9", "purpose": "target", "failure": "connection_reset"},
+                      {"address": "203.0.113.9", "purpose": "control_sni", "failure": None}]  # fmt: skip
+        return {"tcp_connect": list(connections), "tls_handshakes": handshakes}
+
+    answered = connection("control_sni", _packet("SA", 52), _packet("PA", 52, 4000), _packet("PA", 52, 4001))
+    # The server resets the target's ClientHello (its own counter: 900), then answers the control.
+    own_reset = connection("target", _packet("SA", 52), _packet("RA", 52, 900))
+    assert injected_resets(observations(own_reset, answered)) == []
+    # IP ID 0 on a reset (stateless) says nothing, even against the same connection's numbered packets.
+    stateless = connection("target", _packet("SA", 52), _packet("PA", 52, 4000), _packet("PA", 52, 4001),
+                           _packet("R", 52, 0))  # fmt: skip
+    assert injected_resets(observations(stateless)) == []
+    # A server that numbers its packets at random (not one after another) says nothing by its IP IDs.
+    scattered = connection("target", _packet("SA", 52), _packet("PA", 52, 4000), _packet("PA", 52, 31000),
+                           _packet("R", 52, 17))  # fmt: skip
+    assert injected_resets(observations(scattered)) == []
+    # The TTL is the connection's own too: a reset with another connection's TTL, not this one's.
+    router_reset = connection("target", _packet("SA", 63), _packet("R", 64))
+    other_path = connection("control_sni", _packet("SA", 64), _packet("PA", 64, 4000))
+    (mark,) = injected_resets(observations(router_reset, other_path))
+    assert (mark["purpose"], mark["why"], mark["rst"], mark["server"]["ip_ttl"]) == (
+        "target", ["ip_ttl"], {"ip_ttl": 64, "ip_id": 0}, 63
+    )
+    # The SYN-ACK alone is one packet of the server's: it counts for the TTL, not for the IP ID.
+    (mark,) = injected_resets(observations(connection("target", _packet("SA", 61), _packet("R", 63, 5))))
+    assert mark["why"] == ["ip_ttl"]
+    assert injected_resets(observations(connection("target", _packet("SA", 61), _packet("R", 61, 5)))) == []
+
+
+OWN_RESET_CHECK = """
+import json, socket, struct, threading, time
+from probe.forensics.capture import PacketCapture
+from probe.observe.clock import Clock
+from probe.observe.connect import close_quietly, tcp_connect, tls_handshake
+from probe.observe.wire import TargetWatch
+
+ADDRESS = "127.0.0.1"
+listener = socket.create_server((ADDRESS, 0))
+port = listener.getsockname()[1]
+
+
+def serve():
+    conn, _ = listener.accept()  # the target's name: read the ClientHello, then abort (SO_LINGER 0)
+    conn.recv(4096)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+    conn, _ = listener.accept()  # the control name: answered (a TLS alert), in two pushed segments
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.recv(4096)
+    conn.sendall(bytes([0x15, 3, 3]))  # the client waits for the whole record: both segments arrive
+    time.sleep(0.05)
+    conn.sendall(bytes([0, 2, 2, 40]))  # fatal, handshake_failure
+    time.sleep(0.5)
+    conn.close()
+
+
+threading.Thread(target=serve, daemon=True).start()
+capture, clock = PacketCapture(), Clock()
+watch = TargetWatch(capture, clock.now)
+observations = {"tcp_connect": [], "tls_handshakes": []}
+for purpose, name in (("target", "blocked.example"), ("control_sni", "example.com")):
+    sock, tcp = tcp_connect(ADDRESS, port, 3, clock, None, watch)
+    tcp["purpose"] = purpose
+    tls, handshake = tls_handshake(sock, ADDRESS, port, name, 3, clock)
+    handshake["purpose"] = purpose
+    time.sleep(0.3)  # what is still on its way
+    close_quietly(tls)
+    observations["tcp_connect"].append(tcp)
+    observations["tls_handshakes"].append(handshake)
+watch.close()
+print(json.dumps(observations, default=str))
+"""
+
+
+def test_a_servers_own_reset_on_real_kernel_packets_is_not_marked() -> None:
+    """A Linux server resets the target's ClientHello itself, then answers the control name: each
+    connection has its own IP ID sequence, so the reset must not be compared with the other's."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a namespace, raw sockets)")
+    from probe.analyze.common import AnalysisContext, Judgement
+    from probe.analyze.forensics import judge_forensics
+    from probe.vocabulary.anomalies import Blocking
+
+    namespace = f"rst{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], check=True)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        ran = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c", OWN_RESET_CHECK],
+                             capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace], check=False)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    observations = json.loads(ran.stdout)
+    (target_tcp, control_tcp), (target, control) = observations["tcp_connect"], observations["tls_handshakes"]
+    assert target["failure"] == "connection_reset"  # the server's own reset, seen by the socket
+    assert [p["flags"] for p in target_tcp["wire"]] == ["SA", "RA"], target_tcp["wire"]
+    numbered = [p["ip_id"] for p in control_tcp["wire"] if p["flags"] == "PA"]
+    assert len(set(numbered)) == 2 and 0 not in numbered, control_tcp["wire"]  # the control's own sequence
+    assert control["alert"] is not None  # the server answered the control name
+    assert injected_resets(observations) == []
+    j = Judgement(blocking=Blocking.TLS)
+    judge_forensics(observations, j, set(), AnalysisContext(roots=None, catalogs=None))  # type: ignore[arg-type]
+    assert (j.anomalies, j.confidence, j.forensics) == ([], "unconfirmed", None)
+
+
+def _side(outcome: str, routers: list[str], leaf: str | None = None) -> dict:
+    return {"outcome": outcome, "routers": routers, "unreachable_from": [], "leaf_sha256": leaf}
+
+
 def test_the_censor_hop_is_where_the_target_meets_interference_and_the_control_passes() -> None:
     from probe.analyze.common import AnalysisContext
 
-    def side(outcome: str, routers: list[str], leaf: str | None = None) -> dict:
-        return {"outcome": outcome, "routers": routers, "unreachable_from": [], "leaf_sha256": leaf}
-
+    side = _side
     steps = [
         {"ttl": 1, "target": side("expired", ["192.0.2.1"]), "control": side("expired", ["192.0.2.1"])},
         {"ttl": 2, "target": side("expired", ["198.51.100.2"]), "control": side("expired", ["198.51.100.2"])},
-        {"ttl": 3, "target": side("timeout", []), "control": side("expired", ["198.51.100.6"])},
-    ]
+        {"ttl": 3, "target": side("timeout", []), "control": side("expired", ["198.51.100.6"]),
+         "retry": {"target": side("timeout", [])}},
+        {"ttl": 4, "target": side("timeout", []), "control": side("handshake", [], "cd"),
+         "retry": {"target": side("timeout", [])}},
+    ]  # fmt: skip
     context = AnalysisContext(roots=None, catalogs=None)  # type: ignore[arg-type]  # neither is read here
     hop = censor_hop({"address": "203.0.113.10", "steps": steps}, set(), context)
     assert hop is not None
@@ -100,6 +219,78 @@ def test_the_censor_hop_is_where_the_target_meets_interference_and_the_control_p
     assert censor_hop({"address": "x", "steps": real}, {"ab"}, context) is None  # the server's own certificate
     both_reset = [steps[0], {"ttl": 4, "target": side("reset", []), "control": side("reset", [])}]
     assert censor_hop({"address": "x", "steps": both_reset}, set(), context) is None  # a server resetting all
+
+
+def test_one_missing_icmp_does_not_name_the_censors_hop() -> None:
+    """Rate-limited routers and lost packets leave a TTL silent; a later TTL that shows the target's
+    ClientHello passing that hop refutes it, and silence alone needs the next TTLs to agree."""
+    from probe.analyze.common import AnalysisContext
+
+    side, context = _side, AnalysisContext(roots=None, catalogs=None)  # type: ignore[arg-type]
+    edge, core, transit = "192.0.2.1", "198.51.100.2", "198.51.100.6"
+    first = {"ttl": 1, "target": side("expired", [edge]), "control": side("expired", [edge])}
+    # The SNI filter in the core's forwarding path (the multi-hop lab), its ICMP at TTL 2 lost twice:
+    # the reset at TTL 3 shows the ClientHello passed hop 2.
+    lost = {"ttl": 2, "target": side("timeout", []), "control": side("expired", [core]),
+            "retry": {"target": side("timeout", [])}}  # fmt: skip
+    reset = {"ttl": 3, "target": side("reset", []), "control": side("expired", [transit])}
+    hop = censor_hop({"address": "x", "steps": [first, lost, reset]}, set(), context)
+    assert (hop["hop"], hop["interference"], hop["router_before"]) == (3, "reset", core)
+    # The second try at TTL 2 got the core's ICMP: hop 2 was never silent.
+    retried = {**lost, "retry": {"target": side("expired", [core])}}
+    hop = censor_hop({"address": "x", "steps": [first, retried, reset]}, set(), context)
+    assert (hop["hop"], hop["interference"], hop["router_before"]) == (3, "reset", core)
+    # A silent hop followed by a router answering the target at the next TTL: not the censor, and
+    # nothing else on the way met the target: no claim.
+    beyond = {"ttl": 3, "target": side("expired", [transit]), "control": side("expired", [transit])}
+    assert censor_hop({"address": "x", "steps": [first, lost, beyond]}, set(), context) is None
+    # The server answering the target beyond a silent hop refutes it too.
+    served = {"ttl": 3, "target": side("handshake", [], "ef"), "control": side("handshake", [], "ef")}
+    assert censor_hop({"address": "x", "steps": [first, lost, served]}, set(), context) is None
+    # Silence at the last TTL tried, with nothing after it to agree: no claim.
+    assert censor_hop({"address": "x", "steps": [first, lost]}, set(), context) is None
+    # An old record (one try per TTL) reads the same way.
+    once = {key: value for key, value in lost.items() if key != "retry"}
+    hop = censor_hop({"address": "x", "steps": [first, once, reset]}, set(), context)
+    assert (hop["hop"], hop["interference"]) == (3, "reset")
+
+
+def test_the_sweep_tries_a_silent_exchange_twice_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A silent (or unconnected) exchange is tried once more at the same TTL, an answered one never;
+    a control that got through where the target met silence earns one TTL more, no further."""
+    from probe.forensics import locate as sweep
+
+    def scripted(path: dict[tuple[int, str], list[dict]]):  # type: ignore[no-untyped-def]
+        calls: list[tuple[int, str | None]] = []
+
+        def exchange(capture, address, port, ttl, name, wait, clock):  # type: ignore[no-untyped-def]
+            calls.append((ttl, name))
+            answers = path.get((ttl, name)) or [_side("timeout", [])]
+            return dict(answers[min(len(answers) - 1, sum(1 for c in calls if c == (ttl, name)) - 1)])
+
+        monkeypatch.setattr(sweep, "_exchange", exchange)
+        return calls
+
+    edge, core = "192.0.2.1", "198.51.100.2"
+    calls = scripted({(1, "t"): [_side("expired", [edge])], (1, "c"): [_side("expired", [edge])],
+                      (2, "t"): [_side("timeout", []), _side("expired", [core])], (2, "c"): [_side("expired", [core])],
+                      (3, "t"): [_side("reset", [])], (3, "c"): [_side("expired", ["198.51.100.6"])]})  # fmt: skip
+    record = sweep.locate(None, "203.0.113.10", 443, "t", "c", 3, None)  # type: ignore[arg-type]
+    assert calls == [(1, "t"), (1, "c"), (2, "t"), (2, "c"), (2, "t"), (3, "t"), (3, "c")]
+    assert [sorted(step) for step in record["steps"]] == [["control", "target", "ttl"],
+                                                          ["control", "retry", "target", "ttl"],
+                                                          ["control", "target", "ttl"]]  # fmt: skip
+    assert record["stopped"] == "answered"
+    # The target silent where the control reached the server: one TTL more, then the sweep ends.
+    calls = scripted({(1, "t"): [_side("expired", [edge])], (1, "c"): [_side("expired", [edge])],
+                      (2, "c"): [_side("handshake", [], "cd")], (3, "c"): [_side("handshake", [], "cd")]})  # fmt: skip
+    record = sweep.locate(None, "203.0.113.10", 443, "t", "c", 3, None)  # type: ignore[arg-type]
+    assert ([step["ttl"] for step in record["steps"]], record["stopped"]) == ([1, 2, 3], "control_answered")
+    assert calls.count((2, "t")) == calls.count((3, "t")) == 2 and calls.count((2, "c")) == 1
+    # A silent path: three quiet TTLs, each tried twice on both sides, then it stops.
+    calls = scripted({})
+    record = sweep.locate(None, "203.0.113.10", 443, "t", "c", 3, None)  # type: ignore[arg-type]
+    assert (len(record["steps"]), len(calls), record["stopped"]) == (3, 12, "silent_path")
 
 
 def test_scapy_is_not_imported_for_help_or_a_run_without_forensics(tmp_path: Path) -> None:
@@ -192,7 +383,11 @@ def test_an_sni_filter_is_located_after_the_core_router_and_its_reset_marked(wit
     # The core is two hops away (its reset arrives with 64 - 1), the server four (64 - 3).
     assert (mark["stage"], mark["rst"]["ip_ttl"], mark["server"]["ip_ttl"]) == ("tls", 63, 61)
     steps = record["observations"]["forensics"]["locate"]["steps"]
-    assert [step["target"]["routers"] for step in steps] == [[m.EDGE_CLIENT_SIDE], [m.CORE_EDGE_SIDE], []]
+    # The core lost its ICMP for the first try at TTL 2 (the lab's rate limit): tried again, answered.
+    assert [step["target"]["routers"] for step in steps] == [[m.EDGE_CLIENT_SIDE], [], []]
+    assert [step.get("retry", {}).get("target", {}).get("routers") for step in steps] == [
+        None, [m.CORE_EDGE_SIDE], None
+    ]  # fmt: skip
     assert steps[-1]["control"]["routers"] == [m.TRANSIT_CORE_SIDE]
 
 
@@ -203,7 +398,14 @@ def test_a_tls_interceptor_is_located_at_the_core_router(with_capability: dict) 
     record = with_capability[m.INTERCEPTED_NAME]
     assert record["blocking"] == "tls_mitm"
     # A transparent proxy terminates the connection: the ClientHello that reaches the core (TTL 2)
-    # gets the forged certificate; the control name, passed through, the real one.
+    # gets the forged certificate; the control name, passed through, the real one. The edge lost its
+    # ICMP about both tries of the target's at TTL 1: the forged certificate at TTL 2 shows the
+    # ClientHello passed it, so the silence there names no censor.
+    steps = record["observations"]["forensics"]["locate"]["steps"]
+    assert [(try_["outcome"], try_["routers"]) for try_ in (steps[0]["target"], steps[0]["retry"]["target"])] == [
+        ("timeout", []), ("timeout", [])
+    ]  # fmt: skip
+    assert steps[0]["control"]["routers"] == [m.EDGE_CLIENT_SIDE]
     hop = record["analysis"]["forensics"]["censor_hop"]
     assert (hop["hop"], hop["interference"], hop["router_before"], hop["router_before_asn"]) == (
         2, "forged_certificate", m.EDGE_CLIENT_SIDE, "AS64500"

@@ -66,6 +66,14 @@ HTTPS_SCENARIOS = [
     "cdn-strict.lab",
     "cdn-open.lab",
     "late-injected.lab",
+    # Confirmed means proven (issue 19): honest look-alikes of interception, and its proofs.
+    "national.lab",
+    "national-own.lab",
+    "reissued.lab",
+    "cdn-siblings.lab",
+    "minted.lab",
+    "unparseable.lab",
+    "residual.lab",
 ]
 HTTP_SCENARIOS = [
     "http://http-clean.lab/",
@@ -92,6 +100,7 @@ def _run_args(lab: Lab, targets: Path, out: Path, control: str = DOT_CONTROL) ->
         "--roots", str(lab.roots_pem),
         "--control-resolver", control,
         "--catalog", str(lab.catalog),
+        "--catalog", str(lab.national_catalog),
         "--lab",
         "--timeout", "3",
         "--concurrency", "16",
@@ -161,8 +170,10 @@ def test_rst_after_client_hello_gives_tls(records: dict[str, dict]) -> None:
     assert {(m["stage"], m["purpose"], m["rst"]["ip_ttl"], m["server"]["ip_ttl"]) for m in marks} >= {
         ("tls", "target", 64, 63)
     }
-    target, control, retry = record["observations"]["tls_handshakes"]
+    target, control, retry, after = record["observations"]["tls_handshakes"]
     assert (target["server_name"], target["failure"]) == ("tls-reset.lab", "connection_reset")
+    # ... and the control once more: the block did not outlive the name (no residual blocking).
+    assert (after["purpose"], after["failure"]) == ("control_sni", None)
     assert (control["purpose"], control["failure"], control["address"]) == ("control_sni", None, t.SNI_FILTERED)
     # Tried once more after the control reached the server: one lost packet is not a block.
     assert (retry["purpose"], retry["failure"]) == ("target_retry", "connection_reset")
@@ -356,8 +367,11 @@ HELPER_SCENARIOS = [
     "broken.lab",
     "tls-reset.lab",
     "dns-nxdomain.lab",
+    "cdn-siblings.lab",
+    "national.lab",
     "http://http-clean.lab/",
     "http://http-altered.lab/",
+    t.VISITOR_SITE,
 ]
 
 
@@ -420,10 +434,26 @@ def test_blocking_confirmed_by_the_helper_stays_blocking(helped: dict[str, dict]
 
 
 def test_page_unlike_the_helpers_is_http_diff(helped: dict[str, dict]) -> None:
+    """The ISP's own page ("Notice / This page is not available."), which no fingerprint knows: unlike
+    the helper's, with blocking words and not the site's title: `http`, unconfirmed (a site's own
+    geo-block would look alike)."""
     record = helped["http-altered.lab"]
-    assert (record["blocking"], record["anomalies"]) == ("http", ["http.diff"])
+    assert (record["blocking"], record["confidence"]) == ("http", "unconfirmed")
+    assert record["anomalies"] == ["http.diff", "http.blockpage_traits"]
     assert record["observations"]["http_requests"][0]["title"] == "Notice"
     assert record["observations"]["helpers"][0]["response"]["http"]["title"] == "http-altered.lab"
+
+
+def test_a_page_that_prints_the_visitor_is_the_same_as_the_helpers(helped: dict[str, dict]) -> None:
+    """The page prints the visitor's address (in its title too), the time and a token: the probe's
+    visit and the helper's, from another address at another time, are the same page."""
+    record = helped[t.VISITOR_SITE]
+    assert (record["blocking"], record["anomalies"]) == ("none", [])
+    ours = record["observations"]["http_requests"][0]
+    theirs = record["observations"]["helpers"][0]["response"]["http"]
+    assert ours["title"] == f"Your address is [scrubbed] - {t.VISITOR_SITE}"
+    assert theirs["title"].startswith("Your address is 203.0.113.") and theirs["body_sha256"] != ours["body_sha256"]
+    assert "server" in theirs["header_names"] and theirs["body_length_normalized"] > 2048
 
 
 def test_unreachable_helper_is_recorded_and_verdicts_fall_back(lab: Lab) -> None:
@@ -498,9 +528,10 @@ def test_sni_reset_behind_a_cdn_that_refuses_unknown_names_is_proven(records: di
     record = records["cdn-strict.lab"]
     assert (record["blocking"], record["confidence"]) == ("tls", "confirmed")
     assert record["anomalies"] == ["tls.reset", "tls.sni_triggered", "tls.injected_rst"]
-    target, control, retry = record["observations"]["tls_handshakes"]
+    target, control, retry, after = record["observations"]["tls_handshakes"]
     assert (target["failure"], retry["failure"]) == ("connection_reset", "connection_reset")
     assert (control["purpose"], control["alert"]) == ("control_sni", "unrecognized_name")
+    assert (after["purpose"], after["alert"]) == ("control_sni", "unrecognized_name")  # refused, not cut
     open_site = records["cdn-open.lab"]
     assert (open_site["blocking"], open_site["anomalies"]) == ("none", [])
 
@@ -511,7 +542,7 @@ def test_redirect_to_a_reset_host_is_a_finding_with_the_hop_named(records: dict[
     assert record["anomalies"] == ["tls.reset", "tls.sni_triggered", "http.redirect_hop", "tls.injected_rst"]
     assert record["analysis"]["redirect_hop"] == {"index": 1, "url": "https://tls-reset.lab/", "stage": "tls"}
     hop = [h for h in record["observations"]["tls_handshakes"] if h.get("hop") == 1]
-    assert [h["purpose"] for h in hop] == ["redirect", "redirect_control_sni", "redirect_retry"]
+    assert [h["purpose"] for h in hop] == ["redirect", "redirect_control_sni", "redirect_retry", "redirect_control_sni"]
 
 
 def test_login_redirect_to_another_site_stays_none(records: dict[str, dict]) -> None:
@@ -730,3 +761,78 @@ def test_a_hostile_resolver_is_classified_and_its_flood_capped(lab: Lab) -> None
     assert queries["truncated.hostile.lab"]["A"]["failure"] == "dns_bogus_reply"
     flood = queries["flood.hostile.lab"]["A"]
     assert len(flood["replies"]) == 16 and flood["replies_dropped"] > 0
+
+
+# --- Confirmed means proven (issue 19) --------------------------------------------------------------
+
+
+def test_a_national_ca_site_is_never_interception_on_a_shared_host_or_its_own_address(
+    records: dict[str, dict], helped: dict[str, dict]
+) -> None:
+    """A chain that verifies, by key, to a catalogued national CA is the site's own choice: on a
+    shared host (the control name gets the host's public default) and on an address of its own
+    (the control name gets the identical chain). Clean, and confirmed clean only from outside."""
+    for host in ("national.lab", "national-own.lab"):
+        record = records[host]
+        assert (record["blocking"], record["interceptor"]) == ("none", None), host
+        assert "tls.national_ca" in record["anomalies"] and "tls.control_sni_contrast" not in record["anomalies"]
+        assert record["analysis"]["national_ca"]["id"] == "lab-national-root"
+        assert record["confidence"] == "unconfirmed"
+    own = records["national-own.lab"]["observations"]["tls_handshakes"]
+    assert own[0]["peer_certificates"] == next(h for h in own if h["purpose"] == "control_sni")["peer_certificates"]
+    seen_outside = helped["national.lab"]
+    assert (seen_outside["blocking"], seen_outside["confidence"]) == ("none", "confirmed")
+    assert "helper_same_chain" in seen_outside["confidence_basis"]
+
+
+def test_an_expired_certificate_served_with_its_reissued_intermediate_is_down(records: dict[str, dict]) -> None:
+    record = records["reissued.lab"]
+    assert (record["blocking"], record["interceptor"], record["confidence"]) == ("down", None, "confirmed")
+    assert "tls.expired_certificate" in record["anomalies"] and record["confidence_basis"] == ["publicly_signed"]
+    assert record["analysis"]["tls"]["failure_cause"] == "expired"
+
+
+def test_cdn_edges_under_sibling_public_cas_are_not_interception(helped: dict[str, dict]) -> None:
+    record = helped["cdn-siblings.lab"]
+    assert (record["blocking"], record["interceptor"]) == ("none", None)
+    assert "tls.leaf_key_differs" in record["anomalies"] and "tls.cert_mismatch" not in record["anomalies"]
+    ours = record["analysis"]["tls"]["certificates"][0]["issuer"]
+    theirs = record["observations"]["helpers"][0]["response"]["tls"]["leaf_issuer"]
+    assert (ours, theirs) == ("O=Lab Trust Services,CN=Lab Public Issuing CA 2",
+                              "O=Lab Trust Services,CN=Lab Public Issuing CA")  # fmt: skip
+
+
+def test_an_interceptor_that_mints_for_any_name_is_proven_without_a_helper(records: dict[str, dict]) -> None:
+    """mitmproxy bumping every name at an address, under a root no catalog names: the minting
+    test's random name comes back in a leaf from the same issuer."""
+    record = records["minted.lab"]
+    assert (record["blocking"], record["confidence"]) == ("tls_mitm", "confirmed")
+    assert "minted_certificate" in record["confidence_basis"] and "tls.minted_certificate" in record["anomalies"]
+    assert record["interceptor"]["issuer"] == f"O=Some Network,CN={t.LAB_GATEWAY_ROOT}"
+    (minting,) = [h for h in record["observations"]["tls_handshakes"] if h["purpose"] == "minting"]
+    assert minting["server_name"].endswith(".minted.lab.invalid")
+    # The name-list interceptor does not mint (it passes names it does not target): a suspicion only.
+    forged = records["forged.lab"]
+    assert (forged["blocking"], forged["confidence"], forged["confidence_basis"]) == ("tls_mitm", "unconfirmed", [])
+    assert "tls.minted_certificate" not in forged["anomalies"]
+
+
+def test_a_bumped_target_whose_leaf_cannot_be_parsed_is_not_clean(records: dict[str, dict]) -> None:
+    record = records["unparseable.lab"]
+    assert record["blocking"] != "none" and record["confidence"] == "unconfirmed"
+    assert "tls.unparseable_certificate" in record["anomalies"]
+
+
+def test_residual_blocking_is_said_when_the_control_fails_right_after_the_name(records: dict[str, dict]) -> None:
+    record = records["residual.lab"]
+    assert (record["blocking"], record["confidence"]) == ("tls", "confirmed")
+    assert {"tls.reset", "tls.sni_triggered", "tls.residual_blocking"} <= set(record["anomalies"])
+    purposes = [(c["purpose"], c["failure"]) for c in record["observations"]["tcp_connect"]]
+    assert purposes[:3] == [("target", None), ("control_sni", None), ("target_retry", None)]
+    assert purposes[3] == ("control_sni", "connection_refused")  # the SYN itself reset: the address is blocked
+
+
+def test_every_confirmed_record_names_its_basis(records: dict[str, dict], helped: dict[str, dict]) -> None:
+    for found in (records, helped):
+        for host, record in found.items():
+            assert bool(record["confidence_basis"]) == (record["confidence"] == "confirmed"), host

@@ -1,19 +1,29 @@
 """Packet forensics, judged: injected resets, and the hop at which the censor sits.
 
-A reset sent by the server comes from the same host, over the same path, as its SYN-ACK and its
-data: the same IP TTL on arrival. One sent by a box on the path was born nearer (another TTL), and
-its IP ID does not follow the server's sequence. The TTL sweep's first hop at which the target's
-exchange meets interference (a reset, a forged certificate, silence) while the control's passes
-is where the censor sits; the router that answered the hop before is the last one before it.
+A reset sent by the server comes from the same host, over the same path, as the SYN-ACK and data
+of the same connection: the same IP TTL on arrival, and (when the server numbers that connection's
+packets) an IP ID that follows theirs. Only that connection is compared: another connection to the
+same address starts its own IP ID sequence (Linux picks a random start per connection), and a
+stateless reset carries IP ID 0, which says nothing. One sent by a box on the path was born nearer
+(another TTL), or out of the connection's sequence.
+
+The TTL sweep's hop is the censor's when the target's exchange meets interference there (a reset,
+a forged certificate, a failed handshake, silence) while the control's passes, and no later TTL
+shows the target's exchange getting past it (a router's "time exceeded" from beyond, or the server
+answering). Silence, which one lost ICMP message can fake, counts only when every try at that TTL
+was silent and the TTLs after it agree. The router that answered the hop before is the last one
+before the censor.
 """
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 from probe.analyze.common import AnalysisContext, Judgement
 from probe.vocabulary.anomalies import Anomaly, Blocking, Confidence
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.proofs import Proof
 
 IP_ID_NEAR = 256  # a server's own next packet: within this many IDs after its last one
 
@@ -24,29 +34,28 @@ def _is_reset(packet: dict[str, Any]) -> bool:
     return "R" in str(packet.get("flags", ""))
 
 
-def _server_packets(obs: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Every packet each address sent the probe that was no reset, across the record's connections."""
-    found: dict[str, list[dict[str, Any]]] = {}
-    for tcp in obs.get("tcp_connect") or []:
-        for packet in tcp.get("wire") or []:
-            if not _is_reset(packet):
-                found.setdefault(tcp["address"], []).append(packet)
-    return found
+def _follows(earlier: int, later: int) -> bool:
+    return 0 < (later - earlier) % 65536 <= IP_ID_NEAR
+
+
+def _numbered(ids: list[int]) -> bool:
+    """The server numbers this connection's packets: two or more IDs, each a little after the last."""
+    return len(ids) >= 2 and all(_follows(a, b) for a, b in pairwise(ids))
 
 
 def _inconsistency(rst: dict[str, Any], server: list[dict[str, Any]]) -> list[str]:
+    """What tells `rst` from the server's own packets of the same connection (`server`, not empty)."""
     why = []
     if rst["ip_ttl"] not in {p["ip_ttl"] for p in server}:
         why.append("ip_ttl")
-    ids = [p["ip_id"] for p in server if p["ip_id"]]
-    if len(set(ids)) >= 2 and not any(0 < (rst["ip_id"] - last) % 65536 <= IP_ID_NEAR for last in ids):
-        why.append("ip_id")  # the server numbers its packets; the reset is not among them
+    ids = [p["ip_id"] for p in server if p["ip_id"]]  # ID 0 (a SYN-ACK, a stateless packet): no number
+    if rst["ip_id"] and _numbered(ids) and not any(_follows(last, rst["ip_id"]) for last in ids):
+        why.append("ip_id")  # the server numbers this connection's packets; the reset is not among them
     return why
 
 
 def injected_resets(obs: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each reset the capture saw whose IP TTL or IP ID is not the server's, with both values."""
-    server_by_address = _server_packets(obs)
+    """Each connection's reset whose IP TTL or IP ID is not that connection's server's, with both values."""
     handshake_resets = {
         (h["address"], h.get("purpose"), h.get("hop"))
         for h in obs.get("tls_handshakes") or []
@@ -54,10 +63,11 @@ def injected_resets(obs: dict[str, Any]) -> list[dict[str, Any]]:
     }
     marks = []
     for tcp in obs.get("tcp_connect") or []:
-        resets = [p for p in tcp.get("wire") or [] if _is_reset(p)]
-        server = server_by_address.get(tcp["address"], [])
+        wire = tcp.get("wire") or []
+        resets = [p for p in wire if _is_reset(p)]
+        server = [p for p in wire if not _is_reset(p)]  # this connection's own: never another's
         if not resets or not server:
-            continue  # nothing to compare a reset with: no claim
+            continue  # nothing of this connection's server to compare a reset with: no claim
         if tcp.get("failure") is not None:
             stage = "tcp"
         elif (tcp["address"], tcp.get("purpose"), tcp.get("hop")) in handshake_resets:
@@ -75,46 +85,100 @@ def injected_resets(obs: dict[str, Any]) -> list[dict[str, Any]]:
     return marks
 
 
+# --- the TTL sweep --------------------------------------------------------------------------------
+
+
+def _tries(step: dict[str, Any], side: str) -> list[dict[str, Any]]:
+    """Every try of one side (`target`, `control`) at one TTL: the first, and the retry if one was made."""
+    first = step.get(side)
+    again = (step.get("retry") or {}).get(side)
+    return [try_ for try_ in (first, again) if try_ is not None]
+
+
+def _silent(side: dict[str, Any]) -> bool:
+    """Nothing came back: no router, no answer (a ClientHello or SYN that vanished)."""
+    return side["outcome"] == "timeout" and not side["routers"] and not side.get("unreachable_from")
+
+
+def _view(tries: list[dict[str, Any]]) -> dict[str, Any]:
+    """What one side showed at one TTL: its first informative try; silence only if every try was silent."""
+    for side in tries:
+        if not _silent(side) and side["outcome"] != "connect_failed":
+            return side
+    return next((side for side in tries if side["outcome"] == "connect_failed"), tries[0])
+
+
 def _answered(side: dict[str, Any]) -> bool:
     return side["outcome"] not in ("timeout", "expired", "connect_failed", None)
 
 
-def _interference(side: dict[str, Any], control: dict[str, Any] | None, forged: set[str]) -> str | None:
+def _passed(tries: list[dict[str, Any]]) -> bool:
+    return any(_answered(side) or bool(side["routers"]) for side in tries)
+
+
+def _interference(side: dict[str, Any], control: list[dict[str, Any]] | None, forged: set[str]) -> str | None:
     if side["outcome"] == "reset":
         return "reset"
     if side["outcome"] == "handshake" and side.get("leaf_sha256") in forged:
         return "forged_certificate"
-    if control is None:
+    if not control:
         return None
-    control_passed = _answered(control) or bool(control["routers"])
-    if side["outcome"] == "failed" and control_passed:
+    if side["outcome"] == "failed" and _passed(control):
         return "handshake_failure"
-    if side["outcome"] == "timeout" and not side["routers"] and control_passed:
+    if _silent(side) and _passed(control):
         return "silence"
     return None
 
 
+def _got_past(side: dict[str, Any], forged: set[str]) -> bool:
+    """This try went further than the hop before: a router beyond answered, or the server did."""
+    if side["routers"]:
+        return True  # "time exceeded" from a router further on
+    if side["outcome"] in ("answered", "connected"):
+        return True
+    return side["outcome"] == "handshake" and side.get("leaf_sha256") not in forged
+
+
+def _stands(interference: str, later: list[dict[str, Any]], forged: set[str]) -> bool:
+    """The interference met at a hop persists at every later TTL tried; silence needs one to agree."""
+    agreed = False
+    for step in later:
+        tries = _tries(step, "target")
+        if any(_got_past(side, forged) for side in tries):
+            return False
+        if interference == "silence":
+            if any(side["outcome"] in ("reset", "failed", "handshake") for side in tries):
+                return False  # something answered beyond: the packet was not dropped at this hop
+            agreed = agreed or (bool(tries) and all(_silent(side) for side in tries))
+    return agreed or interference != "silence"
+
+
 def censor_hop(locate: dict[str, Any], forged: set[str], ctx: AnalysisContext) -> dict[str, Any] | None:
-    """The first hop at which the target's exchange meets interference, and the router before it."""
+    """The first hop at which the target's exchange meets interference that the later TTLs do not
+    refute, while the control's passes; and the router before it."""
     steps = locate.get("steps") or []
     for index, step in enumerate(steps):
-        control = step.get("control")
-        interference = _interference(step["target"], control, forged)
-        if interference is None:
+        targets = _tries(step, "target")
+        if not targets:
             continue
-        if control is not None and _interference(control, None, forged) is not None:
+        controls = _tries(step, "control") or None
+        interference = _interference(_view(targets), controls, forged)
+        if interference is None or not _stands(interference, steps[index + 1 :], forged):
+            continue
+        if controls is not None and _interference(_view(controls), None, forged) is not None:
             return None  # the control name met it too: the server's doing, or no contrast; no claim
-        before = steps[index - 1] if index else None
         routers: list[str] = []
-        if before is not None:
-            routers = before["target"]["routers"] or (before.get("control") or {}).get("routers", [])
+        if index:
+            before = steps[index - 1]
+            for side in (*_tries(before, "target"), *_tries(before, "control")):
+                routers = routers or side["routers"]
         router = routers[0] if routers else None
         hop: dict[str, Any] = {
             "hop": step["ttl"],
             "interference": interference,
             "router_before": router,
             "router_before_asn": None,
-            "control_passed": None if control is None else True,
+            "control_passed": None if controls is None else True,
             "address": locate["address"],
         }
         if router is not None and ctx.asn is not None:
@@ -136,3 +200,5 @@ def judge_forensics(obs: dict[str, Any], j: Judgement, forged: set[str], ctx: An
         j.add(Anomaly.TCP_INJECTED_RST if mark["stage"] == "tcp" else Anomaly.TLS_INJECTED_RST)
         if mark["purpose"] == "target" and j.blocking == Blocking(mark["stage"]):
             j.confidence = Confidence.CONFIRMED  # the path sent it: not the server, not the probe's network
+            if Proof.INJECTED_RESET not in j.basis:
+                j.basis.append(Proof.INJECTED_RESET)

@@ -4,20 +4,28 @@ Blockpages are matched against the project's own catalog and OONI's public finge
 (`fingerprints`). Without a fingerprint, a response may still be a suspected blockpage when strong
 signs agree (see `_suspected`); that rule is tested against login redirects and CDN pages that
 must stay `none`.
+
+A page is compared with the helper's as OONI's web_connectivity does (status, then any of body
+length, uncommon header names, title words), after normalising what honest pages vary per visitor
+(addresses, times, tokens, numbers: `normalize_page_text`, which the helper applies to its side too).
+A difference alone is a hint; it is blocking only with a blockpage's traits (`_blockpage_traits`).
 """
 
 from __future__ import annotations
 
+import html
 import ipaddress
+import re
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 from probe.analyze.bogons import is_bogon
-from probe.analyze.common import AnalysisContext, Finding, Judgement, Outcome, helper_contrast, helper_view
+from probe.analyze.common import AnalysisContext, Finding, Judgement, Outcome, helper_contrast, helper_view, proven
 from probe.analyze.fingerprints import FALSE_POSITIVE, WEAK
 from probe.analyze.sites import registrable_domain
 from probe.vocabulary.anomalies import Anomaly, Blocking
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.proofs import Proof
 
 EXCHANGE_CODES: dict[str, Anomaly] = {
     Failure.CONNECTION_RESET: Anomaly.HTTP_RESET,
@@ -25,6 +33,17 @@ EXCHANGE_CODES: dict[str, Anomaly] = {
     Failure.EOF_ERROR: Anomaly.HTTP_EOF,
 }
 BODY_LENGTH_RATIO = 0.7  # OONI web_connectivity's threshold
+MIN_COMPARED_LENGTH = 1024  # two pages smaller than this match in length by chance: not compared
+TITLE_WORD_BYTES = 5  # OONI: shorter words of a title are not compared
+SCRUBBED = "[scrubbed]"  # where records had the volunteer's own address (probe.observe.own_addresses)
+# OONI's common headers (never evidence of the same server), and the framing ones every server sends.
+COMMON_HEADERS = frozenset({
+    "date", "content-type", "server", "cache-control", "vary", "set-cookie", "location", "expires", "x-powered-by",
+    "content-encoding", "last-modified", "accept-ranges", "pragma", "x-frame-options", "etag",
+    "x-content-type-options", "age", "via", "p3p", "x-xss-protection", "content-language", "cf-ray",
+    "strict-transport-security", "link", "x-varnish",
+    "content-length", "connection", "transfer-encoding", "keep-alive",
+})  # fmt: skip
 
 
 def _catalog_match(response: dict[str, Any], headers: dict[str, str], ctx: AnalysisContext) -> dict[str, Any] | None:
@@ -45,9 +64,11 @@ def _catalog_match(response: dict[str, Any], headers: dict[str, str], ctx: Analy
     return None
 
 
-def blockpage_of(response: dict[str, Any], ctx: AnalysisContext, j: Judgement) -> dict[str, Any] | None:
+def blockpage_of(
+    response: dict[str, Any], ctx: AnalysisContext, j: Judgement, vague: list[dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
     """The blockpage a response is, by the catalog or a public fingerprint; a vague match is only
-    recorded (and dropped when a known non-blockpage pattern matches too)."""
+    recorded (and dropped when a known non-blockpage pattern matches too), the response put in `vague`."""
     headers = {name.lower(): value for name, value in response["headers"]}
     found = _catalog_match(response, headers, ctx)
     if found is not None:
@@ -59,23 +80,26 @@ def blockpage_of(response: dict[str, Any], ctx: AnalysisContext, j: Judgement) -
         return {**best.describe(), "matched": f"{best.location} of {response.get('url') or 'the response'}"}
     if any(row.scope == WEAK for row in matches) and not any(row.scope == FALSE_POSITIVE for row in matches):
         j.add(Anomaly.HTTP_BLOCKPAGE_VAGUE)
+        if vague is not None:
+            vague.append(response)
     return None
 
 
 def judge_http(obs: dict[str, Any], confirmed: bool, ctx: AnalysisContext, host: str, j: Judgement) -> Finding:
     """The target's request and each redirect after it: a blockpage anywhere on the way, a failure
-    of the target's own request, or a page unlike the helper's."""
+    of the target's own request, or a page unlike the helper's with a blockpage's traits."""
     requests = obs["http_requests"]
     if not requests:
         return Finding(Outcome.OK, confirmed, Blocking.HTTP)
+    vague: list[dict[str, Any]] = []
     for response in requests:
         if response["status"] is None:
             continue
-        found = blockpage_of(response, ctx, j)
+        found = blockpage_of(response, ctx, j, vague)
         if found is not None:
             j.add(Anomaly.HTTP_BLOCKPAGE)
             j.blockpage = found
-            return Finding(Outcome.BLOCKED, True, Blocking.HTTP)
+            return proven(Outcome.BLOCKED, Blocking.HTTP, Proof.BLOCKPAGE_FINGERPRINT)
     first = requests[0]
     helper = helper_view(obs)
     if first["status"] is None:
@@ -85,9 +109,17 @@ def judge_http(obs: dict[str, Any], confirmed: bool, ctx: AnalysisContext, host:
             return said
         return Finding(Outcome.BLOCKED if confirmed else Outcome.UNKNOWN, False, Blocking.HTTP)
     page = helper.get("http") if helper is not None else None
-    if isinstance(page, dict) and page.get("status") is not None and _pages_differ(first, page):
-        j.add(Anomaly.HTTP_DIFF)
-        return Finding(Outcome.BLOCKED, True, Blocking.HTTP)
+    if isinstance(page, dict) and page.get("status") is not None:
+        # Unlike the helper's: a hint (the site's own variation, a CDN challenge, a geo-block), and
+        # a blockpage only with its traits; even then unconfirmed, as a site's own geo-block looks alike.
+        if _pages_differ(first, page):
+            j.add(Anomaly.HTTP_DIFF)
+            if _blockpage_traits(first, page.get("title")):
+                j.add(Anomaly.HTTP_BLOCKPAGE_TRAITS)
+                return Finding(Outcome.BLOCKED, False, Blocking.HTTP)
+    elif any(_blockpage_traits(response, None) for response in vague):
+        j.add(Anomaly.HTTP_BLOCKPAGE_TRAITS)  # vague words, blocking words and no helper to contrast
+        return Finding(Outcome.BLOCKED, False, Blocking.HTTP)
     suspected = _suspected(requests, host, _resolver_addresses(obs), ctx)
     if suspected is not None:
         j.add(Anomaly.HTTP_BLOCKPAGE_SUSPECTED)
@@ -97,13 +129,134 @@ def judge_http(obs: dict[str, Any], confirmed: bool, ctx: AnalysisContext, host:
 
 
 def _pages_differ(ours: dict[str, Any], theirs: dict[str, Any]) -> bool:
-    """OONI's comparison: status, title, and body length (shorter over longer below 0.7)."""
+    """OONI's web_connectivity comparison: the same page when the status matches and any of body
+    length, uncommon header names and title words match (each None when it cannot say)."""
     if ours["status"] != theirs["status"]:
         return True
-    if ours.get("title") and theirs.get("title") and ours["title"] != theirs["title"]:
+    return not any((_lengths_match(ours, theirs), _headers_match(ours, theirs), _titles_match(ours, theirs)))
+
+
+def _lengths_match(ours: dict[str, Any], theirs: dict[str, Any]) -> bool | None:
+    """Shorter over longer at least 0.7; normalised lengths when both sides have them (ours when the
+    record's body prefix is the whole body; older helpers send none)."""
+    mine, its = ours.get("body_length"), theirs.get("body_length")
+    if ours.get("body_truncated") or not isinstance(mine, int) or not isinstance(its, int):
+        return None
+    if max(mine, its) < MIN_COMPARED_LENGTH or min(mine, its) <= 0:
+        return None
+    prefix, normalized = ours.get("body_prefix"), theirs.get("body_length_normalized")
+    if isinstance(normalized, int) and normalized > 0 and isinstance(prefix, str) and len(prefix.encode()) >= mine:
+        mine, its = len(normalize_page_text(prefix).encode()), normalized
+    return min(mine, its) / max(mine, its, 1) >= BODY_LENGTH_RATIO
+
+
+def _headers_match(ours: dict[str, Any], theirs: dict[str, Any]) -> bool | None:
+    """OONI's rule on header names: one uncommon name in common. Older helpers send no names; pages
+    with no uncommon header (most small servers') say nothing."""
+    names = theirs.get("header_names")
+    if not isinstance(names, list):
+        return None
+    mine = {str(pair[0]).lower() for pair in ours.get("headers") or [] if pair} - COMMON_HEADERS
+    its = {str(name).lower() for name in names} - COMMON_HEADERS
+    if not mine or not its:
+        return None
+    return bool(mine & its)
+
+
+def _title_words(title: str) -> set[str]:
+    return {word for word in title.split(" ") if len(word.encode()) >= TITLE_WORD_BYTES}
+
+
+def _titles_match(ours: dict[str, Any], theirs: dict[str, Any]) -> bool | None:
+    """The normalised titles are equal, or have the same words of five bytes or more (OONI)."""
+    if not ours.get("title") or not theirs.get("title"):
+        return None
+    mine, its = normalize_page_text(ours["title"]), normalize_page_text(theirs["title"])
+    if mine == its:
         return True
-    lengths = (ours.get("body_length") or 0, theirs.get("body_length") or 0)
-    return bool(max(lengths) > 0 and min(lengths) / max(lengths) < BODY_LENGTH_RATIO)
+    words = _title_words(mine), _title_words(its)
+    return words[0] == words[1] if any(words) else None
+
+
+# --- What honest pages vary per visitor, normalised (the helper applies the same to its page) ---
+
+_IPV4 = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?!\w)")
+_IPV6 = re.compile(r"(?<![\w:])[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}(?![\w:])")
+_MONTHS = (
+    "jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|"
+    "январ|феврал|март|апрел|ма[йя]|июн|июл|август|сентябр|октябр|ноябр|декабр"
+)
+_DATETIME = re.compile(
+    r"(?<!\w)(?:"
+    r"\d{4}-\d{1,2}-\d{1,2}(?:[t ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?(?:z(?!\w)|[+-]\d{2}:?\d{2})?"
+    r"|\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:\s?[ap]\.?m(?!\w)\.?)?"
+    r"|\d{1,2}[./]\d{1,2}[./]\d{2,4}"
+    rf"|(?:(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*,?\s+)?\d{{1,2}}(?:st|nd|rd|th)?\s+(?:{_MONTHS})\w*\.?,?\s+\d{{4}}"
+    rf"|(?:(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*,?\s+)?(?:{_MONTHS})\w*\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}"
+    r")"
+)
+_TOKEN = re.compile(r"(?<![\w+/-])[\w+/-]{16,}={0,2}(?![\w+/=-])")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_SPACE = re.compile(r"\s+")
+
+
+def _ipv6(match: re.Match[str]) -> str:
+    try:
+        ipaddress.IPv6Address(match.group())
+    except ValueError:
+        return match.group()
+    return "{ip}"
+
+
+def _token(match: re.Match[str]) -> str:
+    text = match.group()
+    return "{tok}" if any(c.isdigit() for c in text) and any(c.isalpha() for c in text) else text
+
+
+def normalize_page_text(text: str) -> str:
+    """`text` lowercased with what differs between two honest visits replaced: addresses (IPv4, IPv6,
+    and the records' `[scrubbed]` mark), dates and times, long tokens (hex, base64: CSRF tokens,
+    request ids, nonces), numbers, runs of white space. Linear: every pattern is bounded."""
+    text = text.lower().replace(SCRUBBED, "{ip}")
+    text = _IPV6.sub(_ipv6, _IPV4.sub("{ip}", text))
+    text = _TOKEN.sub(_token, _DATETIME.sub("{t}", text))
+    return _SPACE.sub(" ", _NUMBER.sub("0", text)).strip()
+
+
+# Words of blockpages, English, Russian and Kazakh (matched in normalised, lowercased text).
+_BLOCKING_WORDS = re.compile(
+    r"\bblocked\b|\baccess (?:is |has been )?denied\b|\brestricted\b|\bnot available\b|\bprohibited\b"
+    r"|заблок|блокировк|ограничен|доступ запрещ|бұғатта|шектелген|тыйым салын|қолжетімсіз"
+)
+
+
+def _visible_text(page: str) -> str:
+    """The text of an HTML page without its tags, scripts and styles, in linear time."""
+    lower, out, at = page.lower(), [], 0
+    while at < len(page):
+        start = lower.find("<", at)
+        if start < 0:
+            out.append(page[at:])
+            break
+        out.append(page[at:start])
+        end = start
+        for hidden in ("script", "style"):
+            if lower.startswith(hidden, start + 1):
+                closing = lower.find("</" + hidden, start)
+                end = closing if closing >= 0 else len(page)
+        end = lower.find(">", end)
+        at = end + 1 if end >= 0 else len(page)
+    return html.unescape(" ".join(out))
+
+
+def _blockpage_traits(response: dict[str, Any], site_title: str | None) -> bool:
+    """Blocking words in the page's title or text, and none of the site's own content (the site's
+    title, as the helper saw it, is not on the page)."""
+    page = normalize_page_text(f"{response.get('title') or ''} {_visible_text(response.get('body_prefix') or '')}")
+    if not _BLOCKING_WORDS.search(page):
+        return False
+    own = normalize_page_text(site_title or "")
+    return not own or own not in page
 
 
 def _resolver_addresses(obs: dict[str, Any]) -> list[str]:

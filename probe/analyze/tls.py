@@ -83,8 +83,7 @@ def _judge_failed_handshake(
     control = hop.control
     if _reached_server(control) and not handshake.get("alert"):
         j.add(Anomaly.TLS_SNI_TRIGGERED)
-        after = hop.control_after
-        if after is not None and after["failure"] is not None and not after.get("alert"):
+        if hop.control_after_failed:
             j.add(Anomaly.TLS_RESIDUAL_BLOCKING)
         return proven(Outcome.BLOCKED, Blocking.TLS, Proof.CONTROL_SNI_REACHED_SERVER)
     control_failed = (control is not None and control["failure"] is not None) or (

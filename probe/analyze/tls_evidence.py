@@ -32,9 +32,15 @@ class Hop:
         return self.controls[0] if self.controls else None
 
     @property
-    def control_after(self) -> dict[str, Any] | None:
-        """The control name asked again after the target's retry (the sandwich's second slice)."""
-        return self.controls[1] if len(self.controls) > 1 else None
+    def control_after_failed(self) -> bool:
+        """The control name, asked again after the target's retry (the sandwich's second slice),
+        was cut: its connect failed, or its handshake failed without the server's alert."""
+        if len(self.control_connects) < 2:
+            return False
+        if self.control_connects[1]["failure"] is not None:
+            return True
+        after = self.controls[1] if len(self.controls) > 1 else None
+        return after is not None and after["failure"] is not None and not after.get("alert")
 
 
 def hop_of(obs: dict[str, Any], host: str, index: int | None) -> Hop:

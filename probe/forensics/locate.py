@@ -7,9 +7,14 @@ exceeded" (captured); one that reaches the censor is reset, forged or swallowed;
 reaches the server. For a TCP finding the SYN itself carries the low TTL. Each step is recorded as
 seen (the routers, what answered, what the capture saw); `probe.analyze.forensics` concludes.
 
-Bounded: at most MAX_HOPS TTLs, a short wait per exchange, the target's own deadline, and it stops
-as soon as the target's exchange is answered by anything but a router, or when nothing at all
-answers for a few TTLs in a row.
+An exchange that meets silence (no router, no answer) or whose connection failed is tried once more
+at the same TTL (`retry`): a router that rate-limits its ICMP, or one lost packet, is not a censor.
+
+Bounded: at most MAX_HOPS TTLs, at most two exchanges per side and TTL, a short wait per exchange,
+the target's own deadline, and it stops as soon as the target's exchange is answered by anything
+but a router, when the control got through where the target did not (one TTL later if the target
+met silence there, so that the next TTL can agree), or when nothing at all answers for a few TTLs
+in a row.
 """
 
 from __future__ import annotations
@@ -107,6 +112,15 @@ def _answered(step: dict[str, Any]) -> bool:
     return step["outcome"] not in ("timeout", "expired", "connect_failed", None) or bool(step["unreachable_from"])
 
 
+def _unclear(side: dict[str, Any]) -> bool:
+    """Worth a second try: nothing came back (no router, no answer), or no connection to try on."""
+    return side["outcome"] == "connect_failed" or (side["outcome"] == "timeout" and not side["routers"])
+
+
+def _tries(step: dict[str, Any], side: str) -> list[dict[str, Any]]:
+    return [t for t in (step.get(side), (step.get("retry") or {}).get(side)) if t is not None]
+
+
 def locate(
     capture: PacketCapture,
     address: str,
@@ -122,23 +136,31 @@ def locate(
     wait = min(timeout, STEP_WAIT)
     record: dict[str, Any] = {"status": "done", "address": address, "port": port, "mode": mode,
                               "server_name": server_name, "control_sni": control_sni, "steps": []}  # fmt: skip
+    names = {"target": server_name, **({"control": control_sni} if mode == "client_hello" and control_sni else {})}
     quiet = 0
+    control_through = False  # the control got through at the TTL before, where the target met silence
     for ttl in range(1, MAX_HOPS + 1):
         if ends is not None and time.monotonic() + 2 * wait > ends:
             record["stopped"] = "deadline"
             break
-        step: dict[str, Any] = {"ttl": ttl, "target": _exchange(capture, address, port, ttl, server_name, wait, clock)}
-        if mode == "client_hello" and control_sni:
-            step["control"] = _exchange(capture, address, port, ttl, control_sni, wait, clock)
+        step: dict[str, Any] = {"ttl": ttl}
+        for side, name in names.items():
+            step[side] = _exchange(capture, address, port, ttl, name, wait, clock)
+        for side, name in names.items():  # a second try only where the first met silence or no connection
+            if _unclear(step[side]) and (ends is None or time.monotonic() + wait <= ends):
+                step.setdefault("retry", {})[side] = _exchange(capture, address, port, ttl, name, wait, clock)
         record["steps"].append(step)
-        sides = [step["target"], *([step["control"]] if "control" in step else [])]
-        if _answered(step["target"]):
+        targets, controls = _tries(step, "target"), _tries(step, "control")
+        if any(_answered(side) for side in targets):
             record["stopped"] = "answered"
             break
-        if "control" in step and _answered(step["control"]):  # the control got through where the target did not
-            record["stopped"] = "control_answered"
-            break
-        quiet = quiet + 1 if not any(side["routers"] for side in sides) else 0
+        if any(_answered(side) for side in controls):  # the control got through where the target did not
+            silent = all(side["outcome"] == "timeout" and not side["routers"] for side in targets)
+            if control_through or not silent:
+                record["stopped"] = "control_answered"
+                break
+            control_through = True  # one TTL more: does the target's silence hold beyond?
+        quiet = quiet + 1 if not any(side["routers"] for side in (*targets, *controls)) else 0
         if quiet >= QUIET_HOPS:
             record["stopped"] = "silent_path"
             break

@@ -11,14 +11,17 @@ from typing import Any
 from probe import SOFTWARE_NAME, __version__
 from probe.analyze import certs
 from probe.analyze.bogons import is_bogon
+from probe.analyze.http import normalize_page_text
 from probe.observe.clock import Clock
 from probe.observe.connect import close_quietly, tcp_connect, tls_handshake
 from probe.observe.dns import lookup_system
-from probe.observe.http import http_get
+from probe.observe.http import http_get_body
 from probe.targets import is_ip_literal, parse_target
 
 API_VERSION = 1
 MAX_ADDRESSES = 3
+MAX_HEADER_NAMES = 48  # the answer stays small whatever a site sends
+MAX_HEADER_NAME_CHARS = 64
 
 
 class Refused(Exception):
@@ -116,9 +119,21 @@ def measure_for_probe(request: dict[str, Any], config: HelperConfig) -> dict[str
             answer["tls"].update(_fingerprints(handshake["peer_certificates"], target.host, started, config.roots))
             sock = tls
         try:
-            page = http_get(sock, target.host, target.path, config.timeout, clock)
+            page, body = http_get_body(sock, target.host, target.path, config.timeout, clock)
         finally:
             close_quietly(sock)
-        answer["http"] = {k: page[k] for k in ("status", "title", "body_length", "body_sha256", "location", "failure")}
+        answer["http"] = http_answer(page, body)
         break
+    return answer
+
+
+def http_answer(page: dict[str, Any], body: bytes) -> dict[str, Any]:
+    """What a probe compares its page with, as metadata: the status, the title, the body's length
+    (raw, and with what differs per visit normalised: addresses, times, tokens, numbers) and hash,
+    the Location, and the response's header names (never their values, never the body)."""
+    answer = {k: page[k] for k in ("status", "title", "body_length", "body_sha256", "location", "failure")}
+    names = {str(name).lower()[:MAX_HEADER_NAME_CHARS] for name, _ in page["headers"] if name}
+    answer["header_names"] = sorted(names)[:MAX_HEADER_NAMES]
+    text = body.decode("utf-8", errors="replace")
+    answer["body_length_normalized"] = len(normalize_page_text(text).encode()) if page["status"] is not None else None
     return answer

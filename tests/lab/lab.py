@@ -56,6 +56,7 @@ class Lab:
         self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.roots_pem = self.directory / "lab-public-roots.pem"
         self.catalog = self.directory / "lab-catalog.json"
+        self.national_catalog = self.directory / "lab-national-cas.json"
 
     # --- building -------------------------------------------------------------------------
     def up(self) -> Lab:
@@ -87,6 +88,7 @@ class Lab:
             },
             "roots": str(self.roots_pem),
             "catalog": str(self.catalog),
+            "national_catalog": str(self.national_catalog),
             "control_resolvers": [
                 f"tls://{t.PUBLIC_RESOLVER}#{t.RESOLVER_NAME}",
                 f"https://{t.PUBLIC_RESOLVER}/dns-query",
@@ -110,6 +112,7 @@ class Lab:
                 valid_days=(-90, -1) if host in t.EXPIRED_SITES else (-0.25, 90),
                 leaf_only=host in t.LEAF_ONLY_SITES,
             ).write(d, host)
+        self._write_proof_pki(root, issuing)
         (d / "issuing-ca.der").write_bytes(pki.der(issuing.cert))  # what the AIA URL serves
         pki.make_leaf(issuing, [t.RESOLVER_NAME, t.PUBLIC_RESOLVER]).write(d, t.RESOLVER_NAME)
         pki.make_leaf(issuing, [t.HELPER_NAME, t.HELPER_ADDRESS]).write(d, t.HELPER_NAME)
@@ -122,6 +125,42 @@ class Lab:
             confdir.mkdir(exist_ok=True)
             (confdir / "mitmproxy-ca.pem").write_bytes(pki.key_pem(authority.key) + pki.der_pem(authority.cert))
         self.catalog.write_text(json.dumps(t.LAB_BLOCKPAGE_CATALOG, indent=2), encoding="utf-8")
+
+    def _write_proof_pki(self, root: pki.Authority, issuing: pki.Authority) -> None:
+        """Certificates for issue 19's look-alikes and proofs: a national CA (catalogued by the lab
+        as a national CA), an expired leaf with a re-issued intermediate, a CDN's two edges under
+        sibling public CAs, and the roots of a minting interceptor and of an unparseable forgery."""
+        d = self.directory
+        national = pki.make_root(pki.name(CN=t.LAB_NATIONAL_ROOT, O="Lab Ministry", C="ZZ"))
+        national_issuing = pki.make_intermediate(national, pki.name(CN="Lab National Issuing CA", C="ZZ"))
+        for host in t.NATIONAL_SITES:
+            pki.make_leaf(national_issuing, [host]).write(d, host)
+        entry = {"id": "lab-national-root", "name": t.LAB_NATIONAL_ROOT, "country": "ZZ", "kind": "root",
+                 "certificate_pem": pki.der_pem(national.cert).decode(), "sources": ["tests/lab/lab.py"],
+                 "sha256_der": pki.hashlib_sha256(pki.der(national.cert)),
+                 "sha256_spki": pki.spki_sha256(national.cert)}  # fmt: skip
+        self.national_catalog.write_text(json.dumps({"catalog": "national_cas", "version": "lab",
+                                                     "certificates": [entry]}), encoding="utf-8")  # fmt: skip
+        old_issuing = pki.make_intermediate(root, pki.name(CN="Lab Public Issuing CA 2019", O="Lab Trust Services"))
+        reissued = pki.reissue(old_issuing, root, valid_days=(-100, 700))
+        for host in t.REISSUED_SITES:
+            leaf = pki.make_leaf(old_issuing, [host], valid_days=(-800, -400))
+            pki.Leaf(leaf.cert, leaf.key, [leaf.cert, reissued.cert]).write(d, host)
+        sibling = pki.make_intermediate(root, pki.name(CN="Lab Public Issuing CA 2", O="Lab Trust Services"))
+        pki.make_leaf(issuing, ["cdn-siblings.lab"]).write(d, "cdn-siblings-a")
+        pki.make_leaf(sibling, ["cdn-siblings.lab"]).write(d, "cdn-siblings-b")
+        gateway = pki.make_root(pki.name(CN=t.LAB_GATEWAY_ROOT, O="Some Network"), rsa_key=True)
+        confdir = d / "mitm-gateway"
+        confdir.mkdir(exist_ok=True)
+        (confdir / "mitmproxy-ca.pem").write_bytes(pki.key_pem(gateway.key) + pki.der_pem(gateway.cert))
+        # A forged leaf OpenSSL serves and cryptography refuses: its version field says v4.
+        forger = pki.make_root(pki.name(CN="Some Forger Root"))
+        forged = pki.make_leaf(forger, ["unparseable.lab"])
+        der = bytearray(pki.der(forged.cert))
+        at = der.find(bytes([0xA0, 0x03, 0x02, 0x01, 0x02]))
+        der[at + 4] = 3
+        (d / "unparseable.pem").write_bytes(pki.raw_der_pem(bytes(der)) + pki.der_pem(forger.cert))
+        (d / "unparseable.key").write_bytes(pki.key_pem(forged.key))
 
     def _ns(self, namespace: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run("ip", "netns", "exec", namespace, *args, check=check)
@@ -184,6 +223,12 @@ class Lab:
             f"-A FORWARD -p tcp -d {t.SNI_FILTERED} --dport 443 -m string --string tls-reset.lab --algo bm "
             "-j REJECT --reject-with tcp-reset",
             f"-A FORWARD -p tcp -d {t.SNI_FILTERED} --dport 443 -m string --string tls-silence.lab --algo bm -j DROP",
+            # Residual blocking: once the name was seen twice, every connection from that client
+            # to the address is reset for a while, whatever its name.
+            f"-A FORWARD -p tcp -d {t.RESIDUAL_FILTERED} --dport 443 -m recent --name residual --rcheck "
+            f"--seconds {t.RESIDUAL_SECONDS} --hitcount 2 -j REJECT --reject-with tcp-reset",
+            f"-A FORWARD -p tcp -d {t.RESIDUAL_FILTERED} --dport 443 -m string --string residual.lab --algo bm "
+            "-m recent --name residual --set -j REJECT --reject-with tcp-reset",
             # Behind a CDN that refuses unknown names with an alert, one name is reset.
             f"-A FORWARD -p tcp -d {t.CDN_STRICT} --dport 443 -m string --string cdn-strict.lab --algo bm "
             "-j REJECT --reject-with tcp-reset",
@@ -212,6 +257,10 @@ class Lab:
             f"-j REDIRECT --to-ports {t.ISCA_PROXY_PORT}",
             f"-A PREROUTING -i r0 -p tcp -d {t.ANTIVIRUS_INTERCEPTED} --dport 443 "
             f"-j REDIRECT --to-ports {t.ANTIVIRUS_PROXY_PORT}",
+            f"-A PREROUTING -i r0 -p tcp -d {t.MINTED_INTERCEPTED} --dport 443 "
+            f"-j REDIRECT --to-ports {t.MINTING_PROXY_PORT}",
+            f"-A PREROUTING -i r0 -p tcp -d {t.UNPARSEABLE_INTERCEPTED} --dport 443 "
+            f"-j REDIRECT --to-ports {t.UNPARSEABLE_PROXY_PORT}",
             # The hijacked client's ISP rewrites every plain DNS query to its own resolver.
             f"-A PREROUTING -i r2 -p udp --dport 53 -j DNAT --to-destination {t.ISP_RESOLVER}:53",
         ]
@@ -323,13 +372,40 @@ http {{
             f"""  server {{ {http_listen} server_name _;
     location / {{ return 200 {page.format("$host")}; }} }}""",
         ]
+        visitor = (  # long enough to look like a real page; what differs per visit is nginx's variables
+            f'"<html><head><title>Your address is $remote_addr - {t.VISITOR_SITE}</title></head><body>'
+            "<p>Served to $remote_addr at $time_iso8601.</p><form method='post'>"
+            "<input type='hidden' name='csrf' value='$request_id'><input name='q'></form>"
+            + "<p>Today's stories, written and edited by the newsroom, with photographs and maps.</p>" * 30
+            + '</body></html>"'
+        )
+        servers += self._proof_servers(site_listen)
         for host in t.SITES:
             servers.append(
                 f"""  server {{ {site_listen} server_name {host};
     ssl_certificate {d}/{host}.pem; ssl_certificate_key {d}/{host}.key;
-    location / {{ return 200 {page.format(host)}; }} }}"""
+    location / {{ return 200 {visitor if host == t.VISITOR_SITE else page.format(host)}; }} }}"""
             )
         return self._nginx_conf("world", "\n".join(servers))
+
+    def _proof_servers(self, site_listen: str) -> list[str]:
+        """The national site on a shared host and on its own address (its default there), the
+        re-issued site, and the CDN's two edges, each with its own certificate."""
+        d = self.directory
+        page = '"<html><head><title>{0}</title></head><body>The real {0}.</body></html>"'
+
+        def server(listen: str, name: str, stem: str) -> str:
+            return f"""  server {{ {listen} server_name {name};
+    ssl_certificate {d}/{stem}.pem; ssl_certificate_key {d}/{stem}.key;
+    location / {{ return 200 {page.format(name)}; }} }}"""
+
+        return [
+            server(site_listen, "national.lab", "national.lab"),
+            server(f"listen {t.NATIONAL_OWN}:443 ssl default_server;", "national-own.lab", "national-own.lab"),
+            server(site_listen, "reissued.lab", "reissued.lab"),
+            server(f"listen {t.SIBLING_EDGE_A}:443 ssl default_server;", "cdn-siblings.lab", "cdn-siblings-a"),
+            server(f"listen {t.SIBLING_EDGE_B}:443 ssl default_server;", "cdn-siblings.lab", "cdn-siblings-b"),
+        ]
 
     def _blockpage_nginx(self) -> Path:
         # Like many real blockpages, it tells the visitor their address: the probe must scrub it.
@@ -347,6 +423,9 @@ http {{
     location / {{ return 200 "{altered}"; }} }}
   server {{ listen {t.OONI_PAGE_SERVER}:80 default_server; server_name _; charset utf-8;
     location / {{ return 200 "{fingerprinted}"; }} }}
+  server {{ listen {t.UNPARSEABLE_PROXY_PORT} ssl default_server; server_name _;
+    ssl_certificate {self.directory}/unparseable.pem; ssl_certificate_key {self.directory}/unparseable.key;
+    location / {{ return 200 "<html><head><title>unparseable.lab</title></head><body>Forged.</body></html>"; }} }}
   server {{ listen {t.REDIRECT_SERVER}:80 default_server; server_name _;
     location / {{ return 302 "http://{t.BLOCKPAGE_HOST}/blocked.html?host=$host"; }} }}"""
         return self._nginx_conf("blockpage", server)
@@ -380,7 +459,7 @@ http {{
             '  local-zone: "." refuse',
             '  local-zone: "lab." static',
         ]
-        for host, address in {**t.SITES, **t.WORLD_PRIVATE_NAMES}.items():
+        for host, address in {**t.SITES, **t.PROOF_SITES, **t.WORLD_PRIVATE_NAMES}.items():
             lines.append(f'  local-data: "{host}. 300 IN A {address}"')
         lines += ["remote-control:", "  control-enable: no"]
         conf = d / "unbound.conf"
@@ -410,6 +489,10 @@ http {{
             self.isp, "mitm-antivirus", "mitmdump", *mitm_common, "--listen-port", str(t.ANTIVIRUS_PROXY_PORT),
             "--set", f"confdir={d / 'mitm-antivirus'}",
         )  # fmt: skip
+        self._spawn(  # bumps every name, under a root no catalog names
+            self.isp, "mitm-gateway", "mitmdump", *mitm_common, "--listen-port", str(t.MINTING_PROXY_PORT),
+            "--set", f"confdir={d / 'mitm-gateway'}",
+        )  # fmt: skip
         self._spawn(
             self.isp, "injector", sys.executable, "-m", "tests.lab.injector", "--iface", "r0",
             "--name", t.INJECTED_NAME, "--answer", t.INJECTED_ANSWER, "--ttl", str(t.INJECTED_IP_TTL),
@@ -433,6 +516,8 @@ http {{
         self._wait_listening(self.isp, "nginx-blockpage", "tcp", t.BLOCKPAGE_SERVER, 80)
         self._wait_listening(self.isp, "mitm-isca", "tcp", "*", t.ISCA_PROXY_PORT)
         self._wait_listening(self.isp, "mitm-antivirus", "tcp", "*", t.ANTIVIRUS_PROXY_PORT)
+        self._wait_listening(self.isp, "mitm-gateway", "tcp", "*", t.MINTING_PROXY_PORT)
+        self._wait_listening(self.isp, "nginx-blockpage", "tcp", "*", t.UNPARSEABLE_PROXY_PORT)
         self._wait_log(self.isp, "injector", "injector ready")
         self._wait_log(self.world, "hostile", "hostile ready")
         self._wait_listening(self.world, "helper", "tcp", t.HELPER_ADDRESS, 443)

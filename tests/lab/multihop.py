@@ -12,6 +12,13 @@ interceptor (mitmproxy, nat REDIRECT) that forges
 certificates for one name under an "Information Security Certification Authority" root. In the
 world: nginx (the real sites), dnsmasq, and a server that resets every connection itself after
 the ClientHello (a real server's reset, which must not be marked as injected).
+
+Two routers lose some of their ICMP "time exceeded" messages, as rate-limited routers do, and
+deterministically (iptables' `limit` match with a burst and no refill in the lab's lifetime drops
+the first N messages quoting one name's ClientHello, whatever the timing): the core the first
+CORE_LOST about filtered.lab (the first try at TTL 2: every retransmission within its wait, so the
+sweep's second try is answered), the edge the first EDGE_LOST about intercepted.lab (both tries at
+TTL 1: only the next TTL tells the hop apart). The censor's hop found must not move.
 """
 
 from __future__ import annotations
@@ -50,6 +57,9 @@ NAMES = {
     SYN_RESET_NAME: SYN_RESET_ADDRESS,
 }
 PROXY_PORT = 8443
+# ICMP messages lost (see above). A try waits a second: the ClientHello is sent and retransmitted
+# at about 0, 0.2, 0.4 and 0.85 s, and once more about 1.7 s later from the closed socket.
+CORE_LOST, EDGE_LOST = 4, 32
 # The path's AS numbers, for the record's router AS (ip2asn format).
 AS_TABLE = (
     "192.0.2.0\t192.0.2.255\t64500\tKZ\tLab Home Broadband\n"
@@ -159,6 +169,11 @@ class MultiHopLab:
                  "tcp-reset")  # fmt: skip
         self._ns(self.core, "iptables", "-t", "nat", "-A", "PREROUTING", "-i", "k0", "-p", "tcp", "-d",
                  INTERCEPTED_ADDRESS, "--dport", "443", "-j", "REDIRECT", "--to-ports", str(PROXY_PORT))  # fmt: skip
+        for router, name, lost in ((self.core, FILTERED_NAME, CORE_LOST), (self.edge, INTERCEPTED_NAME, EDGE_LOST)):
+            # A router's ICMP error quotes the packet it dropped, the ClientHello's name included.
+            self._ns(router, "iptables", "-A", "OUTPUT", "-p", "icmp", "--icmp-type", "time-exceeded", "-m",
+                     "string", "--string", name, "--algo", "bm", "-m", "limit", "--limit", "1/day",
+                     "--limit-burst", str(lost), "-j", "DROP")  # fmt: skip
 
     def _spawn(self, namespace: str, label: str, *args: str) -> None:
         log = (self.directory / f"{label}.log").open("wb")

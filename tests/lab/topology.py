@@ -48,6 +48,12 @@ BROKEN_TLS = "203.0.113.40"
 CDN_EDGE_A = "203.0.113.60"  # what the world's resolver answers for cdn.lab
 CDN_EDGE_B = "203.0.113.61"  # what the ISP's resolver answers: another edge of the same CDN
 INJECTED_ANSWER = "203.0.113.66"  # what the on-path injector claims; nothing runs there
+NATIONAL_OWN = "203.0.113.64"  # a national-CA site on an address of its own (every name gets its chain)
+SIBLING_EDGE_A = "203.0.113.62"  # a CDN edge with one public issuing CA: what the world's resolver answers
+SIBLING_EDGE_B = "203.0.113.63"  # another edge, another public issuing CA: what the ISP's resolver answers
+MINTED_INTERCEPTED = "203.0.113.22"  # an interceptor that bumps every name, under a root no catalog names
+UNPARSEABLE_INTERCEPTED = "203.0.113.23"  # an interceptor whose forged leaf the parser refuses
+RESIDUAL_FILTERED = "203.0.113.15"  # an SNI filter whose block outlives the name (residual blocking)
 WORLD_SITE_ADDRESSES = (
     CLEAN_SITES,
     RST_ON_SYN,
@@ -70,6 +76,12 @@ WORLD_SITE_ADDRESSES = (
     CDN_EDGE_A,
     CDN_EDGE_B,
     PUBLIC_RESOLVER,
+    NATIONAL_OWN,
+    SIBLING_EDGE_A,
+    SIBLING_EDGE_B,
+    MINTED_INTERCEPTED,
+    UNPARSEABLE_INTERCEPTED,
+    RESIDUAL_FILTERED,
 )
 # Where nginx serves the HTTPS sites (the resolver's address has its own DoH server on 443).
 HTTPS_SITE_ADDRESSES = tuple(
@@ -78,8 +90,11 @@ HTTPS_SITE_ADDRESSES = tuple(
     if a
     not in (PUBLIC_RESOLVER, BROKEN_TLS, DOWN_SITE, HELPER_ADDRESS, UNREACHABLE_HELPER, HOSTILE_SITE, HOSTILE_RESOLVER)
 )
-# Where nginx answers an unknown name with the default site's certificate (not CDN_STRICT: an alert).
-DEFAULT_SITE_ADDRESSES = tuple(a for a in HTTPS_SITE_ADDRESSES if a != CDN_STRICT)
+# Where nginx answers an unknown name with the default site's certificate (not CDN_STRICT: an alert;
+# not the national site's own address, nor the sibling CDN edges, which answer with their own).
+DEFAULT_SITE_ADDRESSES = tuple(
+    a for a in HTTPS_SITE_ADDRESSES if a not in (CDN_STRICT, NATIONAL_OWN, SIBLING_EDGE_A, SIBLING_EDGE_B)
+)
 HELPER_NAME = "helper.lab"
 RESOLVER_NAME = "resolver.lab"  # the public resolver's certificate name, for DoT and DoH
 RESOLVER_IDENTITY = "world-public-resolver"
@@ -131,7 +146,11 @@ SITES: dict[str, str] = {
     "late-injected.lab": CLEAN_SITES,
     "loop.lab": HTTP_SITES,  # plain HTTP that redirects to itself, for ever
     "hostile.lab": HOSTILE_SITE,
+    "visitor.lab": CLEAN_SITES,  # prints the visitor's address, the time and a token (VISITOR_SITE)
 }
+# A page that prints what differs per visit, as many real pages do: the visitor's address (in its
+# title too), the time and a per-request token. The probe's and the helper's visits are the same page.
+VISITOR_SITE = "visitor.lab"
 UNTRUSTED_SITES = ("selfsigned.lab",)
 LEAF_ONLY_SITES = ("aia.lab",)
 EXPIRED_SITES = ("expired.lab",)
@@ -151,6 +170,7 @@ ISP_DNS_ANSWERS: dict[str, str | None] = {
     "dns-nxdomain.lab": None,  # a lie: NXDOMAIN
     "dns-blockpage.lab": BLOCKPAGE_SERVER,  # a lie: the ISP's blockpage
     "cdn.lab": CDN_EDGE_B,  # no lie: another edge of the same CDN, with a valid certificate
+    "cdn-siblings.lab": SIBLING_EDGE_B,  # no lie: another edge, under a sibling public CA
     BLOCKPAGE_HOST: BLOCKPAGE_SERVER,  # the ISP's own name
 }
 
@@ -200,3 +220,22 @@ LAB_BLOCKPAGE_CATALOG = {
         }
     ],
 }
+
+# --- Confirmed means proven (issue 19): honest look-alikes of interception, and proofs of it ------
+MINTING_PROXY_PORT = 8445
+UNPARSEABLE_PROXY_PORT = 8446
+RESIDUAL_SECONDS = 20
+PROOF_SITES: dict[str, str] = {
+    "national.lab": CLEAN_SITES,  # a national CA's certificate, on a shared host
+    "national-own.lab": NATIONAL_OWN,  # ... and on an address of its own
+    "reissued.lab": CLEAN_SITES,  # an expired certificate, served with its re-issued intermediate
+    "cdn-siblings.lab": SIBLING_EDGE_A,
+    "minted.lab": MINTED_INTERCEPTED,
+    "unparseable.lab": UNPARSEABLE_INTERCEPTED,
+    "residual.lab": RESIDUAL_FILTERED,
+}
+NATIONAL_SITES = ("national.lab", "national-own.lab")
+REISSUED_SITES = ("reissued.lab",)
+# The national root's catalog entry is written by the lab (its certificate is made there).
+LAB_NATIONAL_ROOT = "Lab National Root CA"
+LAB_GATEWAY_ROOT = "Lab Gateway Root"  # the minting interceptor's root: in no catalog
