@@ -148,6 +148,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--injection-address", help="an address that runs no resolver, for the DNS injection probe")
     parser.add_argument("--no-injection-check", action="store_true", help="skip the DNS injection probe")
     parser.add_argument(
+        "--no-minting-test",
+        action="store_true",
+        help="for a chain that does not validate, do not ask the same address for a random .invalid name",
+    )
+    parser.add_argument(
         "--forensics",
         action=argparse.BooleanOptionalAction,
         default=True,

@@ -177,3 +177,15 @@ def test_every_case_in_the_reliability_guide_names_a_test_that_exists() -> None:
     cited = set(re.findall(r"\b(test_[a-z0-9_]+)\b(?!\.py)", guide))  # test names, not file names
     assert cited, "docs/reliability.md cites no test"
     assert not cited - names, f"docs/reliability.md cites tests that do not exist: {sorted(cited - names)}"
+
+
+def test_docs_list_every_proof_with_its_argument() -> None:
+    """docs/verdicts.md carries the table of `confidence_basis` values and argues for each."""
+    from probe.vocabulary.proofs import Proof
+    from probe.vocabulary.proofs import markdown_table as proof_table
+
+    doc = (ROOT / "docs" / "verdicts.md").read_text(encoding="utf-8")
+    assert proof_table() in doc, "docs/verdicts.md: paste `python3 -m probe.vocabulary.proofs` over the table"
+    argued = doc[doc.index("## Why each proof proves it") :]
+    for proof in Proof:
+        assert f"`{proof}`" in argued.split("The table of bases")[0], f"docs/verdicts.md argues nothing for {proof}"

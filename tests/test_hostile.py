@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -205,19 +206,127 @@ def chain_context(test_pki: PkiFixture) -> tuple:
     return leaf, load_roots(test_pki.roots_pem), load_catalogs()
 
 
+def _der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    encoded = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(encoded)]) + encoded
+
+
+def _der_elements(data: bytes) -> list[tuple[int, bytes]]:
+    """The consecutive DER elements of `data`: (tag, contents); ValueError or IndexError if malformed."""
+    found, offset = [], 0
+    while offset < len(data):
+        tag, first, start = data[offset], data[offset + 1], offset + 2
+        length = first
+        if first & 0x80:
+            length, start = int.from_bytes(data[start : start + (first & 0x7F)], "big"), start + (first & 0x7F)
+        if start + length > len(data):
+            raise ValueError("truncated DER")
+        found.append((tag, data[start : start + length]))
+        offset = start + length
+    return found
+
+
+def _der(elements: list[tuple[int, bytes]]) -> bytes:
+    return b"".join(bytes([tag]) + _der_length(len(contents)) + contents for tag, contents in elements)
+
+
+def _edit_tbs(certificate: bytes, edit: Callable[[list[tuple[int, bytes]]], None]) -> bytes:
+    """The certificate with its TBSCertificate's elements edited in place, every length re-encoded
+    (the signature no longer matches: the parser must cope all the same)."""
+    ((tag, contents),) = _der_elements(certificate)
+    (tbs_tag, tbs), *signature = _der_elements(contents)
+    fields = _der_elements(tbs)
+    edit(fields)
+    return _der([(tag, _der([(tbs_tag, _der(fields)), *signature]))])
+
+
+def duplicate_extension(certificate: bytes, which: int) -> bytes:
+    """One of the certificate's extensions twice (RFC 5280 forbids it; cryptography raises
+    `DuplicateExtension`, and only when the extensions are first read)."""
+
+    def edit(fields: list[tuple[int, bytes]]) -> None:
+        index = next(i for i, (tag, _) in enumerate(fields) if tag == 0xA3)  # [3] extensions
+        ((sequence, contents),) = _der_elements(fields[index][1])
+        extensions = _der_elements(contents)
+        extensions.insert(which % len(extensions), extensions[which % len(extensions)])
+        fields[index] = (0xA3, _der([(sequence, _der(extensions))]))
+
+    return _edit_tbs(certificate, edit)
+
+
+def with_version(certificate: bytes, version: int) -> bytes:
+    """The [0] version field set to `version` (X.509 knows 0, 1 and 2: v1, v2 and v3)."""
+
+    def edit(fields: list[tuple[int, bytes]]) -> None:
+        assert fields[0][0] == 0xA0  # an explicit version: every certificate the test PKI makes has one
+        fields[0] = (0xA0, _der([(0x02, bytes([version]))]))
+
+    return _edit_tbs(certificate, edit)
+
+
+def _unparseable(der: bytes) -> bool:
+    """Whether cryptography refuses the certificate, its lazily read parts included."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        _ = cert.extensions, cert.subject, cert.issuer
+    except Exception:  # noqa: BLE001 - whatever it raises, the certificate cannot be read
+        return True
+    return False
+
+
 @FUZZ
 @given(st.data())
 def test_certificate_analysis_on_mutated_der_never_raises(chain_context: tuple, data: st.DataObject) -> None:
+    """Byte flips, a duplicated extension, an invalid version, or all of them, on any certificate of
+    the chain: analysed, never an exception; a leaf that cannot be parsed is never valid."""
     leaf, roots, catalogs = chain_context
-    chain = [bytearray(pki.der(c)) for c in leaf.chain]
+    chain = [pki.der(c) for c in leaf.chain]
     which = data.draw(st.integers(0, len(chain) - 1))
-    for _ in range(data.draw(st.integers(1, 8))):
-        position = data.draw(st.integers(0, len(chain[which]) - 1))
-        chain[which][position] = data.draw(st.integers(0, 255))
-    encoded = [base64.b64encode(bytes(c)).decode() for c in chain]
+    if data.draw(st.booleans()):
+        chain[which] = duplicate_extension(chain[which], data.draw(st.integers(0, 15)))
+    if data.draw(st.booleans()):
+        chain[which] = with_version(chain[which], data.draw(st.sampled_from([1, 3, 4, 0x7F, 0xFF])))
+    mutated = bytearray(chain[which])
+    for _ in range(data.draw(st.integers(0, 8))):
+        position = data.draw(st.integers(0, len(mutated) - 1))
+        mutated[position] = data.draw(st.integers(0, 255))
+    chain[which] = bytes(mutated)
+    encoded = [base64.b64encode(c).decode() for c in chain]
     result = analyze_chain(encoded, "site.example", dt.datetime.now(dt.UTC), roots, catalogs)
     assert isinstance(result["valid"], bool)
     assert result["valid"] or result["failure_cause"] is not None
+    if _unparseable(chain[0]):
+        assert result["valid"] is False and result["failure_cause"] == "unusable"
+
+
+def test_the_certificate_mutators_make_what_they_say(chain_context: tuple) -> None:
+    leaf, _, _ = chain_context
+    der = pki.der(leaf.cert)
+    assert x509.load_der_x509_certificate(duplicate_extension(der, 0)).serial_number == leaf.cert.serial_number
+    with pytest.raises(x509.DuplicateExtension):  # only once the extensions are read
+        _ = x509.load_der_x509_certificate(duplicate_extension(der, 0)).extensions
+    with pytest.raises(x509.InvalidVersion):
+        x509.load_der_x509_certificate(with_version(der, 3))
+    assert x509.load_der_x509_certificate(with_version(der, 2)) == leaf.cert  # the same bytes back
+
+
+def test_a_leaf_with_a_duplicated_extension_still_names_the_catalogued_root(chain_context: tuple) -> None:
+    """The duplicate raises only when the extensions are read, after the chain was decoded: caught
+    all the same, the chain is unusable, and the real Qaznet root still names the interceptor."""
+    leaf, roots, catalogs = chain_context
+    qaznet = next(Path(__file__).parent.joinpath("data", "kz-interception-roots").glob("00309c73*.pem"))
+    real_root = pki.der(x509.load_pem_x509_certificate(qaznet.read_bytes()))
+    for forged in (duplicate_extension(pki.der(leaf.cert), which) for which in range(3)):
+        encoded = [base64.b64encode(forged).decode(), base64.b64encode(real_root).decode()]
+        result = analyze_chain(encoded, "site.example", dt.datetime.now(dt.UTC), roots, catalogs)
+        assert result["valid"] is False and result["failure_cause"] == "unusable"
+        assert (result["interceptor"]["catalog_id"], result["interceptor"]["matched_by"]) == (
+            "kz-qaznet-2019",
+            "sha256_der",
+        )
+        assert result["interceptor"]["matched_certificate"] == 1
 
 
 def test_a_malformed_leaf_cannot_hide_a_catalogued_root(chain_context: tuple) -> None:
@@ -225,8 +334,6 @@ def test_a_malformed_leaf_cannot_hide_a_catalogued_root(chain_context: tuple) ->
     match: the raw bytes are matched first now."""
     _, roots, catalogs = chain_context
     qaznet = next(Path(__file__).parent.joinpath("data", "kz-interception-roots").glob("00309c73*.pem"))
-    from cryptography import x509
-
     real_root = pki.der(x509.load_pem_x509_certificate(qaznet.read_bytes()))
     chain = [base64.b64encode(b"\x30\x82\x01\x00" + b"\x00" * 256).decode(), base64.b64encode(real_root).decode()]
     result = analyze_chain(chain, "site.example", dt.datetime.now(dt.UTC), roots, catalogs)

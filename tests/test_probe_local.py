@@ -393,3 +393,19 @@ def test_the_whole_target_is_bounded_by_its_deadline(world: dict, test_pki: PkiF
     assert (target["failure"], control["failure"], retry["purpose"]) == ("generic_timeout_error", None, "target_retry")
     assert retry["t"] - retry["t0"] < 1.5  # what was left of 3 s, not another full 2 s step
     assert retry["t"] < 3 + 0.5  # the record's own clock: the target ended at its deadline
+
+
+def test_the_minting_test_asks_a_name_that_cannot_exist_unless_told_not_to(
+    world: dict, test_pki: PkiFixture, tmp_path: Path, verdicts: dict[str, dict]
+) -> None:
+    """A chain that does not validate: the same address is asked for a random `.invalid` name under
+    the target's (this server answers it with its default chain: no minting shown)."""
+    (minting,) = [h for h in verdicts["isca.test"]["observations"]["tls_handshakes"] if h["purpose"] == "minting"]
+    assert minting["server_name"].endswith(".isca.test.invalid") and len(minting["server_name"]) > 25
+    assert "tls.minted_certificate" not in verdicts["isca.test"]["anomalies"]
+    assert not [h for h in verdicts["valid.test"]["observations"]["tls_handshakes"] if h["purpose"] == "minting"]
+    targets = _targets(tmp_path, world["server"].port, ["isca.test"])
+    main(_args(world, test_pki, targets, tmp_path / "out", "--no-minting-test"))
+    (record,) = read_results(tmp_path / "out")
+    assert "minting" not in [h["purpose"] for h in record["observations"]["tls_handshakes"]]
+    assert record["blocking"] == "tls_mitm"

@@ -21,8 +21,11 @@ from tests import pki
 from tests.conftest import PkiFixture
 from tests.test_realweb import AT, HOST, _handshake, _tls_observations
 
-QAZNET = Path(__file__).parent / "data" / "kz-interception-roots" / (
-    "00309c736dd661da6f1eb24173aa849944c168a43a15bffd192eecfdb6f8dbd2.pem"
+QAZNET = (
+    Path(__file__).parent
+    / "data"
+    / "kz-interception-roots"
+    / ("00309c736dd661da6f1eb24173aa849944c168a43a15bffd192eecfdb6f8dbd2.pem")
 )
 
 
@@ -340,3 +343,24 @@ def test_the_real_russian_sub_ca_presented_with_a_leaf_it_did_not_sign_is_no_nat
     j = _judge(ctx, _handshake([forged.cert, sub]))
     assert "tls.national_ca" not in j.anomalies and "tls.national_ca_name" in j.anomalies
     _assert_not_proven(j)
+
+
+def test_probe_show_says_what_proved_a_finding_in_words(ctx: AnalysisContext, test_pki: PkiFixture) -> None:
+    from probe.results.show import PROOF_WORDS, format_record
+    from probe.vocabulary.proofs import Proof
+
+    assert set(PROOF_WORDS) == {str(proof) for proof in Proof}
+    record = {"target": {"input": HOST, "category": None}, "blocking": "tls_mitm", "anomalies": [],
+              "measurement_start_time": "2026-12-03T10:00:00.000000Z", "measurement_id": "0" * 32,
+              "confidence": "confirmed", "confidence_basis": ["minted_certificate"], "observations": {},
+              "analysis": {"national_ca": None}}  # fmt: skip
+    shown = format_record(record)
+    assert "verdict:   tls_mitm (confirmed by a certificate minted for a name that cannot exist)" in shown
+    record.update(
+        confidence="unconfirmed",
+        confidence_basis=[],
+        blocking="none",
+        analysis={"national_ca": {"id": "ru-trusted-root-ca-2022", "name": "Russian Trusted Root CA"}},
+    )
+    shown = format_record(record)
+    assert "verdict:   none (unconfirmed)" in shown and "national CA: Russian Trusted Root CA" in shown

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InternalError, InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
@@ -48,9 +48,21 @@ class ReferenceRoots:
         return verify_chain(chain, host, at, self)[0]
 
 
-# What a hostile certificate can make the parser raise: a chain that raises one of these is
-# "unusable", never an exception that costs a record (x509.InvalidVersion is no ValueError).
-CERTIFICATE_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
+# What a hostile certificate can make cryptography raise while parsing or reading it (its Rust
+# core maps malformed DER to ValueError, OpenSSL's errors to InternalError; the others are its own
+# classes, none a ValueError): a chain that raises one of these is "unusable", never an exception
+# that costs a record. Extensions are parsed lazily, on first access (`DuplicateExtension`,
+# `UnsupportedGeneralNameType`): `_decode` reads them at once, so that they fail there.
+CERTIFICATE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,  # malformed DER, names or extension values (UnicodeDecodeError is one)
+    TypeError,
+    UnsupportedAlgorithm,
+    InternalError,
+    InvalidSignature,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
 
 
 def decode_chain(chain_b64: list[str]) -> list[x509.Certificate]:
@@ -65,7 +77,12 @@ CACHED_CERTIFICATES = 1024
 
 @functools.lru_cache(maxsize=CACHED_CERTIFICATES)
 def _decode(item: str) -> x509.Certificate:
-    return x509.load_der_x509_certificate(base64.b64decode(item))
+    """A certificate whose lazily parsed parts (extensions, names) have been read once, so that what
+    they raise is raised here, under the callers' handlers, never at a later first use (parsed
+    extensions are kept by the certificate)."""
+    cert = x509.load_der_x509_certificate(base64.b64decode(item))
+    _ = cert.extensions, cert.subject, cert.issuer
+    return cert
 
 
 def der_of(cert: x509.Certificate) -> bytes:

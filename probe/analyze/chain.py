@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InternalError, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
@@ -182,7 +182,7 @@ def _supporting_evidence(leaf: x509.Certificate, host: str) -> list[Anomaly]:
         evidence.append(Anomaly.TLS_NO_SCTS)
     try:
         public_key = leaf.public_key()
-    except (UnsupportedAlgorithm, ValueError):  # a key type this build cannot load
+    except (UnsupportedAlgorithm, ValueError, InternalError):  # a key type this build cannot load
         public_key = None
     if isinstance(public_key, rsa.RSAPublicKey) and public_key.public_numbers().e == 3:
         evidence.append(Anomaly.TLS_RSA_EXPONENT_3)

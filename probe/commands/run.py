@@ -100,6 +100,7 @@ def command_run(args: argparse.Namespace) -> int:
         control_plain=_plain_udp_of(control),
         injection_address=injection_address,
         injection_check=not args.no_injection_check,
+        minting_test=not args.no_minting_test,
         helpers=tuple(args.helper),
         os_store=os_store,
         own_addresses=own_addresses,

@@ -31,12 +31,19 @@ MAX_FETCHES_PER_CHAIN = 3
 MAX_CERTIFICATE_BYTES = 64 << 10
 
 
+# What reading a hostile certificate can raise (a duplicated extension only when extensions are read).
+UNREADABLE: tuple[type[Exception], ...] = (
+    ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension, x509.UnsupportedGeneralNameType,
+)  # fmt: skip
+UNREADABLE_OR_ABSENT: tuple[type[Exception], ...] = (x509.ExtensionNotFound, *UNREADABLE)
+
+
 def ca_issuers_urls(der: bytes) -> list[str]:
     """The CA Issuers URLs of a certificate's AIA extension; none when it cannot be read."""
     try:
         cert = x509.load_der_x509_certificate(der)
         access = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-    except (ValueError, x509.ExtensionNotFound, x509.InvalidVersion):
+    except UNREADABLE_OR_ABSENT:
         return []
     return [
         d.access_location.value
@@ -49,9 +56,9 @@ def ca_issuers_urls(der: bytes) -> list[str]:
 def _self_issued(der: bytes) -> bool:
     try:
         cert = x509.load_der_x509_certificate(der)
-    except (ValueError, x509.InvalidVersion):
+        return bool(cert.issuer == cert.subject)
+    except UNREADABLE:
         return True  # nothing more to follow
-    return cert.issuer == cert.subject
 
 
 def certificates_in(body: bytes) -> list[bytes]:

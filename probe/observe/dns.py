@@ -186,6 +186,12 @@ def _reply_fields(wire: bytes) -> dict[str, Any]:
     return fields
 
 
+def _unreadable_fields(wire: bytes) -> dict[str, Any]:
+    """A reply whose question cannot be read: bogus, whatever else a parser might make of it."""
+    return {"raw_reply": base64.b64encode(wire).decode("ascii"), "rcode": None, "answers": [],
+            "failure": Failure.DNS_BOGUS_REPLY}  # fmt: skip
+
+
 def _make_query(hostname: str, qtype: str, rdclass: str = "IN") -> dns.message.Message:
     query = dns.message.make_query(hostname, qtype, rdclass=rdclass, want_dnssec=False)
     query.id = secrets.randbelow(65536)
@@ -249,10 +255,12 @@ def _batch_records(
     results: dict[str, list[dict[str, Any]]] = {ask.label: [] for ask in asks}
     for ask, record, question in pending:
         for reply in question.replies:
-            fields = _reply_fields(reply.wire)
+            fields = _reply_fields(reply.wire) if not reply.unreadable else _unreadable_fields(reply.wire)
             record["replies"].append({"source": reply.source, "ip_ttl": reply.ip_ttl, "t": reply.t, **fields})
         if question.dropped:
             record["replies_dropped"] = question.dropped  # a flood: counted, not kept
+        if question.unmatched:
+            record["unmatched_replies"] = question.unmatched  # not for this question: nobody's answer
         if question.captured is not None:
             record["wire_replies"] = question.captured
         if record["replies"]:

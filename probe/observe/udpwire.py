@@ -7,6 +7,12 @@ listening for a window after each first reply, recording every reply's source an
 sent to an address that runs no resolver simply gets no answer, unless something on the path
 answers for it. The listening is one thread's for the whole run (`UdpListener`): an exchange is
 sent by its caller and handed over; its future is done when its windows are over.
+
+A datagram is a question's reply only with its ID, QR set, its opcode, from the address and port
+it went to, and its question (name, case-insensitively unless randomised by 0x20; type; class).
+Anything else (a late reply for another name on a reused port, a query echoed back, a datagram
+from elsewhere) is nobody's answer: counted (`Question.unmatched`), never kept. An injector's
+forgery copies the question and spoofs the queried address: it still counts, as it must.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probe.observe import errors
+from probe.observe.dnsmatch import Asked, same_host
 from probe.observe.wire import Packets, TargetWatch
 from probe.vocabulary.failures import Failure
 
@@ -41,6 +48,9 @@ class Reply:
     ip_ttl: int | None
     wire: bytes
     t: float  # measurement time
+    # From where the question went, with its ID and QR set, but a question section that cannot be
+    # read (a truncated header, a compression loop): kept as the bogus reply it is, never an answer.
+    unreadable: bool = False
 
 
 @dataclass
@@ -50,8 +60,10 @@ class Question:
     address: str
     port: int
     expects_reply: bool = True  # False for the injection probe: nobody should answer
+    exact_case: bool = False  # the name's case was randomised (0x20): a reply must echo it exactly
     replies: list[Reply] = field(default_factory=list)
     dropped: int = 0  # replies beyond MAX_REPLIES, counted, not kept
+    unmatched: int = 0  # datagrams with its ID, or from where it went, that are not its reply: counted only
     failure: str | None = None
     sent_at: float | None = None
     first_reply_at: float | None = None
@@ -103,7 +115,7 @@ class _Exchange:
         self.wires: list[Packets] = []
         self.start = time.monotonic()
         self.hard_deadline = self.start + timeout
-        self.by_id: dict[int, Question] = {}
+        self.by_id: dict[int, Asked[Question]] = {}
         self.done: Future[None] = Future()
         self.over = False  # taken off the listener (set under its lock)
 
@@ -122,7 +134,7 @@ class _Exchange:
                 question.failure = errors.classify(exc)
                 continue
             question.sent_at = time.monotonic()
-            self.by_id[question.query_id] = question
+            self.by_id[question.query_id] = Asked.of(question)
         return list(self.sockets.values())
 
     def _listen_until(self, question: Question) -> float:
@@ -144,13 +156,21 @@ class _Exchange:
             data, ancillary, source = _receive(sock)
         except OSError:  # nothing after all, or an error report: keep listening
             return False
-        asked = self.by_id.get(int.from_bytes(data[:2], "big")) if len(data) >= 2 else None
-        if asked is None:
+        expected = self.by_id.get(int.from_bytes(data[:2], "big")) if len(data) >= 2 else None
+        if expected is None:  # no question's ID: counted against a question that went where it came from
+            sent_there = next((a for a in self.by_id.values() if a.came_from(source)), None)
+            if sent_there is not None:
+                sent_there.question.unmatched += 1
+            return False
+        verdict = expected.judge(data, source)
+        asked = expected.question
+        if verdict is False:
+            asked.unmatched += 1
             return False
         if len(asked.replies) >= MAX_REPLIES:
             asked.dropped += 1
             return False
-        asked.replies.append(Reply(source[0], _ttl(ancillary), data, self.now()))
+        asked.replies.append(Reply(str(source[0]), _ttl(ancillary), data, self.now(), unreadable=verdict is None))
         if asked.first_reply_at is None:
             asked.first_reply_at = time.monotonic()
             return True
@@ -162,9 +182,13 @@ class _Exchange:
             for question in self.questions:
                 if question.failure is None and not question.replies and question.expects_reply:
                     question.failure = Failure.GENERIC_TIMEOUT
-                if self.wires:
+                if self.wires:  # the capture tells no port or question: its ID and source at least
+                    host = same_host(question.address)
                     question.captured = [
-                        dict(p) for w in self.wires for p in list(w) if p.get("dns_id") == question.query_id
+                        dict(p)
+                        for w in self.wires
+                        for p in list(w)
+                        if p.get("dns_id") == question.query_id and same_host(str(p.get("source"))) == host
                     ]
         finally:
             if self.watch is not None:

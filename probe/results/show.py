@@ -30,11 +30,41 @@ def _certificates(handshake: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _how_sure(record: dict[str, Any]) -> str:
+    """`confirmed by ...` in plain words, or `unconfirmed` (records before the basis: `confirmed`)."""
+    confidence = record.get("confidence") or "unconfirmed"
+    basis = record.get("confidence_basis") or []
+    if confidence != "confirmed" or not basis:
+        return confidence
+    return "confirmed by " + "; ".join(PROOF_WORDS.get(proof, proof) for proof in basis)
+
+
+# How `probe show` names each proof (docs/verdicts.md argues for each).
+PROOF_WORDS = {
+    "catalog_fingerprint": "a catalogued interception CA's key",
+    "helper_public_chain": "the helper's valid chain from outside",
+    "minted_certificate": "a certificate minted for a name that cannot exist",
+    "control_covers_name": "the server's own public certificate for the name, shown to the control name",
+    "control_sni_reached_server": "the control name reaching the same server",
+    "injected_reset": "a reset that did not come from the server",
+    "helper_reached": "the helper reaching the site from outside",
+    "helper_same_failure": "the helper failing alike from outside",
+    "helper_same_chain": "the helper seeing the same certificate",
+    "publicly_signed": "a public CA's signatures on the site's own certificate",
+    "control_resolver": "the control resolver",
+    "valid_chain": "a valid certificate at the address",
+    "dns_blockpage_fingerprint": "a blockpage address fingerprint",
+    "blockpage_fingerprint": "a blockpage fingerprint",
+    "local_interceptor_catalog": "a catalogued local interceptor",
+    "os_store_forges_every_name": "this machine's own trust store",
+}
+
+
 def format_record(record: dict[str, Any]) -> str:
     target = record["target"]
     lines = [
         f"{target['input']}  [{target.get('category') or '-'}]",
-        f"  verdict:   {record['blocking']}",
+        f"  verdict:   {record['blocking']} ({_how_sure(record)})",
         f"  anomalies: {', '.join(record['anomalies']) or '-'}",
         f"  measured:  {record['measurement_start_time']}  id {record['measurement_id']}",
     ]
@@ -44,6 +74,10 @@ def format_record(record: dict[str, Any]) -> str:
         how = interceptor.get("matched_by") or "-"
         lines.append(f"  interceptor: {named} (id {interceptor.get('catalog_id') or '-'}, matched by {how})")
         lines.append(f"    issuer: {interceptor['issuer']}")
+    national = (record.get("analysis") or {}).get("national_ca")
+    if national:
+        named = f"{national['name']} (id {national['id']})"
+        lines.append(f"  national CA: {named}: the site's own choice, not interception")
     if record.get("blockpage"):
         lines.append(f"  blockpage: {record['blockpage']['name']} (id {record['blockpage']['id']})")
     lines += [f"  forensics: {line}" for line in forensics_lines((record.get("analysis") or {}).get("forensics"))]

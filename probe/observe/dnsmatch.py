@@ -1,0 +1,125 @@
+"""Which datagram is a question's reply: its ID, QR set, its opcode, from the address and port the
+query went to, and its question (name, case-insensitively unless randomised by 0x20; type; class).
+
+Read with struct-free byte slicing, before any parser: a reply that is not the question's is
+nobody's answer (`udpwire` counts it), and one whose question cannot be read is kept as bogus.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+
+class Sent(Protocol):
+    """A question as it was sent (udpwire's `Question`)."""
+
+    @property
+    def wire(self) -> bytes: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def exact_case(self) -> bool: ...
+
+
+Q = TypeVar("Q", bound=Sent)
+
+QR, OPCODE = 0x80, 0x78  # in the header's third byte: a response, and the opcode's bits
+
+
+def _name(message: bytes, offset: int) -> tuple[tuple[bytes, ...], int]:
+    """The name's labels at `offset`, and where it ends; ValueError or IndexError if unreadable.
+    Compression pointers only go backwards, each before the last (dnspython's rule: no loop)."""
+    labels: list[bytes] = []
+    after, earliest, size = 0, offset, 0
+    while (length := message[offset]) != 0:
+        if length >= 0xC0:
+            after, target = after or offset + 2, ((length & 0x3F) << 8) | message[offset + 1]
+            if target >= earliest:
+                raise ValueError("a compression pointer that does not point backwards")
+            earliest = offset = target
+            continue
+        label, size = message[offset + 1 : offset + 1 + length], size + length + 1
+        if length >= 0x40 or len(label) != length or size > 255:
+            raise ValueError("an unknown label type, a truncated label or a name too long")
+        labels.append(label)
+        offset += 1 + length
+    return tuple(labels), after or offset + 1
+
+
+def question_of(message: bytes) -> tuple[tuple[bytes, ...], bytes] | None:
+    """A DNS message's one question (its name's labels; its type and class as sent), or None when
+    it has not exactly one; ValueError or IndexError when it cannot be read."""
+    if len(message) < 12:
+        raise ValueError("a truncated header")
+    if int.from_bytes(message[4:6], "big") != 1:
+        return None
+    labels, end = _name(message, 12)
+    if len(kind := message[end : end + 4]) != 4:
+        raise ValueError("a truncated question")
+    return labels, kind
+
+
+RCODE = 0x0F
+
+
+def _question_count(message: bytes) -> int:
+    return int.from_bytes(message[4:6], "big")
+
+
+def _answer_counts(message: bytes) -> int:
+    """Records in the answer, authority and additional sections, as the header counts them."""
+    return sum(int.from_bytes(message[i : i + 2], "big") for i in (6, 8, 10))
+
+
+def same_host(address: str) -> str:
+    """One spelling per address: `::ffff:192.0.2.1` is 192.0.2.1, `2001:DB8::1` 2001:db8::1, no zone."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address.lower()
+    return str(ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+
+
+@dataclass(frozen=True)
+class Asked(Generic[Q]):
+    """What a reply must show to be a question's: where it went, its opcode, its question."""
+
+    question: Q
+    host: str
+    opcode: int
+    asked: tuple[tuple[bytes, ...], bytes] | None  # None: our own question is unreadable: nothing matches
+
+    @staticmethod
+    def of(question: Q) -> Asked[Q]:
+        try:
+            asked = question_of(question.wire)
+        except (ValueError, IndexError):
+            asked = None
+        opcode = question.wire[2] & OPCODE if len(question.wire) > 2 else 0
+        return Asked(question, same_host(question.address), opcode, asked)
+
+    def came_from(self, source: tuple[Any, ...]) -> bool:
+        return source[1] == self.question.port and same_host(str(source[0])) == self.host
+
+    def judge(self, data: bytes, source: tuple[Any, ...]) -> bool | None:
+        """True: the question's reply; None: from where it went, with its ID and QR, but with a
+        question that cannot be read (a bogus reply); False: not its reply."""
+        if len(data) < 3 or not data[2] & QR or data[2] & OPCODE != self.opcode or not self.came_from(source):
+            return False
+        try:
+            found = question_of(data)
+        except (ValueError, IndexError):
+            return None
+        if found is None and _question_count(data) == 0 and data[3] & RCODE and _answer_counts(data) == 0:
+            # An error (REFUSED, SERVFAIL, FORMERR, NOTIMP) without the question, as some servers
+            # send it, from where the query went: the question's answer, and it carries no address.
+            return True
+        if found is None or self.asked is None or found[1] != self.asked[1] or len(found[0]) != len(self.asked[0]):
+            return False
+        if self.question.exact_case:
+            return found[0] == self.asked[0]
+        return all(a.lower() == b.lower() for a, b in zip(found[0], self.asked[0], strict=True))  # ASCII only
