@@ -130,18 +130,29 @@ class Catalogs:
         """What the verdicts were judged with, for the record."""
         return {kind: list(versions) for kind, versions in sorted(self.versions.items())}
 
-    def interception_anchors(self) -> tuple[tuple[x509.Certificate, CertificateEntry], ...]:
-        """The interception CAs whose certificate the catalog holds, parsed once: a presented
-        certificate they signed is theirs, though the CA itself was left out of the chain."""
-        entries = tuple(entry for entry in self.interception_certificates if entry.der is not None)
-        loaded = _verifiable(tuple(entry.der for entry in entries if entry.der is not None))
-        by_der = {hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(): cert for cert in loaded}
-        return tuple((by_der[e.sha256_der], e) for e in entries if e.sha256_der in by_der)
+    def interception_anchors(self) -> dict[x509.Name, tuple[tuple[x509.Certificate, CertificateEntry], ...]]:
+        """The interception CAs whose certificate the catalog holds, by subject, parsed once: a
+        presented certificate they signed is theirs, though the CA itself was left out of the chain."""
+        return _anchors_by_subject(tuple(entry for entry in self.interception_certificates if entry.der is not None))
 
     def national_certificates(self) -> tuple[x509.Certificate, ...]:
         """The national certificates this build can verify against (a GOST key it cannot load is left
         out, though its fingerprints still match), parsed once for every chain of a run."""
         return _verifiable(tuple(entry.der for entry in self.national_roots))
+
+
+@functools.lru_cache(maxsize=8)
+def _anchors_by_subject(
+    entries: tuple[CertificateEntry, ...],
+) -> dict[x509.Name, tuple[tuple[x509.Certificate, CertificateEntry], ...]]:
+    loaded = _verifiable(tuple(entry.der for entry in entries if entry.der is not None))
+    by_der = {hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(): cert for cert in loaded}
+    found: dict[x509.Name, list[tuple[x509.Certificate, CertificateEntry]]] = {}
+    for entry in entries:
+        if entry.sha256_der in by_der:
+            cert = by_der[entry.sha256_der]
+            found.setdefault(cert.subject, []).append((cert, entry))
+    return {subject: tuple(pairs) for subject, pairs in found.items()}
 
 
 @functools.lru_cache(maxsize=8)

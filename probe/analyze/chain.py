@@ -288,8 +288,11 @@ def _signed_by_catalogued(
     chain: list[x509.Certificate], catalogs: Catalogs
 ) -> tuple[CertificateEntry, str, int] | None:
     """The catalogued interception CA whose key signed a presented certificate, checked by signature."""
+    anchors = catalogs.interception_anchors()
+    if not anchors:
+        return None
     for cert_index, cert in enumerate(chain):
-        for anchor, entry in catalogs.interception_anchors():
+        for anchor, entry in anchors.get(cert.issuer, ()):
             if _issued_by(cert, anchor):
                 return entry, "signature", cert_index
     return None
