@@ -166,8 +166,8 @@ def _proofs_of_interception(
 ) -> list[Proof]:
     """Evidence, beside the catalog, that the untrusted chain was substituted on the way; each kind
     is one no honest server produces (docs/verdicts.md gives the argument for each)."""
-    if cause in PUBLICLY_SIGNED:
-        return []
+    if cause in PUBLICLY_SIGNED or cause == FailureCause.UNUSABLE:
+        return []  # a public CA signed it; or, unparseable, nobody can say what signed it
     proofs = []
     if seen_outside == "other_public_leaf":
         j.add(Anomaly.TLS_CERT_MISMATCH)
