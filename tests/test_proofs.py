@@ -366,3 +366,20 @@ def test_probe_show_says_what_proved_a_finding_in_words(ctx: AnalysisContext, te
     )
     shown = format_record(record)
     assert "verdict:   none (unconfirmed)" in shown and "national CA: Russian Trusted Root CA" in shown
+
+
+def test_a_chain_of_look_alike_cas_cannot_make_path_building_explode(test_pki: PkiFixture) -> None:
+    """Six CAs of one name, each cross-signed by every other (30 certificates): the search is
+    bounded by signature checks, not by the number of paths (thousands)."""
+    from unittest import mock
+
+    from probe.analyze import chain as chain_module
+
+    name = pki.name(CN="Loop CA")
+    cas = [pki.make_root(name) for _ in range(6)]
+    crossed = [pki.reissue(cas[i], cas[j], (-1, 10)).cert for i in range(6) for j in range(6) if i != j]
+    leaf = pki.make_leaf(cas[0], [HOST])
+    with mock.patch.object(chain_module, "_issued_by", wraps=chain_module._issued_by) as checked:
+        found = chain_module.signed_path(leaf.cert, crossed, (test_pki.public_root.cert,))
+    assert found is None
+    assert checked.call_count <= 64  # unbounded, this search makes thousands

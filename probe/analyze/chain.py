@@ -70,6 +70,7 @@ CAUSE_CODES = {
 
 
 MAX_PATH = 10  # certificates on a path built by signatures: more is a loop or a joke
+MAX_SIGNATURE_CHECKS = 64  # per path search: an honest chain needs a handful
 
 
 def _same_certificate(a: x509.Certificate, b: x509.Certificate) -> bool:
@@ -97,17 +98,25 @@ def signed_path(
     key, newer dates) still leads to its root, and is then judged by its dates. The anchor ends the
     path (a presented copy of it counts as it, by name and key)."""
 
+    checks = [MAX_SIGNATURE_CHECKS]  # a hostile chain of look-alike CAs must not make this exponential
+
+    def issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+        if cert.issuer != issuer.subject or checks[0] <= 0:
+            return False
+        checks[0] -= 1
+        return _issued_by(cert, issuer)
+
     def extend(path: list[x509.Certificate]) -> list[x509.Certificate] | None:
         current = path[-1]
         for anchor in anchors:
             if _same_certificate(current, anchor):
                 return path
-            if _issued_by(current, anchor):
+            if issued(current, anchor):
                 return [*path, anchor]
         if len(path) >= MAX_PATH:
             return None
         for candidate in candidates:
-            if any(_same_certificate(candidate, seen) for seen in path) or not _issued_by(current, candidate):
+            if any(_same_certificate(candidate, seen) for seen in path) or not issued(current, candidate):
                 continue
             found = extend([*path, candidate])
             if found is not None:
