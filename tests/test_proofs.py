@@ -96,10 +96,20 @@ def test_cdn_edges_with_sibling_public_intermediates_are_not_interception(
     assert (j.blocking, j.interceptor) == ("none", None)
     assert "tls.cert_mismatch" not in j.anomalies and "tls.leaf_key_differs" in j.anomalies
     # The rule that does confirm: here a chain under no reference root, the helper's public.
-    forged = pki.make_leaf(pki.make_root(pki.name(CN="Gateway CA")), [HOST])
+    gateway = pki.make_root(pki.name(CN="Gateway CA"))
+    forged = pki.make_leaf(gateway, [HOST], extra_chain=[gateway.cert])
     j = _judge(ctx, _handshake(forged.chain), helper_tls=_helper_saw(there, valid=True))
     assert j.blocking == "tls_mitm" and "tls.cert_mismatch" in j.anomalies
     _assert_proven(j, "helper_public_chain")
+    # Look-alikes: this node serves a snakeoil certificate that signs itself, or misses an
+    # intermediate that could not be fetched, while the helper met a healthy node.
+    snake_root = pki.make_root(pki.name(CN=HOST))
+    snakeoil = pki.Leaf(snake_root.cert, snake_root.key, [snake_root.cert])
+    missing = pki.make_leaf(pki.make_intermediate(gateway, pki.name(CN="Unfetched CA")), [HOST], leaf_only=True)
+    for node in (snakeoil, missing):
+        j = _judge(ctx, _handshake(node.chain), helper_tls=_helper_saw(there, valid=True))
+        assert "tls.cert_mismatch" not in j.anomalies
+        _assert_not_proven(j)
 
 
 def test_an_expired_public_chain_here_and_a_fresh_one_outside_is_not_interception(
@@ -175,24 +185,20 @@ def test_a_certificate_minted_for_a_name_that_cannot_exist_proves_interception(
 # --- catalogs -------------------------------------------------------------------------------------
 
 
-def test_the_real_qaznet_root_confirms_and_its_name_alone_does_not(ctx: AnalysisContext) -> None:
+def test_the_real_qaznet_root_beside_a_leaf_it_did_not_sign_proves_nothing(ctx: AnalysisContext) -> None:
+    """Anyone can append a public certificate: the real Qaznet root after a leaf that a root of the
+    same name but another key signed is that other root's chain, named by name only. (The root's
+    own signature, or its certificate on the leaf's path, does confirm: see the signature test.)"""
     from cryptography import x509
 
     real = x509.load_pem_x509_certificate(QAZNET.read_bytes())
     impostor = pki.make_root(real.subject, rsa_key=True)
     forged = pki.make_leaf(impostor, [HOST])
-    # The real root's certificate in the chain: matched by its DER.
-    leaf_b64 = base64.b64encode(pki.der(forged.cert)).decode()
-    chain = [leaf_b64, base64.b64encode(pki.der(real)).decode()]
-    obs = _tls_observations(_handshake([forged.cert]))
-    obs["tls_handshakes"][0]["peer_certificates"] = chain
-    j = judge({"host": HOST}, obs, AT, False, ctx)
-    assert j.blocking == "tls_mitm" and "tls.known_interception_ca" in j.anomalies
-    _assert_proven(j, "catalog_fingerprint")
-    # A root of the same name with another key: what any forger (or prankster) can make.
-    j = _judge(ctx, _handshake(forged.chain))
-    assert j.blocking == "tls_mitm" and "tls.interception_ca_name" in j.anomalies
-    _assert_not_proven(j)
+    for chain in ([forged.cert, real], forged.chain):
+        j = _judge(ctx, _handshake(chain))
+        assert j.blocking == "tls_mitm" and "tls.interception_ca_name" in j.anomalies
+        assert "tls.known_interception_ca" not in j.anomalies
+        _assert_not_proven(j)
 
 
 def test_an_unparseable_forged_leaf_is_never_clean(ctx: AnalysisContext, test_pki: PkiFixture) -> None:
@@ -262,6 +268,9 @@ def test_a_chain_that_leaves_the_catalogued_root_out_is_matched_by_its_signature
          "sha256_der": pki.hashlib_sha256(pki.der(root.cert)), "sources": ["this test"]}]}, "test.json")  # fmt: skip
     grown = AnalysisContext(roots=ctx.roots, catalogs=catalogs, documentation_is_public=True)
     assert forged.chain == [forged.cert, issuing.cert]  # the root is not presented
+    presented = _judge(grown, _handshake([*forged.chain, root.cert]))  # ... or it is, on the path
+    assert (presented.interceptor["catalog_id"], presented.interceptor["matched_by"]) == ("zz-root", "sha256_der")
+    _assert_proven(presented, "catalog_fingerprint")
     j = _judge(grown, _handshake(forged.chain))
     assert j.blocking == "tls_mitm" and (j.interceptor["catalog_id"], j.interceptor["matched_by"]) == (
         "zz-root", "signature")  # fmt: skip
@@ -373,13 +382,43 @@ def test_a_chain_of_look_alike_cas_cannot_make_path_building_explode(test_pki: P
     bounded by signature checks, not by the number of paths (thousands)."""
     from unittest import mock
 
-    from probe.analyze import chain as chain_module
+    from probe.analyze import paths as chain_module
 
     name = pki.name(CN="Loop CA")
     cas = [pki.make_root(name) for _ in range(6)]
     crossed = [pki.reissue(cas[i], cas[j], (-1, 10)).cert for i in range(6) for j in range(6) if i != j]
     leaf = pki.make_leaf(cas[0], [HOST])
-    with mock.patch.object(chain_module, "_issued_by", wraps=chain_module._issued_by) as checked:
+    with mock.patch.object(chain_module, "issued_by", wraps=chain_module.issued_by) as checked:
         found = chain_module.signed_path(leaf.cert, crossed, (test_pki.public_root.cert,))
     assert found is None
     assert checked.call_count <= 64  # unbounded, this search makes thousands
+
+
+def test_a_forgery_signed_with_a_sites_own_public_key_is_not_publicly_signed(
+    ctx: AnalysisContext, test_pki: PkiFixture
+) -> None:
+    """Any domain owner holds a publicly issued key. An interceptor that signs forged leaves with
+    it does not make a public CA's signature: the leaf's issuer is no CA."""
+    own = pki.make_leaf(test_pki.public_intermediate, ["interceptor.example"])
+    as_issuer = pki.Authority(own.cert, own.key, [test_pki.public_intermediate.cert, test_pki.public_root.cert])
+    for days in ((-0.25, 90), (-400, -2)):  # fresh, and dated as expired
+        forged = pki.make_leaf(as_issuer, [HOST], valid_days=days)
+        chain = [forged.cert, own.cert, test_pki.public_intermediate.cert]
+        real = pki.make_leaf(test_pki.public_intermediate, [HOST])
+        j = _judge(ctx, _handshake(chain), helper_tls=_helper_saw(real, valid=True))
+        assert j.blocking == "tls_mitm", (days, j.blocking, j.anomalies)
+        _assert_proven(j, "helper_public_chain")
+        assert "tls.expired_certificate" not in j.anomalies
+
+
+def test_a_catalogued_root_appended_to_a_sites_own_valid_chain_proves_nothing(
+    ctx: AnalysisContext, test_pki: PkiFixture
+) -> None:
+    """A bundle mistake (or a prank): the site's valid public chain with the real Qaznet root
+    appended. The root signed nothing on the leaf's path: no interception."""
+    from cryptography import x509
+
+    real = pki.make_leaf(test_pki.public_intermediate, [HOST])
+    qaznet = x509.load_pem_x509_certificate(QAZNET.read_bytes())
+    j = _judge(ctx, _handshake([*real.chain, qaznet]))
+    assert (j.blocking, j.interceptor) == ("none", None)

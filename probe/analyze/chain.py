@@ -10,7 +10,6 @@ when every certificate was valid, for the leaf's own name, with a longer chain a
 from __future__ import annotations
 
 import base64
-import functools
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -20,7 +19,7 @@ from cryptography.exceptions import InternalError, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from probe.analyze.catalog import Catalogs, CertificateEntry, NameRule, NationalCertificate
+from probe.analyze.catalog import Catalogs, CertificateEntry, NameRule
 from probe.analyze.certs import (
     CERTIFICATE_ERRORS,
     ReferenceRoots,
@@ -29,9 +28,9 @@ from probe.analyze.certs import (
     hostname_matches,
     name_attributes,
     raw_fingerprints,
-    spki_der,
     verify_chain,
 )
+from probe.analyze.paths import national_ca, on_path, out_of_dates, signed_by_catalogued, signed_path
 from probe.vocabulary.anomalies import Anomaly
 
 LONG_CHAIN_DEPTH = 32  # cryptography's verifier allows 8 by default
@@ -69,71 +68,6 @@ CAUSE_CODES = {
 }
 
 
-MAX_PATH = 10  # certificates on a path built by signatures: more is a loop or a joke
-MAX_SIGNATURE_CHECKS = 64  # per path search: an honest chain needs a handful
-
-
-def _same_certificate(a: x509.Certificate, b: x509.Certificate) -> bool:
-    """One CA, whatever its validity dates: a re-issued CA certificate keeps its name and its key."""
-    return a.subject == b.subject and spki_der(a) == spki_der(b)
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """Whether `issuer`'s name and key signed `cert` (dates, key usage and constraints aside)."""
-    if cert.issuer != issuer.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except Exception:  # noqa: BLE001 - a bad signature, or a key this build cannot use: not issued by it
-        return False
-    return True
-
-
-def signed_path(
-    leaf: x509.Certificate, candidates: list[x509.Certificate], anchors: tuple[x509.Certificate, ...]
-) -> list[x509.Certificate] | None:
-    """A path from the leaf to one of `anchors` by names and signatures alone, or None.
-
-    No date is looked at: an expired leaf served with a re-issued intermediate (same name, same
-    key, newer dates) still leads to its root, and is then judged by its dates. The anchor ends the
-    path (a presented copy of it counts as it, by name and key)."""
-
-    checks = [MAX_SIGNATURE_CHECKS]  # a hostile chain of look-alike CAs must not make this exponential
-
-    def issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-        if cert.issuer != issuer.subject or checks[0] <= 0:
-            return False
-        checks[0] -= 1
-        return _issued_by(cert, issuer)
-
-    def extend(path: list[x509.Certificate]) -> list[x509.Certificate] | None:
-        current = path[-1]
-        for anchor in anchors:
-            if _same_certificate(current, anchor):
-                return path
-            if issued(current, anchor):
-                return [*path, anchor]
-        if len(path) >= MAX_PATH:
-            return None
-        for candidate in candidates:
-            if any(_same_certificate(candidate, seen) for seen in path) or not issued(current, candidate):
-                continue
-            found = extend([*path, candidate])
-            if found is not None:
-                return found
-        return None
-
-    return extend([leaf])
-
-
-def _out_of_dates(path: list[x509.Certificate], at: datetime) -> FailureCause | None:
-    if any(cert.not_valid_after_utc < at for cert in path):
-        return FailureCause.EXPIRED
-    if any(cert.not_valid_before_utc > at for cert in path):
-        return FailureCause.NOT_YET_VALID
-    return None
-
-
 def _names_its_issuer(cert: x509.Certificate) -> bool:
     """Whether the certificate has an AIA "CA Issuers" URL, from which a browser completes a chain."""
     try:
@@ -155,9 +89,9 @@ def failure_cause(
     if path is not None:
         if not hostname_matches(leaf, host):
             return FailureCause.NAME_MISMATCH
-        dated = _out_of_dates(path, at)
+        dated = out_of_dates(path, at)
         if dated is not None:
-            return dated
+            return FailureCause(dated)
         if verify_chain(full, host, at, roots, max_depth=LONG_CHAIN_DEPTH)[0]:
             return FailureCause.CHAIN_TOO_LONG
         return FailureCause.POLICY
@@ -170,12 +104,14 @@ def failure_cause(
     return FailureCause.UNKNOWN_ISSUER
 
 
-def _match_names(chain: list[x509.Certificate], rules: list[NameRule]) -> tuple[NameRule, int, str] | None:
+def _match_names(
+    chain: list[x509.Certificate], rules: list[NameRule], fields: tuple[str, ...]
+) -> tuple[NameRule, int, str] | None:
     """The rule matching the name nearest the top of the chain: the root names the operator."""
     for index in range(len(chain) - 1, -1, -1):
         cert = chain[index]
-        for which, name in (("issuer", cert.issuer), ("subject", cert.subject)):
-            attributes = name_attributes(name)
+        for which in fields:
+            attributes = name_attributes(cert.issuer if which == "issuer" else cert.subject)
             for rule in rules:
                 if rule.matches(attributes):
                     return rule, index, which
@@ -254,59 +190,6 @@ def _leaf_fingerprints(chain_b64: list[str]) -> dict[str, str | None] | None:
     return {"sha256_der": der_hash, "sha256_spki": spki_hash}
 
 
-@functools.lru_cache(maxsize=64)
-def _anchor(der: bytes) -> x509.Certificate | None:
-    try:
-        return x509.load_der_x509_certificate(der)
-    except CERTIFICATE_ERRORS:
-        return None
-
-
-def national_ca(
-    chain: list[x509.Certificate], fetched: list[x509.Certificate], host: str, at: datetime, catalogs: Catalogs
-) -> dict[str, Any] | None:
-    """The catalogued national CA the chain leads to by signatures (its very key), or None.
-
-    A root that only carries a national CA's name is not one: only the catalog's own certificate,
-    as an anchor, can end the path. The name and the dates are then the site's own business."""
-    anchors: dict[str, tuple[x509.Certificate, NationalCertificate]] = {}
-    for entry in catalogs.national_roots:
-        loaded = _anchor(entry.der)
-        if loaded is not None:
-            anchors[entry.sha256_der] = (loaded, entry)
-    if not anchors:
-        return None
-    full = chain + fetched
-    path = signed_path(chain[0], full[1:], tuple(cert for cert, _ in anchors.values()))
-    if path is None:
-        return None
-    entry = next(e for cert, e in anchors.values() if _same_certificate(cert, path[-1]))
-    dated = _out_of_dates(path, at)
-    return {
-        "id": entry.id,
-        "name": entry.name,
-        "country": entry.country,
-        "matched_by": "signature",
-        "anchor_sha256_der": entry.sha256_der,
-        "hostname_matches": hostname_matches(chain[0], host),
-        "dates": None if dated is None else str(dated),
-    }
-
-
-def _signed_by_catalogued(
-    chain: list[x509.Certificate], catalogs: Catalogs
-) -> tuple[CertificateEntry, str, int] | None:
-    """The catalogued interception CA whose key signed a presented certificate, checked by signature."""
-    anchors = catalogs.interception_anchors()
-    if not anchors:
-        return None
-    for cert_index, cert in enumerate(chain):
-        for anchor, entry in anchors.get(cert.issuer, ()):
-            if _issued_by(cert, anchor):
-                return entry, "signature", cert_index
-    return None
-
-
 def analyze_chain(
     chain_b64: list[str],
     host: str,
@@ -330,6 +213,7 @@ def analyze_chain(
         "completed_from_aia": False,
         "national_ca": None,
         "leaf_fingerprints": _leaf_fingerprints(chain_b64),
+        "aia_brought": bool(fetched_b64),  # the issuer the leaf names was fetched (and did not sign it)
     }
     catalogued = _catalogued(chain_b64, catalogs)
     try:
@@ -376,10 +260,13 @@ def _analyze_parsed(
     leaf_issuer = chain[0].issuer.rfc4514_string()
     top_issuer = chain[-1].issuer.rfc4514_string()
 
-    # Strong: a presented certificate whose DER or key is in the interception catalog, or one that
-    # a catalogued CA's key signed (forged chains leave the root out).
+    # Strong: a presented certificate whose DER or key is in the interception catalog and that the
+    # leaf leads to by signatures (not a stray certificate appended to the list), or one that a
+    # catalogued CA's key signed (forged chains leave the root out).
+    if catalogued is not None and not on_path(chain, catalogued[2]):
+        catalogued = None
     if catalogued is None:
-        catalogued = _signed_by_catalogued(chain, catalogs)
+        catalogued = signed_by_catalogued(chain, catalogs)
     if catalogued is not None:
         entry, how, index = catalogued
         result["interceptor"] = describe_interceptor(leaf_issuer, top_issuer, "interception_cas", entry, how, index)
@@ -398,7 +285,10 @@ def _analyze_parsed(
         ("interception_cas", catalogs.interception_names),
         ("local_interceptors", catalogs.local_interceptors),
     ):
-        found = _match_names(chain, rules)
+        # A local interceptor is named by the CA that issued the leaf, never by a subject (a site's
+        # own certificate may name the antivirus maker) or a certificate merely appended to the list.
+        found = _match_names(chain[:1], rules, ("issuer",)) if catalog_name == "local_interceptors" else (
+            _match_names(chain, rules, ("issuer", "subject")))  # fmt: skip
         if found is not None:
             rule, index, which = found
             result["interceptor"] = describe_interceptor(

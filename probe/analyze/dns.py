@@ -65,6 +65,9 @@ def _blockpage_answer(
     return None
 
 
+DENIAL_CODES = frozenset({Anomaly.DNS_NXDOMAIN, Anomaly.DNS_NO_ANSWER, Anomaly.DNS_REFUSED})
+
+
 def judge_dns(
     dns: dict[str, Any] | None,
     tls_valid_addresses: set[str],
@@ -118,8 +121,11 @@ def judge_dns(
 
     if system["failure"] is not None:
         if control_ok:
-            j.add(_DNS_FAILURE_CODES.get(_system_failure(dns), Anomaly.DNS_FAILURE))
-            return finish(Outcome.BLOCKED, True)
+            code = _DNS_FAILURE_CODES.get(_system_failure(dns), Anomaly.DNS_FAILURE)
+            j.add(code)
+            # A denial (NXDOMAIN, no answer, REFUSED) is the resolver's statement about the name; a
+            # SERVFAIL or a timeout is what a struggling resolver also gives: not a proof.
+            return finish(Outcome.BLOCKED, code in DENIAL_CODES)
         if control_denies and system["failure"] in DENIALS:
             j.add(Anomaly.DNS_NAME_DOES_NOT_EXIST)
             return finish(Outcome.DOWN, True)
@@ -149,4 +155,6 @@ def judge_dns(
             return finish(Outcome.UNKNOWN, False)
         return finish(Outcome.OK, False)  # unchecked, but nothing wrong is shown; later stages must not blame it
     j.add(Anomaly.DNS_INCONSISTENT)
-    return finish(Outcome.BLOCKED, True)
+    # Other addresses, not validated by TLS or the AS: a GeoDNS answer looks the same. A finding,
+    # not a proof.
+    return finish(Outcome.BLOCKED, False)

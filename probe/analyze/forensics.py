@@ -188,6 +188,22 @@ def censor_hop(locate: dict[str, Any], forged: set[str], ctx: AnalysisContext) -
     return None
 
 
+CONFIRMING_TTL_GAP = 2  # hops between the reset's origin and the server for it to prove anything
+
+
+def _far_from_server(mark: dict[str, Any]) -> bool:
+    """A reset born at least two hops nearer than the server: one hop nearer is also where a
+    server's own firewall or load balancer sits, which resets honestly. Recorded either way."""
+    if "ip_ttl" not in mark["why"]:
+        return False  # an IP ID out of sequence alone: a firewall in front of the server numbers its own
+    return bool(_hops(mark["server"]["ip_ttl"]) - _hops(mark["rst"]["ip_ttl"]) >= CONFIRMING_TTL_GAP)
+
+
+def _hops(ttl: int) -> int:
+    """Hops a packet travelled, from the usual initial TTL at or above the one that arrived."""
+    return next(start for start in (32, 64, 128, 255) if start >= ttl) - ttl
+
+
 def judge_forensics(obs: dict[str, Any], j: Judgement, forged: set[str], ctx: AnalysisContext) -> None:
     """Marks injected resets and names the censor's hop; an injected reset confirms the finding."""
     marks = injected_resets(obs)
@@ -198,7 +214,7 @@ def judge_forensics(obs: dict[str, Any], j: Judgement, forged: set[str], ctx: An
     j.forensics = {"injected_rst": marks, "censor_hop": hop}
     for mark in marks:
         j.add(Anomaly.TCP_INJECTED_RST if mark["stage"] == "tcp" else Anomaly.TLS_INJECTED_RST)
-        if mark["purpose"] == "target" and j.blocking == Blocking(mark["stage"]):
+        if mark["purpose"] == "target" and j.blocking == Blocking(mark["stage"]) and _far_from_server(mark):
             j.confidence = Confidence.CONFIRMED  # the path sent it: not the server, not the probe's network
             if Proof.INJECTED_RESET not in j.basis:
                 j.basis.append(Proof.INJECTED_RESET)

@@ -92,6 +92,8 @@ def judge_http(obs: dict[str, Any], confirmed: bool, ctx: AnalysisContext, host:
     if not requests:
         return Finding(Outcome.OK, confirmed, Blocking.HTTP)
     vague: list[dict[str, Any]] = []
+    helper = helper_view(obs)
+    page = helper.get("http") if helper is not None else None
     for response in requests:
         if response["status"] is None:
             continue
@@ -99,16 +101,18 @@ def judge_http(obs: dict[str, Any], confirmed: bool, ctx: AnalysisContext, host:
         if found is not None:
             j.add(Anomaly.HTTP_BLOCKPAGE)
             j.blockpage = found
+            if response is requests[0] and _helper_fetched_the_same(response, page):
+                # The helper got this very page from outside: the fingerprint matched the site's
+                # own content (a page that links a regulator's register, say), not a censor's page.
+                return Finding(Outcome.BLOCKED, False, Blocking.HTTP)
             return proven(Outcome.BLOCKED, Blocking.HTTP, Proof.BLOCKPAGE_FINGERPRINT)
     first = requests[0]
-    helper = helper_view(obs)
     if first["status"] is None:
         j.add(EXCHANGE_CODES.get(first["failure"], Anomaly.HTTP_FAILURE))
         said = helper_contrast(helper, "http", Blocking.HTTP, j)
         if said is not None:
             return said
         return Finding(Outcome.BLOCKED if confirmed else Outcome.UNKNOWN, False, Blocking.HTTP)
-    page = helper.get("http") if helper is not None else None
     if isinstance(page, dict) and page.get("status") is not None:
         # Unlike the helper's: a hint (the site's own variation, a CDN challenge, a geo-block), and
         # a blockpage only with its traits; even then unconfirmed, as a site's own geo-block looks alike.
@@ -126,6 +130,15 @@ def judge_http(obs: dict[str, Any], confirmed: bool, ctx: AnalysisContext, host:
         j.blockpage = suspected
         return Finding(Outcome.BLOCKED, False, Blocking.HTTP)
     return Finding(Outcome.OK, confirmed, Blocking.HTTP)
+
+
+def _helper_fetched_the_same(ours: dict[str, Any], theirs: Any) -> bool:
+    """The helper's first response is this page: the same body, or the same page by OONI's measure."""
+    if not isinstance(theirs, dict) or theirs.get("status") is None:
+        return False
+    if theirs.get("body_sha256") and theirs.get("body_sha256") == ours.get("body_sha256"):
+        return True
+    return not _pages_differ(ours, theirs)
 
 
 def _pages_differ(ours: dict[str, Any], theirs: dict[str, Any]) -> bool:

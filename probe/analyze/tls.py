@@ -24,13 +24,13 @@ from probe.analyze.common import (
 from probe.analyze.sites import same_site
 from probe.analyze.tls_evidence import (
     Hop,
-    completed,
     control_contrast,
     control_covers_name,
     forges_every_name,
     helper_leaf,
     hop_of,
     minted,
+    other_issuer_for_control,
 )
 from probe.vocabulary.anomalies import Anomaly, Blocking
 from probe.vocabulary.failures import Failure
@@ -85,7 +85,11 @@ def _judge_failed_handshake(
         j.add(Anomaly.TLS_SNI_TRIGGERED)
         if hop.control_after_failed:
             j.add(Anomaly.TLS_RESIDUAL_BLOCKING)
-        return proven(Outcome.BLOCKED, Blocking.TLS, Proof.CONTROL_SNI_REACHED_SERVER)
+        if _cut_twice(hop):
+            return proven(Outcome.BLOCKED, Blocking.TLS, Proof.CONTROL_SNI_REACHED_SERVER)
+        # Once only (the retry could not connect), or closed (an honest SNI-routing proxy whose
+        # backend for the name is down closes the connection too): a finding, not a proof.
+        return Finding(Outcome.BLOCKED, False, Blocking.TLS)
     control_failed = (control is not None and control["failure"] is not None) or (
         control is None and bool(hop.control_connects)
     )
@@ -97,6 +101,18 @@ def _judge_failed_handshake(
     if control is not None or hop.control_connects:
         return Finding(Outcome.UNKNOWN, False, Blocking.TLS)
     return Finding(Outcome.BLOCKED if confirmed else Outcome.UNKNOWN, False, Blocking.TLS)
+
+
+CUTS = (Failure.CONNECTION_RESET, Failure.GENERIC_TIMEOUT)  # what censors do to a ClientHello
+
+
+def _cut_twice(hop: Hop) -> bool:
+    """The name's handshake and its retry were both reset or silenced (never an alert, never a
+    close: a server or an honest proxy closes; a censor resets or drops)."""
+    if len(hop.handshakes) < 2:
+        return False
+    first, retry = hop.handshakes[0], hop.handshakes[-1]
+    return all(h["failure"] in CUTS and not h.get("alert") for h in (first, retry))
 
 
 def _judge_chain(
@@ -130,7 +146,12 @@ def _judge_chain(
         return proven(Outcome.LOCAL, Blocking.LOCAL_INTERCEPTION, Proof.LOCAL_INTERCEPTOR_CATALOG)
     if catalog == "interception_cas" and interceptor is not None and interceptor["matched_by"] in STRONG_MATCHES:
         j.add(Anomaly.TLS_KNOWN_INTERCEPTION_CA)
-        return _intercepted(interceptor, analysis, hop, analysis_of, j, Proof.CATALOG_FINGERPRINT)
+        if cause != FailureCause.UNUSABLE:
+            return _intercepted(interceptor, analysis, hop, analysis_of, j, Proof.CATALOG_FINGERPRINT)
+        # The catalogued certificate is there, but what it signed cannot be read: named, suspected.
+        j.add(Anomaly.TLS_UNPARSEABLE_CERTIFICATE)
+        j.interceptor = interceptor
+        return Finding(Outcome.BLOCKED, False, Blocking.TLS_MITM)
     if cause == FailureCause.UNUSABLE:
         j.add(Anomaly.TLS_UNPARSEABLE_CERTIFICATE)
     proofs = _proofs_of_interception(analysis, hop, analysis_of, seen_outside, cause, j)
@@ -145,9 +166,13 @@ def _judge_chain(
             j.interceptor = {**interceptor, "matched_by": "os_store"}
             return proven(Outcome.LOCAL, Blocking.LOCAL_INTERCEPTION, Proof.OS_STORE_FORGES_EVERY_NAME)
     if seen_outside == "same_leaf":
-        # The site presents this chain to everyone: a broken site, not interception.
-        j.add(Anomaly.HELPER_SAME_FAILURE)
-        return proven(Outcome.DOWN, Blocking.TLS, Proof.HELPER_SAME_CHAIN)
+        if (helper or {}).get("tls", {}).get("valid") is False:
+            # The site presents this chain to everyone: a broken site, not interception.
+            j.add(Anomaly.HELPER_SAME_FAILURE)
+            return proven(Outcome.DOWN, Blocking.TLS, Proof.HELPER_SAME_CHAIN)
+        # The site's own key, which the helper's roots accept and ours do not: not interception
+        # (the server holds the site's key), but nothing to conclude either.
+        return Finding(Outcome.UNKNOWN, False, Blocking.TLS)
     if cause in PUBLICLY_SIGNED:
         # A public CA's signature, certificate by certificate: no forger made it, whatever else differs.
         return _judge_public_cause(cause, analysis, hop, confirmed, j)
@@ -169,7 +194,14 @@ def _proofs_of_interception(
     if cause in PUBLICLY_SIGNED or cause == FailureCause.UNUSABLE:
         return []  # a public CA signed it; or, unparseable, nobody can say what signed it
     proofs = []
-    if seen_outside == "other_public_leaf":
+    # Not for a leaf that signs itself (a node's snakeoil default) or a chain missing an
+    # intermediate it names that could not be fetched (a node's misconfiguration): the helper may
+    # have met another node. An intermediate fetched from the leaf's AIA URL that did not sign it
+    # is no misconfiguration: the leaf only copies a public CA's name.
+    issuer_unknown = cause == FailureCause.UNKNOWN_ISSUER or (
+        cause == FailureCause.INCOMPLETE_CHAIN and analysis.get("aia_brought")
+    )
+    if seen_outside == "other_public_leaf" and issuer_unknown:
         j.add(Anomaly.TLS_CERT_MISMATCH)
         proofs.append(Proof.HELPER_PUBLIC_CHAIN)
     if minted(analysis, hop, analysis_of):
@@ -262,7 +294,7 @@ def _suspected(
         return Finding(Outcome.UNKNOWN, False, Blocking.TLS)
     j.interceptor = interceptor
     j.add(*analysis["evidence"])
-    if completed(hop.control) and not forges_every_name(hop.control, analysis, analysis_of):
+    if other_issuer_for_control(analysis, hop, analysis_of):
         j.add(Anomaly.TLS_SNI_TRIGGERED)
     return Finding(Outcome.BLOCKED, False, Blocking.TLS_MITM)
 
@@ -284,8 +316,7 @@ def _intercepted(
         )
     j.interceptor = interceptor
     j.add(*analysis["evidence"])
-    control = hop.control
-    if completed(control) and not forges_every_name(control, analysis, analysis_of):
+    if other_issuer_for_control(analysis, hop, analysis_of):
         j.add(Anomaly.TLS_SNI_TRIGGERED)
     return proven(Outcome.BLOCKED, Blocking.TLS_MITM, *basis)
 

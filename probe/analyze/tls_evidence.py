@@ -137,3 +137,14 @@ def helper_leaf(analysis: dict[str, Any], helper: dict[str, Any] | None) -> str 
     if tls["leaf_spki_sha256"] == spki:
         return "same_leaf"
     return "other_public_leaf" if tls.get("valid") else None
+
+
+def other_issuer_for_control(analysis: dict[str, Any], hop: Hop, analysis_of: ChainAnalyzer) -> bool:
+    """The control name, at the same address, got a leaf from another issuer than the target's
+    untrusted one: the substitution is for the target's name (`tls.sni_triggered`). The same chain,
+    or the same issuer, for both names shows no such thing."""
+    ours, control = leaf_of(analysis), hop.control
+    if ours is None or control is None or not completed(control):
+        return False
+    theirs = leaf_of(analysis_of(control))
+    return theirs is not None and theirs["issuer"] != ours["issuer"]
