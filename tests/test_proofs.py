@@ -422,3 +422,102 @@ def test_a_catalogued_root_appended_to_a_sites_own_valid_chain_proves_nothing(
     qaznet = x509.load_pem_x509_certificate(QAZNET.read_bytes())
     j = _judge(ctx, _handshake([*real.chain, qaznet]))
     assert (j.blocking, j.interceptor) == ("none", None)
+
+
+# --- the honest look-alikes the fresh-eyes review found -----------------------------------------
+
+
+def _failed(purpose: str, failure: str, server_name: str = HOST) -> dict:
+    return {**_handshake([], purpose, server_name), "failure": failure, "peer_certificates": []}
+
+
+def test_an_sni_block_is_proven_only_when_reset_or_silenced_twice(ctx: AnalysisContext, test_pki: PkiFixture) -> None:
+    control = _handshake(
+        pki.make_leaf(test_pki.public_intermediate, ["example.org"]).chain, "control_sni", "example.org"
+    )
+    twice = _judge(ctx, _failed("target", "connection_reset"), control, _failed("target_retry", "connection_reset"))
+    assert twice.blocking == "tls"
+    _assert_proven(twice, "control_sni_reached_server")
+    # Once only (the retry could not connect), or closed twice (an SNI-routing proxy whose
+    # backend for the name is down): a finding, unconfirmed.
+    once = _judge(ctx, _failed("target", "connection_reset"), control)
+    closed = _judge(ctx, _failed("target", "eof_error"), control, _failed("target_retry", "eof_error"))
+    for j in (once, closed):
+        assert j.blocking == "tls" and "tls.sni_triggered" in j.anomalies
+        _assert_not_proven(j)
+
+
+def test_a_fingerprinted_page_that_the_helper_got_too_is_the_sites_own(ctx: AnalysisContext) -> None:
+    """A news page that links the regulator's register (an OONI fingerprint), fetched alike from
+    outside: the fingerprint matched the site's content, not a censor's page."""
+    from tests.test_realweb import _http_observations, _response
+
+    body = (
+        "<html><head><title>How to check a block</title></head>"
+        "<body>See http://eais.rkn.gov.ru/ for the register.</body></html>"
+    )
+    obs = _http_observations([_response("http://site.example/", 200, "198.51.100.7", 0, body=body,
+                                        title="How to check a block")])  # fmt: skip
+    alone = judge({"host": HOST}, obs, AT, False, ctx)
+    assert alone.blocking == "http" and alone.confidence == Confidence.CONFIRMED
+    page = {"status": 200, "title": "How to check a block", "body_length": len(body), "body_sha256": None,
+            "failure": None}  # fmt: skip
+    obs["helpers"] = [{"helper": "h", "failure": None, "response": {"http": page}}]
+    j = judge({"host": HOST}, obs, AT, False, ctx)
+    assert "http.blockpage" in j.anomalies
+    _assert_not_proven(j)
+
+
+def test_a_struggling_resolver_is_a_finding_and_a_denial_a_proof(ctx: AnalysisContext, test_pki: PkiFixture) -> None:
+    from tests.test_realweb import _lookup
+
+    real = _handshake(pki.make_leaf(test_pki.public_intermediate, [HOST]).chain)
+    for failure, proven_ in (("dns_servfail_error", False), ("generic_timeout_error", False),
+                             ("dns_nxdomain_error", True)):  # fmt: skip
+        obs = _tls_observations(real)
+        obs["dns"]["system"] = _lookup("system", [], failure)
+        j = judge({"host": HOST}, obs, AT, False, ctx)
+        assert j.blocking == "dns", failure
+        assert (j.confidence == Confidence.CONFIRMED) == proven_, failure
+
+
+def test_a_reset_one_hop_nearer_than_the_server_is_recorded_not_proof() -> None:
+    """A firewall or load balancer just in front of the server resets honestly, one hop nearer."""
+    from probe.analyze.forensics import _far_from_server
+
+    mark = {"why": ["ip_ttl"], "rst": {"ip_ttl": 62}, "server": {"ip_ttl": 61}}
+    assert not _far_from_server(mark)
+    assert _far_from_server({**mark, "rst": {"ip_ttl": 63}})  # born two hops nearer: the path's
+    assert not _far_from_server({**mark, "rst": {"ip_ttl": 253}})  # a 255-TTL box one hop nearer (3 - 2)
+    assert not _far_from_server({**mark, "why": ["ip_id"]})
+
+
+def test_a_local_interceptors_name_in_a_sites_own_certificate_is_not_local_interception(
+    ctx: AnalysisContext, test_pki: PkiFixture
+) -> None:
+    """The antivirus maker's own site (its subject names the maker, O=AO Kaspersky Lab), here expired: the site's own."""
+    leaf = pki.make_leaf(test_pki.public_intermediate, [HOST], valid_days=(-90, -1))
+    from cryptography import x509 as x509_module
+    from cryptography.hazmat.primitives import hashes
+
+    named = (x509_module.CertificateBuilder().subject_name(pki.name(CN=HOST, O="AO Kaspersky Lab"))
+             .issuer_name(leaf.cert.issuer).public_key(leaf.key.public_key()).serial_number(7)
+             .not_valid_before(leaf.cert.not_valid_before_utc).not_valid_after(leaf.cert.not_valid_after_utc)
+             .add_extension(x509_module.SubjectAlternativeName([x509_module.DNSName(HOST)]), critical=False)
+             .sign(test_pki.public_intermediate.key, hashes.SHA256()))  # fmt: skip
+    j = _judge(ctx, _handshake([named, test_pki.public_intermediate.cert]))
+    assert j.blocking == "down" and j.interceptor is None
+
+
+def test_the_same_leaf_the_helper_validates_is_neither_down_nor_interception(
+    ctx: AnalysisContext, test_pki: PkiFixture
+) -> None:
+    """The server holds the site's key (the helper got the same leaf and its roots accept it), our
+    roots do not: nothing to conclude."""
+    private = pki.make_root(pki.name(CN="Roots We Lack"))
+    leaf = pki.make_leaf(private, [HOST], extra_chain=[private.cert])
+    j = _judge(ctx, _handshake(leaf.chain), helper_tls=_helper_saw(leaf, valid=True))
+    assert j.blocking == "inconclusive" and "helper.same_failure" not in j.anomalies
+    j = _judge(ctx, _handshake(leaf.chain), helper_tls=_helper_saw(leaf, valid=False))
+    assert j.blocking == "down"
+    _assert_proven(j, "helper_same_chain")
