@@ -495,7 +495,8 @@ def test_a_reset_one_hop_nearer_than_the_server_is_recorded_not_proof() -> None:
 def test_a_local_interceptors_name_in_a_sites_own_certificate_is_not_local_interception(
     ctx: AnalysisContext, test_pki: PkiFixture
 ) -> None:
-    """The antivirus maker's own site (its subject names the maker, O=AO Kaspersky Lab), here expired: the site's own."""
+    """The antivirus maker's own site (its subject names the maker, O=AO Kaspersky Lab), here
+    expired: the site's own certificate, not the volunteer's antivirus."""
     leaf = pki.make_leaf(test_pki.public_intermediate, [HOST], valid_days=(-90, -1))
     from cryptography import x509 as x509_module
     from cryptography.hazmat.primitives import hashes
