@@ -55,6 +55,20 @@ def _assert_not_proven(j) -> None:  # type: ignore[no-untyped-def]
     assert (j.confidence, j.basis) == (Confidence.UNCONFIRMED, [])
 
 
+def _assert_valid_record(j, handshake: dict) -> None:  # type: ignore[no-untyped-def]
+    """The judgement, written as a run writes it, is a record the schema accepts."""
+    from probe.results.record import RunContext, build_record
+    from probe.targets import parse_target
+    from tests.conftest import validate_record
+
+    run = RunContext("0" * 32, {"resolver": "system", "system_resolver_addresses": [], "control_resolver": None,
+                                "helpers": [], "asn": None, "country": None, "as_name": None, "region": None},
+                     {"roots": {"source": "test", "sha256": "0" * 64, "count": 1}, "catalogs": {},
+                      "control_sni": None, "documentation_addresses_public": True})  # fmt: skip
+    assert handshake["purpose"] == "target"  # the observations are hand-made; the judgement is what is checked
+    validate_record(build_record(run, parse_target(HOST, None, 1), AT, None, j))
+
+
 # --- the chain's own signatures -------------------------------------------------------------------
 
 
@@ -276,6 +290,7 @@ def test_a_chain_that_leaves_the_catalogued_root_out_is_matched_by_its_signature
         "zz-root", "signature")  # fmt: skip
     assert j.interceptor["matched_certificate"] == 1
     _assert_proven(j, "catalog_fingerprint")
+    _assert_valid_record(j, _handshake(forged.chain))
     impostor = pki.make_root(root.cert.subject, rsa_key=True)
     look_alike = pki.make_leaf(pki.make_intermediate(impostor, pki.name(CN="Security Certificate", C="ZZ")), [HOST])
     j = _judge(grown, _handshake(look_alike.chain))
@@ -334,6 +349,7 @@ def test_a_site_under_a_national_ca_is_its_own_choice_on_a_shared_host_or_its_ow
     j = _judge(grown, _handshake(bank.chain), helper_tls=_helper_saw(real, valid=True))
     assert j.blocking == "tls_mitm" and j.interceptor["catalog"] == "national_cas"
     _assert_proven(j, "helper_public_chain")
+    _assert_valid_record(j, _handshake(bank.chain))
     # The national CA's name on another key: what a forger would make, a suspicion either way.
     impostor = pki.make_root(pki.name(CN="ZZ National Root", C="ZZ"))
     j = _judge(grown, _handshake(pki.make_leaf(impostor, [HOST]).chain))
