@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from probe.helper.ratelimit import RateLimiter
+from probe.helper.ratelimit import Lease, PerClient, RateLimiter, client_key
 from probe.observe.clock import Clock
 from probe.observe.helperclient import ask_helper
 from tests.conftest import PkiFixture
@@ -27,18 +27,21 @@ ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-test-token"
 
 
-def _serve(test_pki: PkiFixture, *extra: str) -> Iterator[str]:
-    cert, key = test_pki.leaf_files(test_pki.public_intermediate, ["127.0.0.1"], f"helper-{len(extra)}")
+def _serve(test_pki: PkiFixture, *extra: str, log: Path | None = None, host: str = "127.0.0.1") -> Iterator[str]:
+    """The helper in a subprocess on loopback, its output (stdout and stderr) in `log` if given."""
+    cert, key = test_pki.leaf_files(test_pki.public_intermediate, [host], f"helper-{len(extra)}")
     port = free_udp_port()  # free for TCP as well, in practice, on loopback
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    output = open(log, "w", encoding="utf-8") if log is not None else subprocess.PIPE  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [sys.executable, "-m", "probe.cli", "helper", "serve", "--listen", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "probe.cli", "helper", "serve", "--listen", listen,
          "--tls-cert", str(cert), "--tls-key", str(key), "--roots", str(test_pki.roots_pem), "--timeout", "1", *extra],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
+        stdout=output,
         stderr=subprocess.STDOUT,
         text=True,
     )  # fmt: skip
-    url = f"https://127.0.0.1:{port}/"
+    url = f"https://{listen}/"
     try:
         for _ in range(100):
             try:
@@ -46,12 +49,15 @@ def _serve(test_pki: PkiFixture, *extra: str) -> Iterator[str]:
                 break
             except requests.exceptions.ConnectionError:
                 if process.poll() is not None:
-                    raise RuntimeError(f"helper exited: {process.stdout.read() if process.stdout else ''}") from None
+                    said = log.read_text() if log is not None else process.stdout.read() if process.stdout else ""
+                    raise RuntimeError(f"helper exited: {said}") from None
                 time.sleep(0.1)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=10)
+        if log is not None:
+            output.close()  # type: ignore[union-attr]
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +152,46 @@ def test_the_rate_limit_comes_before_the_token(test_pki: PkiFixture) -> None:
     assert codes == [401, 401, 401, 429, 429]
 
 
+def test_an_ipv6_client_is_its_64() -> None:
+    """A host picks addresses in its /64 at will: the /64 is the client, for every limit."""
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff:1:2:3") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("fe80::1%eth0") == "fe80::/64"
+    assert client_key("::ffff:198.51.100.7") == client_key("198.51.100.7") == "198.51.100.7"  # mapped: IPv4
+    assert client_key("198.51.100.8") != client_key("198.51.100.7")  # IPv4: the address
+    limiter = RateLimiter(rate_per_minute=1, burst=2)
+    assert [limiter.allow("2001:db8::1"), limiter.allow("2001:db8::2"), limiter.allow("2001:db8::3")] == [
+        True,
+        True,
+        False,  # a new address in the same /64: the same bucket, empty
+    ]
+    assert limiter.allow("2001:db8:0:1::1")  # another /64: another client
+    assert limiter.allow("192.0.2.1") and limiter.allow("192.0.2.2")
+
+
+def test_a_client_holds_at_most_its_share() -> None:
+    table = PerClient(cap=2)
+    first, second = table.take("2001:db8::1"), table.take("2001:db8::2")
+    assert first is not None and second is not None
+    assert table.take("2001:db8::3") is None  # the same /64: its share is taken
+    assert table.take("2001:db8:0:1::1") is not None  # another client
+    first()
+    first()  # given back once, however often called
+    assert table.held("2001:db8::9") == 1
+    assert table.take("2001:db8::3") is not None
+
+
+def test_a_slot_is_given_back_when_the_last_hold_ends() -> None:
+    given_back: list[bool] = []
+    lease = Lease(lambda: given_back.append(True))
+    let_go = lease.hold()  # a lookup that outlives its measurement
+    lease.release()
+    assert given_back == []  # the lookup still runs: the client's slot stays taken
+    let_go()
+    let_go()
+    assert given_back == [True]
+
+
 def test_the_rate_table_forgets_the_least_recent_client_first() -> None:
     limiter = RateLimiter(rate_per_minute=1, burst=1, max_clients=2)
     assert [limiter.allow("a"), limiter.allow("b"), limiter.allow("a")] == [True, True, False]
@@ -191,13 +237,16 @@ def test_a_client_dripping_its_request_is_cut_at_the_deadline(test_pki: PkiFixtu
 def test_connections_past_the_bound_are_closed_at_once(test_pki: PkiFixture) -> None:
     import socket
 
-    served = _serve(test_pki, "--connections", "2", "--request-deadline", "8")
+    served = _serve(test_pki, "--connections", "2", "--connections-per-client", "1", "--request-deadline", "8")
     url = next(served)
     port = int(url.rsplit(":", 1)[1].strip("/"))
     try:
-        held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]  # idle, holding both
+        held = [  # idle, from two clients (each within its share), holding both
+            socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(f"127.0.0.{n}", 0))
+            for n in (2, 3)
+        ]
         time.sleep(0.5)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as third:
+        with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.4", 0)) as third:
             assert third.recv(1) == b""  # closed by the helper: no thread, no handshake for it
         for sock in held:
             sock.close()

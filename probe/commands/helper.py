@@ -28,6 +28,13 @@ def command_helper(args: argparse.Namespace) -> int:
     for path in (args.tls_cert, args.tls_key):
         if not path.is_file():
             return fail(f"{path}: no such file")
+    # One client's share of the connections: never all of them (a probe keeps four to a helper).
+    per_client = args.connections_per_client or min(16, max(1, args.connections // 4))
+    if per_client > args.connections:
+        return fail(f"--connections-per-client {per_client} is more than --connections {args.connections}")
+    at_once = HelperConfig.max_concurrent  # measurements the helper runs at once
+    if args.measurements_per_client > at_once:
+        return fail(f"--measurements-per-client {args.measurements_per_client} is more than the {at_once} at once")
     config = HelperConfig(
         timeout=args.timeout,
         roots=roots,
@@ -38,6 +45,8 @@ def command_helper(args: argparse.Namespace) -> int:
         burst=args.burst,
         request_deadline=args.request_deadline,
         max_connections=args.connections,
+        max_connections_per_client=per_client,
+        max_concurrent_per_client=args.measurements_per_client,
     )
     try:
         server = HelperServer((host.strip("[]"), port), config, str(args.tls_cert), str(args.tls_key))

@@ -4,6 +4,9 @@ answered as metadata only (see the package's docstring for the threat model)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +20,7 @@ from probe.observe.connect import close_quietly, tcp_connect, tls_handshake
 from probe.observe.dns import lookup_system
 from probe.observe.http import http_get_body
 from probe.targets import is_ip_literal, parse_target
+from probe.vocabulary.failures import Failure
 
 API_VERSION = 1
 MAX_ADDRESSES = 3
@@ -44,9 +48,13 @@ class HelperConfig:
     rate_per_minute: float = 600.0
     burst: int = 120
     max_concurrent: int = 16  # measurements at once; a request waits up to `timeout` for its turn
+    # Measurements one client (an address, an IPv6 /64) may have at once; past it, 429 at once. A
+    # probe asks on at most four connections, so four at most (helperclient.HELPER_CONNECTIONS).
+    max_concurrent_per_client: int = 4
     # Open at once; past it a new connection is closed at once. A probe keeps at most four
     # (helperclient.HELPER_CONNECTIONS): fifty probes at once fit, with room.
     max_connections: int = 256
+    max_connections_per_client: int = 16  # one client's share: a few probes behind one NAT address
     request_deadline: float = 10.0  # a whole request (headers and body) must arrive within this
 
 
@@ -72,8 +80,11 @@ def _fingerprints(chain_b64: list[str], host: str, at: datetime, roots: certs.Re
     }
 
 
-def measure_for_probe(request: dict[str, Any], config: HelperConfig) -> dict[str, Any]:
-    """Carry out one checked request and return metadata only."""
+def measure_for_probe(
+    request: dict[str, Any], config: HelperConfig, hold: Callable[[], Callable[[], None]] | None = None
+) -> dict[str, Any]:
+    """Carry out one checked request and return metadata only. `hold`, if given, is called before
+    the name's lookup, and what it returns when the lookup has really ended (see `bounded_lookup`)."""
     text = request.get("url") if isinstance(request.get("url"), str) else None
     if text is None:
         raise Refused(400, "expected a JSON object with 'url' (http:// or https://, or host[:port])")
@@ -97,7 +108,7 @@ def measure_for_probe(request: dict[str, Any], config: HelperConfig) -> dict[str
     if target.is_ip_literal:
         addresses = [target.host]
     else:
-        lookup = lookup_system(target.host, target.port, clock)
+        lookup = bounded_lookup(target.host, target.port, config.timeout, clock, hold)
         answer["dns"] = {"addresses": lookup["addresses"], "failure": lookup["failure"]}
         addresses = lookup["addresses"]
     for address in addresses:  # every address is checked before any is used
@@ -137,3 +148,27 @@ def http_answer(page: dict[str, Any], body: bytes) -> dict[str, Any]:
     text = body.decode("utf-8", errors="replace")
     answer["body_length_normalized"] = len(normalize_page_text(text).encode()) if page["status"] is not None else None
     return answer
+
+
+# getaddrinfo's workers: bounded, so that lookups that hang cannot make threads without end (a
+# lookup that waits here for a worker waits within its own bound all the same).
+_LOOKUPS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="helper-getaddrinfo")
+
+
+def bounded_lookup(
+    hostname: str, port: int, timeout: float, clock: Clock, hold: Callable[[], Callable[[], None]] | None = None
+) -> dict[str, Any]:
+    """The system resolver's answer within `timeout`. getaddrinfo has no bound of its own (a name
+    under a nameserver that drops every packet holds it for as long as the resolver retries), so it
+    runs in a worker; past `timeout` the lookup is answered as timed out and the measurement goes on
+    (its slot freed), while the worker waits for getaddrinfo to give up. `hold()` is taken before
+    and let go when the worker is done, so that whoever charges the asker for it knows."""
+    release = hold() if hold is not None else None
+    future = _LOOKUPS.submit(lookup_system, hostname, port, clock)
+    if release is not None:
+        future.add_done_callback(lambda _done: release())
+    try:
+        return dict(future.result(timeout=timeout))
+    except FutureTimeout:
+        future.cancel()  # still waiting for a worker: never started (and let go of at once)
+        return {"addresses": [], "failure": Failure.GENERIC_TIMEOUT}
