@@ -9,34 +9,53 @@ file, receives each target's observations through a pipe, judges, scrubs, writes
 record, and sends back its verdict for the summary. Where there is no fork (macOS, Windows), or
 the recorder cannot start, records are judged in the run's own thread (`InlineRecorder`).
 
-Nothing measured is lost: the run keeps each item until its verdict comes back; if the recorder
-dies (or cannot take an item), the run judges and writes what it had not confirmed itself.
+Nothing measured is lost, nothing is written twice. Each item carries its record's `measurement_id`
+from the run, which keeps the item until its verdict comes back. If the recorder dies (or cannot
+take an item), the run takes over: it cuts a half line the recorder may have left, counts the items
+whose records the recorder wrote but did not confirm (found by their ids in the file), and judges
+and writes the others, and every later one, itself. Every record takes one path (`record_line`): a
+record that JSON cannot carry (an integer beyond 64 bits in a hostile status line or a helper's
+answer) is written without its observations, its `error` saying where, and the run goes on. A line
+that cannot be written (a full disk) stops the run: the recorder says so and ends, and the run
+raises the writer's error.
+
+The recorder keeps nothing of the run's but its inbox, its outbox and the results file (the run's
+lock above all is let go), and it does not outlive the run: when the run dies, its inbox ends and
+the kernel signals it (PR_SET_PDEATHSIG); it writes what the run had sent, and ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import multiprocessing
+import os
 import signal
 import sys
 import threading
-import traceback
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
 from probe.analyze.verdict import AnalysisContext, Judgement, judge
-from probe.results.privacy import scrubbed_line
+from probe.results.privacy import error_text, scrub, scrubbed_line
 from probe.results.record import RunContext, build_record
-from probe.results.writer import ResultsWriter
+from probe.results.writer import ResultsWriter, encodable, encode_record, unencodable_place
 from probe.targets import Target
 from probe.vocabulary.anomalies import Blocking, Confidence
 
 IN_FLIGHT = 64  # items sent to the recorder and not yet confirmed; past it, measuring waits
 CLOSE_WAIT = 60.0  # seconds for the recorder to finish what it holds when the run ends
+ORPHANED_WAIT = 30  # seconds a recorder whose run died has to write what the run had sent it
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _measurement_id() -> str:
+    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
@@ -50,6 +69,7 @@ class Item:
     offline: bool
     own_addresses: frozenset[str]
     not_measured: str | None = None  # why it was not measured (the run's deadline)
+    measurement_id: str = field(default_factory=_measurement_id)  # its record's: found again, never written twice
 
 
 @dataclass(frozen=True)
@@ -61,22 +81,56 @@ class Verdict:
     interceptor: dict[str, Any] | None
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """An item the run judged and encoded itself (it could not be sent as it was)."""
+
+    line: bytes
+    verdict: Verdict
+
+
 Written = Callable[[Item, Verdict], None]
 
 
 def record_line(item: Item, run: RunContext, analysis: AnalysisContext) -> tuple[bytes, Verdict]:
-    """The record of one item, judged and scrubbed, as its results line."""
+    """The record of one item, judged and scrubbed, as its results line: the one path every record
+    takes to the file, in the recorder and in the run's thread alike. It never raises."""
     judgement, error = Judgement(blocking=Blocking.INCONCLUSIVE), item.error
     if error is None and item.not_measured is None:
         try:
             judgement = judge({"host": item.target.host}, item.observations, item.started, item.offline, analysis)
-        except Exception:  # an analysis bug: keep the observations, re-judge them later
-            error = traceback.format_exc(limit=3)[-1000:]
+        except Exception as exc:  # an analysis bug: keep the observations, re-judge them later
+            error = error_text(exc)  # module-relative frames: never a local path
     record = build_record(run, item.target, item.started, item.observations, judgement, error)
+    record["measurement_id"] = item.measurement_id
     if item.not_measured is not None:
         record["not_measured"] = item.not_measured
     verdict = Verdict(judgement.blocking, judgement.confidence, judgement.interceptor)
-    return scrubbed_line(record, item.own_addresses), verdict
+    try:
+        return scrubbed_line(record, item.own_addresses), verdict
+    except Exception as exc:  # a value JSON cannot carry: an integer beyond 64 bits, a lone surrogate
+        return _unencodable(item, run, record, exc)
+
+
+def _unencodable(item: Item, run: RunContext, record: dict[str, Any], exc: Exception) -> tuple[bytes, Verdict]:
+    """The record of a target whose record could not be encoded: why and where, without the
+    observations (nothing is claimed without them)."""
+    error = (
+        f"the record could not be written as JSON: {unencodable_place(record) or error_text(exc)}; "
+        "its observations are left out and nothing is judged"
+    )
+    if record.get("error"):
+        error = f"{record['error']}\n{error}"
+    judgement = Judgement(blocking=Blocking.INCONCLUSIVE)
+    fallback = build_record(run, item.target, item.started, None, judgement, error)
+    fallback["measurement_id"] = item.measurement_id
+    if item.not_measured is not None:
+        fallback["not_measured"] = item.not_measured
+    try:
+        line = scrubbed_line(fallback, item.own_addresses)
+    except Exception:  # then the run's own parts hold it: every value made JSON
+        line = encode_record(scrub(encodable(fallback), item.own_addresses))
+    return line, Verdict(judgement.blocking, judgement.confidence, None)
 
 
 class InlineRecorder:
@@ -88,9 +142,16 @@ class InlineRecorder:
         self._lock = threading.Lock()
 
     def submit(self, item: Item) -> None:
+        """Raises the writer's error when the line cannot be written (a full disk): the run stops."""
         line, verdict = record_line(item, self.run, self.analysis)
         with self._lock:
             self.writer.write_line(line)
+            self._written(item, verdict)
+
+    def found(self, item: Item, record: dict[str, Any]) -> None:
+        """An item whose record is in the file already (a recorder wrote it and died): counted."""
+        verdict = Verdict(Blocking(record["blocking"]), Confidence(record["confidence"]), record.get("interceptor"))
+        with self._lock:
             self._written(item, verdict)
 
     def close(self) -> None:
@@ -98,23 +159,74 @@ class InlineRecorder:
 
 
 def _serve(
-    inbox: Connection, outbox: Connection, run: RunContext, analysis: AnalysisContext, writer: ResultsWriter
+    inbox: Connection,
+    outbox: Connection,
+    run: RunContext,
+    analysis: AnalysisContext,
+    writer: ResultsWriter,
+    inherited: list[int],
+    parent: int,
 ) -> None:
     """The recorder process: items in, records written, verdicts out, until the run says stop (None)
-    or goes away. A signal to the run's process group is the run's to handle, not the recorder's."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    or goes away (the inbox ends once everything the run sent is read). A line that cannot be written
+    is answered with the writer's error, and the recorder ends: the run stops."""
+    _detach(inherited, {inbox.fileno(), outbox.fileno(), writer.fileno()}, parent)
     while True:
         try:
             message = inbox.recv()
-        except (EOFError, OSError):
+        except Exception:  # ended (the run closed it, or died), or broken mid-message: the run takes over
             return
         if message is None:
             return
         key, item = message
-        line, verdict = record_line(item, run, analysis)
-        writer.write_line(line)  # a write error ends the recorder: the run then writes, and reports it
-        outbox.send((key, verdict))
+        line, verdict = (item.line, item.verdict) if isinstance(item, Encoded) else record_line(item, run, analysis)
+        answer: Verdict | OSError = verdict
+        try:
+            writer.write_line(line)
+        except OSError as exc:
+            answer = writer.failure or exc
+        with contextlib.suppress(OSError):  # the run is gone: what it sent is written all the same
+            outbox.send((key, answer))
+        if isinstance(answer, OSError):
+            return
+
+
+def _detach(inherited: list[int], keep: set[int], parent: int) -> None:
+    """Let go of every descriptor the run had open at the fork but `keep`, and die with the run.
+
+    A recorder that outlived a killed run held its lock (every later run exited "locked" until a
+    reboot) and the run's end of its own inbox (so that the inbox never ended). Each is pointed at
+    /dev/null rather than closed: its number cannot then be reused under an object that still thinks
+    it owns it. A signal to the run's process group is the run's to handle, not the recorder's; but
+    SIGTERM once the run is gone (the kernel sends it, PR_SET_PDEATHSIG) leaves the recorder
+    ORPHANED_WAIT seconds to write what the run had sent before SIGALRM ends it."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for descriptor in inherited:
+        if descriptor > 2 and descriptor not in keep and descriptor != null:
+            with contextlib.suppress(OSError):
+                os.dup2(null, descriptor, inheritable=False)
+    os.close(null)
+
+    def orphaned(signum: int, frame: Any) -> None:
+        if os.getppid() != parent:
+            signal.alarm(ORPHANED_WAIT)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, orphaned)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    orphaned(signal.SIGTERM, None)  # the run may have died before the kernel was asked
+
+
+def _open_descriptors() -> list[int]:
+    """The descriptors open in this process (Linux: /proc/self/fd, less the listing's own)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            os.fstat(int(name))
+            found.append(int(name))
+    return found
 
 
 class ProcessRecorder:
@@ -127,11 +239,17 @@ class ProcessRecorder:
         self._slots = threading.BoundedSemaphore(IN_FLIGHT)
         self._lock = threading.Lock()
         self._gone = threading.Event()
+        self._taken_over = False
+        inherited = _open_descriptors()  # the run's lock among them
         context = multiprocessing.get_context("fork")
         inbox, self._send = context.Pipe(duplex=False)
         self._receive, outbox = context.Pipe(duplex=False)
+        inherited += [self._send.fileno(), self._receive.fileno()]  # the run's ends of both pipes
         self._process = context.Process(
-            target=_serve, args=(inbox, outbox, run, analysis, writer), name="probe-recorder", daemon=True
+            target=_serve,
+            args=(inbox, outbox, run, analysis, writer, inherited, os.getpid()),
+            name="probe-recorder",
+            daemon=True,
         )
         self._process.start()
         inbox.close()
@@ -142,12 +260,15 @@ class ProcessRecorder:
     def _read(self) -> None:
         while True:
             try:
-                key, verdict = self._receive.recv()
+                key, answer = self._receive.recv()
             except (EOFError, OSError):
                 break
+            if isinstance(answer, OSError):  # the line could not be written: the run stops
+                self._inline.writer.failure = answer
+                continue
             with self._lock:
                 item = self._pending.pop(key)
-                self._inline._written(item, verdict)
+                self._inline._written(item, answer)
             self._slots.release()
         self._gone.set()
         for _ in range(IN_FLIGHT):  # wake a submitter waiting for a slot that will never come back
@@ -155,9 +276,11 @@ class ProcessRecorder:
                 self._slots.release()
 
     def submit(self, item: Item) -> None:
+        """Raises the writer's error once a line could not be written (a full disk): the run stops."""
         if not self._gone.is_set():
             self._slots.acquire()
         if self._gone.is_set():
+            self._take_over()
             self._inline.submit(item)
             return
         with self._lock:
@@ -165,28 +288,50 @@ class ProcessRecorder:
             self._pending[key] = item
         try:
             self._send.send((key, item))
-        except Exception:  # the recorder is gone, or the item cannot be sent: write it here
-            with self._lock:
-                self._pending.pop(key, None)
-            self._inline.submit(item)
+        except OSError:  # the recorder is gone: the item stays pending, written on taking over
+            pass
+        except Exception:  # the item cannot be sent as it is (it would not pickle): encoded here
+            with contextlib.suppress(Exception):  # else it stays pending, written on taking over
+                self._send.send((key, Encoded(*record_line(item, self._inline.run, self._inline.analysis))))
+
+    def _take_over(self) -> None:
+        """The recorder is gone (or must go): the run writes from now on, first what it had handed
+        over and not seen confirmed, but for the records the recorder wrote before it died."""
+        if self._taken_over:
+            return
+        self._taken_over = True
+        self._process.join(CLOSE_WAIT)
+        if self._process.is_alive():  # stuck: it must write nothing once the run does
+            self._process.kill()
+            self._process.join()
+        self._reader.join()  # it ends with the recorder's outbox
+        with self._lock:
+            left = list(self._pending.values())
+            self._pending.clear()
+        writer = self._inline.writer
+        if writer.failure is not None:
+            return  # nothing more can be written: the run stops
+        writer.cut_partial_line()  # a recorder killed mid-line
+        found = writer.records_among({item.measurement_id for item in left})
+        for item in left:
+            record = found.get(item.measurement_id)
+            if record is not None:
+                self._inline.found(item, record)
+            else:
+                self._inline.submit(item)
 
     def close(self) -> None:
-        """Let the recorder finish what it holds, then write here whatever it did not confirm."""
+        """Let the recorder finish what it holds, then write here whatever it did not confirm. A line
+        that could not be written is the writer's `failure`, for the run to raise."""
         if self._send.closed:
             return
         with contextlib.suppress(OSError):
             self._send.send(None)
-        self._process.join(CLOSE_WAIT)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
-        self._reader.join(CLOSE_WAIT)
-        with self._lock:
-            left = list(self._pending.values())
-            self._pending.clear()
-        for item in left:
-            self._inline.submit(item)
         self._send.close()
+        try:
+            self._take_over()
+        except OSError as exc:
+            self._inline.writer.failure = self._inline.writer.failure or exc
 
 
 Recorder = InlineRecorder | ProcessRecorder

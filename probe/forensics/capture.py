@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import selectors
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -112,6 +114,7 @@ class PacketCapture:
             self._selector.register(sock, selectors.EVENT_READ, protocol)
             self._sockets.append(sock)
         self._closed = False
+        self.failure: str | None = None  # why the capture stopped before the run closed it
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._thread.start()
 
@@ -152,13 +155,26 @@ class PacketCapture:
 
     # --- reading ----------------------------------------------------------------------------
     def _run(self) -> None:
+        """Read until closed. Should the capture fail first (a socket's error, a socket closed under
+        it), it stops, and `failure` says why: every record completed after that says the capture
+        stopped (`observations.forensics.capture`, set by the run), and so does the run's summary."""
+        try:
+            self._read()
+        except Exception as exc:
+            if not self._closed:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+                self.failure = f"the packet capture stopped mid-run: {reason}"
+                self.close()
+
+    def _read(self) -> None:
         buffer = bytearray(65535)  # one buffer, not 64 KiB allocated for every packet of the machine
         view = memoryview(buffer)
+        checked = time.monotonic()
         while not self._closed:
-            try:
-                events = self._selector.select(0.5)
-            except (OSError, ValueError):
-                return
+            events = self._selector.select(0.5)
+            if time.monotonic() - checked >= 0.5:  # a socket closed under the capture would go unseen
+                self._check()
+                checked = time.monotonic()
             for key, _ in events:
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
@@ -167,10 +183,15 @@ class PacketCapture:
                         size = sock.recv_into(buffer)
                     except (BlockingIOError, InterruptedError):
                         break
-                    except OSError:
-                        return
                     with contextlib.suppress(Exception):  # a packet that does not parse is not ours
                         self._dispatch(key.data, bytes(view[: min(size, HEADERS)]))
+
+    def _check(self) -> None:
+        """Raises if a capture socket is closed, or holds an error."""
+        for sock in self._sockets:
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # OSError on a closed socket
+            if error:
+                raise OSError(error, os.strerror(error))
 
     def _dispatch(self, protocol: int, data: bytes) -> None:
         """`data`: the packet's first HEADERS bytes (its headers, and a little of what follows)."""
