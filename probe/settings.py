@@ -13,13 +13,19 @@
 
 Keys are the options' long names with `_` for `-` (`--dns-window` is `dns_window`). The command
 line wins over the file, the file over the defaults. An unknown key, or a value of the wrong kind,
-is an error that names the file, the line and the key. Which options exist, and what kind of value
-each takes, is read from the command line's own parser, so the two can never disagree.
+is an error that names the file, the line and the key: a switch is a TOML boolean (`forensics =
+false`, never the string "false"), a number is a TOML number that the option's own check accepts
+(finite, above 0, within its bound), and a text value passes the option's own check too (a
+resolver URL, a duration with its unit, an AS number, a country code). Which options exist, and
+what kind of value each takes and how it is checked, is read from the command line's own parser,
+so the two can never disagree.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import math
 import os
 import re
 import tomllib
@@ -31,7 +37,11 @@ UPLOAD_KEYS = {"to": str, "endpoint": str, "region_name": str}
 
 
 class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the file, the line and the key."""
+    """A configuration that cannot be used; each problem names the file, the line and the key."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
 
 
 def default_path() -> Path:
@@ -56,7 +66,7 @@ def options_of(parser: argparse.ArgumentParser) -> dict[str, Option]:
         if not longs or action.dest in ("help", "config", "upload_to", "upload_endpoint"):
             continue
         key = longs[0][2:].replace("-", "_")
-        if isinstance(action, argparse._StoreTrueAction):
+        if isinstance(action, argparse._StoreTrueAction | argparse.BooleanOptionalAction):
             kind = "bool"
         elif isinstance(action, argparse._AppendAction):
             kind = "paths" if action.type is Path else "list"
@@ -66,7 +76,7 @@ def options_of(parser: argparse.ArgumentParser) -> dict[str, Option]:
             kind = "path"
         else:
             kind = getattr(action.type, "kind", "str")
-        convert = action.type if kind == "str" and callable(action.type) else None
+        convert = action.type if kind in ("str", "int", "float") and callable(action.type) else None
         found[key] = Option(key, kind, tuple(action.choices or ()), convert)
     return found
 
@@ -95,71 +105,94 @@ def _line_of(text: str, key: str, table: str | None = None) -> int:
     return 0
 
 
+def _converted(value: Any, option: Option, where: str) -> Any:
+    """The command line's own check and conversion of a value (bounds, a resolver URL, a duration)."""
+    try:
+        return option.convert(str(value))
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 def _check(value: Any, option: Option, where: str) -> Any:
     kind = option.kind
     if kind == "bool":
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false")
+            raise ConfigError(f"{where}: expected true or false (a TOML boolean, without quotes), got {value!r}")
         return value
     if kind in ("int", "float"):
         wrong_kind = not isinstance(value, int | float) or (kind == "int" and not isinstance(value, int))
         if isinstance(value, bool) or wrong_kind:
-            raise ConfigError(f"{where}: expected {'a whole number' if kind == 'int' else 'a number'}")
+            raise ConfigError(f"{where}: expected {'a whole number' if kind == 'int' else 'a number'}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: must be a finite number, got {value!r}")
         if value <= 0:
             raise ConfigError(f"{where}: must be greater than 0")
-        return value
+        return _converted(value, option, where) if option.convert is not None else value
     if kind in ("list", "paths"):
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings")
         return [Path(v).expanduser() for v in value] if kind == "paths" else value
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a string")
+    numbers_too = getattr(option.convert, "numbers_too", False)  # `asn = 9198` as well as "AS9198"
+    if not isinstance(value, str) and not (numbers_too and isinstance(value, int) and not isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {getattr(option.convert, 'expects', 'a string')}, got {value!r}")
     if kind == "choice" and value not in option.choices:
         raise ConfigError(f"{where}: expected one of {', '.join(option.choices)}")
     if option.convert is not None:
-        try:
-            return option.convert(value)
-        except (argparse.ArgumentTypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-    return Path(value).expanduser() if kind == "path" else value
+        return _converted(value, option, where)
+    return Path(str(value)).expanduser() if kind == "path" else value
 
 
-def load_settings(path: Path | None, options: dict[str, Option], required: bool) -> Settings:
-    """Read and check a configuration file; a missing default file is no configuration."""
+def read_settings(path: Path | None, options: dict[str, Option], required: bool) -> tuple[Settings, list[str]]:
+    """Read and check a configuration file: the good values, and every problem (`file:line: key: ...`).
+    A missing default file is no configuration."""
     if path is None:
         path = default_path()
         required = False
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        if required:
-            raise ConfigError(f"{path}: no such file") from None
-        return Settings(None)
+        return Settings(None), [f"{path}: no such file"] if required else []
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+        return Settings(None), [f"{path}: cannot read: {exc}"]
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         found = re.search(r"line (\d+)", str(exc))
-        raise ConfigError(f"{path}:{found.group(1) if found else '?'}: not valid TOML: {exc}") from None
-    settings = Settings(path)
+        return Settings(None), [f"{path}:{found.group(1) if found else '?'}: not valid TOML: {exc}"]
+    settings, problems = Settings(path), []
     for key, value in document.items():
         if key == "upload" and isinstance(value, dict):
             for name, item in value.items():
                 line = _line_of(text, name, "upload")
                 if name not in UPLOAD_KEYS or not isinstance(item, str):
                     known = ", ".join(UPLOAD_KEYS)
-                    raise ConfigError(f"{path}:{line}: upload.{name}: unknown key, or not a string (known: {known})")
-                settings.upload[name] = item
+                    problems.append(f"{path}:{line}: upload.{name}: unknown key, or not a string (known: {known})")
+                else:
+                    settings.upload[name] = item
             continue
         line = _line_of(text, key)
         where = f"{path}:{line}: {key}"
         if key not in options:
-            raise ConfigError(f"{where}: unknown key (see `probe config show` for the keys)")
-        settings.values[key] = _check(value, options[key], where)
+            near = difflib.get_close_matches(key, list(options), n=1, cutoff=0.75)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            problems.append(f"{where}: unknown key ({hint}`probe config show` lists every key)")
+            continue
+        try:
+            settings.values[key] = _check(value, options[key], where)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
         settings.lines[key] = line
+    return settings, problems
+
+
+def load_settings(path: Path | None, options: dict[str, Option], required: bool) -> Settings:
+    """Read and check a configuration file; ConfigError names every problem in it."""
+    settings, problems = read_settings(path, options, required)
+    if problems:
+        raise ConfigError(*problems)
     return settings
 
 
@@ -196,3 +229,87 @@ def explicit_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[st
         for action, default in zip(actions, saved, strict=True):
             action.default = default
     return set(vars(given))
+
+
+# --- option values: each check serves the command line (argparse's `type`) and the file alike -------
+
+DAY = 86400.0
+# ISO 3166-1 alpha-2: every officially assigned code (as tzdata's iso3166.tab lists them).
+_COUNTRY_TEXT = (
+    "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW "
+    "BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI "
+    "FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN "
+    "IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME "
+    "MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF "
+    "PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV "
+    "SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE "
+    "YT ZA ZM ZW"
+)
+_COUNTRIES = frozenset(_COUNTRY_TEXT.split())
+
+
+def positive(kind: type, most: float | None = None) -> Any:
+    """A number above 0 (and at most `most`): `--timeout 10`, `concurrency = 8`; never nan or inf."""
+    name = "a whole number" if kind is int else "a number"
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {name}: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most:g}: {text!r}")
+        return value
+
+    convert.kind = kind.__name__  # type: ignore[attr-defined]  # what a file's value must be
+    return convert
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def duration(text: str) -> float:
+    """A duration with its unit: `90s`, `50m`, `2h` (a bare number is refused: seconds or minutes?)."""
+    text = text.strip()
+    unit = text[-1:].lower()
+    if unit not in DURATION_UNITS:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (a number and its unit: 90s, 50m or 2h)")
+    try:
+        seconds = float(text[:-1]) * DURATION_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (a number and its unit: 90s, 50m or 2h)") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite duration greater than 0: {text!r}")
+    if seconds > 7 * DAY:
+        raise argparse.ArgumentTypeError(f"must be at most a week (168h): {text!r}")
+    return seconds
+
+
+duration.expects = 'a duration in quotes, with its unit ("90s", "50m", "2h")'  # type: ignore[attr-defined]
+
+
+def as_number(text: str) -> str:
+    """An autonomous system's number, `AS9198` or `9198` (1 to 4294967294): written `AS9198`."""
+    digits = text.strip().upper().removeprefix("AS")
+    if not (digits.isascii() and digits.isdigit()) or not 0 < int(digits) < 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"not an AS number: {text!r} (AS9198 or 9198, from 1 to 4294967294)")
+    return f"AS{int(digits)}"
+
+
+as_number.expects = 'an AS number ("AS9198" or 9198)'  # type: ignore[attr-defined]
+as_number.numbers_too = True  # type: ignore[attr-defined]
+
+
+def country_code(text: str) -> str:
+    """An ISO 3166-1 alpha-2 country code (`KZ`; `kz` is read as `KZ`)."""
+    code = text.strip().upper()
+    if code not in _COUNTRIES:
+        raise argparse.ArgumentTypeError(f"not an ISO 3166 two-letter country code: {text!r} (Kazakhstan is KZ)")
+    return code
+
+
+country_code.expects = 'a two-letter country code in quotes ("KZ")'  # type: ignore[attr-defined]

@@ -99,3 +99,76 @@ def test_non_ascii_paths_are_encoded_as_browsers_do() -> None:
     assert target.path == "/wiki/%D2%9A%D0%B0%D0%B7%D0%B0%D2%9B%D1%81%D1%82%D0%B0%D0%BD?q=%D3%99%D0%BB%D0%B5%D0%BC"
     assert parse_target("https://x.example/a%20b?x=1", None, 1).path == "/a%20b?x=1"  # already encoded: kept
     target.path.encode("ascii")  # what goes on the request line
+
+
+# --- names and URLs read as browsers read them (issue 20) -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "host"),
+    [
+        ("faß.de", "xn--fa-hia.de"),  # IDNA 2008 (UTS 46 non-transitional), as browsers: not fass.de
+        ("FAß.DE", "xn--fa-hia.de"),
+        ("https://faß.de/", "xn--fa-hia.de"),
+        ("bücher.example:8443", "xn--bcher-kva.example"),
+        ("ｅｘａｍｐｌｅ。com", "example.com"),  # full-width letters and dot, mapped
+        ("xn--fa-hia.de", "xn--fa-hia.de"),
+        ("https://ex%61mple.com/", "example.com"),  # a percent-encoded host is decoded first
+        ("127.1", "127.0.0.1"),  # IPv4 as browsers accept it
+        ("http://0x7f.0.0.1/", "127.0.0.1"),
+        ("[2001:DB8::1]:444", "2001:db8::1"),
+        ("under_score.example", "under_score.example"),
+    ],
+)
+def test_names_are_read_as_browsers_read_them(text: str, host: str) -> None:
+    from probe.targets import parse_target
+
+    assert parse_target(text, None, 1).host == host
+
+
+def test_a_backslash_is_a_slash_in_an_http_url() -> None:
+    """Browsers (the WHATWG URL standard) end the authority at `\\`: this is example.com, not evil.com."""
+    from probe.targets import parse_target
+
+    target = parse_target("https://example.com\\@evil.com/", None, 1)
+    assert (target.host, target.path, target.url) == ("example.com", "/@evil.com/", "https://example.com/@evil.com/")
+    assert parse_target("https:\\\\example.com\\a\\b", None, 1).url == "https://example.com/a/b"
+
+
+def test_paths_are_resolved_and_encoded_as_browsers_send_them() -> None:
+    from probe.targets import parse_target
+
+    assert parse_target("https://x.example/a/./b/../c?q='1' 2#frag", None, 1).path == "/a/c?q=%271%27%202"
+    assert parse_target("https://x.example/%2e%2e/a/%2E/", None, 1).path == "/a/"
+    assert parse_target("https://x.example?only=query", None, 1).path == "/?only=query"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ("ok.example\nhttps://example.com:0/\n", 2, "bad port '0' (1-65535)"),
+        ("example.com:0\n", 1, "bad port '0' (1-65535)"),
+        ("ok.example\n\nhttps://user@example.com/\n", 3, "a user name or password before '@' in a target"),
+        ("https://user:s3cret@example.com/\n", 1, "a user name or password before '@' in a target"),
+        ("user@example.com\n", 1, "a user name or password before '@' in a target"),
+        ("xn--zz.example\n", 1, "not a valid host name: 'xn--zz.example'"),
+        ("https://example.123/\n", 1, "not a valid IPv4 address"),
+        ("example.com:٤٤٣\n", 1, "bad port"),  # Arabic-Indic digits are no port
+        ("[fe80::1%eth0]:443\n", 1, "not a valid host"),
+        ("example.com..\n", 1, "not a valid host name"),
+    ],
+)
+def test_what_no_browser_would_measure_is_refused_with_its_line(
+    tmp_path: Path, text: str, line: int, reason: str
+) -> None:
+    with pytest.raises(TargetError) as error:
+        _load(tmp_path, text)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'targets.txt'}:{line}: "), message
+    assert reason in message
+    assert "s3cret" not in message
+
+
+def test_a_csv_row_with_port_0_names_its_line(tmp_path: Path) -> None:
+    with pytest.raises(TargetError, match=r"kz\.csv:3: bad port '0'"):
+        _load(tmp_path, "url,category_code\nhttps://a.example/,NEWS\nhttps://b.example:0/,NEWS\n", "kz.csv")

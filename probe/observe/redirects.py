@@ -1,7 +1,10 @@
 """The target's page, and the redirects after it: at most MAX_REDIRECTS hops, each recorded.
 
-Each hop is resolved as a browser on this machine would, connected to with the same contrasts as
-the target (control SNI, a retry, AIA completion), so that a hop the network breaks can be judged.
+Each `Location` is read as browsers read it (the WHATWG URL standard, `probe.targets.resolve_url`:
+`\\` is `/`, `//host` keeps the scheme, IDNA 2008 names), each hop is resolved as a browser on this
+machine would, and connected to with the same contrasts as the target (control SNI, a retry, AIA
+completion), so that a hop the network breaks can be judged. A user name or password in a Location
+(`https://user:pw@host/`) is dropped: the hop goes to the host a browser would go to, without them.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import ipaddress
 import socket
 from datetime import datetime
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
 from probe.observe.clock import Clock
 from probe.observe.config import MeasureConfig, ordered
@@ -18,7 +20,7 @@ from probe.observe.connect import close_quietly
 from probe.observe.connections import connect_with_contrast, redirect_hop
 from probe.observe.dns import lookup_system, lookup_with_resolver
 from probe.observe.http import http_get
-from probe.targets import DEFAULT_PORTS, is_ip_literal, request_path
+from probe.targets import is_ip_literal, resolve_url
 
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -49,18 +51,16 @@ def fetch_with_redirects(
             observations["deadline_reached"] = "redirect"  # the target's time is up: no further hop
             return
         try:
-            next_url = urljoin(request["url"], request["location"])
-            parts = urlsplit(next_url)
-            scheme = parts.scheme.lower()
-            port = parts.port or DEFAULT_PORTS.get(scheme, 0)
-            next_host = (parts.hostname or "").lower().encode("idna").decode("ascii")
-        except (ValueError, UnicodeError) as exc:
-            # A Location no browser could follow (`http://[x`): recorded, and the chain ends here.
+            hop = resolve_url(request["url"], _as_sent(request["location"]))
+        except ValueError as exc:
+            # A Location no browser could follow (`http://[x`, port 0): recorded, and the chain ends here.
             observations["redirect_error"] = {"location": str(request["location"])[:2000], "reason": str(exc)[:200]}
             return
-        if scheme not in DEFAULT_PORTS or not next_host:
+        if hop is None:  # not http(s): `mailto:`, `ftp:`, nothing a browser fetches over HTTP
             return
-        next_path = request_path(parts.path, parts.query)
+        # A user name or password in the Location is dropped: the hop goes where a browser goes (the
+        # host after the last '@'), never sends them; the Location as sent is in the request above.
+        next_url, next_host, port, scheme, next_path = hop.url, hop.host, hop.port, hop.scheme, hop.path
         if is_ip_literal(next_host):
             addresses = [next_host]
         else:
@@ -89,6 +89,14 @@ def fetch_with_redirects(
             close_quietly(connection)
         request.update({"address": next_address, "url": next_url, "redirect_index": index})
         observations["http_requests"].append(request)
+
+
+def _as_sent(location: str) -> str:
+    """The Location as a browser reads it: its bytes as UTF-8 (headers are recorded as Latin-1)."""
+    try:
+        return location.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return location
 
 
 def _may_follow_to(address: str) -> bool:
