@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from probe.commands import EXIT_OK, fail
+from probe.commands import EXIT_OK, EXIT_USAGE, fail
 
 
 def command_show(args: argparse.Namespace) -> int:
-    from probe.results.show import show_file
+    """Every readable record of a results file or folder; then each line that is not one, by its
+    place (exit code 2), after the records before and after it were printed."""
+    from probe.results.show import show
 
     try:
-        print(show_file(args.file, include_clean=args.all), end="")
+        shown = show(args.file, include_clean=args.all)
     except (OSError, ValueError) as exc:
         return fail(str(exc))
-    return EXIT_OK
+    print(shown.text, end="")
+    sys.stdout.flush()
+    for place in shown.unreadable:
+        print(f"probe: {place}", file=sys.stderr)
+    return EXIT_USAGE if shown.unreadable else EXIT_OK

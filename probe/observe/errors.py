@@ -7,8 +7,11 @@ sees an exception's text alone.
 from __future__ import annotations
 
 import errno
+import os
+import re
 import socket
 import ssl
+from types import FrameType
 
 from probe.vocabulary.failures import Failure, unknown
 
@@ -74,3 +77,40 @@ def alert_description(exc: BaseException) -> str | None:
     if reason.startswith("TLSV1_") and reason[6:] in _TLSV1_ALERTS:
         return reason[6:].lower()
     return None
+
+
+MAX_ERROR_CHARS = 1000
+_FRAMES = 4  # the innermost frames: where a bug is
+# An absolute path (POSIX or Windows) up to its last part: a home directory names its owner.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^/\s'\"()<>,;]+/)+|\b[A-Za-z]:\\(?:[^\\\s'\"()<>,;]+\\)+")
+
+
+def short_traceback(exc: BaseException) -> str:
+    """A probe bug as a record may keep it: the innermost frames, each named by its module
+    (`probe/observe/http.py:123 in read_body`), then `Type: message`; never an absolute path, so
+    never the name of the volunteer's home directory, wherever the probe is installed."""
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(f"  {_module_path(tb.tb_frame)}:{tb.tb_lineno} in {tb.tb_frame.f_code.co_name}")
+        tb = tb.tb_next
+    message = _without_paths(" ".join(str(exc).split()))[:600]
+    lines = [*frames[-_FRAMES:], f"{type(exc).__name__}: {message}" if message else type(exc).__name__]
+    return "\n".join(lines)[-MAX_ERROR_CHARS:]
+
+
+def _module_path(frame: FrameType) -> str:
+    """`probe/observe/http.py`: the frame's module as a path inside its package, however and
+    wherever the package was installed; the file's name alone for code that is no module."""
+    filename = frame.f_code.co_filename.replace("\\", "/")
+    module = frame.f_globals.get("__name__")
+    if not isinstance(module, str) or not module or module == "__main__" or not filename.endswith(".py"):
+        return filename.rsplit("/", 1)[-1]
+    return module.replace(".", "/") + ("/__init__.py" if filename.endswith("/__init__.py") else ".py")
+
+
+def _without_paths(text: str) -> str:
+    home = os.path.expanduser("~")
+    if home not in ("", "/", "~"):
+        text = text.replace(home, "~")
+    return _ABSOLUTE_PATH.sub("", text)

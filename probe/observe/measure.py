@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -32,6 +31,7 @@ from probe.observe.dns import (
     udp_batch,
     udp_batch_async,
 )
+from probe.observe.errors import short_traceback
 from probe.observe.helperclient import HelperQuestions
 from probe.observe.redirects import fetch_with_redirects
 from probe.observe.wire import TargetWatch
@@ -283,8 +283,8 @@ def start_measurement(target: Target, config: MeasureConfig, started: datetime) 
     dns = None if target.is_ip_literal else DnsInFlight(target.host, target.port, config, clock)
     try:
         _observe_target(target, config, started, clock, observations, dns)
-    except Exception:  # a bug in one stage keeps what the earlier stages observed
-        observations["stage_error"] = traceback.format_exc(limit=3)[-1000:]
+    except Exception as exc:  # a bug in one stage keeps what the earlier stages observed
+        observations["stage_error"] = short_traceback(exc)  # module-relative frames, never a local path
     return Pending(target, config, clock, observations, dns, questions)
 
 

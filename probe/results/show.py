@@ -1,13 +1,28 @@
-"""`probe show FILE`: records printed for a person, certificates described in full."""
+"""`probe show PATH`: records printed for a person, certificates described in full.
+
+PATH is a results file or a folder of them (found as `probe report` finds them). Every readable
+record is printed, and then each line that is not one, by its place. Records that claim nothing
+about their site (an offline run, targets the run's deadline left: no observations) are counted on
+one line per verdict instead of a block each. The anomaly codes printed are explained at the end.
+"""
 
 from __future__ import annotations
 
+import json
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from probe.analyze.certs import CERTIFICATE_ERRORS, decode_chain, describe_certificate
+from probe.results.files import open_text, results_files
 from probe.results.forensics_text import forensics_lines
-from probe.results.reader import read_records
+from probe.results.privacy import scrub_page_text
+from probe.vocabulary.anomalies import ANOMALIES, Anomaly
+
+GROUP_NAMES_UP_TO = 5  # a group of no more targets than this names them
+LEGEND_WIDTH = 100
 
 
 def _certificates(handshake: dict[str, Any]) -> list[str]:
@@ -72,12 +87,17 @@ def format_record(record: dict[str, Any]) -> str:
     if interceptor:
         named = interceptor.get("name") or "not in any catalog"
         how = interceptor.get("matched_by") or "-"
+        if how in ("issuer_name", "subject_name"):
+            how += ": by name only, which any CA can carry"
         lines.append(f"  interceptor: {named} (id {interceptor.get('catalog_id') or '-'}, matched by {how})")
         lines.append(f"    issuer: {interceptor['issuer']}")
     national = (record.get("analysis") or {}).get("national_ca")
     if national:
         named = f"{national['name']} (id {national['id']})"
-        lines.append(f"  national CA: {named}: the site's own choice, not interception")
+        if record.get("blocking") == "tls_mitm":
+            lines.append(f"  national CA: {named}, intercepting here (see what proved it above)")
+        else:
+            lines.append(f"  national CA: {named}: the site's own choice, not interception")
     if record.get("blockpage"):
         lines.append(f"  blockpage: {record['blockpage']['name']} (id {record['blockpage']['id']})")
     lines += [f"  forensics: {line}" for line in forensics_lines((record.get("analysis") or {}).get("forensics"))]
@@ -115,17 +135,127 @@ def format_record(record: dict[str, Any]) -> str:
         if page:
             seen.append(f"http {page.get('failure') or page.get('status')}")
         lines.append(f"  helper {asked['helper']}: {'; '.join(seen)}")
+    if observations.get("stage_error"):
+        lines.append(f"  probe error while measuring: {_last_line(observations['stage_error'])}")
     if record.get("error"):
-        lines.append(f"  probe error: {record['error'].strip().splitlines()[-1]}")
+        lines.append(f"  probe error: {_last_line(record['error'])}")
     return "\n".join(lines) + "\n"
 
 
+def _last_line(text: str) -> str:
+    """What a probe error was (its last line: `Type: message`)."""
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else "-"
+
+
+@dataclass
+class Shown:
+    """What `probe show` prints, and the lines of the files that are not records, by their place."""
+
+    text: str
+    unreadable: list[str] = field(default_factory=list)
+
+
 def show_file(path: Path, include_clean: bool = False) -> str:
-    records = read_records(path)
-    shown = [r for r in records if include_clean or r["blocking"] != "none"]
-    parts = [format_record(r) for r in shown]
-    hidden = len(records) - len(shown)
-    footer = f"{len(records)} records" + (
-        f"; {hidden} with nothing found not shown (--all shows them)" if hidden else ""
-    )
-    return "\n".join(parts) + ("\n" if parts else "") + footer + "\n"
+    return show(path, include_clean).text
+
+
+def show(path: Path, include_clean: bool = False) -> Shown:
+    """Every readable record of a results file, or of every results file in a folder."""
+    files = results_files([path])
+    parts: list[str] = []
+    unreadable: list[str] = []
+    codes: set[str] = set()
+    total = hidden = 0
+    for file in files:
+        blocks: list[str] = []
+        groups: dict[str, list[str]] = {}
+        for place, record in _records(file, unreadable):
+            total += 1
+            if not include_clean and record.get("blocking") == "none":
+                hidden += 1
+            elif record.get("observations") is None or record.get("blocking") == "offline":  # one line a verdict
+                groups.setdefault(_unmeasured(record), []).append(str(record["target"].get("input")))
+            else:
+                try:
+                    blocks.append(format_record(scrub_page_text(record)))
+                except (KeyError, TypeError, AttributeError, IndexError) as exc:
+                    unreadable.append(f"{place}: a record this version cannot show ({type(exc).__name__}: {exc})")
+                    continue
+                codes.update(str(code) for code in record.get("anomalies") or [])
+        blocks += [_group_line(words, names) for words, names in groups.items()]
+        if len(files) > 1 and blocks:
+            blocks.insert(0, f"== {file}\n")
+        parts += blocks
+    footer = f"{total} records" + (f" in {len(files)} files" if len(files) > 1 else "")
+    if hidden:
+        footer += f"; {hidden} with nothing found not shown (--all shows them)"
+    text = "\n".join(parts) + ("\n" if parts else "") + footer + "\n" + _legend(codes)
+    return Shown(text, unreadable)
+
+
+def _records(path: Path, unreadable: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(place, record) for each line that is a record; each other line's place and what it is
+    goes to `unreadable`. A file cut short (a run killed while writing) ends with part of a line."""
+    number = 0
+    try:
+        with open_text(path, errors="replace") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                place = f"{path}:{number}"
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    cut = not line.endswith("\n") or exc.msg.startswith("Unterminated") or (
+                        exc.pos >= len(line.rstrip()) - 1)
+                    unreadable.append(f"{place}: " + ("not a whole record (cut short?)" if cut else
+                                                      f"not a JSON record ({exc.msg})"))  # fmt: skip
+                    continue
+                if not isinstance(record, dict) or "schema_version" not in record:
+                    unreadable.append(f"{place}: not a probe record")
+                elif not isinstance(record.get("target"), dict):
+                    unreadable.append(f"{place}: a record this version cannot show (no target)")
+                else:
+                    yield place, record
+    except Exception as exc:  # a compressed file cut short, or unreadable: what was read is shown
+        unreadable.append(f"{path}: cannot read after line {number} ({type(exc).__name__}: {exc})")
+
+
+def _unmeasured(record: dict[str, Any]) -> str:
+    """A record that claims nothing about its site (offline, not measured) in words: the same
+    words for the same verdict."""
+    blocking = str(record.get("blocking"))
+    if record.get("not_measured") == "deadline":
+        words = f"{blocking} (not measured: the run's deadline came first)"
+    elif blocking == "offline" and record.get("offline") == "no_internet":
+        words = "offline (no internet: nothing the probe asked answered)"
+    elif blocking == "offline":
+        words = "offline (no network)"
+    elif record.get("not_measured"):
+        words = f"{blocking} (not measured: {record['not_measured']})"
+    else:
+        words = blocking
+    anomalies = [code for code in record.get("anomalies") or [] if code != Anomaly.NETWORK_OFFLINE]
+    if anomalies:
+        words += f"; anomalies: {', '.join(anomalies)}"
+    if record.get("error"):
+        words += f"; probe error: {_last_line(str(record['error']))}"
+    return words
+
+
+def _group_line(words: str, names: list[str]) -> str:
+    count = f"{len(names)} target{'s' if len(names) != 1 else ''}"
+    listed = f": {', '.join(names)}" if len(names) <= GROUP_NAMES_UP_TO else ""
+    return f"{count}: {words}{listed}\n"
+
+
+def _legend(codes: set[str]) -> str:
+    """Each anomaly code printed, in words (probe/vocabulary/anomalies.py, docs/anomalies.md)."""
+    if not codes:
+        return ""
+    lines = ["", "What the anomaly codes mean:"]
+    for code in sorted(codes):
+        text = f"{code}: {ANOMALIES.get(code, 'not a code this version knows (a newer probe wrote it)')}"
+        lines.append(textwrap.fill(text, LEGEND_WIDTH, initial_indent="  ", subsequent_indent="      "))
+    return "\n".join(lines) + "\n"
