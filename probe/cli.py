@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from probe import __version__
+from probe.settings import DAY, as_number, country_code, duration
+from probe.settings import positive as _positive
 
 # Each command imports what it needs when it runs: `probe show` and `probe --version` must not pay
 # for the network stack (dnspython's DoH transport alone takes a fifth of a second to import).
@@ -19,38 +21,27 @@ DEFAULT_CONTROL_RESOLVER = "https://1.1.1.1/dns-query"
 DEFAULT_CONTROL_SNI = "example.org"
 
 
-def _positive(kind: type) -> Any:
-    def convert(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
-        return value
+class _Formatter(argparse.HelpFormatter):
+    """Help that shows each option's default (unless its text already says it, or it has none)."""
 
-    convert.kind = kind.__name__  # type: ignore[attr-defined]  # what probe.settings checks a file's value as
-    return convert
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+            return action.help
+        return f"{text} (default: %(default)s)"
 
 
-def _duration(text: str) -> float:
-    """`90s`, `50m`, `2h` or plain seconds."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
-    try:
-        seconds = float(number) * units[unit]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration (90s, 50m, 2h): {text!r}") from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
-    return seconds
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's parser: its help shows the defaults."""
 
-
-_duration.kind = "str"  # type: ignore[attr-defined]  # checked again by argparse's own conversion
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="probe", description="Find TLS interception, lying DNS and blocking.")
+    parser = _Parser(prog="probe", description="Find TLS interception, lying DNS and blocking.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -73,13 +64,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", required=True, type=Path, help="PEM private key")
     serve.add_argument("--token", help="require this bearer token (or PROBE_HELPER_TOKEN)")
     serve.add_argument("--roots", type=Path, help="reference roots for judging chains (default: certifi)")
-    serve.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds for each step")
+    serve.add_argument(
+        "--timeout", type=_positive(float, DAY), default=10.0, metavar="SECONDS", help="seconds for each step"
+    )
     serve.add_argument("--ports", default="80,443", help="destination ports allowed (default 80,443)")
-    serve.add_argument("--rate", type=_positive(float), default=600.0, help="requests a minute per client")
-    serve.add_argument("--burst", type=_positive(int), default=120, help="requests a client may make at once")
+    serve.add_argument("--rate", type=_positive(float), default=600.0, metavar="N", help="requests a minute per client")
+    serve.add_argument(
+        "--burst", type=_positive(int), default=120, metavar="N", help="requests a client may make at once"
+    )
     serve.add_argument("--connections", type=_positive(int), default=256, help="connections served at once")
     serve.add_argument(
-        "--request-deadline", type=_positive(float), default=10.0, help="seconds for a whole request to arrive"
+        "--connections-per-client",
+        type=_positive(int),
+        help="connections one client (an address, an IPv6 /64) may hold (default: --connections/4, at most 16)",
+    )
+    serve.add_argument(
+        "--measurements-per-client", type=_positive(int), default=4, help="measurements one client may have at once"
+    )
+    serve.add_argument(
+        "--request-deadline",
+        type=_positive(float, DAY),
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds for a whole request to arrive",
     )
     serve.add_argument(
         "--allow-documentation-addresses",
@@ -105,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--roots", type=Path, help="reference roots (default: Mozilla's, from certifi)")
     analyze.add_argument("--asn-db", type=Path, help="ip2asn TSV table, as for probe run")
 
+    targets = commands.add_parser("targets", help="show the default list of targets; check list files")
+    targets.add_argument("files", nargs="*", type=Path, help="list files to check (default: show the shipped list)")
+
     show = commands.add_parser("show", help="print the records of a results file readably")
     show.add_argument("file", type=Path)
     show.add_argument("--all", action="store_true", help="also print records with nothing found")
@@ -113,19 +123,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """`probe run`'s options: every one can also be set in the configuration file (probe.settings)."""
+    from probe.commands.config import resolver_option
+
     parser.add_argument("--config", type=Path, help="configuration file (default: ~/.config/kz-probe/config.toml)")
-    parser.add_argument("--targets", type=Path, default=Path("targets.txt"), help="targets file or Citizen Lab CSV")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="directory for the results file")
+    from probe.commands.targets import default_targets
+
+    parser.add_argument(
+        "--targets",
+        type=Path,
+        default=default_targets(),
+        help="targets file or Citizen Lab CSV (default: ./targets.txt if there is one, else the project's list "
+        "shipped in the package, probe/data/targets.txt: `probe targets` shows where it is and checks lists)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("results"), metavar="DIR", help="directory for the results file"
+    )
     parser.add_argument("--roots", type=Path, help="PEM bundle of reference roots (default: Mozilla's, from certifi)")
     parser.add_argument(
         "--os-store",
         default="system",
         help="the machine's trust store, asked as a second opinion ('system', a PEM file, or 'none')",
     )
-    parser.add_argument("--resolver", help="ask this resolver (IP[:port]) instead of the system resolver")
+    parser.add_argument(
+        "--resolver",
+        type=resolver_option(none_allowed=False),
+        metavar="IP[:PORT]",
+        help="ask this resolver (IP[:port], or udp://, tcp://, tls://, https:// as below) instead of the system's",
+    )
     parser.add_argument(
         "--control-resolver",
         default=DEFAULT_CONTROL_RESOLVER,
+        type=resolver_option(none_allowed=True),
+        metavar="URL",
         help="control resolver: udp://IP[:port], tcp://, tls://IP[:port][#name], or a DoH https:// URL "
         f"(default {DEFAULT_CONTROL_RESOLVER}); 'none' for no control",
     )
@@ -135,15 +164,28 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--catalog", type=Path, action="append", default=[], help="catalog file adding entries (repeatable)"
     )
-    parser.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds for each network step")
-    parser.add_argument("--concurrency", type=_positive(int), default=8, help="targets measured at once")
+    parser.add_argument(
+        "--timeout", type=_positive(float, DAY), default=10.0, metavar="SECONDS", help="seconds for each network step"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_positive(int, 1024),
+        default=8,
+        metavar="N",
+        help="targets measured at once (at most 1024)",
+    )
     parser.add_argument(
         "--target-deadline",
-        type=_positive(float),
+        type=_positive(float, DAY),
+        metavar="SECONDS",
         help="seconds for the whole of one target (default: six times --timeout); each step gets what is left",
     )
     parser.add_argument(
-        "--dns-window", type=_positive(float), default=1.0, help="seconds to keep listening for more DNS replies"
+        "--dns-window",
+        type=_positive(float, DAY),
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds to keep listening for more DNS replies",
     )
     parser.add_argument("--injection-address", help="an address that runs no resolver, for the DNS injection probe")
     parser.add_argument("--no-injection-check", action="store_true", help="skip the DNS injection probe")
@@ -159,15 +201,29 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         help="packet forensics where CAP_NET_RAW allows: injected resets, the censor's hop (default: on)",
     )
     parser.add_argument(
-        "--forensics-limit", type=_positive(int), default=3, help="TTL sweeps (locating the censor) per run"
+        "--forensics-limit",
+        type=_positive(int),
+        default=3,
+        metavar="N",
+        help="TTL sweeps (locating the censor) per run",
     )
     parser.add_argument(
         "--helper", action="append", default=[], help="URL of a control vantage (probe helper serve); repeatable"
     )
     parser.add_argument("--helper-token", help="bearer token for the helpers (or PROBE_HELPER_TOKEN)")
     parser.add_argument("--asn-db", type=Path, help="ip2asn TSV table: answers in the control's AS count as consistent")
-    parser.add_argument("--asn", help="the network's AS number, when the operator knows it (e.g. AS9198)")
-    parser.add_argument("--country", help="the network's country code, when the operator knows it (e.g. KZ)")
+    parser.add_argument(
+        "--asn",
+        type=as_number,
+        metavar="AS",
+        help="the network's AS number, when the operator knows it (AS9198 or 9198)",
+    )
+    parser.add_argument(
+        "--country",
+        type=country_code,
+        metavar="CC",
+        help="the network's country, when the operator knows it: an ISO 3166 two-letter code (KZ)",
+    )
     parser.add_argument("--as-name", help="the network's AS name, when the operator knows it (e.g. Kazakhtelecom)")
     parser.add_argument(
         "--region", help="where people were cut off, as the operator wants it said (a city or region; never finer)"
@@ -186,7 +242,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="print errors only (for cron and timers)")
     parser.add_argument("--json", action="store_true", help="print one machine-readable summary on stdout")
     parser.add_argument(
-        "--deadline", type=_duration, help="bound the whole run (90s, 50m, 2h); unfinished targets are recorded"
+        "--deadline",
+        type=duration,
+        metavar="DURATION",
+        help="bound the whole run: a number and its unit, s, m or h (90s, 50m, 2h; at most 168h); "
+        "unfinished targets are recorded as not measured",
     )
     parser.add_argument("--compress", choices=("none", "gzip", "zstd"), default="none", help="compress finished files")
     parser.add_argument("--lock", type=Path, help="lock file (default: .probe.lock in the results directory)")
@@ -219,35 +279,51 @@ def _subcommand(parser: argparse.ArgumentParser, *names: str) -> argparse.Argume
     return parser
 
 
-def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> str | None:
-    """Fill in what the configuration file says and the command line did not; an error, or None."""
-    from probe.settings import ConfigError, explicit_options, load_settings, merge, options_of
+def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> list[str]:
+    """Fill in what the configuration file says and the command line did not; the file's problems.
+    `probe config show` shows the settings all the same (the rest of the file, the command line)."""
+    from probe.settings import explicit_options, merge, options_of, read_settings
 
     run = _subcommand(parser, "run")
     options = options_of(run)
-    try:
-        settings = load_settings(args.config, options, required=args.config is not None)
-    except ConfigError as exc:
-        return str(exc)
+    settings, problems = read_settings(args.config, options, required=args.config is not None)
+    if problems and args.command != "config":
+        return problems
+    args.config_problems = problems
     if args.command == "upload":
         merge(args, set(), settings, {})
-        return None
+        return []
     words = argv[argv.index(args.command) + 1 :]
     if args.command == "config":
         words = words[words.index("show") + 1 :]
         run = _subcommand(parser, "config", "show")
     args.sources = merge(args, explicit_options(run, words), settings, options)
-    return None
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`probe`: the command's exit code (probe/commands/__init__.py). An exception no command
+    expected is a bug: it exits 70, never Python's own 1, which would read as "blocking found"."""
+    from probe.commands import EXIT_INTERRUPTED, crashed
+
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("probe: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:
+        return crashed()
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("run", "config", "upload"):
-        problem = _settle(parser, args, argv)
-        if problem is not None:
+        problems = _settle(parser, args, argv)
+        for problem in problems:
             print(f"probe: {problem}", file=sys.stderr)
+        if problems:
             return 2
     if args.command == "config":
         from probe.commands.config import command_config_show
@@ -269,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         from probe.commands.report import command_analyze, command_report
 
         return command_report(args) if args.command == "report" else command_analyze(args)
+    if args.command == "targets":
+        from probe.commands.targets import command_targets
+
+        return command_targets(args)
     from probe.commands.show import command_show
 
     return command_show(args)

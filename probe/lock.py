@@ -3,7 +3,9 @@
 The kernel holds the lock for the process (`flock`, or `msvcrt.locking` on Windows) and drops it
 when the process dies, however it dies: a lock file left by a killed run is stale by construction,
 and the next run takes it over, saying whose it was. The file holds the holder's pid and start
-time, for the message a second run prints.
+time, for the message a second run prints. A `flock` belongs to the open file, not the process: a
+forked child holds it too, until it closes its copy; the run's recorder does so at once
+(probe/recorder.py), or one outliving a killed run would keep every later run out.
 """
 
 from __future__ import annotations
@@ -55,6 +57,22 @@ class RunLock:
             self._handle = None
 
 
+def holder(path: Path) -> str | None:
+    """What the run holding this lock says (`pid N since T`), or None when no run holds it (or
+    there is no such file). Never creates the file, and never holds the lock beyond an instant."""
+    try:
+        handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError:
+        return None
+    with handle:
+        try:
+            _peek(handle)
+        except OSError:
+            handle.seek(0)
+            return handle.read().strip() or "unknown"
+    return None
+
+
 if sys.platform == "win32":
     import msvcrt
 
@@ -66,6 +84,10 @@ if sys.platform == "win32":
         handle.seek(0)
         msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
 
+    def _peek(handle: IO[str]) -> None:
+        _lock(handle)
+        _unlock(handle)
+
 else:
     import fcntl
 
@@ -73,4 +95,10 @@ else:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     def _unlock(handle: IO[str]) -> None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def _peek(handle: IO[str]) -> None:
+        """A shared lock for an instant: it fails while a run holds the lock, and it keeps no run
+        from taking it for longer than that instant."""
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

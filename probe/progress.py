@@ -19,7 +19,7 @@ PLAIN = {
     "local_interception": "intercepted by software on this computer (an antivirus or a company proxy), not the network",
     "down": "down for everyone (not blocked)",
     "inconclusive": "could not be judged (nothing proves blocking, nothing proves the contrary)",
-    "offline": "not measured: no network",
+    "offline": "not measured: this machine was offline",
     "none": "reachable, nothing found",
 }
 FINDINGS = ("tls_mitm", "tls", "tcp", "dns", "http", "local_interception")
@@ -85,3 +85,37 @@ def plain_summary(verdicts: Counter[str]) -> list[str]:
         if count:
             lines.append(f"  {count} {'site' if count == 1 else 'sites'} {PLAIN[kind]}")
     return lines
+
+
+OFFLINE = {
+    "no_route": "No network: this machine has no route to the internet, so no site was measured and nothing is "
+    "claimed about any site (each record says offline).",
+    "no_internet": "No internet: nothing answered, and every control failed for every target (the control resolver, "
+    "the control handshakes, the helpers): this machine's connection is down, or everything is blocked, the controls "
+    "included. So no site could be judged, and nothing is claimed about any site (each record says offline, "
+    "no_internet). Check the connection, then run again.",
+}
+
+
+def format_summary(summary: Any) -> str:
+    """The end of a run (a `probe.run.RunSummary`), in plain words, for the person who ran it."""
+    lines = [f"Measured {summary.measured} of {summary.total} targets in {summary.duration:.0f} s."]
+    if summary.offline:
+        lines.append(OFFLINE[summary.offline])
+    lines += plain_summary(summary.verdicts)
+    late = summary.not_measured - summary.verdicts.get("offline", 0)
+    if late:
+        lines.append(f"The run's deadline came first: {late} targets were not measured (recorded as such).")
+    if summary.interrupted:
+        lines.append("The run was interrupted; every finished record is in the file.")
+    if getattr(summary, "capture_stopped", None):  # probe/forensics/capture.py
+        lines.append(f"Packet forensics: {summary.capture_stopped}; the records completed after it say so.")
+    counts = ", ".join(f"{verdict}: {count}" for verdict, count in summary.verdicts.most_common())
+    if counts:
+        lines.append(f"Verdicts: {counts}")
+    for item in summary.interceptions:
+        catalog = item["catalog_id"] or "not in the catalog"
+        how = f" (matched by {item['matched_by'].replace('_', ' ')})" if item["matched_by"] else ""
+        lines.append(f"  {item['host']}: {item['blocking']}, issuer {item['issuer']}; {catalog}{how}")
+    lines.append(f"Records are in {summary.results_path}. They never hold your IP address (docs/volunteers.md).")
+    return "\n".join(lines)

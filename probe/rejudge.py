@@ -42,7 +42,7 @@ def rejudge_record(
     if observations is None and record.get("error"):
         return record  # the probe failed on this target while measuring: nothing to judge
     started = datetime.strptime(record["measurement_start_time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    offline = observations is None
+    offline = observations is None or bool(record.get("offline"))  # no route, or no internet: nothing judged
     judgement = judge(record["target"], observations, started, offline, context)
     rejudged = {
         **record,

@@ -11,7 +11,6 @@ import platform
 import sys
 import threading
 import time
-import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -23,11 +22,15 @@ from typing import Any, TextIO
 
 from probe.analyze.verdict import AnalysisContext
 from probe.forensics.examine import Forensics
+from probe.observe.errors import short_traceback
 from probe.observe.measure import MeasureConfig, Pending, observe_run_dns, start_measurement
 from probe.observe.netcheck import has_route, source_address
 from probe.observe.watchdog import WATCHDOG
-from probe.progress import Progress, plain_summary
+from probe.progress import OFFLINE as OFFLINE  # re-exported: what commands print
+from probe.progress import Progress
+from probe.progress import format_summary as format_summary
 from probe.recorder import Item, Verdict, start_recorder
+from probe.results.offline import NO_INTERNET, NO_ROUTE, mark_offline, no_internet
 from probe.results.record import RunContext
 from probe.results.writer import ResultsWriter
 from probe.signals import Interrupted
@@ -42,15 +45,16 @@ class RunSummary:
     run_id: str = ""
     started: datetime | None = None
     duration: float = 0.0
-    measured: int = 0
-    not_measured: int = 0  # left when the run's deadline came
+    measured: int = 0  # judged from what was observed
+    not_measured: int = 0  # left when the run's deadline came, or offline (below)
     verdicts: Counter[str] = field(default_factory=Counter)
     confirmed: Counter[str] = field(default_factory=Counter)
     interceptions: list[dict[str, Any]] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
-    offline: bool = False
+    offline: str | None = None  # why nothing could be measured: NO_ROUTE or NO_INTERNET (probe.results.offline)
     interrupted: bool = False
     deadline_reached: bool = False
+    capture_stopped: str | None = None  # why the packet capture stopped mid-run, if it did
 
     @property
     def blocking_found(self) -> bool:
@@ -78,7 +82,20 @@ class RunSummary:
             "confirmed": dict(self.confirmed),
             "findings": self.findings,
             "exit_reason": self.exit_reason,
+            "offline": self.offline,
+            "capture_stopped": self.capture_stopped,
         }
+
+    def conclude(self, cause: str | None) -> None:
+        """A finished run: with no route, or no internet (`probe.results.offline`), its records are
+        marked offline, and nothing measured is claimed: every target counts as not measured."""
+        cause = cause or (NO_INTERNET if self.measured and no_internet(self.results_path) else None)
+        if cause is None:
+            return
+        self.offline, self.verdicts = cause, mark_offline(self.results_path, cause)
+        offline = self.verdicts[Blocking.OFFLINE]
+        self.measured, self.not_measured = self.measured - offline, self.not_measured + offline
+        self.confirmed, self.findings, self.interceptions = Counter(), [], []
 
 
 # Targets measured and waiting for their last replies (a DNS window, the injection probe: about two
@@ -128,8 +145,8 @@ def _measure_one(target: Target, config: MeasureConfig) -> Outcome:
     started = datetime.now(UTC)
     try:
         return started, start_measurement(target, config, started), None
-    except Exception:  # a probe bug must not cost the other targets; the record says what happened
-        return started, None, traceback.format_exc(limit=3)[-1000:]
+    except Exception as exc:  # a probe bug must not cost the other targets; the record says what happened
+        return started, None, short_traceback(exc)
 
 
 def _complete(
@@ -146,9 +163,12 @@ def _complete(
             observations["dns"].update(run_dns.result())  # the run's own DNS facts, in every record
         if forensics is not None:
             target = pending.target
+            stopped = forensics.capture.failure if forensics.capture is not None else None
             forensics.examine(target.host, target.port, observations, started, pending.config, analysis)
-    except Exception:
-        return started, pending.observations, traceback.format_exc(limit=3)[-1000:]
+            if stopped is not None:  # the capture stopped before this target was complete: it says so
+                observations["forensics"]["capture"] = {"status": "stopped", "reason": stopped}
+    except Exception as exc:
+        return started, pending.observations, short_traceback(exc)
     return started, observations, error or observations.get("stage_error")
 
 
@@ -281,15 +301,16 @@ def execute(
     def not_measured(target: Target) -> None:
         recorder.submit(Item(target, datetime.now(UTC), None, None, False, frozenset(), not_measured="deadline"))
 
+    ended: str | None = None  # set when the run ends (not interrupted, nor failed): NO_ROUTE, or ""
     try:
         # Asking the kernel's routing table sends nothing; its answer is also our own source address.
         route_probe = config.control_resolver.route_address if config.control_resolver else None
         source = source_address(route_probe) if route_probe is not None else None
         online = source is not None if route_probe is not None else has_route()
         if not online:
-            summary.offline = True
             for target in targets:
                 finish(target, datetime.now(UTC), None, None, offline=True)
+            ended = NO_ROUTE
             return summary
         config.own_addresses.add(source)
         # Once a run (who answers the control, the resolver's usual IP TTL), meanwhile: joined per record.
@@ -338,39 +359,21 @@ def execute(
             return summary
         finally:
             # Past the deadline, measurements still running are abandoned too (each is bounded).
-            abandon = summary.interrupted or summary.deadline_reached
+            abandon = summary.interrupted or summary.deadline_reached or writer.failure is not None
             pool.shutdown(wait=not abandon, cancel_futures=True)
             finishers.shutdown(wait=not abandon, cancel_futures=True)
         recorder.close()
-        summary.offline = summary.measured > 0 and summary.verdicts[Blocking.OFFLINE] == summary.measured
+        ended = ""
         return summary
     finally:
         recorder.close()  # every record handed over is in the file before the summary is read
         if forensics is not None:
             forensics.close()
+            summary.capture_stopped = forensics.capture.failure if forensics.capture is not None else None
         summary.duration = time.monotonic() - clock_started
         progress.finish()
         writer.close()
-
-
-def format_summary(summary: RunSummary) -> str:
-    """The end of a run, in plain words, for the person who ran it."""
-    lines = [f"Measured {summary.measured} of {summary.total} targets in {summary.duration:.0f} s."]
-    lines += plain_summary(summary.verdicts)
-    if summary.not_measured:
-        lines.append(
-            f"The run's deadline came first: {summary.not_measured} targets were not measured (recorded as such)."
-        )
-    if summary.interrupted:
-        lines.append("The run was interrupted; every finished record is in the file.")
-    if summary.offline:
-        lines.append("No network: this machine could not reach any network, so nothing is claimed about any site.")
-    counts = ", ".join(f"{verdict}: {count}" for verdict, count in summary.verdicts.most_common())
-    if counts:
-        lines.append(f"Verdicts: {counts}")
-    for item in summary.interceptions:
-        catalog = item["catalog_id"] or "not in the catalog"
-        how = f" (matched by {item['matched_by'].replace('_', ' ')})" if item["matched_by"] else ""
-        lines.append(f"  {item['host']}: {item['blocking']}, issuer {item['issuer']}; {catalog}{how}")
-    lines.append(f"Records are in {summary.results_path}. They never hold your IP address (docs/volunteers.md).")
-    return "\n".join(lines)
+        if writer.failure is not None:  # a line could not be written (a full disk): the run stopped there
+            raise writer.failure
+        if ended is not None:  # the run ended, not interrupted nor failed: was it offline?
+            summary.conclude(ended or None)

@@ -70,3 +70,42 @@ def test_bad_nat64_prefix_stops_the_run(tmp_path: Path) -> None:
         result = _probe("run", "--control-resolver", "udp://192.0.2.1", "--nat64-prefix", prefix, cwd=tmp_path)
         assert result.returncode == 2 and f"--nat64-prefix: {message}" in result.stderr, result.stderr
         assert not (tmp_path / "results").exists()
+
+
+def test_a_target_with_a_password_or_port_0_stops_the_run(tmp_path: Path) -> None:
+    # The last line is refused by any version: a parser that let the first through stops before measuring.
+    for first, message in (
+        ("https://user:pw@good.example/", "a user name or password before '@' in a target: give the host alone"),
+        ("https://good.example:0/", "bad port '0' (1-65535)"),
+    ):
+        (tmp_path / "targets.txt").write_text(f"{first}\nexample..com\n", encoding="utf-8")
+        result = _probe("run", "--control-resolver", "udp://127.0.0.1:9", cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr == f"probe: targets.txt:1: {message}\n", result.stderr
+        assert not (tmp_path / "results").exists()  # the run did not start
+
+
+def test_help_shows_the_defaults() -> None:
+    run = _probe("run", "--help", cwd=ROOT).stdout
+    flat = " ".join(run.split("options:", 1)[1].split())  # the options, not the usage line
+    for option, default in (("--out DIR", "results"), ("--timeout SECONDS", "10.0"), ("--concurrency N", "8")):
+        section = flat[flat.index(option) :]
+        assert f"(default: {default})" in section[: section.index(" --", len(option))], option
+    assert "--targets" in flat and "default:" in flat[flat.index("--targets") :][:300]
+    assert "--deadline DURATION bound the whole run: a number and its unit, s, m or h (90s, 50m, 2h" in flat
+    serve = " ".join(_probe("helper", "serve", "--help", cwd=ROOT).stdout.split("options:", 1)[1].split())
+    assert "--rate N requests a minute per client (default: 600.0)" in serve
+    assert "--burst N requests a client may make at once (default: 120)" in serve
+
+
+def test_bad_option_values_are_named_not_tracebacks(tmp_path: Path) -> None:
+    for args, message in (
+        (("--timeout", "nan"), "argument --timeout: must be a finite number: 'nan'"),
+        (("--deadline", "5"), "argument --deadline: not a duration: '5' (a number and its unit"),
+        (("--asn", "Kazakhtelecom"), "argument --asn: not an AS number: 'Kazakhtelecom'"),
+        (("--country", "Kazakhstan"), "argument --country: not an ISO 3166 two-letter country code"),
+        (("--control-resolver", "quic://192.0.2.1"), "argument --control-resolver: unknown resolver transport"),
+    ):
+        result = _probe("config", "show", *args, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr

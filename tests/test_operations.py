@@ -274,7 +274,7 @@ def test_upload_resumes_after_the_server_fails_midway_with_no_duplicate_and_noth
 
 
 def test_upload_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["upload", str(tmp_path), "--to", "ftp://x"]) == 7
+    assert main(["upload", str(tmp_path), "--to", "ftp://x"]) == 2  # a usage error (tests/test_exit_codes.py)
     assert "expected --to s3://BUCKET/PREFIX" in capsys.readouterr().err
 
 
@@ -296,6 +296,14 @@ def test_the_operating_guide_shows_the_service_files_it_ships() -> None:
 def test_systemd_units_verify(tmp_path: Path) -> None:
     for name in ("kz-probe.service", "kz-probe.timer"):
         shutil.copy(EXAMPLES / name, tmp_path / name)
+    # The unit names the program in its venv (/opt/kz-probe/bin/probe), which verify wants to exist.
+    program = tmp_path / "venv" / "bin" / "probe"
+    program.parent.mkdir(parents=True)
+    program.write_text("#!/bin/sh\n", encoding="utf-8")
+    program.chmod(0o755)
+    unit = tmp_path / "kz-probe.service"
+    unit.write_text(re.sub(r"^ExecStart=\S+", f"ExecStart={program}", unit.read_text(encoding="utf-8"), flags=re.M),
+                    encoding="utf-8")  # fmt: skip
     result = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(tmp_path / "kz-probe.timer"), str(tmp_path / "kz-probe.service")],
         capture_output=True, text=True, timeout=60,

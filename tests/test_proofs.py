@@ -391,6 +391,10 @@ def test_probe_show_says_what_proved_a_finding_in_words(ctx: AnalysisContext, te
     )
     shown = format_record(record)
     assert "verdict:   none (unconfirmed)" in shown and "national CA: Russian Trusted Root CA" in shown
+    assert "the site's own choice" in shown
+    record.update(blocking="tls_mitm", confidence="confirmed", confidence_basis=["helper_public_chain"])
+    shown = format_record(record)
+    assert "intercepting here" in shown and "the site's own choice" not in shown
 
 
 def test_a_chain_of_look_alike_cas_cannot_make_path_building_explode(test_pki: PkiFixture) -> None:

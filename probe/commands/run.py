@@ -20,6 +20,7 @@ from probe.commands import (
     EXIT_UPLOAD_FAILED,
     EXIT_WRITE_FAILED,
     fail,
+    state_failed,
 )
 from probe.lock import Locked, RunLock
 from probe.signals import Interrupted, raise_interrupted
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from probe.forensics.examine import Forensics
     from probe.observe.dns import ResolverSpec
     from probe.observe.own_addresses import OwnAddresses
+    from probe.run import RunSummary
 
 
 def _system_nameserver() -> ResolverSpec | None:
@@ -56,7 +58,8 @@ def command_run(args: argparse.Namespace) -> int:
     from probe.analyze.asn import AsnTableError
     from probe.analyze.catalog import CatalogError
     from probe.analyze.verdict import RULES_VERSION, AnalysisContext
-    from probe.identity import installation_id
+    from probe.commands.targets import packaged_targets
+    from probe.identity import StateError, installation_id
     from probe.loaders.asn import load_asn_table
     from probe.loaders.catalogs import load_catalogs
     from probe.loaders.roots import RootsError, load_os_store, load_roots
@@ -66,8 +69,9 @@ def command_run(args: argparse.Namespace) -> int:
     from probe.observe.own_addresses import OwnAddresses
     from probe.observe.udpwire import reply_ttl_available
     from probe.results.writer import compress
-    from probe.run import execute, format_summary
+    from probe.run import OFFLINE, execute, format_summary
     from probe.targets import TargetError, load_targets
+    from probe.upload import UploadUsageError, ready
 
     try:
         targets = load_targets(args.targets)
@@ -78,6 +82,17 @@ def command_run(args: argparse.Namespace) -> int:
         asn_table = load_asn_table(args.asn_db) if args.asn_db else None
     except (TargetError, RootsError, CatalogError, ResolverSpecError, AsnTableError) as exc:
         return fail(str(exc))
+    if args.targets == packaged_targets() and not args.quiet:  # no ./targets.txt: say which list is measured
+        print(f"probe: measuring the list shipped with the probe ({len(targets)} targets, {args.targets}); "
+              "--targets FILE names another", file=sys.stderr)  # fmt: skip
+    try:  # before anything is measured: where the records' id is kept, where the upload goes
+        probe_id = installation_id()
+        if args.upload:
+            ready(args.upload_to)
+    except UploadUsageError as exc:
+        return fail(f"--upload: {exc}")
+    except StateError as exc:
+        return state_failed(str(exc))
     try:
         injection_address = str(ipaddress.ip_address(args.injection_address)) if args.injection_address else None
     except ValueError:
@@ -158,7 +173,7 @@ def command_run(args: argparse.Namespace) -> int:
                       file=sys.stderr)  # fmt: skip
             summary = execute(
                 targets, config, analysis, network, reference, args.out, args.concurrency,
-                probe_id=installation_id(), deadline=args.deadline, show_progress=False if args.quiet else None,
+                probe_id=probe_id, deadline=args.deadline, show_progress=False if args.quiet else None,
                 forensics=_forensics(args),
             )  # fmt: skip
             summary.results_path = compress(summary.results_path, args.compress)
@@ -171,14 +186,11 @@ def command_run(args: argparse.Namespace) -> int:
     except OSError as exc:  # the results directory or file: every record written so far is kept
         print(f"probe: cannot write results in {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_WRITE_FAILED
-    code = EXIT_BLOCKING if summary.blocking_found else EXIT_OK
-    if summary.interrupted:
-        code = EXIT_INTERRUPTED
-    elif summary.offline:
-        code = EXIT_OFFLINE
     report = summary.as_dict()
-    if args.upload and not summary.interrupted:
-        code = _upload_after(args, summary.results_path, report, code)
+    uploaded = _upload_after(args, summary.results_path, report) if args.upload and not summary.interrupted else True
+    code = exit_code(summary, uploaded)
+    if summary.offline and (args.quiet or args.json):  # the summary is not printed: say it here
+        print(f"probe: {OFFLINE[summary.offline]}", file=sys.stderr)
     if args.json:
         print(json.dumps({**report, "exit_code": code}, ensure_ascii=False))
     elif not args.quiet:
@@ -218,14 +230,29 @@ def _own_network(
     return table.network(public)
 
 
-def _upload_after(args: argparse.Namespace, path: Path, report: dict[str, object], code: int) -> int:
+def exit_code(summary: RunSummary, uploaded: bool) -> int:
+    """A run's exit code (docs/operating.md): when several apply, the first of interrupted (4),
+    offline (3), upload failed (7), blocking found (1); else 0. Only 0 and 1 are a success for the
+    systemd unit: findings are results, a run that measured nothing or lost its upload is not."""
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    if summary.offline:
+        return EXIT_OFFLINE
+    if not uploaded:
+        return EXIT_UPLOAD_FAILED
+    return EXIT_BLOCKING if summary.blocking_found else EXIT_OK
+
+
+def _upload_after(args: argparse.Namespace, path: Path, report: dict[str, object]) -> bool:
+    """The run's file to the object store (its destination and ledger were checked before measuring)."""
+    from probe.identity import StateError
     from probe.upload import UploadError, upload_files
 
     try:
         sent = upload_files([path], args.upload_to, args.upload_endpoint, quiet=True)
-    except UploadError as exc:
-        print(f"probe: upload failed: {exc}", file=sys.stderr)
+    except (UploadError, StateError) as exc:
+        print(f"probe: upload failed: {exc} (what was sent is kept; `probe upload` resumes)", file=sys.stderr)
         report["upload"] = {"failure": str(exc)}
-        return EXIT_UPLOAD_FAILED if code == EXIT_OK else code
+        return False
     report["upload"] = {"sent": [item.key for item in sent]}
-    return code
+    return True

@@ -1,0 +1,260 @@
+"""What `pip install .` gives a volunteer works outside the checkout.
+
+The other tests import the package from the checkout, where every file is at hand. Here the wheel is
+built from the checkout's sources, installed with its declared dependencies (from the package
+registry) into a fresh venv in a temporary directory, and each command is run from another
+temporary directory with no PYTHONPATH: a data file the wheel leaves out, or an import that no
+declared dependency satisfies, fails here. The venv is built once for the module (about a minute
+with pip's cache); without the registry the module is skipped, and the skip says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from probe.targets import load_targets
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB_RECORDS = ROOT / "bench" / "data" / "lab-records.jsonl"
+LANGUAGES = sorted(p.stem for p in (ROOT / "probe" / "report" / "templates").glob("*.json"))
+FORMATS = ("html", "md", "csv", "json", "parquet")  # parquet is written by DuckDB, a declared dependency
+EXIT_OFFLINE = 3  # docs/operating.md, "Exit codes"
+
+pytestmark = [pytest.mark.wheel, pytest.mark.timeout(900)]
+
+# What pip prints when it cannot reach the registry (and only then is the module skipped).
+_UNREACHABLE = re.compile(
+    r"NewConnectionError|Failed to establish a new connection|Temporary failure in name resolution|"
+    r"Name or service not known|Network is unreachable|No route to host|ConnectTimeoutError|ReadTimeoutError|"
+    r"ProxyError|Could not fetch URL|connection broken by"
+)
+
+
+@dataclass(frozen=True)
+class Installed:
+    wheel: Path
+    venv: Path
+    package: Path  # the installed package's folder, in the venv's site-packages
+    env: dict[str, str]
+    work: Path  # the current directory for every command: outside the checkout, no targets.txt
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    def probe(self, *args: str, timeout: float = 120, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        command = [*prefix, str(self.venv / "bin" / "probe"), *args]
+        return subprocess.run(command, cwd=self.work, env=self.env, capture_output=True, text=True, timeout=timeout)
+
+
+def _pip_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PIP_USER")}
+
+
+def _skip_without_registry(directory: Path) -> None:
+    """Download pip itself, bypassing pip's cache: the registry answers, or the module is skipped."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--timeout", "20",
+               "--retries", "1", "-d", str(directory), "pip"]  # fmt: skip
+    result = subprocess.run(command, env=_pip_env(), capture_output=True, text=True, timeout=180)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or ["no output"]
+        why = next((line for line in lines if _UNREACHABLE.search(line)), lines[-1]).strip()
+        pytest.skip(f"the package registry cannot be reached, so the wheel's install is not tested: {why}")
+
+
+def _pip(args: list[str], what: str, cwd: Path) -> None:
+    """Run pip; skip when the registry cannot be reached, fail with pip's words otherwise."""
+    result = subprocess.run(args, cwd=cwd, env=_pip_env(), capture_output=True, text=True, timeout=600)
+    if result.returncode == 0:
+        return
+    output = result.stdout + result.stderr
+    unreachable = _UNREACHABLE.search(output)
+    if unreachable:
+        pytest.skip(f"the package registry cannot be reached ({unreachable.group(0)}), so {what} is not tested")
+    pytest.fail(f"{what} failed (pip exit {result.returncode}):\n{output[-4000:]}")
+
+
+def _sources(destination: Path) -> Path:
+    """The files a build from the checkout reads: the top-level files and the package, without caches
+    (building in a copy keeps build/ and *.egg-info out of the checkout that others work in)."""
+    destination.mkdir()
+    for item in ROOT.iterdir():
+        if item.is_file():
+            shutil.copy2(item, destination / item.name)
+    shutil.copytree(ROOT / "probe", destination / "probe", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return destination
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    base = tmp_path_factory.mktemp("w20-wheel")
+    assert not base.resolve().is_relative_to(ROOT)
+    _skip_without_registry(base / "reachable")
+    source = _sources(base / "source")
+    dist = base / "dist"
+    _pip(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(source)],
+        "the wheel's build",
+        base,
+    )
+    (wheel,) = dist.glob("kz_probe-*.whl")
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    _pip([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)], "installing the wheel", base)
+    package = next((venv / "lib").glob("python3*/site-packages/probe"))
+    home, work = base / "home", base / "work"
+    home.mkdir()
+    work.mkdir()
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "LANG": "C.UTF-8",
+    }
+    yield Installed(wheel, venv, package, env, work)
+    shutil.rmtree(venv, ignore_errors=True)  # 200 MB; pytest keeps the rest of its last few temporary trees
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stdout
+
+
+def test_the_shipped_list_is_the_projects_list() -> None:
+    """probe/data/targets.txt is what a volunteer measures by default: the project's own list."""
+    packaged = ROOT / "probe" / "data" / "targets.txt"
+    assert packaged.read_bytes() == (ROOT / "targets.txt").read_bytes(), "copy targets.txt to probe/data/"
+    assert len(load_targets(packaged)) > 0
+
+
+def test_the_wheel_carries_every_data_file(installed: Installed) -> None:
+    wanted = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "probe").rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    }
+    with zipfile.ZipFile(installed.wheel) as wheel:
+        carried = set(wheel.namelist())
+    assert wanted - carried == set(), "add these to [tool.setuptools.package-data] in pyproject.toml"
+    assert {"probe/report/templates/en.json", "probe/data/targets.txt"} <= carried
+
+
+def test_every_module_imports_with_the_declared_dependencies(installed: Installed) -> None:
+    script = (
+        "import importlib, pkgutil, probe\n"
+        "print(probe.__file__)\n"
+        "for module in pkgutil.walk_packages(probe.__path__, 'probe.'):\n"
+        "    try:\n"
+        "        importlib.import_module(module.name)\n"
+        "    except Exception as exc:\n"
+        "        print(f'FAILED {module.name}: {type(exc).__name__}: {exc}')\n"
+        "    else:\n"
+        "        print(f'imported {module.name}')\n"
+    )
+    result = subprocess.run(
+        [str(installed.python), "-c", script], cwd=installed.work, env=installed.env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    lines = _ok(result).splitlines()
+    assert Path(lines[0]).resolve().is_relative_to(installed.venv.resolve()), f"imported from {lines[0]}"
+    assert [line for line in lines if line.startswith("FAILED")] == []
+    expected = {".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / "probe").rglob("*.py")}
+    expected = {name.removesuffix(".__init__") for name in expected} - {"probe"}
+    assert {line.split()[1] for line in lines[1:]} == expected
+
+
+def test_help_shows_the_default_targets(installed: Installed) -> None:
+    assert "run" in _ok(installed.probe("--help"))
+    text = _ok(installed.probe("run", "--help"))
+    assert "./targets.txt if there is one" in " ".join(text.split())
+    assert "probe/data/targets.txt" in text
+    assert "--listen" in _ok(installed.probe("helper", "serve", "--help"))
+
+
+def test_config_show_and_probe_targets_name_the_shipped_list(installed: Installed) -> None:
+    shipped = installed.package / "data" / "targets.txt"
+    count = len(load_targets(ROOT / "targets.txt"))
+    line = next(line for line in _ok(installed.probe("config", "show")).splitlines() if line.startswith("targets "))
+    assert str(shipped) in line and line.endswith("(default)"), line
+    assert f"{shipped} ({count} targets)" in _ok(installed.probe("targets"))
+    bad = installed.work / "mine.txt"
+    bad.write_text("good.example\nexample..com\n# fine\nbad_host name extra\nalso.good\n", encoding="utf-8")
+    result = installed.probe("targets", "mine.txt")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert [line.split(":")[:2] for line in result.stderr.splitlines()] == [["probe", " mine.txt"]] * 2
+    assert "mine.txt:2: " in result.stderr and "mine.txt:4: " in result.stderr
+    bad.unlink()
+
+
+def test_show_report_and_analyze_a_results_file(installed: Installed) -> None:
+    records = installed.work / "lab-records.jsonl"
+    shutil.copy(LAB_RECORDS, records)
+    assert "verdict:" in _ok(installed.probe("show", records.name))
+    assert len(LANGUAGES) >= 2
+    for language in LANGUAGES:
+        template = json.loads((ROOT / "probe" / "report" / "templates" / f"{language}.json").read_text("utf-8"))
+        november = template["months"][10]  # the lab's records are of 29 November 2026
+        for fmt in FORMATS:
+            out = installed.work / f"report-{language}.{fmt}"
+            _ok(installed.probe("report", records.name, "--format", fmt, "--language", language, "--out", out.name))
+            if fmt == "parquet":
+                assert any(out.rglob("*.parquet")), f"no parquet files in {out}"
+            elif fmt == "json":
+                sentences = json.loads(out.read_text("utf-8"))["sentences"]
+                assert list(sentences) == [language] and sentences[language]
+                assert all(november in sentence for sentence in sentences[language])
+            elif fmt == "csv":
+                assert out.read_text("utf-8").startswith("target,")
+            else:
+                assert november in out.read_text("utf-8"), f"{fmt} in {language}"
+    analyzed = _ok(installed.probe("analyze", records.name))
+    assert analyzed.startswith(f"{records.name} -> ")
+    assert len(list(installed.work.glob("lab-records.analyzed-*.jsonl"))) == 1
+
+
+@pytest.fixture
+def empty_namespace() -> Iterator[str]:
+    """A network namespace with nothing in it: no interface up, no route."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and `ip netns` (iproute2) for a namespace with no route")
+    name = f"w20-wheel-{os.getpid()}"
+    etc = Path("/etc/netns") / name
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
+    try:
+        etc.mkdir(parents=True)
+        (etc / "resolv.conf").write_text("nameserver 192.0.2.53\n", encoding="ascii")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], timeout=30)
+        shutil.rmtree(etc, ignore_errors=True)
+
+
+def test_run_offline_measures_the_shipped_list(installed: Installed, empty_namespace: str) -> None:
+    assert not (installed.work / "targets.txt").exists()
+    shipped = installed.package / "data" / "targets.txt"
+    count = len(load_targets(ROOT / "targets.txt"))
+    ip = shutil.which("ip") or "ip"
+    result = installed.probe("run", "--out", "results", "--json", prefix=(ip, "netns", "exec", empty_namespace))
+    assert result.returncode == EXIT_OFFLINE, f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    assert "Traceback" not in result.stderr
+    assert f"measuring the list shipped with the probe ({count} targets, {shipped})" in result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["exit_reason"], summary["exit_code"], summary["targets"]) == ("offline", EXIT_OFFLINE, count)
+    path = installed.work / summary["results_file"]
+    records = [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+    assert len(records) == count
+    assert {record["blocking"] for record in records} == {"offline"}
