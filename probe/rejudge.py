@@ -78,9 +78,11 @@ def rejudge_paths(
         raise RejudgeError(str(exc)) from None
     for path in files:
         target = path.with_name(f"{stem_of(path)}{REJUDGED}{now.strftime('%Y%m%dT%H%M%SZ')}.jsonl")
+        partial = target.with_name(f".{target.name}.partial")  # renamed only once whole: never a cut copy
         counts: Counter[str] = Counter()
+        other_roots: set[str] = set()
         try:
-            with open_text(path) as source, target.open("w", encoding="utf-8") as out:
+            with open_text(path) as source, partial.open("w", encoding="utf-8") as out:
                 for number, line in enumerate(source, start=1):
                     if not line.strip():
                         continue
@@ -89,14 +91,24 @@ def rejudge_paths(
                         if not isinstance(record, dict) or "measurement_start_time" not in record:
                             raise ValueError("not a probe record")
                         new = rejudge_record(record, roots, catalogs, asn, stamp)
-                    except (ValueError, KeyError, TypeError) as exc:
+                    except Exception as exc:  # noqa: BLE001 - a hostile line costs only itself
                         counts["skipped"] += 1
-                        print(f"probe analyze: {path}:{number}: skipped ({exc})"[:300])
+                        print(f"probe analyze: {path}:{number}: skipped ({type(exc).__name__}: {exc})"[:300])
                         continue
+                    judged_with = ((record.get("reference") or {}).get("roots") or {}).get("sha256")
+                    if isinstance(judged_with, str) and judged_with != roots.sha256:
+                        other_roots.add(judged_with)
                     before, after = _verdict(record), _verdict(new)
                     counts["unchanged" if before == after else f"{before} -> {after}"] += 1
                     out.write(encode_record(new).decode("utf-8"))  # the line a run writes
+            partial.replace(target)
         except (OSError, EOFError, UnicodeDecodeError) as exc:
+            partial.unlink(missing_ok=True)
             raise RejudgeError(f"{path}: cannot read: {exc}") from None
+        if other_roots:
+            print(f"probe analyze: {path}: its records were judged with other reference roots "
+                  f"(SHA-256 {', '.join(sorted(h[:12] for h in other_roots))}...) than these ({roots.source}, "
+                  f"{roots.sha256[:12]}...): verdicts that depend on the roots may change for that reason "
+                  "alone; give the roots they were made with (--roots) to see what the rules change")  # fmt: skip
         written.append((path, target, counts))
     return written

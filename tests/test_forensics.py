@@ -553,3 +553,20 @@ def test_the_kernel_filter_passes_only_syns_resets_and_pushed_data() -> None:
     finally:
         subprocess.run(["ip", "netns", "del", namespace], check=False)
     assert seen.stdout.strip() == "['PA', 'R', 'SA']", seen.stdout + seen.stderr[-2000:]
+
+
+def test_no_ttl_sweep_runs_after_the_capture_stopped() -> None:
+    """A sweep without the capture would see no router at any TTL: silence everywhere, a censor's
+    hop named from nothing. After the capture stopped, the sweep is skipped, with the reason."""
+    from types import SimpleNamespace
+
+    from probe.forensics.examine import Forensics
+
+    forensics = Forensics(None)
+    forensics.capture = SimpleNamespace(failure="the packet capture stopped mid-run: socket closed")  # type: ignore[assignment]
+    observations = {"tcp_connect": [{"address": "198.51.100.7", "port": 443, "failure": "generic_timeout_error",
+                                     "purpose": "target"}], "tls_handshakes": []}  # fmt: skip
+    config = SimpleNamespace(control_sni=None, roots=None, timeout=1, ends=None)
+    forensics.examine("site.example", 443, observations, None, config, None)  # type: ignore[arg-type]
+    assert observations["forensics"]["locate"] == {
+        "status": "skipped", "reason": "the packet capture stopped mid-run: socket closed"}  # fmt: skip

@@ -17,7 +17,7 @@ import html
 import ipaddress
 import re
 from typing import Any
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from probe.analyze.bogons import is_bogon
 from probe.analyze.common import AnalysisContext, Finding, Judgement, Outcome, helper_contrast, helper_view, proven
@@ -315,7 +315,7 @@ def _suspected(
         location = previous.get("location")
         if not location or response["status"] is None:
             continue
-        url = urljoin(previous["url"], location)
+        url = str(response.get("url") or "")  # where the probe went, as a browser reads the Location
         target = urlsplit(url).hostname or ""
         if registrable_domain(target) == registrable_domain(host):
             continue

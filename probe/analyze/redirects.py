@@ -9,12 +9,12 @@ Without a control for the hop's answer, its TCP and HTTP failures stay unconfirm
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urljoin
 
 from probe.analyze.common import ChainAnalyzer, Finding, Judgement, Outcome, hop_items
 from probe.analyze.http import EXCHANGE_CODES
 from probe.analyze.tcp import CONNECT_CODES
 from probe.analyze.tls import hop_of, judge_hop
+from probe.targets import resolve_url
 from probe.vocabulary.anomalies import Anomaly, Blocking
 
 OK = Finding(Outcome.OK, False, Blocking.HTTP)
@@ -26,7 +26,8 @@ def _hop_url(obs: dict[str, Any], index: int) -> str | None:
             return str(request.get("url"))
     for request in obs["http_requests"]:  # the hop never answered: where the one before pointed
         if request.get("redirect_index") == index - 1 and request.get("location"):
-            return urljoin(str(request["url"]), str(request["location"]))
+            followed = resolve_url(str(request["url"]), str(request["location"]))  # as a browser reads it
+            return followed.url if followed is not None else None
     return None
 
 

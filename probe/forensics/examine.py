@@ -70,6 +70,9 @@ class Forensics:
         if self.unavailable is not None or self.capture is None:
             state["locate"] = _state(self.unavailable or "no packet capture")
             return
+        if self.capture.failure is not None:  # a sweep would see no router: it could only mislead
+            state["locate"] = _state(self.capture.failure)
+            return
         finding = judge({"host": host}, observations, started, False, analysis).blocking
         if finding not in LOCATED:
             return

@@ -133,11 +133,13 @@ def http_get_body(
             record["failure"] = Failure.HTTP_INVALID_RESPONSE
         return record, b""
     lines = head.decode("iso-8859-1").split("\r\n")
-    try:
-        record["status"] = int(lines[0].split()[1])
-    except (IndexError, ValueError):
+    parts = lines[0].split()
+    code = parts[1] if len(parts) > 1 else ""
+    if len(code) != 3 or not code.isascii() or not code.isdigit():  # RFC 9110: three digits, nothing else
         record["failure"] = record["failure"] or Failure.HTTP_INVALID_RESPONSE
+        record["status_line"] = lines[0][:120]  # what the server sent, for the record
         return record, b""
+    record["status"] = int(code)
     headers = []
     for line in lines[1:]:
         name, _, value = line.partition(":")
