@@ -258,3 +258,13 @@ def test_show_reads_compressed_results(tmp_path: Path, capsys: pytest.CaptureFix
         assert main(["show", str(tmp_path / name)]) == 0
         shown = capsys.readouterr().out
         assert "twitter.com" in shown and "verdict:   tls_mitm" in shown and "1 records" in shown
+
+
+def test_a_log_beside_its_compressed_copy_is_counted_once(logs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """x.jsonl and x.jsonl.gz in one folder: the same measurements, counted once, and said so."""
+    before = _report(logs, str(logs), capsys=capsys)["summary"]["measurements"]
+    first = sorted(logs.rglob("*.jsonl"))[0]
+    first.with_name(first.name + ".gz").write_bytes(gzip.compress(first.read_bytes()))
+    report = _report(logs, str(logs), capsys=capsys)
+    assert report["summary"]["measurements"] == before
+    assert any("appeared more than once" in p for p in report["summary"]["problems"])

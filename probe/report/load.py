@@ -120,6 +120,7 @@ class Problems:
     unreadable_files: list[str] = field(default_factory=list)
     refused: dict[int, int] = field(default_factory=dict)  # schema_version -> records refused
     older: int = 0  # schema version 1: no `confidence` yet
+    duplicates: int = 0  # the same measurement_id read more than once (x.jsonl beside x.jsonl.gz)
 
     def messages(self) -> list[str]:
         found = []
@@ -133,6 +134,11 @@ class Problems:
             found.append(
                 f"{count} records of schema_version {version} were refused: this probe reads versions "
                 f"{', '.join(map(str, READABLE_VERSIONS))} (upgrade it to read them)"
+            )
+        if self.duplicates:
+            found.append(
+                f"{self.duplicates} records appeared more than once (the same measurement_id, in several "
+                "files: a log beside its compressed copy, say) and were counted once"
             )
         if self.older:
             found.append(
@@ -212,10 +218,17 @@ def load(con: duckdb.DuckDBPyConnection, paths: list[Path], filters: Filters) ->
         problems.refused[int(version)] = count
     problems.older = con.execute("SELECT count(*) FROM raw WHERE schema_version = 1").fetchone()[0]  # type: ignore[index]
     where, parameters = _where(filters)
+    readable_rows = f"schema_version IN {READABLE_VERSIONS} AND time IS NOT NULL AND target IS NOT NULL"
+    problems.duplicates = con.execute(
+        "SELECT count(*) - count(DISTINCT measurement_id) FROM raw "
+        f"WHERE {readable_rows} AND measurement_id IS NOT NULL"
+    ).fetchone()[0]  # type: ignore[index]
     con.execute(
         "CREATE OR REPLACE TABLE m AS SELECT * EXCLUDE (schema_version), "
         "coalesce(confidence, 'unconfirmed') = 'confirmed' AS confirmed, CAST(time AS DATE) AS day FROM raw "
-        f"WHERE schema_version IN {READABLE_VERSIONS} AND time IS NOT NULL AND target IS NOT NULL {where}",
+        f"WHERE {readable_rows} {where} "
+        # One row per measurement, however many files hold it.
+        "QUALIFY measurement_id IS NULL OR row_number() OVER (PARTITION BY measurement_id ORDER BY file) = 1",
         parameters,
     )
     con.execute("DROP TABLE raw")
