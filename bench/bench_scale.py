@@ -206,6 +206,7 @@ def probe_args(world: World, targets: Path, concurrency: int, timeout: float) ->
         str(timeout),
         "--concurrency",
         str(concurrency),
+        "--yes",  # unattended: consent given
     ]
 
 

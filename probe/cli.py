@@ -45,7 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="measure every target and write a results file")
+    run = commands.add_parser(
+        "run",
+        help="measure every target and write a results file",
+        description="Measure every target and write a results file. Before the first measurement, the person at "
+        "the terminal is told what is measured, what is recorded and what never is, the legal risk, and where the "
+        "results go, and answers yes or no; a yes is kept in the probe's state directory (asked again when that "
+        "text changes). Unattended runs (cron, systemd) consent with --yes or `consent = true` in the "
+        "configuration file; without a terminal and without consent the run stops before measuring (exit 2).",
+    )
     add_run_options(run)
 
     config = commands.add_parser("config", help="the configuration file")
@@ -238,6 +246,14 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--lab",
         action="store_true",
         help="treat the documentation address ranges as public (only for the censorship lab)",
+    )
+    parser.add_argument(
+        "--yes",
+        dest="consent",
+        action="store_true",
+        help="consent without being asked, for unattended runs: you have read what the probe measures, records "
+        "and risks (docs/volunteers.md, 'Consent'); kept in the state directory, so later runs need no flag "
+        "(in the configuration file: consent = true)",
     )
     parser.add_argument("--quiet", action="store_true", help="print errors only (for cron and timers)")
     parser.add_argument("--json", action="store_true", help="print one machine-readable summary on stdout")

@@ -7,11 +7,13 @@
     helper_token = "..."
     region = "Astana"
     deadline = "50m"
+    consent = true
     [upload]
     to = "s3://monitoring/kz"
     endpoint = "https://s3.example.org"
 
-Keys are the options' long names with `_` for `-` (`--dns-window` is `dns_window`). The command
+Keys are the options' long names with `_` for `-` (`--dns-window` is `dns_window`), except that
+`--yes` is `consent = true` (consent to the text `probe run` shows, probe.consent). The command
 line wins over the file, the file over the defaults. An unknown key, or a value of the wrong kind,
 is an error that names the file, the line and the key: a switch is a TOML boolean (`forensics =
 false`, never the string "false"), a number is a TOML number that the option's own check accepts
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 UPLOAD_KEYS = {"to": str, "endpoint": str, "region_name": str}
+RENAMED = {"yes": "consent"}  # options whose key in the file is not their long name
 
 
 class ConfigError(ValueError):
@@ -65,7 +68,7 @@ def options_of(parser: argparse.ArgumentParser) -> dict[str, Option]:
         # The upload's place and endpoint live in the file's [upload] table, shared with `probe upload`.
         if not longs or action.dest in ("help", "config", "upload_to", "upload_endpoint"):
             continue
-        key = longs[0][2:].replace("-", "_")
+        key = action.dest  # the long name with `_` for `-`, but for `--yes`: `consent = true`
         if isinstance(action, argparse._StoreTrueAction | argparse.BooleanOptionalAction):
             kind = "bool"
         elif isinstance(action, argparse._AppendAction):
@@ -175,7 +178,7 @@ def read_settings(path: Path | None, options: dict[str, Option], required: bool)
         line = _line_of(text, key)
         where = f"{path}:{line}: {key}"
         if key not in options:
-            near = difflib.get_close_matches(key, list(options), n=1, cutoff=0.75)
+            near = [RENAMED[key]] if key in RENAMED else difflib.get_close_matches(key, list(options), n=1, cutoff=0.75)
             hint = f"did you mean {near[0]!r}? " if near else ""
             problems.append(f"{where}: unknown key ({hint}`probe config show` lists every key)")
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,11 @@ from cryptography import x509
 
 from probe.results.record import load_schema
 from tests import pki
+from tests.wheelenv import Installed, installed_wheel
+
+# The probe keeps its installation id and the volunteer's consent in a state directory: the tests'
+# own, never the home of whoever runs them (a consent recorded there would hide a missing --yes).
+os.environ.setdefault("XDG_STATE_HOME", tempfile.mkdtemp(prefix="kz-probe-test-state-"))
 
 # The real Kazakhstan interception roots, copied into the project with their provenance (README there).
 KZ_ROOTS = Path(__file__).resolve().parent / "data" / "kz-interception-roots"
@@ -26,6 +32,14 @@ def _private_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
     base = tmp_path_factory.mktemp("xdg")
     os.environ["XDG_CACHE_HOME"] = str(base / "cache")
     os.environ["XDG_CONFIG_HOME"] = str(base / "config")
+
+
+@pytest.fixture(scope="session")
+def installed() -> Iterator[Installed]:
+    """The wheel, installed in a fresh venv outside the checkout (tests/wheelenv.py): built once a
+    session for tests/test_wheel.py and tests/test_service.py."""
+    with installed_wheel() as venv:
+        yield venv
 
 
 def qaznet_root() -> x509.Certificate:

@@ -29,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "results": {"vocabulary", "targets", "analyze", "observe"},
     "helper": {"vocabulary", "targets", "analyze", "observe"},
     "identity": set(),
+    "consent": {"identity"},
     "lock": set(),
     "progress": set(),
     "run": {"vocabulary", "targets", "signals", "progress", "analyze", "observe", "loaders", "results", "recorder",
@@ -37,7 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "recorder": {"vocabulary", "targets", "analyze", "results"},
     "report": {"vocabulary", "results"},
     "rejudge": {"vocabulary", "analyze", "loaders", "results"},
-    "commands": {"vocabulary", "targets", "signals", "identity", "settings", "lock", "analyze", "observe",
+    "commands": {"vocabulary", "targets", "signals", "identity", "consent", "settings", "lock", "analyze", "observe",
                  "loaders", "results", "helper", "run", "report", "rejudge", "upload", "forensics"},  # fmt: skip
     "settings": set(),
     "upload": {"identity", "results"},

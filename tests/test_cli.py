@@ -58,7 +58,7 @@ def test_show_rejects_a_file_that_is_not_records(tmp_path: Path) -> None:
 def test_unwritable_results_directory_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "targets.txt").write_text("good.example\n", encoding="utf-8")
     (tmp_path / "results").write_text("a file where the directory should be\n", encoding="utf-8")
-    result = _probe("run", "--control-resolver", "udp://127.0.0.1:9", "--no-injection-check", cwd=tmp_path)
+    result = _probe("run", "--control-resolver", "udp://127.0.0.1:9", "--no-injection-check", "--yes", cwd=tmp_path)
     assert result.returncode == 5
     assert result.stderr.startswith("probe: cannot write results in results:")
     assert "Traceback" not in result.stderr

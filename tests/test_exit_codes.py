@@ -31,7 +31,8 @@ DEAD_TARGETS = "https://site-a.example/\nsite-b.example\n203.0.113.10\nhttp://20
 # Every resolver, control and helper a lab address that nothing answers; small timeouts.
 LAB_ARGS = ["--resolver", "203.0.113.1", "--control-resolver", "udp://203.0.113.53", "--control-sni",
             "control.example", "--helper", "https://203.0.113.80/", "--lab", "--os-store", "none", "--timeout", "1",
-            "--dns-window", "0.2", "--target-deadline", "3", "--concurrency", "4", "--no-forensics"]  # fmt: skip
+            "--dns-window", "0.2", "--target-deadline", "3", "--concurrency", "4", "--no-forensics",
+            "--yes"]  # fmt: skip
 
 needs_namespaces = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("unshare") is None,

@@ -307,7 +307,8 @@ def test_scapy_is_not_imported_for_help_or_a_run_without_forensics(tmp_path: Pat
         pytest.skip("the run half needs a network namespace (root)")
     targets = tmp_path / "t.txt"
     targets.write_text("192.0.2.1\n", encoding="ascii")
-    run = ["run", "--targets", str(targets), "--out", str(tmp_path / "out"), "--no-forensics", "--quiet", "--lab"]
+    run = ["run", "--targets", str(targets), "--out", str(tmp_path / "out"), "--no-forensics", "--quiet", "--lab",
+           "--yes"]  # fmt: skip
     namespace = f"noscapy{os.getpid()}"
     subprocess.run(["ip", "netns", "add", namespace], check=True)
     try:  # a namespace with no route at all: the run is offline, nothing leaves this machine
@@ -349,7 +350,7 @@ def _run(lab, drop_raw: bool) -> dict[str, dict]:  # type: ignore[no-untyped-def
     result = lab.probe(
         "run", "--targets", str(targets), "--out", str(out), "--roots", str(lab.roots_pem), "--control-resolver",
         f"udp://{m.RESOLVER}", "--control-sni", m.CONTROL_NAME, "--lab", "--os-store", "none", "--timeout", "3",
-        "--asn-db", str(lab.asn_table), "--quiet", "--forensics-limit", "5", drop_raw=drop_raw,
+        "--asn-db", str(lab.asn_table), "--quiet", "--forensics-limit", "5", "--yes", drop_raw=drop_raw,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-3000:]  # blocking found
     return by_host(read_results(out))

@@ -419,7 +419,7 @@ def test_a_helper_url_in_the_clear_is_refused(tmp_path: Path, capsys: pytest.Cap
 
     (tmp_path / "targets.txt").write_text("127.0.0.1:9\n", encoding="utf-8")
     code = main(["run", "--targets", str(tmp_path / "targets.txt"), "--out", str(tmp_path / "out"),
-                 "--control-resolver", "none", "--helper", "http://helper.example/"])  # fmt: skip
+                 "--control-resolver", "none", "--helper", "http://helper.example/", "--yes"])  # fmt: skip
     assert code == 2 and "reached over https:// only" in capsys.readouterr().err
 
 

@@ -104,6 +104,7 @@ def _run_args(lab: Lab, targets: Path, out: Path, control: str = DOT_CONTROL) ->
         "--lab",
         "--timeout", "3",
         "--concurrency", "16",
+        "--yes",  # the lab's runs are unattended: consent given (tests/test_consent.py asks at a terminal)
     ]  # fmt: skip
 
 

@@ -121,7 +121,7 @@ def test_two_runs_never_overlap(tmp_path: Path) -> None:
         (tmp_path / "targets.txt").write_text("127.0.0.1:9\n", encoding="utf-8")
         second = subprocess.run(
             [sys.executable, "-m", "probe.cli", "run", "--targets", "targets.txt", "--out", "results",
-             "--control-resolver", "none", "--resolver", "127.0.0.1:9", "--no-injection-check"],
+             "--control-resolver", "none", "--resolver", "127.0.0.1:9", "--no-injection-check", "--yes"],
             cwd=tmp_path, capture_output=True, text=True, timeout=60,
             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
         )  # fmt: skip
@@ -215,7 +215,7 @@ def object_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[in
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                        ("AWS_DEFAULT_REGION", "us-east-1"), ("XDG_DATA_HOME", str(tmp_path / "data"))):  # fmt: skip
+                        ("AWS_DEFAULT_REGION", "us-east-1"), ("XDG_STATE_HOME", str(tmp_path / "data"))):  # fmt: skip
         monkeypatch.setenv(name, value)
     for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "HTTPS_PROXY", "HTTP_PROXY"):
         monkeypatch.delenv(name, raising=False)
@@ -324,7 +324,7 @@ def test_a_run_uploads_its_file_when_asked(
     args = ["run", "--targets", str(tmp_path / "targets.txt"), "--out", str(tmp_path / "results"),
             "--control-resolver", "none", "--resolver", f"127.0.0.1:{closed}", "--no-injection-check",
             "--os-store", "none", "--timeout", "1", "--json", "--upload", "--upload-to", "s3://monitoring/runs",
-            "--upload-endpoint", f"http://127.0.0.1:{object_store}"]  # fmt: skip
+            "--upload-endpoint", f"http://127.0.0.1:{object_store}", "--yes"]  # fmt: skip
     code = main(args)
     summary = json.loads(capsys.readouterr().out)
     assert code == summary["exit_code"] and summary["exit_reason"] in ("completed", "offline")  # the host's routes

@@ -90,6 +90,7 @@ def _args(world: dict, test_pki: PkiFixture, targets: Path, out: Path, *extra: s
         "--dns-window", "0.3",
         # The injection probe would ask 127.0.0.1:53, where the machine may run its own resolver.
         "--no-injection-check",
+        "--yes",  # unattended: consent given (tests/test_consent.py)
         *extra,
     ]  # fmt: skip
 
@@ -258,7 +259,7 @@ def _dns_only_run(tmp_path: Path, resolver_port: int, control_port: int, host: s
     code = main([
         "run", "--targets", str(targets), "--out", str(out),
         "--resolver", f"127.0.0.1:{resolver_port}", "--control-resolver", f"udp://127.0.0.1:{control_port}",
-        "--timeout", "1", "--dns-window", "0.2", "--control-sni", "none", "--no-injection-check",
+        "--timeout", "1", "--dns-window", "0.2", "--control-sni", "none", "--no-injection-check", "--yes",
     ])  # fmt: skip
     (record,) = read_results(out)
     assert code == 1

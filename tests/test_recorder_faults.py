@@ -102,7 +102,7 @@ def _run_args(targets: Path, out: Path, *extra: str) -> list[str]:
     loopback's: the run is online whatever this machine's routes), no injection probe."""
     return ["run", "--targets", str(targets), "--out", str(out),
             "--control-resolver", f"udp://127.0.0.1:{free_udp_port()}", "--resolver", f"127.0.0.1:{free_udp_port()}",
-            "--no-injection-check", "--os-store", "none", "--timeout", "3", *extra]  # fmt: skip
+            "--no-injection-check", "--os-store", "none", "--timeout", "3", "--yes", *extra]  # fmt: skip
 
 
 def _probe(tmp_path: Path, *args: str) -> subprocess.Popen[str]:

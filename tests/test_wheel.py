@@ -4,26 +4,25 @@ The other tests import the package from the checkout, where every file is at han
 built from the checkout's sources, installed with its declared dependencies (from the package
 registry) into a fresh venv in a temporary directory, and each command is run from another
 temporary directory with no PYTHONPATH: a data file the wheel leaves out, or an import that no
-declared dependency satisfies, fails here. The venv is built once for the module (about a minute
-with pip's cache); without the registry the module is skipped, and the skip says so.
+declared dependency satisfies, fails here. The venv is built once a session (about a minute with
+pip's cache; tests/wheelenv.py, the `installed` fixture in conftest.py, shared with
+tests/test_service.py); without the registry these tests are skipped, and the skip says so.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
-import sys
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from probe.targets import load_targets
+from tests.wheelenv import Installed
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB_RECORDS = ROOT / "bench" / "data" / "lab-records.jsonl"
@@ -32,100 +31,6 @@ FORMATS = ("html", "md", "csv", "json", "parquet")  # parquet is written by Duck
 EXIT_OFFLINE = 3  # docs/operating.md, "Exit codes"
 
 pytestmark = [pytest.mark.wheel, pytest.mark.timeout(900)]
-
-# What pip prints when it cannot reach the registry (and only then is the module skipped).
-_UNREACHABLE = re.compile(
-    r"NewConnectionError|Failed to establish a new connection|Temporary failure in name resolution|"
-    r"Name or service not known|Network is unreachable|No route to host|ConnectTimeoutError|ReadTimeoutError|"
-    r"ProxyError|Could not fetch URL|connection broken by"
-)
-
-
-@dataclass(frozen=True)
-class Installed:
-    wheel: Path
-    venv: Path
-    package: Path  # the installed package's folder, in the venv's site-packages
-    env: dict[str, str]
-    work: Path  # the current directory for every command: outside the checkout, no targets.txt
-
-    @property
-    def python(self) -> Path:
-        return self.venv / "bin" / "python"
-
-    def probe(self, *args: str, timeout: float = 120, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-        command = [*prefix, str(self.venv / "bin" / "probe"), *args]
-        return subprocess.run(command, cwd=self.work, env=self.env, capture_output=True, text=True, timeout=timeout)
-
-
-def _pip_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PIP_USER")}
-
-
-def _skip_without_registry(directory: Path) -> None:
-    """Download pip itself, bypassing pip's cache: the registry answers, or the module is skipped."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--timeout", "20",
-               "--retries", "1", "-d", str(directory), "pip"]  # fmt: skip
-    result = subprocess.run(command, env=_pip_env(), capture_output=True, text=True, timeout=180)
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines() or ["no output"]
-        why = next((line for line in lines if _UNREACHABLE.search(line)), lines[-1]).strip()
-        pytest.skip(f"the package registry cannot be reached, so the wheel's install is not tested: {why}")
-
-
-def _pip(args: list[str], what: str, cwd: Path) -> None:
-    """Run pip; skip when the registry cannot be reached, fail with pip's words otherwise."""
-    result = subprocess.run(args, cwd=cwd, env=_pip_env(), capture_output=True, text=True, timeout=600)
-    if result.returncode == 0:
-        return
-    output = result.stdout + result.stderr
-    unreachable = _UNREACHABLE.search(output)
-    if unreachable:
-        pytest.skip(f"the package registry cannot be reached ({unreachable.group(0)}), so {what} is not tested")
-    pytest.fail(f"{what} failed (pip exit {result.returncode}):\n{output[-4000:]}")
-
-
-def _sources(destination: Path) -> Path:
-    """The files a build from the checkout reads: the top-level files and the package, without caches
-    (building in a copy keeps build/ and *.egg-info out of the checkout that others work in)."""
-    destination.mkdir()
-    for item in ROOT.iterdir():
-        if item.is_file():
-            shutil.copy2(item, destination / item.name)
-    shutil.copytree(ROOT / "probe", destination / "probe", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return destination
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    base = tmp_path_factory.mktemp("w20-wheel")
-    assert not base.resolve().is_relative_to(ROOT)
-    _skip_without_registry(base / "reachable")
-    source = _sources(base / "source")
-    dist = base / "dist"
-    _pip(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(source)],
-        "the wheel's build",
-        base,
-    )
-    (wheel,) = dist.glob("kz_probe-*.whl")
-    venv = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    _pip([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)], "installing the wheel", base)
-    package = next((venv / "lib").glob("python3*/site-packages/probe"))
-    home, work = base / "home", base / "work"
-    home.mkdir()
-    work.mkdir()
-    env = {
-        "PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_DATA_HOME": str(home / ".local" / "share"),
-        "XDG_CACHE_HOME": str(home / ".cache"),
-        "LANG": "C.UTF-8",
-    }
-    yield Installed(wheel, venv, package, env, work)
-    shutil.rmtree(venv, ignore_errors=True)  # 200 MB; pytest keeps the rest of its last few temporary trees
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -222,7 +127,9 @@ def test_show_report_and_analyze_a_results_file(installed: Installed) -> None:
             else:
                 assert november in out.read_text("utf-8"), f"{fmt} in {language}"
     analyzed = _ok(installed.probe("analyze", records.name))
-    assert analyzed.startswith(f"{records.name} -> ")
+    # The bench records were judged with the lab's roots: the analyst is told, then shown the changes.
+    assert "judged with other reference roots" in analyzed
+    assert analyzed.splitlines()[-1].startswith(f"{records.name} -> ")
     assert len(list(installed.work.glob("lab-records.analyzed-*.jsonl"))) == 1
 
 
@@ -248,7 +155,8 @@ def test_run_offline_measures_the_shipped_list(installed: Installed, empty_names
     shipped = installed.package / "data" / "targets.txt"
     count = len(load_targets(ROOT / "targets.txt"))
     ip = shutil.which("ip") or "ip"
-    result = installed.probe("run", "--out", "results", "--json", prefix=(ip, "netns", "exec", empty_namespace))
+    offline = (ip, "netns", "exec", empty_namespace)
+    result = installed.probe("run", "--out", "results", "--json", "--yes", prefix=offline)  # --yes: unattended
     assert result.returncode == EXIT_OFFLINE, f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
     assert "Traceback" not in result.stderr
     assert f"measuring the list shipped with the probe ({count} targets, {shipped})" in result.stderr

@@ -18,6 +18,7 @@ from probe.commands import (
     EXIT_OFFLINE,
     EXIT_OK,
     EXIT_UPLOAD_FAILED,
+    EXIT_USAGE,
     EXIT_WRITE_FAILED,
     fail,
     state_failed,
@@ -129,6 +130,11 @@ def command_run(args: argparse.Namespace) -> int:
         return fail(f"--nat64-prefix: not an IPv6 prefix: {exc}")
     if any(ipaddress.IPv6Network(p).prefixlen != 96 for p in nat64):
         return fail("--nat64-prefix: only /96 prefixes embed an IPv4 address at the end")
+    try:  # informed consent (probe/consent.py): the input is checked, nothing is measured yet
+        if not _consented(args, len(targets)):
+            return EXIT_USAGE
+    except StateError as exc:
+        return state_failed(str(exc))
     analysis = AnalysisContext(
         roots=roots, catalogs=catalogs, documentation_is_public=args.lab, asn=asn_table, nat64_prefixes=nat64
     )
@@ -200,6 +206,18 @@ def command_run(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(code)  # measuring threads are bounded, but there is no need to wait for them
     return code
+
+
+def _consented(args: argparse.Namespace, count: int) -> bool:
+    """Consent kept for the current text, given by --yes or the file's `consent = true` (recorded
+    now), or answered yes at a terminal; False (said on stderr) when there is none."""
+    from probe.consent import obtain
+
+    source = getattr(args, "sources", {}).get("consent", "command line")
+    given = None if not args.consent else "--yes" if source == "command line" else "configuration"
+    where = f"uploads them to {args.upload_to}" if args.upload else "sends nothing"
+    details = f"This run: {count} sites from {args.targets}; it writes the results in {args.out}/ and {where}."
+    return obtain(given, details)
 
 
 def _forensics(args: argparse.Namespace) -> Forensics:
