@@ -120,8 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--roots", type=Path, help="reference roots (default: Mozilla's, from certifi)")
     analyze.add_argument("--asn-db", type=Path, help="ip2asn TSV table, as for probe run")
 
-    targets = commands.add_parser("targets", help="show the default list of targets; check list files")
+    targets = commands.add_parser(
+        "targets", help="show the default list of targets; check list files; build one from downloaded lists"
+    )
     targets.add_argument("files", nargs="*", type=Path, help="list files to check (default: show the shipped list)")
+    sources_help = "build a list from downloaded ones: Citizen Lab CSVs, OONI Run v2 descriptors (.json), plain lists"
+    targets.add_argument("--from", dest="sources", nargs="+", type=Path, default=[], metavar="FILE", help=sources_help)
+    targets.add_argument("--out", type=Path, metavar="FILE", help="--from writes here: FILE.csv (Citizen Lab) or plain")
+    targets.add_argument("--skip-bad", action="store_true", help="with --from: leave bad entries out, not refuse")
 
     show = commands.add_parser("show", help="print the records of a results file readably")
     show.add_argument("file", type=Path)
