@@ -97,7 +97,7 @@ def signed_path(
 
 
 def out_of_dates(path: list[x509.Certificate], at: datetime) -> str | None:
-    """"expired" or "not_yet_valid" when a certificate on the path is out of its dates at `at`."""
+    """ "expired" or "not_yet_valid" when a certificate on the path is out of its dates at `at`."""
     if any(cert.not_valid_after_utc < at for cert in path):
         return "expired"
     if any(cert.not_valid_before_utc > at for cert in path):
@@ -149,9 +149,7 @@ def on_path(chain: list[x509.Certificate], index: int) -> bool:
     return index == 0 or signed_path(chain[0], chain[1:], (chain[index],)) is not None
 
 
-def signed_by_catalogued(
-    chain: list[x509.Certificate], catalogs: Catalogs
-) -> tuple[CertificateEntry, str, int] | None:
+def signed_by_catalogued(chain: list[x509.Certificate], catalogs: Catalogs) -> tuple[CertificateEntry, str, int] | None:
     """The catalogued interception CA the leaf leads to by signatures (its certificate need not be
     presented), with the presented certificate it signed."""
     anchors = catalogs.interception_anchors()

@@ -207,8 +207,11 @@ def _records(path: Path, unreadable: list[str]) -> Iterator[tuple[str, dict[str,
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    cut = not line.endswith("\n") or exc.msg.startswith("Unterminated") or (
-                        exc.pos >= len(line.rstrip()) - 1)
+                    cut = (
+                        not line.endswith("\n")
+                        or exc.msg.startswith("Unterminated")
+                        or (exc.pos >= len(line.rstrip()) - 1)
+                    )
                     unreadable.append(f"{place}: " + ("not a whole record (cut short?)" if cut else
                                                       f"not a JSON record ({exc.msg})"))  # fmt: skip
                     continue
