@@ -94,14 +94,22 @@ OFFLINE = {
     "the control handshakes, the helpers): this machine's connection is down, or everything is blocked, the controls "
     "included. So no site could be judged, and nothing is claimed about any site (each record says offline, "
     "no_internet). Check the connection, then run again.",
+    "captive_portal": "This network asks you to log in (a captive portal at {host}): log in and run again. Every "
+    "site pointed at the portal and every control failed, so no site could be judged, and nothing is claimed about "
+    "any site (each record says offline, captive_portal).",
 }
+
+
+def offline_words(summary: Any) -> str:
+    """Why an offline run (a `probe.run.RunSummary`) measured nothing, in plain words."""
+    return OFFLINE[summary.offline].format(host=getattr(summary, "portal", None) or "an unknown host")
 
 
 def format_summary(summary: Any) -> str:
     """The end of a run (a `probe.run.RunSummary`), in plain words, for the person who ran it."""
     lines = [f"Measured {summary.measured} of {summary.total} targets in {summary.duration:.0f} s."]
     if summary.offline:
-        lines.append(OFFLINE[summary.offline])
+        lines.append(offline_words(summary))
     lines += plain_summary(summary.verdicts)
     late = summary.not_measured - summary.verdicts.get("offline", 0)
     if late:

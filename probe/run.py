@@ -29,8 +29,9 @@ from probe.observe.watchdog import WATCHDOG
 from probe.progress import OFFLINE as OFFLINE  # re-exported: what commands print
 from probe.progress import Progress
 from probe.progress import format_summary as format_summary
+from probe.progress import offline_words as offline_words
 from probe.recorder import Item, Verdict, start_recorder
-from probe.results.offline import NO_INTERNET, NO_ROUTE, mark_offline, no_internet
+from probe.results.offline import CAPTIVE_PORTAL, NO_INTERNET, NO_ROUTE, captive_portal, mark_offline, no_internet
 from probe.results.record import RunContext
 from probe.results.writer import ResultsWriter
 from probe.signals import Interrupted
@@ -51,7 +52,8 @@ class RunSummary:
     confirmed: Counter[str] = field(default_factory=Counter)
     interceptions: list[dict[str, Any]] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
-    offline: str | None = None  # why nothing could be measured: NO_ROUTE or NO_INTERNET (probe.results.offline)
+    offline: str | None = None  # why nothing was measured: NO_ROUTE, NO_INTERNET, CAPTIVE_PORTAL (results.offline)
+    portal: str | None = None  # with CAPTIVE_PORTAL: the portal's host (or address), never the volunteer's
     interrupted: bool = False
     deadline_reached: bool = False
     capture_stopped: str | None = None  # why the packet capture stopped mid-run, if it did
@@ -83,13 +85,17 @@ class RunSummary:
             "findings": self.findings,
             "exit_reason": self.exit_reason,
             "offline": self.offline,
+            "portal": self.portal,
             "capture_stopped": self.capture_stopped,
         }
 
     def conclude(self, cause: str | None) -> None:
-        """A finished run: with no route, or no internet (`probe.results.offline`), its records are
-        marked offline, and nothing measured is claimed: every target counts as not measured."""
+        """A finished run: with no route, no internet or a captive portal (`probe.results.offline`), its
+        records are marked offline, and nothing measured is claimed: every target counts as not measured."""
         cause = cause or (NO_INTERNET if self.measured and no_internet(self.results_path) else None)
+        if cause is None and self.measured:
+            self.portal = captive_portal(self.results_path)
+            cause = CAPTIVE_PORTAL if self.portal else None
         if cause is None:
             return
         self.offline, self.verdicts = cause, mark_offline(self.results_path, cause)

@@ -174,8 +174,11 @@ def test_config_show_shows_the_settings_of_a_file_with_problems(
     captured = capsys.readouterr()
     assert "`probe config show` lists every key" in captured.err
     assert captured.err.startswith(f"probe: {config}:1: colour: unknown key")
-    keys = {line.split()[0] for line in captured.out.splitlines()}
+    keys = {line.split()[0] for line in captured.out.splitlines() if line.strip()}
     assert {"targets", "timeout", "concurrency", "forensics", "control_resolver", "deadline"} <= keys
+    # On the table's own stream too: a refused line must not read as a setting that took.
+    assert "NOT VALID: 1 line(s) of the file were refused" in captured.out
+    assert f"{config}:1: colour: unknown key" in captured.out.split("NOT VALID")[1]
     assert "Astana" in captured.out and f"({config}:2)" in captured.out  # the rest of the file still shows
     assert "Traceback" not in captured.err
 

@@ -268,3 +268,21 @@ def test_a_log_beside_its_compressed_copy_is_counted_once(logs: Path, capsys: py
     report = _report(logs, str(logs), capsys=capsys)
     assert report["summary"]["measurements"] == before
     assert any("appeared more than once" in p for p in report["summary"]["problems"])
+
+
+def test_a_report_on_offline_measurements_says_they_say_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run with no network is 76 measurements of nothing: the report must not read as 76 sites
+    measured with nothing blocked."""
+    log = tmp_path / "offline.jsonl"
+    lines = []
+    bench = Path(__file__).resolve().parents[1] / "bench" / "data" / "lab-records.jsonl"
+    for line in bench.read_text(encoding="utf-8").splitlines()[:4]:
+        record = json.loads(line)
+        record.update(blocking="offline", anomalies=["network.offline"], observations=None, confidence="unconfirmed",
+                      confidence_basis=[], interceptor=None, blockpage=None)  # fmt: skip
+        lines.append(json.dumps(record))
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = _report(tmp_path, str(log), capsys=capsys)
+    assert any("4 measurements were made offline" in p for p in report["summary"]["problems"])

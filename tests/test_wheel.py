@@ -14,14 +14,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
+from probe.helper.measure import API_VERSION
 from probe.targets import load_targets
+from tests.conftest import PkiFixture
 from tests.wheelenv import Installed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,3 +171,40 @@ def test_run_offline_measures_the_shipped_list(installed: Installed, empty_names
     records = [json.loads(line) for line in path.read_text("utf-8").splitlines()]
     assert len(records) == count
     assert {record["blocking"] for record in records} == {"offline"}
+
+
+def test_the_installed_helper_serves_its_health_over_tls(installed: Installed, test_pki: PkiFixture) -> None:
+    """`probe helper serve` from the venv (as docs/helper.md runs it) listens on loopback with a test
+    certificate and answers `GET /v1/health` over TLS that verifies against the test root."""
+    cert, key = test_pki.leaf_files(test_pki.public_intermediate, ["127.0.0.1"], "wheel-helper")
+    with socket.socket() as probe_port:  # a free port on loopback, handed to the helper
+        probe_port.bind(("127.0.0.1", 0))
+        port = probe_port.getsockname()[1]
+    log = installed.work / "helper.log"
+    with log.open("w", encoding="utf-8") as output:
+        process = subprocess.Popen(
+            [str(installed.venv / "bin" / "probe"), "helper", "serve", "--listen", f"127.0.0.1:{port}",
+             "--tls-cert", str(cert), "--tls-key", str(key), "--roots", str(test_pki.roots_pem), "--timeout", "1"],
+            cwd=installed.work, env=installed.env, stdout=output, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            for _ in range(200):  # until it listens: 20 s at most
+                assert process.poll() is None, f"the helper exited {process.returncode}: {log.read_text()[-4000:]}"
+                with socket.socket() as attempt:
+                    attempt.settimeout(1)
+                    if attempt.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.1)
+            else:
+                pytest.fail(f"the helper did not listen within 20 s: {log.read_text()[-4000:]}")
+            answer = requests.get(f"https://127.0.0.1:{port}/v1/health", verify=str(test_pki.roots_pem), timeout=10)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"ok": True, "version": API_VERSION}
+    assert "Traceback" not in log.read_text()

@@ -45,6 +45,11 @@ def command_config_show(args: argparse.Namespace) -> int:
             value = ", ".join(str(v) for v in value) or "[]"
         print(f"{key:<{width}}  {value!s:<40}  ({source})")
     problems = getattr(args, "config_problems", [])
+    if problems:  # on the table's own stream too: a wrong line must not read as a setting that took
+        print(f"\nNOT VALID: {len(problems)} line(s) of the file were refused; the table shows the defaults "
+              "instead, and `probe run` refuses to start with this file:")
+        for problem in problems:
+            print(f"  {problem}")
     for problem in problems:
         print(f"probe: {problem}", file=sys.stderr)
     return EXIT_USAGE if problems else EXIT_OK

@@ -70,7 +70,7 @@ def command_run(args: argparse.Namespace) -> int:
     from probe.observe.own_addresses import OwnAddresses
     from probe.observe.udpwire import reply_ttl_available
     from probe.results.writer import compress
-    from probe.run import OFFLINE, execute, format_summary
+    from probe.run import execute, format_summary, offline_words
     from probe.targets import TargetError, load_targets
     from probe.upload import UploadUsageError, ready
 
@@ -196,7 +196,7 @@ def command_run(args: argparse.Namespace) -> int:
     uploaded = _upload_after(args, summary.results_path, report) if args.upload and not summary.interrupted else True
     code = exit_code(summary, uploaded)
     if summary.offline and (args.quiet or args.json):  # the summary is not printed: say it here
-        print(f"probe: {OFFLINE[summary.offline]}", file=sys.stderr)
+        print(f"probe: {offline_words(summary)}", file=sys.stderr)
     if args.json:
         print(json.dumps({**report, "exit_code": code}, ensure_ascii=False))
     elif not args.quiet:

@@ -121,6 +121,7 @@ class Problems:
     refused: dict[int, int] = field(default_factory=dict)  # schema_version -> records refused
     older: int = 0  # schema version 1: no `confidence` yet
     duplicates: int = 0  # the same measurement_id read more than once (x.jsonl beside x.jsonl.gz)
+    offline: int = 0  # measurements made with no network, no internet or behind a captive portal
 
     def messages(self) -> list[str]:
         found = []
@@ -134,6 +135,11 @@ class Problems:
             found.append(
                 f"{count} records of schema_version {version} were refused: this probe reads versions "
                 f"{', '.join(map(str, READABLE_VERSIONS))} (upgrade it to read them)"
+            )
+        if self.offline:
+            found.append(
+                f"{self.offline} measurements were made offline (no network, no internet, or behind a captive "
+                "portal): they say nothing about any site, and count as neither blocked nor reachable"
             )
         if self.duplicates:
             found.append(
@@ -232,6 +238,7 @@ def load(con: duckdb.DuckDBPyConnection, paths: list[Path], filters: Filters) ->
         parameters,
     )
     con.execute("DROP TABLE raw")
+    problems.offline = con.execute("SELECT count(*) FROM m WHERE blocking = 'offline'").fetchone()[0]  # type: ignore[index]
     return problems
 
 

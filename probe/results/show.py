@@ -233,6 +233,8 @@ def _unmeasured(record: dict[str, Any]) -> str:
         words = f"{blocking} (not measured: the run's deadline came first)"
     elif blocking == "offline" and record.get("offline") == "no_internet":
         words = "offline (no internet: nothing the probe asked answered)"
+    elif blocking == "offline" and record.get("offline") == "captive_portal":
+        words = "offline (a captive portal: this network asked to log in)"
     elif blocking == "offline":
         words = "offline (no network)"
     elif record.get("not_measured"):
