@@ -74,18 +74,11 @@ def evidence(observations: dict[str, Any]) -> tuple[int, bool]:
 def no_internet(path: Path) -> bool:
     """Whether a finished run's records (a plain `.jsonl`) show no internet; stops at the first answer."""
     failed = measured = 0
-    with path.open("rb") as lines:
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("observations") is None or record.get("not_measured"):
-                continue  # a probe error, or left at the deadline: no evidence either way
-            count, answered = evidence(record["observations"])
-            if answered:
-                return False
-            failed, measured = failed + count, measured + 1
+    for record in _measured(path):  # a probe error, or a target left at the deadline: no evidence
+        count, answered = evidence(record["observations"])
+        if answered:
+            return False
+        failed, measured = failed + count, measured + 1
     return measured > 0 and failed > 0
 
 
