@@ -315,3 +315,11 @@ def test_one_target_agreeing_with_a_control_that_answers_alike_is_no_portal(tmp_
     one address shows nothing of a portal, which answers many names alike."""
     records = [_record("site-a.example", (PORTAL,), control=_lookup(PORTAL))]
     assert _portal(tmp_path, records) is None
+
+
+def test_a_site_reached_with_a_valid_chain_is_no_portal(tmp_path: Path) -> None:
+    """A portal cannot present a chain valid for a real site's name: one such record ends the search
+    (an ordinary run's file is not read to its end)."""
+    records = [_record(f"site-{n}.example", (PORTAL,)) for n in "abc"]
+    records[0]["analysis"] = {"tls": {"valid": True}}
+    assert _portal(tmp_path, records) is None

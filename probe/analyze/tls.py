@@ -156,7 +156,7 @@ def _judge_chain(
         j.add(Anomaly.TLS_UNPARSEABLE_CERTIFICATE)
     proofs = _proofs_of_interception(analysis, hop, analysis_of, seen_outside, cause, j)
     if analysis["national_ca"] is not None:
-        return _judge_national(analysis, hop, analysis_of, proofs, confirmed, seen_outside, j)
+        return _judge_national(analysis, hop, analysis_of, proofs, seen_outside, j)
     if handshake.get("os_store_valid"):
         j.add(Anomaly.TLS_TRUSTED_BY_OS_STORE)
         if forges_every_name(hop.control, analysis, analysis_of):
@@ -218,7 +218,6 @@ def _judge_national(
     hop: Hop,
     analysis_of: ChainAnalyzer,
     proofs: list[Proof],
-    confirmed: bool,
     seen_outside: str | None,
     j: Judgement,
 ) -> Finding:
@@ -292,10 +291,7 @@ def _suspected(
         j.add(Anomaly.TLS_CONTROL_SNI_CONTRAST)  # a hint: virtual hosting looks alike
     if cause in (FailureCause.SELF_SIGNED, FailureCause.UNUSABLE) or interceptor is None:
         return Finding(Outcome.UNKNOWN, False, Blocking.TLS)
-    j.interceptor = interceptor
-    j.add(*analysis["evidence"])
-    if other_issuer_for_control(analysis, hop, analysis_of):
-        j.add(Anomaly.TLS_SNI_TRIGGERED)
+    _name_interceptor(interceptor, analysis, hop, analysis_of, j)
     return Finding(Outcome.BLOCKED, False, Blocking.TLS_MITM)
 
 
@@ -314,11 +310,19 @@ def _intercepted(
             certificates[0]["issuer"] if certificates else "(unparseable)",
             certificates[-1]["issuer"] if certificates else "(unparseable)",
         )
+    _name_interceptor(interceptor, analysis, hop, analysis_of, j)
+    return proven(Outcome.BLOCKED, Blocking.TLS_MITM, *basis)
+
+
+def _name_interceptor(
+    interceptor: dict[str, Any], analysis: dict[str, Any], hop: Hop, analysis_of: ChainAnalyzer, j: Judgement
+) -> None:
+    """A substitution, proven or suspected: who issued it, the forgery's marks, and whether the
+    control name at the same address got another issuer's leaf (the name is the trigger)."""
     j.interceptor = interceptor
     j.add(*analysis["evidence"])
     if other_issuer_for_control(analysis, hop, analysis_of):
         j.add(Anomaly.TLS_SNI_TRIGGERED)
-    return proven(Outcome.BLOCKED, Blocking.TLS_MITM, *basis)
 
 
 def tls_valid_addresses(obs: dict[str, Any], analysis_of: ChainAnalyzer) -> set[str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from probe.vocabulary import tables
+
 
 class Anomaly(StrEnum):
     """A stable code named `stage.outcome`; a record's `anomalies` holds these strings."""
@@ -187,9 +189,7 @@ CENSORSHIP = frozenset({Blocking.DNS, Blocking.TCP, Blocking.TLS, Blocking.TLS_M
 
 def markdown_table() -> str:
     """The code table of docs/anomalies.md."""
-    rows = ["| code | meaning |", "|---|---|"]
-    rows += [f"| `{code}` | {text} |" for code, text in DESCRIPTIONS.items()]
-    return "\n".join(rows) + "\n"
+    return tables.markdown_table("code", "meaning", DESCRIPTIONS)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from probe.vocabulary import tables
+
 
 class Proof(StrEnum):
     CONTROL_RESOLVER = "control_resolver"
@@ -30,14 +32,14 @@ class Proof(StrEnum):
 
 
 DESCRIPTIONS: dict[Proof, str] = {
-    Proof.CONTROL_RESOLVER: "The encrypted control resolver (or the helper's lookup from outside) answered for the name, and the system resolver's answer contradicts it (or agrees with it, for a clean record).",
+    Proof.CONTROL_RESOLVER: "The encrypted control resolver (or the helper's lookup from outside) resolved the name while the system resolver denied it or answered a bogon or an injected answer (or agreed with it, for a clean record).",
     Proof.VALID_CHAIN: "The address presented a chain valid for the name under the reference roots: the answer reached the real site.",
     Proof.DNS_BLOCKPAGE_FINGERPRINT: "The system resolver answered an address that a blockpage fingerprint (the catalog's or OONI's) names.",
-    Proof.CONTROL_SNI_REACHED_SERVER: "At the same address the control name reached the TLS server while the target's name failed, twice: the name is the trigger.",
-    Proof.INJECTED_RESET: "The reset came with another IP TTL, or an IP ID out of the server's sequence, than the server's own packets of the same connection: sent by something on the path.",
+    Proof.CONTROL_SNI_REACHED_SERVER: "At the same address the control name reached the TLS server while the target's name was reset or silenced, twice: the name is the trigger.",
+    Proof.INJECTED_RESET: "The reset was born at least two hops nearer than the server: its IP TTL against the server's own packets of the same connection. Sent by something on the path.",
     Proof.HELPER_REACHED: "The helper, outside the network, completed the stage that failed here.",
     Proof.HELPER_SAME_FAILURE: "The helper, outside the network, failed at the same stage: the site is down for everyone.",
-    Proof.HELPER_SAME_CHAIN: "The helper, outside the network, was presented the same leaf: what is seen here is the site's own.",
+    Proof.HELPER_SAME_CHAIN: "The helper, outside the network, was presented the same leaf and found it invalid too (or, for a national CA's chain, the same leaf): what is seen here is the site's own.",
     Proof.HELPER_PUBLIC_CHAIN: "The helper, outside the network, was presented a chain valid for the name under the reference roots, while the chain here leads to no reference root.",
     Proof.CATALOG_FINGERPRINT: "A presented certificate, or the key that signed one, is a catalogued interception CA (by SHA-256 of its DER or its key, or by its signature).",
     Proof.MINTED_CERTIFICATE: "The minting test: asked at the same address for a random name that cannot exist, the same untrusted issuer presented a leaf naming exactly that name.",
@@ -45,15 +47,13 @@ DESCRIPTIONS: dict[Proof, str] = {
     Proof.PUBLICLY_SIGNED: "The chain is signed, certificate by certificate, up to a reference root: a public CA issued it, so it is the site's own (expired, for other names, or refused by the verifier's limits).",
     Proof.LOCAL_INTERCEPTOR_CATALOG: "The chain's issuer is a local interceptor the catalog names (antivirus, corporate gateway, debugging proxy).",
     Proof.OS_STORE_FORGES_EVERY_NAME: "The machine's own trust store accepts the chain, and the same issuer forged the control name too: software of the machine's owner.",
-    Proof.BLOCKPAGE_FINGERPRINT: "The page matches a blockpage fingerprint (the catalog's, or OONI's public tables).",
+    Proof.BLOCKPAGE_FINGERPRINT: "The page matches a blockpage fingerprint (the catalog's, or OONI's public tables), and the helper, if asked, did not get the same page.",
 }
 
 
 def markdown_table() -> str:
     """The proof table of docs/verdicts.md."""
-    rows = ["| basis | what it shows |", "|---|---|"]
-    rows += [f"| `{proof}` | {text} |" for proof, text in DESCRIPTIONS.items()]
-    return "\n".join(rows) + "\n"
+    return tables.markdown_table("basis", "what it shows", DESCRIPTIONS)
 
 
 if __name__ == "__main__":
