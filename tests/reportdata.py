@@ -11,8 +11,8 @@ from typing import Any
 
 from probe.analyze.common import Judgement
 from probe.results.record import RunContext, build_record
-from probe.targets import parse_target
 from probe.vocabulary.anomalies import Anomaly, Blocking, Confidence
+from probe.vocabulary.targets import parse_target
 
 ISCA = "CN=Information Security Certification Authority CA,O=ISCA,C=KZ"
 ESET = "C=SK,O=ESET\\, spol. s r. o.,CN=ESET SSL Filter CA"

@@ -21,28 +21,18 @@ PACKAGE = ROOT / "probe"
 # top-level `probe` module, which only holds the version).
 ALLOWED: dict[str, set[str]] = {
     "vocabulary": set(),
-    "targets": set(),
-    "signals": set(),
-    "analyze": {"vocabulary", "targets"},
-    "observe": {"vocabulary", "targets"},
+    "netx": {"vocabulary"},
+    "observe": {"vocabulary", "netx"},
+    "analyze": {"vocabulary"},
     "loaders": {"vocabulary", "analyze"},
-    "results": {"vocabulary", "targets", "analyze", "observe"},
-    "helper": {"vocabulary", "targets", "analyze", "observe"},
-    "identity": set(),
-    "consent": {"identity"},
-    "lock": set(),
-    "progress": set(),
-    "run": {"vocabulary", "targets", "signals", "progress", "analyze", "observe", "loaders", "results", "recorder",
-            "forensics"},  # fmt: skip
-    "forensics": {"vocabulary", "observe", "analyze"},
-    "recorder": {"vocabulary", "targets", "analyze", "results"},
+    "forensics": {"vocabulary", "netx", "observe", "analyze"},
+    "helper": {"vocabulary", "netx", "observe", "analyze"},
+    "results": {"vocabulary", "netx", "analyze", "loaders"},
+    "run": {"vocabulary", "netx", "observe", "analyze", "loaders", "forensics", "results"},
     "report": {"vocabulary", "results"},
-    "rejudge": {"vocabulary", "analyze", "loaders", "results"},
-    "commands": {"vocabulary", "targets", "signals", "identity", "consent", "settings", "lock", "analyze", "observe",
-                 "loaders", "results", "helper", "run", "report", "rejudge", "upload", "forensics"},  # fmt: skip
-    "settings": set(),
-    "upload": {"identity", "results"},
-    "cli": {"commands", "settings"},
+    "publish": {"vocabulary", "results", "run"},
+    "cli": {"vocabulary", "netx", "observe", "analyze", "loaders", "forensics", "helper", "results", "run", "report",
+            "publish"},  # fmt: skip
 }
 # Analysis is pure: no network, no files, no processes.
 ANALYZE_FORBIDDEN = {"socket", "ssl", "select", "selectors", "subprocess", "requests", "dns", "urllib.request"}
@@ -81,7 +71,7 @@ def test_every_part_imports_only_what_lies_below_it() -> None:
     wrong = []
     for path in _modules():
         own = _part(_module_name(path))
-        if own is None:
+        if own is None or path.parent == PACKAGE:
             continue
         assert own in ALLOWED, f"{path}: a new part of the package; place it in ALLOWED and docs/architecture.md"
         for name in _imports(path):
@@ -94,6 +84,14 @@ def test_every_part_imports_only_what_lies_below_it() -> None:
                 continue
             wrong.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_tree_is_its_parts_and_nothing_beside_them() -> None:
+    """Every module lives in one of the parts; the top level holds only the version and `python -m probe`."""
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert top == ["__init__.py", "__main__.py"], f"modules beside the parts: {top}"
+    parts = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
+    assert parts == sorted(ALLOWED), f"parts {parts} against ALLOWED {sorted(ALLOWED)}"
 
 
 def test_analysis_touches_no_network_and_no_files() -> None:

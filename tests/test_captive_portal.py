@@ -145,7 +145,7 @@ def lab(dns_rules: list[str] | None, portal: bool) -> Iterator[str]:
 def _probe(ns: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path / "home"),
            "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "config")}  # fmt: skip
-    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "probe.cli", *args], cwd=tmp_path,
+    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "probe", *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
 
 
@@ -172,7 +172,7 @@ def test_a_captive_portal_is_named_recorded_offline_and_exits_3(tmp_path: Path) 
     assert {r["offline"] for r in records} == {"captive_portal"}
     assert all(r["observations"] is not None for r in records)  # the evidence is kept
     (results,) = (tmp_path / "plain").rglob("*.jsonl")
-    shown = subprocess.run([sys.executable, "-m", "probe.cli", "show", "--all", str(results)], capture_output=True,
+    shown = subprocess.run([sys.executable, "-m", "probe", "show", "--all", str(results)], capture_output=True,
                            text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
     assert "offline (a captive portal: this network asked to log in)" in shown.stdout, shown.stdout + shown.stderr
 

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _probe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "probe.cli", *args],
+        [sys.executable, "-m", "probe", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from probe import consent
+from probe.cli import consent
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def _env(place: Path) -> dict[str, str]:
 
 def _run(place: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """`probe run` with no terminal: stdin is /dev/null, as under cron."""
-    return subprocess.run([sys.executable, "-m", "probe.cli", *_args(place, *extra)], cwd=place,
+    return subprocess.run([sys.executable, "-m", "probe", *_args(place, *extra)], cwd=place,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
                           env=_env(place))  # fmt: skip
 
@@ -75,7 +75,7 @@ def _at_a_terminal(place: Path, answer: bytes | None, *extra: str) -> tuple[int,
     import pty
 
     master, slave = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "probe.cli", *_args(place, *extra)], cwd=place,
+    process = subprocess.Popen([sys.executable, "-m", "probe", *_args(place, *extra)], cwd=place,
                                stdin=slave, stdout=slave, stderr=slave, env=_env(place), close_fds=True)  # fmt: skip
     os.close(slave)
     seen, answered = b"", False
@@ -145,9 +145,7 @@ def test_consent_true_in_the_configuration_file_consents(place: Path) -> None:
         ("yes = true\n", ":1: yes: unknown key (did you mean 'consent'?"),
     ],
 )
-def test_a_consent_that_is_not_a_toml_boolean_is_refused_by_file_and_line(
-    place: Path, text: str, message: str
-) -> None:
+def test_a_consent_that_is_not_a_toml_boolean_is_refused_by_file_and_line(place: Path, text: str, message: str) -> None:
     config = place / "config.toml"
     config.write_text(text, encoding="utf-8")
     result = _run(place, "--config", str(config))
@@ -159,7 +157,7 @@ def test_a_consent_that_is_not_a_toml_boolean_is_refused_by_file_and_line(
 def test_config_show_names_where_consent_came_from(place: Path) -> None:
     config = place / "config.toml"
     config.write_text("consent = true\n", encoding="utf-8")
-    shown = subprocess.run([sys.executable, "-m", "probe.cli", "config", "show", "--config", str(config)], cwd=place,
+    shown = subprocess.run([sys.executable, "-m", "probe", "config", "show", "--config", str(config)], cwd=place,
                            capture_output=True, text=True, timeout=60, env=_env(place))  # fmt: skip
     assert re.search(rf"^consent\s+True\s+\({re.escape(str(config))}:1\)$", shown.stdout, re.M), shown.stdout
 
@@ -167,9 +165,15 @@ def test_config_show_names_where_consent_came_from(place: Path) -> None:
 def test_at_a_terminal_the_text_is_shown_and_no_measures_nothing(place: Path) -> None:
     code, shown = _at_a_terminal(place, b"n")
     assert code == 2, shown
-    for words in ("In Kazakhstan, visiting", "or measuring blocked sites may carry legal risk", "[scrubbed]",
-                  "The list holds sites that are blocked", "probe upload", consent.QUESTION.strip(),
-                  "This run: 1 sites from targets.txt; it writes the results in results/ and sends nothing."):
+    for words in (
+        "In Kazakhstan, visiting",
+        "or measuring blocked sites may carry legal risk",
+        "[scrubbed]",
+        "The list holds sites that are blocked",
+        "probe upload",
+        consent.QUESTION.strip(),
+        "This run: 1 sites from targets.txt; it writes the results in results/ and sends nothing.",
+    ):
         assert words in shown, (words, shown)  # fmt: skip
     assert "you did not agree, so nothing was measured" in shown
     assert not (place / "results").exists() and not (place / "state" / "consent.json").exists()
@@ -220,7 +224,7 @@ def test_the_guides_show_the_text_and_the_service_files_consent() -> None:
     assert re.search(r"^ExecStart=\S+/probe run .*--yes", unit, re.M)
     cron = (ROOT / "docs" / "examples" / "crontab").read_text(encoding="utf-8")
     assert re.search(r"^(\S+\s+){6}.*probe run .*--yes", cron, re.M)
-    shown = subprocess.run([sys.executable, "-m", "probe.cli", "run", "--help"], capture_output=True, text=True,
+    shown = subprocess.run([sys.executable, "-m", "probe", "run", "--help"], capture_output=True, text=True,
                            timeout=60, env={"PYTHONPATH": str(ROOT)})  # fmt: skip
     help_text = " ".join(shown.stdout.split())
     assert "--yes consent without being asked, for unattended runs" in help_text

@@ -23,9 +23,9 @@ import pytest
 from probe.analyze.verdict import AnalysisContext, judge
 from probe.loaders.catalogs import load_catalogs
 from probe.loaders.roots import load_roots
-from probe.observe import dnsmatch, udpwire
-from probe.observe.clock import Clock
-from probe.observe.dns import UdpAsk, combine_lookup, udp_batch
+from probe.netx import dnsmatch, udpwire
+from probe.netx.clock import Clock
+from probe.netx.dns import UdpAsk, combine_lookup, udp_batch
 from tests.conftest import PkiFixture
 
 AT = dt.datetime.now(dt.UTC)
@@ -266,8 +266,8 @@ def test_question_sections_are_read_as_dnspython_reads_them() -> None:
 def test_an_error_reply_without_its_question_is_still_the_answer() -> None:
     """Some servers send REFUSED or SERVFAIL with no question section: from where the query went,
     with its ID and no record at all, it is the answer (it can name no address)."""
-    from probe.observe.dnsmatch import Asked
-    from probe.observe.udpwire import Question
+    from probe.netx.dnsmatch import Asked
+    from probe.netx.udpwire import Question
 
     query = bytearray(12)
     query[0:2] = (0x1234).to_bytes(2, "big")

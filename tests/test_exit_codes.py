@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.cli import main
+from probe.cli.main import main
 from tests.conftest import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def _probe(ns: str, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "probe.cli", *args], cwd=tmp_path,
+    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "probe", *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120, env=env or _env(tmp_path))  # fmt: skip
 
 
@@ -167,7 +167,7 @@ def test_no_internet_needs_every_control_failed_and_no_answer(
 def test_probe_analyze_keeps_a_no_internet_record_offline(test_pki: object) -> None:
     from probe.analyze.catalog import Catalogs
     from probe.loaders.roots import load_roots
-    from probe.rejudge import rejudge_record
+    from probe.results.rejudge import rejudge_record
 
     record = {"target": {"host": "site-a.example"}, "observations": _timeout(), "blocking": "offline",
               "offline": "no_internet", "measurement_start_time": "2026-11-29T06:10:00.000000Z",
@@ -277,9 +277,9 @@ def test_a_failed_upload_is_a_failure_even_when_blocking_was_found(tmp_path: Pat
 
 
 def test_the_exit_code_when_several_apply() -> None:
-    from probe.commands import EXIT_BLOCKING, EXIT_INTERRUPTED, EXIT_OFFLINE, EXIT_OK, EXIT_UPLOAD_FAILED
-    from probe.commands.run import exit_code
-    from probe.run import RunSummary
+    from probe.cli.commands import EXIT_BLOCKING, EXIT_INTERRUPTED, EXIT_OFFLINE, EXIT_OK, EXIT_UPLOAD_FAILED
+    from probe.cli.commands.run import exit_code
+    from probe.run.execute import RunSummary
 
     def summary(**fields: object) -> RunSummary:
         made = RunSummary(results_path=Path("x.jsonl"), total=1)
@@ -301,7 +301,7 @@ def test_a_crash_is_not_blocking_found(
 ) -> None:
     """An exception no command expected exits 70 with its traceback; before: Python's 1, which
     reads as "blocking found" and which the unit counts as success."""
-    from probe.commands import show
+    from probe.cli.commands import show
 
     def broken(args: object) -> int:
         raise RuntimeError("a bug")
@@ -313,7 +313,7 @@ def test_a_crash_is_not_blocking_found(
 
 
 def test_one_table_holds_every_exit_code_and_the_unit_counts_only_results_as_success() -> None:
-    import probe.commands as commands
+    import probe.cli.commands as commands
 
     codes = {value for name, value in vars(commands).items() if name.startswith("EXIT_")}
     section = GUIDE.read_text(encoding="utf-8").split("## Exit codes", 1)[1].split("\n## ", 1)[0]
@@ -348,7 +348,7 @@ def test_under_a_read_only_home_the_id_lives_in_the_state_directory(tmp_path: Pa
     ids = []
     with namespace("s") as ns:
         for out in ("first", "second"):
-            command = ["ip", "netns", "exec", ns, *_read_only_home(tmp_path), sys.executable, "-m", "probe.cli",
+            command = ["ip", "netns", "exec", ns, *_read_only_home(tmp_path), sys.executable, "-m", "probe",
                        "run", "--targets", "targets.txt", "--out", out, *LAB_ARGS]  # fmt: skip
             result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
             assert result.returncode == 3, result.stderr  # offline (no route): the id is what is checked
@@ -357,7 +357,7 @@ def test_under_a_read_only_home_the_id_lives_in_the_state_directory(tmp_path: Pa
         assert not list((tmp_path / "home").iterdir())
 
         env = _env(tmp_path, XDG_DATA_HOME="")  # no writable place at all
-        command = ["ip", "netns", "exec", ns, *_read_only_home(tmp_path), sys.executable, "-m", "probe.cli",
+        command = ["ip", "netns", "exec", ns, *_read_only_home(tmp_path), sys.executable, "-m", "probe",
                    "run", "--targets", "targets.txt", "--out", "third", *LAB_ARGS]  # fmt: skip
         result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 8, result.stderr
@@ -367,7 +367,7 @@ def test_under_a_read_only_home_the_id_lives_in_the_state_directory(tmp_path: Pa
 
 
 def test_the_state_directory_follows_systemd_then_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from probe.identity import state_directory
+    from probe.publish.identity import state_directory
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for name in ("STATE_DIRECTORY", "XDG_STATE_HOME", "XDG_DATA_HOME"):

@@ -64,7 +64,10 @@ def test_a_reset_is_injected_only_when_it_does_not_come_from_where_the_server_is
     assert injected_resets(observations(_packet("R", 52))) == []  # the server's own reset
     (mark,) = injected_resets(observations(_packet("R", 61)))  # born nine hops nearer
     assert (mark["stage"], mark["why"], mark["rst"], mark["server"]["ip_ttl"]) == (
-        "tls", ["ip_ttl"], {"ip_ttl": 61, "ip_id": 0}, 52
+        "tls",
+        ["ip_ttl"],
+        {"ip_ttl": 61, "ip_id": 0},
+        52,
     )
     numbered = [_packet("A", 52, 4000), _packet("PA", 52, 4001)]
     assert injected_resets(observations(_packet("R", 52, 4002), numbered)) == []  # next in the server's sequence
@@ -104,7 +107,10 @@ def test_a_reset_is_compared_with_its_own_connection_only() -> None:
     other_path = connection("control_sni", _packet("SA", 64), _packet("PA", 64, 4000))
     (mark,) = injected_resets(observations(router_reset, other_path))
     assert (mark["purpose"], mark["why"], mark["rst"], mark["server"]["ip_ttl"]) == (
-        "target", ["ip_ttl"], {"ip_ttl": 64, "ip_id": 0}, 63
+        "target",
+        ["ip_ttl"],
+        {"ip_ttl": 64, "ip_id": 0},
+        63,
     )
     # The SYN-ACK alone is one packet of the server's: it counts for the TTL, not for the IP ID.
     (mark,) = injected_resets(observations(connection("target", _packet("SA", 61), _packet("R", 63, 5))))
@@ -115,9 +121,9 @@ def test_a_reset_is_compared_with_its_own_connection_only() -> None:
 OWN_RESET_CHECK = """
 import json, socket, struct, threading, time
 from probe.forensics.capture import PacketCapture
-from probe.observe.clock import Clock
-from probe.observe.connect import close_quietly, tcp_connect, tls_handshake
-from probe.observe.wire import TargetWatch
+from probe.netx.clock import Clock
+from probe.netx.connect import close_quietly, tcp_connect, tls_handshake
+from probe.netx.wire import TargetWatch
 
 ADDRESS = "127.0.0.1"
 listener = socket.create_server((ADDRESS, 0))
@@ -209,7 +215,10 @@ def test_the_censor_hop_is_where_the_target_meets_interference_and_the_control_p
     hop = censor_hop({"address": "203.0.113.10", "steps": steps}, set(), context)
     assert hop is not None
     assert (hop["hop"], hop["interference"], hop["router_before"], hop["control_passed"]) == (
-        3, "silence", "198.51.100.2", True
+        3,
+        "silence",
+        "198.51.100.2",
+        True,
     )
     both_silent = [*steps[:2], {"ttl": 3, "target": side("timeout", []), "control": side("timeout", [])}]
     assert censor_hop({"address": "x", "steps": both_silent}, set(), context) is None  # a silent path: no claim
@@ -296,7 +305,7 @@ def test_the_sweep_tries_a_silent_exchange_twice_and_stays_bounded(monkeypatch: 
 def test_scapy_is_not_imported_for_help_or_a_run_without_forensics(tmp_path: Path) -> None:
     """scapy takes a while to load and writes caches: only the forensic steps may import it."""
     code = (
-        "import sys\nfrom probe.cli import main\n"
+        "import sys\nfrom probe.cli.main import main\n"
         "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
         "print(any(name.split('.')[0] == 'scapy' for name in sys.modules))\n"
     )
@@ -409,7 +418,10 @@ def test_a_tls_interceptor_is_located_at_the_core_router(with_capability: dict) 
     assert steps[0]["control"]["routers"] == [m.EDGE_CLIENT_SIDE]
     hop = record["analysis"]["forensics"]["censor_hop"]
     assert (hop["hop"], hop["interference"], hop["router_before"], hop["router_before_asn"]) == (
-        2, "forged_certificate", m.EDGE_CLIENT_SIDE, "AS64500"
+        2,
+        "forged_certificate",
+        m.EDGE_CLIENT_SIDE,
+        "AS64500",
     )
     assert hop["control_passed"] is True
 
@@ -483,7 +495,7 @@ def test_probe_show_says_where_the_censor_sits_in_plain_words(path_lab, with_cap
 @pytest.mark.lab
 def test_the_report_page_shows_the_censors_hop_in_a_browser(path_lab, with_capability: dict) -> None:  # type: ignore[no-untyped-def]
     """As a person sees it: the monitoring record opened in chromium, the event's evidence expanded."""
-    from probe.cli import main
+    from probe.cli.main import main
     from tests.test_report_html import CHROMIUM, CHROMIUM_ARGS
 
     if CHROMIUM is None:

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from probe.helper.ratelimit import Lease, PerClient, RateLimiter, client_key
-from probe.observe.clock import Clock
+from probe.netx.clock import Clock
 from probe.observe.helperclient import ask_helper
 from tests.conftest import PkiFixture
 from tests.dnsmasq import free_udp_port
@@ -34,7 +34,7 @@ def _serve(test_pki: PkiFixture, *extra: str, log: Path | None = None, host: str
     listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     output = open(log, "w", encoding="utf-8") if log is not None else subprocess.PIPE  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [sys.executable, "-m", "probe.cli", "helper", "serve", "--listen", listen,
+        [sys.executable, "-m", "probe", "helper", "serve", "--listen", listen,
          "--tls-cert", str(cert), "--tls-key", str(key), "--roots", str(test_pki.roots_pem), "--timeout", "1", *extra],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=output,
@@ -210,9 +210,10 @@ def test_a_client_dripping_its_request_is_cut_at_the_deadline(test_pki: PkiFixtu
     port = int(url.rsplit(":", 1)[1].strip("/"))
     try:
         context = ssl.create_default_context(cafile=str(test_pki.roots_pem))
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(
-            raw, server_hostname="127.0.0.1"
-        ) as tls:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
             cut = False
             for byte in b"POST /v1/measure HTTP/1.1\r\nHost: x\r\n":  # one byte a second: slowloris
                 try:

@@ -24,14 +24,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from probe.analyze.chain import analyze_chain
+from probe.cli.settings import ConfigError, load_settings, options_of
 from probe.loaders.catalogs import load_catalogs
 from probe.loaders.roots import load_roots
-from probe.observe.clock import Clock
-from probe.observe.connect import tcp_connect, tls_handshake
-from probe.observe.dns import _reply_fields
-from probe.observe.http import MAX_BODY_BYTES, find_title, http_get
-from probe.settings import ConfigError, load_settings, options_of
-from probe.targets import TargetError, parse_lines
+from probe.netx.clock import Clock
+from probe.netx.connect import tcp_connect, tls_handshake
+from probe.netx.dns import _reply_fields
+from probe.netx.http import MAX_BODY_BYTES, find_title, http_get
+from probe.vocabulary.targets import TargetError, parse_lines
 from tests import pki
 from tests.conftest import PkiFixture
 
@@ -349,7 +349,7 @@ def test_a_malformed_leaf_cannot_hide_a_catalogued_root(chain_context: tuple) ->
 def test_any_configuration_text_is_settings_or_a_placed_error(
     tmp_path_factory: pytest.TempPathFactory, text: str
 ) -> None:
-    from probe.cli import _subcommand, build_parser
+    from probe.cli.main import _subcommand, build_parser
 
     path = tmp_path_factory.mktemp("config") / "config.toml"
     path.write_text(text, encoding="utf-8")
@@ -373,7 +373,7 @@ def test_a_long_chain_and_a_leaf_with_ten_thousand_names_are_analysed(test_pki: 
 
 def test_without_reply_ttls_the_replies_are_still_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where a platform has no `recvmsg` (Windows), a reply's IP TTL is unknown, and nothing else changes."""
-    from probe.observe import udpwire
+    from probe.netx import udpwire
 
     monkeypatch.setattr(udpwire, "reply_ttl_available", lambda: False)
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -395,7 +395,7 @@ def test_without_reply_ttls_the_replies_are_still_kept(monkeypatch: pytest.Monke
 
 
 def test_a_flood_of_replies_is_capped_and_counted() -> None:
-    from probe.observe import udpwire
+    from probe.netx import udpwire
 
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     server.bind(("127.0.0.1", 0))
@@ -415,7 +415,7 @@ def test_a_flood_of_replies_is_capped_and_counted() -> None:
 
 
 def test_a_helper_url_in_the_clear_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from probe.cli import main
+    from probe.cli.main import main
 
     (tmp_path / "targets.txt").write_text("127.0.0.1:9\n", encoding="utf-8")
     code = main(["run", "--targets", str(tmp_path / "targets.txt"), "--out", str(tmp_path / "out"),
@@ -447,7 +447,7 @@ def test_udp_exchanges_work_past_descriptor_1024() -> None:
     """select() fails once a descriptor number passes 1024; the probe uses selectors (epoll/poll)."""
     import resource
 
-    from probe.observe import udpwire
+    from probe.netx import udpwire
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = 1200 if hard == resource.RLIM_INFINITY else min(hard, 1200)
@@ -492,7 +492,7 @@ def test_a_page_is_hashed_only_after_the_probes_address_is_scrubbed() -> None:
     """With the blockpage's template in hand, a hash of the page as sent would give the address away."""
     import hashlib
 
-    from probe.observe.own_addresses import OwnAddresses
+    from probe.netx.own_addresses import OwnAddresses
 
     own = OwnAddresses()
     own.add("203.0.113.5")
@@ -511,9 +511,9 @@ def test_a_page_is_hashed_only_after_the_probes_address_is_scrubbed() -> None:
 def test_a_control_resolver_that_stalls_is_recorded_as_timed_out(monkeypatch: pytest.MonkeyPatch) -> None:
     """DoT and DoH time out per operation: a throttled path could stall them step by step, so the
     whole control lookup has one bound."""
+    from probe.netx.dns import parse_resolver
     from probe.observe import measure
     from probe.observe.config import MeasureConfig
-    from probe.observe.dns import parse_resolver
 
     release = threading.Event()
 
@@ -572,7 +572,7 @@ def test_any_results_file_is_read_with_bad_lines_counted(
 
 
 def test_the_watchdog_fires_what_is_due_and_nothing_disarmed() -> None:
-    from probe.observe.watchdog import Watchdog
+    from probe.netx.watchdog import Watchdog
 
     watchdog, fired = Watchdog(), threading.Event()
     seen: list[str] = []

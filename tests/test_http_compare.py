@@ -22,9 +22,9 @@ from probe.analyze.verdict import AnalysisContext, judge
 from probe.helper.measure import MAX_HEADER_NAMES, http_answer
 from probe.loaders.catalogs import load_catalogs
 from probe.loaders.roots import load_roots
-from probe.observe.clock import Clock
-from probe.observe.http import http_get_body
-from probe.observe.own_addresses import OwnAddresses
+from probe.netx.clock import Clock
+from probe.netx.http import http_get_body
+from probe.netx.own_addresses import OwnAddresses
 from tests.conftest import PkiFixture
 
 AT = dt.datetime.now(dt.UTC)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from probe.cli import main
+from probe.cli.main import main
 
 # `probe config show` reads the options and the file exactly as `probe run` does, and never measures:
 # a value the old code let through must not start a run on this machine's network.
@@ -188,8 +188,8 @@ def test_config_show_shows_the_settings_of_a_file_with_problems(
 
 def _follow(monkeypatch: pytest.MonkeyPatch, base: str, location: str) -> tuple[list[Any], dict[str, Any]]:
     """Follow one redirect from `base` to `location`: where the probe connected, and the observations."""
+    from probe.netx.clock import Clock
     from probe.observe import redirects
-    from probe.observe.clock import Clock
     from probe.observe.config import MeasureConfig
 
     connections: list[Any] = []
@@ -240,7 +240,7 @@ def test_a_location_is_read_as_browsers_read_it(
 
 
 def test_a_location_with_a_password_goes_where_a_browser_goes_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from probe.targets import resolve_url
+    from probe.vocabulary.targets import resolve_url
 
     hop = resolve_url("https://a.example/start", "https://user:pw@other.example:8443/p")
     assert hop is not None and hop.userinfo
@@ -270,14 +270,14 @@ def test_a_location_no_browser_follows_is_recorded(monkeypatch: pytest.MonkeyPat
     ],
 )
 def test_relative_locations_resolve_as_in_the_url_standard(location: str, url: str) -> None:
-    from probe.targets import resolve_url
+    from probe.vocabulary.targets import resolve_url
 
     hop = resolve_url("https://a.example/dir/page?q=1", location)
     assert hop is not None and hop.url == url
 
 
 def test_a_location_outside_http_is_not_followed() -> None:
-    from probe.targets import resolve_url
+    from probe.vocabulary.targets import resolve_url
 
     assert resolve_url("https://a.example/", "mailto:someone@example.org") is None
     assert resolve_url("https://a.example/", "ftp://files.example/") is None

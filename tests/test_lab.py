@@ -651,7 +651,7 @@ def test_a_volunteer_sees_progress_and_findings_on_a_terminal(lab: Lab) -> None:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
            "HOME": str(lab.directory), "TERM": "xterm-256color", "COLUMNS": "160"}  # fmt: skip
     process = subprocess.Popen(
-        ["ip", "netns", "exec", lab.client, sys.executable, "-m", "probe.cli", *_run_args(lab, targets, out)],
+        ["ip", "netns", "exec", lab.client, sys.executable, "-m", "probe", *_run_args(lab, targets, out)],
         stdin=slave, stdout=slave, stderr=slave, env=env, cwd=lab.directory, close_fds=True,
     )  # fmt: skip
     os.close(slave)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from probe.cli import main
-from probe.lock import Locked, RunLock
+from probe.cli.main import main
+from probe.run.lock import Locked, RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,7 +105,7 @@ def test_a_missing_configuration_file_given_by_name_is_an_error(
 
 def _holder(lock: Path) -> subprocess.Popen[str]:
     code = (
-        "import sys, time\nfrom pathlib import Path\nfrom probe.lock import RunLock\n"
+        "import sys, time\nfrom pathlib import Path\nfrom probe.run.lock import RunLock\n"
         "with RunLock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(60)\n"
     )
     process = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True,
@@ -115,12 +115,12 @@ def _holder(lock: Path) -> subprocess.Popen[str]:
 
 
 def test_two_runs_never_overlap(tmp_path: Path) -> None:
-    lock = tmp_path / "results" / ".probe.lock"
+    lock = tmp_path / "results" / ".probe.run.lock"
     holder = _holder(lock)
     try:
         (tmp_path / "targets.txt").write_text("127.0.0.1:9\n", encoding="utf-8")
         second = subprocess.run(
-            [sys.executable, "-m", "probe.cli", "run", "--targets", "targets.txt", "--out", "results",
+            [sys.executable, "-m", "probe", "run", "--targets", "targets.txt", "--out", "results",
              "--control-resolver", "none", "--resolver", "127.0.0.1:9", "--no-injection-check", "--yes"],
             cwd=tmp_path, capture_output=True, text=True, timeout=60,
             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
@@ -134,7 +134,7 @@ def test_two_runs_never_overlap(tmp_path: Path) -> None:
 
 
 def test_a_lock_left_by_a_killed_run_is_stale(tmp_path: Path) -> None:
-    lock = tmp_path / ".probe.lock"
+    lock = tmp_path / ".probe.run.lock"
     holder = _holder(lock)
     with pytest.raises(Locked):
         RunLock(lock).__enter__()

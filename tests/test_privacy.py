@@ -154,24 +154,23 @@ def _stage_under_a_fake_home() -> Any:
     """`read_body`, as if the probe were installed in the volunteer's home directory."""
     filename = f"{HOME}/.local/lib/python3.11/site-packages/probe/observe/http.py"
     source = "\n" * 122 + (
-        "def read_body(*args, **kwargs):\n"
-        f"    raise ValueError('bad chunk size in {HOME}/.cache/kz-probe/page.bin')\n"
+        f"def read_body(*args, **kwargs):\n    raise ValueError('bad chunk size in {HOME}/.cache/kz-probe/page.bin')\n"
     )
-    namespace: dict[str, Any] = {"__name__": "probe.observe.http"}
+    namespace: dict[str, Any] = {"__name__": "probe.netx.http"}
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - a module at a path of the test's choosing
     return namespace["read_body"]
 
 
 def _assert_no_local_path(error: str) -> None:
     assert HOME not in error and "alice" not in error and "site-packages" not in error, error
-    assert "probe/observe/http.py:124 in read_body" in error, error
+    assert "probe/netx/http.py:124 in read_body" in error, error
     assert error.strip().splitlines()[-1] == "ValueError: bad chunk size in ~/.cache/kz-probe/page.bin", error
 
 
 def test_a_bug_in_a_stage_is_recorded_with_module_relative_frames(monkeypatch: pytest.MonkeyPatch) -> None:
     from probe.observe import measure
     from probe.observe.config import MeasureConfig
-    from probe.targets import parse_target
+    from probe.vocabulary.targets import parse_target
 
     monkeypatch.setenv("HOME", HOME)
     monkeypatch.setattr(measure, "_observe_target", _stage_under_a_fake_home())
@@ -184,10 +183,11 @@ def test_a_bug_in_a_stage_is_recorded_with_module_relative_frames(monkeypatch: p
 
 
 def test_a_bug_in_measuring_or_judging_is_recorded_without_local_paths(monkeypatch: pytest.MonkeyPatch) -> None:
-    from probe import recorder, run
-    from probe.recorder import Item, record_line
     from probe.results.record import RunContext
-    from probe.targets import parse_target
+    from probe.run import execute as run
+    from probe.run import recorder
+    from probe.run.recorder import Item, record_line
+    from probe.vocabulary.targets import parse_target
 
     monkeypatch.setenv("HOME", HOME)
     broken = _stage_under_a_fake_home()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.cli import main
+from probe.cli.main import main
 from tests import pki
 from tests.conftest import PkiFixture, by_host, qaznet_root, read_results
 from tests.dnsmasq import Dnsmasq
@@ -218,7 +218,7 @@ def test_sigterm_midway_keeps_every_finished_record(world: dict, test_pki: PkiFi
     out = tmp_path / "out"
     args = _args(world, test_pki, targets, out, "--concurrency", "1", "--timeout", "3")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    process = subprocess.Popen([sys.executable, "-m", "probe.cli", *args], env=env, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "probe", *args], env=env, stdout=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -383,7 +383,6 @@ def test_an_unparseable_redirect_is_recorded(world: dict, test_pki: PkiFixture, 
     assert record["blocking"] == "none" and "error" not in record
     assert record["observations"]["redirect_error"]["location"] == "http://[x"
     assert len(record["observations"]["http_requests"]) == 1
-
 
 
 def test_the_whole_target_is_bounded_by_its_deadline(world: dict, test_pki: PkiFixture, tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ def _assert_not_proven(j) -> None:  # type: ignore[no-untyped-def]
 def _assert_valid_record(j, handshake: dict) -> None:  # type: ignore[no-untyped-def]
     """The judgement, written as a run writes it, is a record the schema accepts."""
     from probe.results.record import RunContext, build_record
-    from probe.targets import parse_target
+    from probe.vocabulary.targets import parse_target
     from tests.conftest import validate_record
 
     run = RunContext("0" * 32, {"resolver": "system", "system_resolver_addresses": [], "control_resolver": None,

@@ -50,8 +50,9 @@ def _response(url: str, status: int, address: str, index: int, *, location: str 
 def _http_observations(responses: list[dict], resolver: str = "udp://192.0.2.53:53") -> dict:
     return {
         "dns": {"system": _lookup(resolver, ["198.51.100.7"]), "control": _lookup("control", ["198.51.100.7"])},
-        "tcp_connect": [{"address": "198.51.100.7", "port": 80, "failure": None, "t0": 0, "t": 0.1,
-                         "purpose": "target"}],  # fmt: skip
+        "tcp_connect": [
+            {"address": "198.51.100.7", "port": 80, "failure": None, "t0": 0, "t": 0.1, "purpose": "target"}
+        ],  # fmt: skip
         "tls_handshakes": [],
         "http_requests": responses,
         "addresses_from": "system",
@@ -68,8 +69,10 @@ def _handshake(chain: list, purpose: str = "target", server_name: str = HOST) ->
 def _tls_observations(*handshakes: dict) -> dict:
     return {
         "dns": {"system": _lookup("system", ["198.51.100.7"]), "control": _lookup("control", ["198.51.100.7"])},
-        "tcp_connect": [{"address": "198.51.100.7", "port": 443, "failure": None, "t0": 0, "t": 0.1,
-                         "purpose": h["purpose"]} for h in handshakes],  # fmt: skip
+        "tcp_connect": [
+            {"address": "198.51.100.7", "port": 443, "failure": None, "t0": 0, "t": 0.1, "purpose": h["purpose"]}
+            for h in handshakes
+        ],  # fmt: skip
         "tls_handshakes": list(handshakes),
         "http_requests": [],
         "addresses_from": "system",

@@ -21,15 +21,15 @@ from typing import Any
 
 import pytest
 
-from probe import recorder as recorder_module
-from probe import run as run_module
 from probe.analyze.verdict import AnalysisContext
-from probe.cli import main
+from probe.cli.main import main
 from probe.loaders.catalogs import load_catalogs
 from probe.loaders.roots import load_roots
 from probe.observe.measure import MeasureConfig
 from probe.results.writer import ResultsWriter
-from probe.targets import parse_target
+from probe.run import execute as run_module
+from probe.run import recorder as recorder_module
+from probe.vocabulary.targets import parse_target
 from tests.conftest import PkiFixture, read_results
 from tests.dnsmasq import free_udp_port
 
@@ -107,7 +107,7 @@ def _run_args(targets: Path, out: Path, *extra: str) -> list[str]:
 
 def _probe(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_STATE_HOME": str(tmp_path / "state")}
-    return subprocess.Popen([sys.executable, "-m", "probe.cli", *args], env=env, text=True,
+    return subprocess.Popen([sys.executable, "-m", "probe", *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
 
@@ -189,7 +189,7 @@ _ORPHAN = """
 import subprocess, sys, time
 from datetime import datetime
 from pathlib import Path
-from probe import recorder
+from probe.run import recorder
 from probe.results.record import RunContext
 from probe.results.writer import ResultsWriter
 recorder.ORPHANED_WAIT = 1

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.cli import main
+from probe.cli.main import main
 
 BENCH_RECORDS = Path(__file__).resolve().parents[1] / "bench" / "data" / "lab-records.jsonl"
 

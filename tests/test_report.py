@@ -12,11 +12,11 @@ import duckdb
 import pytest
 
 from probe.analyze.verdict import AnalysisContext, judge
-from probe.cli import main
+from probe.cli.main import main
 from probe.loaders.catalogs import load_catalogs
 from probe.loaders.roots import load_roots
 from probe.results.record import RunContext, build_record
-from probe.targets import parse_target
+from probe.vocabulary.targets import parse_target
 from tests import pki
 from tests.conftest import PkiFixture, validate_record
 from tests.reportdata import PROBES, fleet, record, write_log

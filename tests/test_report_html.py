@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.cli import main
+from probe.cli.main import main
 from tests.reportdata import fleet
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from probe import recorder as recorder_module
-from probe import run as run_module
 from probe.analyze.verdict import AnalysisContext, judge
 from probe.loaders.catalogs import load_catalogs
 from probe.loaders.roots import load_roots
 from probe.observe.measure import MeasureConfig
-from probe.targets import parse_target
+from probe.run import execute as run_module
+from probe.run import recorder as recorder_module
+from probe.vocabulary.targets import parse_target
 from tests.conftest import PkiFixture, read_results
 
 
@@ -123,7 +123,7 @@ def test_a_target_whose_wait_never_ends_is_completed_at_its_bound(
     (every wait is bounded: this guards against a bug), the watchdog completes the target at its bound."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from probe.observe.clock import Clock
+    from probe.netx.clock import Clock
     from probe.observe.measure import Pending
 
     config, context, _, _ = _context(test_pki)

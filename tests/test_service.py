@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from probe import commands
+from probe.cli import commands
 from tests.conftest import PkiFixture
 from tests.systemd_unit import SYSTEMD_PATH, Sandbox, Unit, service
 from tests.wheelenv import Installed

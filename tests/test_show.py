@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.cli import main
+from probe.cli.main import main
 from probe.vocabulary.anomalies import ANOMALIES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_a_file_cut_short_shows_every_record_before_the_cut(tmp_path: Path, caps
 def test_a_bad_line_in_the_middle_costs_no_record_after_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     first, second = sorted(FOUND)[:2]
     path = tmp_path / "x.jsonl"
-    path.write_text(f"{FOUND[first]}\nnot json\n{{\"no\": 1}}\n{FOUND[second]}\n", encoding="utf-8")
+    path.write_text(f'{FOUND[first]}\nnot json\n{{"no": 1}}\n{FOUND[second]}\n', encoding="utf-8")
     code, out, err = _show(capsys, str(path))
     assert code == 2 and first in out and second in out
     assert f"{path}:2: not a JSON record" in err and f"{path}:3: not a probe record" in err
@@ -75,9 +75,9 @@ def _offline_records(count: int) -> list[bytes]:
     from probe.analyze.verdict import AnalysisContext
     from probe.loaders.catalogs import load_catalogs
     from probe.loaders.roots import load_roots
-    from probe.recorder import Item, record_line
     from probe.results.record import RunContext
-    from probe.targets import parse_target
+    from probe.run.recorder import Item, record_line
+    from probe.vocabulary.targets import parse_target
 
     analysis = AnalysisContext(roots=load_roots(), catalogs=load_catalogs())
     run = RunContext("1" * 32, {"resolver": "system"}, {})

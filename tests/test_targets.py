@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from probe.targets import TargetError, load_targets
+from probe.loaders.targets import load_targets
+from probe.vocabulary.targets import TargetError
 
 
 def _load(tmp_path: Path, text: str, name: str = "targets.txt") -> list:
@@ -93,7 +94,7 @@ def test_shipped_targets_parse_and_carry_categories() -> None:
 
 
 def test_non_ascii_paths_are_encoded_as_browsers_do() -> None:
-    from probe.targets import parse_target
+    from probe.vocabulary.targets import parse_target
 
     target = parse_target("https://kk.wikipedia.org/wiki/Қазақстан?q=әлем", None, 1)
     assert target.path == "/wiki/%D2%9A%D0%B0%D0%B7%D0%B0%D2%9B%D1%81%D1%82%D0%B0%D0%BD?q=%D3%99%D0%BB%D0%B5%D0%BC"
@@ -121,14 +122,14 @@ def test_non_ascii_paths_are_encoded_as_browsers_do() -> None:
     ],
 )
 def test_names_are_read_as_browsers_read_them(text: str, host: str) -> None:
-    from probe.targets import parse_target
+    from probe.vocabulary.targets import parse_target
 
     assert parse_target(text, None, 1).host == host
 
 
 def test_a_backslash_is_a_slash_in_an_http_url() -> None:
     """Browsers (the WHATWG URL standard) end the authority at `\\`: this is example.com, not evil.com."""
-    from probe.targets import parse_target
+    from probe.vocabulary.targets import parse_target
 
     target = parse_target("https://example.com\\@evil.com/", None, 1)
     assert (target.host, target.path, target.url) == ("example.com", "/@evil.com/", "https://example.com/@evil.com/")
@@ -136,7 +137,7 @@ def test_a_backslash_is_a_slash_in_an_http_url() -> None:
 
 
 def test_paths_are_resolved_and_encoded_as_browsers_send_them() -> None:
-    from probe.targets import parse_target
+    from probe.vocabulary.targets import parse_target
 
     assert parse_target("https://x.example/a/./b/../c?q='1' 2#frag", None, 1).path == "/a/c?q=%271%27%202"
     assert parse_target("https://x.example/%2e%2e/a/%2E/", None, 1).path == "/a/"

@@ -2,7 +2,7 @@
 
 The inputs are shaped as the real ones: a Citizen Lab test list (`lists/kz.csv` in
 citizenlab/test-lists), an OONI Run v2 link descriptor (ooni/spec backends/bk-005-ooni-run-v2.md)
-and a plain list; the written list must read back with probe.targets as `probe run` reads it.
+and a plain list; the written list must read back with probe.vocabulary.targets as `probe run` reads it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from probe.cli import main
-from probe.targets import load_targets
+from probe.cli.main import main
+from probe.loaders.targets import load_targets
 
 KZ_CSV = (
     "url,category_code,category_description,date_added,source,notes\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.cli import main
+from probe.cli.main import main
 from tests.test_exit_codes import _env, _read_only_home, needs_namespaces
 from tests.test_operations import ROOT, FailingProxy, _free_port, _results
 
@@ -79,7 +79,7 @@ def test_an_upload_the_store_forgot_starts_again(
 
 def _lock_holder(lock: Path) -> tuple[subprocess.Popen[str], str]:
     code = (
-        "import sys, time\nfrom pathlib import Path\nfrom probe.lock import RunLock\n"
+        "import sys, time\nfrom pathlib import Path\nfrom probe.run.lock import RunLock\n"
         "with RunLock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(60)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True,
@@ -96,7 +96,7 @@ def test_a_file_a_running_run_is_writing_waits_and_goes_once(
     """Before: the running run's `.jsonl` was sent half-written, and its `.jsonl.gz` again when the
     run had compressed it: two objects for one run, one of them cut short."""
     results, to = tmp_path / "results", f"s3://monitoring/{tmp_path.name}"
-    holder, started = _lock_holder(results / ".probe.lock")
+    holder, started = _lock_holder(results / ".probe.run.lock")
     try:
         day = results / started[:4] / started[4:6] / started[6:8]
         day.mkdir(parents=True, exist_ok=True)
@@ -135,7 +135,7 @@ def test_under_a_read_only_home_the_ledger_and_id_live_in_the_state_directory(st
     state.mkdir()
     aws = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials")}  # fmt: skip
-    upload = [sys.executable, "-m", "probe.cli", "upload", "results", "--to", f"s3://monitoring/{tmp_path.name}",
+    upload = [sys.executable, "-m", "probe", "upload", "results", "--to", f"s3://monitoring/{tmp_path.name}",
               "--endpoint",
               f"http://127.0.0.1:{store}"]  # fmt: skip
 

@@ -261,7 +261,7 @@ def test_a_truthful_answer_from_the_probe_address_is_not_injection(ctx: Analysis
 
 
 def test_scrub_replaces_whole_addresses_only() -> None:
-    from probe.observe.own_addresses import OwnAddresses
+    from probe.netx.own_addresses import OwnAddresses
     from probe.results.privacy import scrub
 
     own = OwnAddresses()

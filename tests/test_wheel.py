@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from probe.helper.measure import API_VERSION
-from probe.targets import load_targets
+from probe.loaders.targets import load_targets
 from tests.conftest import PkiFixture
 from tests.wheelenv import Installed
 

@@ -12,8 +12,10 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from probe.vocabulary.errors import InputError
 
-class AsnTableError(ValueError):
+
+class AsnTableError(InputError):
     """A table that cannot be read; the message names `file:line`."""
 
 

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from probe.analyze.certs import CERTIFICATE_ERRORS, raw_fingerprints
 from probe.analyze.fingerprints import FingerprintTables
+from probe.vocabulary.errors import InputError
 
 KINDS = ("interception_cas", "local_interceptors", "blockpages", "national_cas")
 NATIONAL_KINDS = ("root", "intermediate")
@@ -30,7 +31,7 @@ _HTTP_FIELDS = ("body", "title")
 _HTTP_MATCHES = ("contains", "prefix", "exact")
 
 
-class CatalogError(ValueError):
+class CatalogError(InputError):
     """A catalog file that cannot be used; the message names the file and the entry."""
 
 

@@ -35,7 +35,7 @@ EXCHANGE_CODES: dict[str, Anomaly] = {
 BODY_LENGTH_RATIO = 0.7  # OONI web_connectivity's threshold
 MIN_COMPARED_LENGTH = 1024  # two pages smaller than this match in length by chance: not compared
 TITLE_WORD_BYTES = 5  # OONI: shorter words of a title are not compared
-SCRUBBED = "[scrubbed]"  # where records had the volunteer's own address (probe.observe.own_addresses)
+SCRUBBED = "[scrubbed]"  # where records had the volunteer's own address (probe.netx.own_addresses)
 # OONI's common headers (never evidence of the same server), and the framing ones every server sends.
 COMMON_HEADERS = frozenset({
     "date", "content-type", "server", "cache-control", "vary", "set-cookie", "location", "expires", "x-powered-by",

@@ -14,8 +14,8 @@ from probe.analyze.common import ChainAnalyzer, Finding, Judgement, Outcome, hop
 from probe.analyze.http import EXCHANGE_CODES
 from probe.analyze.tcp import CONNECT_CODES
 from probe.analyze.tls import hop_of, judge_hop
-from probe.targets import resolve_url
 from probe.vocabulary.anomalies import Anomaly, Blocking
+from probe.vocabulary.targets import resolve_url
 
 OK = Finding(Outcome.OK, False, Blocking.HTTP)
 

@@ -27,8 +27,8 @@ import time
 from typing import Any
 
 from probe.forensics.capture import PacketCapture
-from probe.observe import errors
-from probe.observe.clock import Clock
+from probe.netx import classify as errors
+from probe.netx.clock import Clock
 from probe.vocabulary.failures import Failure
 
 MAX_HOPS = 32

@@ -15,12 +15,13 @@ from probe import SOFTWARE_NAME, __version__
 from probe.analyze import certs
 from probe.analyze.bogons import is_bogon
 from probe.analyze.http import normalize_page_text
-from probe.observe.clock import Clock
-from probe.observe.connect import close_quietly, tcp_connect, tls_handshake
-from probe.observe.dns import lookup_system
-from probe.observe.http import http_get_body
-from probe.targets import is_ip_literal, parse_target
+from probe.netx.clock import Clock
+from probe.netx.connect import close_quietly, tcp_connect, tls_handshake
+from probe.netx.dns import lookup_system
+from probe.netx.http import http_get_body
+from probe.vocabulary.errors import ProbeError
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.targets import is_ip_literal, parse_target
 
 API_VERSION = 1
 MAX_ADDRESSES = 3
@@ -28,7 +29,7 @@ MAX_HEADER_NAMES = 48  # the answer stays small whatever a site sends
 MAX_HEADER_NAME_CHARS = 64
 
 
-class Refused(Exception):
+class Refused(ProbeError):
     """A request the helper will not carry out; the message says why."""
 
     def __init__(self, status: int, reason: str) -> None:

@@ -13,9 +13,10 @@ from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 
 from probe.analyze.certs import ReferenceRoots
+from probe.vocabulary.errors import InputError
 
 
-class RootsError(ValueError):
+class RootsError(InputError):
     """A reference roots file that cannot be used."""
 
 

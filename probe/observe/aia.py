@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from probe.observe.clock import Clock
-from probe.observe.connect import close_quietly, tcp_connect
-from probe.observe.dns import lookup_system
-from probe.observe.http import http_get_body
-from probe.observe.own_addresses import OwnAddresses
+from probe.netx.clock import Clock
+from probe.netx.connect import close_quietly, tcp_connect
+from probe.netx.dns import lookup_system
+from probe.netx.http import http_get_body
+from probe.netx.own_addresses import OwnAddresses
 from probe.vocabulary.failures import Failure
 
 MAX_FETCHES_PER_CHAIN = 3

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
+from probe.netx.dns import ResolverSpec
+from probe.netx.own_addresses import OwnAddresses
+from probe.netx.wire import PacketWatcher, TargetWatch
 from probe.observe.aia import IssuerFetcher
-from probe.observe.dns import ResolverSpec
-from probe.observe.own_addresses import OwnAddresses
-from probe.observe.wire import PacketWatcher, TargetWatch
 
 MAX_ADDRESSES = 3
 

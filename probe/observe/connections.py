@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from probe.netx.clock import Clock
+from probe.netx.connect import close_quietly, tcp_connect, tls_handshake
 from probe.observe.aia import complete_chain
-from probe.observe.clock import Clock
 from probe.observe.config import MeasureConfig
-from probe.observe.connect import close_quietly, tcp_connect, tls_handshake
 
 
 @dataclass(frozen=True)

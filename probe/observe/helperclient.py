@@ -18,8 +18,8 @@ from typing import Any
 
 import requests
 
-from probe.observe import errors
-from probe.observe.clock import Clock
+from probe.netx import classify as errors
+from probe.netx.clock import Clock
 from probe.vocabulary.failures import Failure, helper_refused, unknown
 
 API_PATH = "v1/measure"

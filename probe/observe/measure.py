@@ -16,11 +16,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from probe.observe.clock import Clock
-from probe.observe.config import MeasureConfig, TrustAnchors, ordered
-from probe.observe.connect import close_quietly
-from probe.observe.connections import TARGET, connect_with_contrast, open_connection
-from probe.observe.dns import (
+from probe.netx.classify import short_traceback
+from probe.netx.clock import Clock
+from probe.netx.connect import close_quietly
+from probe.netx.dns import (
     ResolverSpec,
     UdpAsk,
     combine_lookup,
@@ -31,12 +30,13 @@ from probe.observe.dns import (
     udp_batch,
     udp_batch_async,
 )
-from probe.observe.errors import short_traceback
+from probe.netx.wire import TargetWatch
+from probe.observe.config import MeasureConfig, TrustAnchors, ordered
+from probe.observe.connections import TARGET, connect_with_contrast, open_connection
 from probe.observe.helperclient import HelperQuestions
 from probe.observe.redirects import fetch_with_redirects
-from probe.observe.wire import TargetWatch
-from probe.targets import Target
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.targets import Target
 
 __all__ = ["MeasureConfig", "Pending", "TrustAnchors", "observe_run_dns", "start_measurement"]
 

@@ -1,6 +1,6 @@
 """The target's page, and the redirects after it: at most MAX_REDIRECTS hops, each recorded.
 
-Each `Location` is read as browsers read it (the WHATWG URL standard, `probe.targets.resolve_url`:
+Each `Location` is read as browsers read it (the WHATWG URL standard, `probe.vocabulary.targets.resolve_url`:
 `\\` is `/`, `//host` keeps the scheme, IDNA 2008 names), each hop is resolved as a browser on this
 machine would, and connected to with the same contrasts as the target (control SNI, a retry, AIA
 completion), so that a hop the network breaks can be judged. A user name or password in a Location
@@ -14,13 +14,13 @@ import socket
 from datetime import datetime
 from typing import Any
 
-from probe.observe.clock import Clock
+from probe.netx.clock import Clock
+from probe.netx.connect import close_quietly
+from probe.netx.dns import lookup_system, lookup_with_resolver
+from probe.netx.http import http_get
 from probe.observe.config import MeasureConfig, ordered
-from probe.observe.connect import close_quietly
 from probe.observe.connections import connect_with_contrast, redirect_hop
-from probe.observe.dns import lookup_system, lookup_with_resolver
-from probe.observe.http import http_get
-from probe.targets import is_ip_literal, resolve_url
+from probe.vocabulary.targets import is_ip_literal, resolve_url
 
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})

@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 
 from probe.results.files import ResultsPathError, open_text, results_files
+from probe.vocabulary.errors import InputError
 
 READABLE_VERSIONS = (1, 2)
 MAX_PLACES = 20  # skipped lines named one by one; the rest are counted
@@ -88,7 +89,7 @@ FROM read_json({files}, format = 'newline_delimited', columns = {columns}, ignor
 """
 
 
-class ReportInputError(ValueError):
+class ReportInputError(InputError):
     """No readable input: the message names the path."""
 
 

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from probe.report.events import Event
+from probe.vocabulary.errors import InputError
 
 LANGUAGES = ("en", "ru")
 
@@ -41,7 +42,7 @@ def _plural_none(n: int) -> str:
 PLURAL_RULES: dict[str, Callable[[int], str]] = {"en": _plural_en, "ru": _plural_ru, "kk": _plural_none}
 
 
-class TemplateError(ValueError):
+class TemplateError(InputError):
     """A template file that cannot be used; the message names the file and the key."""
 
 

@@ -14,12 +14,14 @@ import re
 from pathlib import Path
 from typing import TextIO
 
+from probe.vocabulary.errors import InputError
+
 SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 REJUDGED = ".analyzed-"
 _REJUDGED_NAME = re.compile(r"^(?P<stem>.+)\.analyzed-\d{8}T\d{6}Z\.jsonl$")
 
 
-class ResultsPathError(ValueError):
+class ResultsPathError(InputError):
     """A path with no results files; the message names it."""
 
 

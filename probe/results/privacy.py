@@ -28,8 +28,8 @@ from typing import Any
 
 import re2
 
-from probe.observe.errors import short_traceback
-from probe.observe.own_addresses import SCRUBBED, address_literals, address_pattern
+from probe.netx.classify import short_traceback
+from probe.netx.own_addresses import SCRUBBED, address_literals, address_pattern
 from probe.results.writer import encode_record
 
 # JSON escapes after which an address's first character would be read differently in the encoded

@@ -15,7 +15,7 @@ from typing import Any
 
 from probe import SOFTWARE_NAME, __version__
 from probe.analyze.verdict import Judgement
-from probe.targets import Target
+from probe.vocabulary.targets import Target
 
 SCHEMA_VERSION = 2  # 2: `confidence`, chain failure causes, AIA fetches, redirect hops
 

@@ -3,7 +3,7 @@
 Observations store these, never exception text alone, so that old records can be compared with
 new ones and re-judged. A failure outside this list is recorded as
 `unknown_failure: <type>: <detail>` (see `unknown`). Mapping exceptions to these strings is
-observe's job (`probe.observe.errors`); analysis only compares them.
+observe's job (`probe.netx.classify`); analysis only compares them.
 """
 
 from __future__ import annotations

@@ -53,10 +53,10 @@ def main() -> int:
     print(json.dumps(description, indent=2))
     print(
         f"\nThe lab is up. Try:\n  cd {lab.directory} && PYTHONPATH={REPO} ip netns exec {lab.client} "
-        f"{sys.executable} -m probe.cli run --targets targets.txt --roots {lab.roots_pem} "
+        f"{sys.executable} -m probe run --targets targets.txt --roots {lab.roots_pem} "
         f"--control-resolver tls://{t.PUBLIC_RESOLVER}#{t.RESOLVER_NAME} --catalog {lab.catalog} --lab --timeout 3 "
         f"--helper https://{t.HELPER_ADDRESS}/\n"
-        f"  then: {sys.executable} -m probe.cli show results/*.jsonl\n"
+        f"  then: {sys.executable} -m probe show results/*.jsonl\n"
         f"Take it down with: python3 -m tests.lab down --name {args.name}"
     )
     return 0

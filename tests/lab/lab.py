@@ -503,7 +503,7 @@ http {{
             "--resolver", t.HOSTILE_RESOLVER,
         )  # fmt: skip
         self._spawn(
-            self.world, "helper", sys.executable, "-m", "probe.cli", "helper", "serve",
+            self.world, "helper", sys.executable, "-m", "probe", "helper", "serve",
             "--listen", f"{t.HELPER_ADDRESS}:443", "--tls-cert", str(d / f"{t.HELPER_NAME}.pem"),
             "--tls-key", str(d / f"{t.HELPER_NAME}.key"), "--roots", str(self.roots_pem),
             "--allow-documentation-addresses", "--timeout", "3",
@@ -532,7 +532,7 @@ http {{
             "HOME": str(self.directory),
         }
         return subprocess.run(
-            ["ip", "netns", "exec", namespace, sys.executable, "-m", "probe.cli", *args],
+            ["ip", "netns", "exec", namespace, sys.executable, "-m", "probe", *args],
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -181,8 +181,14 @@ class MultiHopLab:
                "HOME": str(self.directory), "XDG_CACHE_HOME": str(self.directory / "cache"),
                "XDG_CONFIG_HOME": str(self.directory / "config")}  # fmt: skip
         self.processes.append(
-            subprocess.Popen(["ip", "netns", "exec", namespace, *args], env=env, stdout=log,
-                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+            subprocess.Popen(
+                ["ip", "netns", "exec", namespace, *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
         )
 
     def _services(self) -> None:
@@ -228,7 +234,7 @@ class MultiHopLab:
 
     def probe(self, *args: str, drop_raw: bool = False, timeout: float = 240) -> subprocess.CompletedProcess[str]:
         """The real `probe` in the client namespace; `drop_raw` takes CAP_NET_RAW away first (capsh)."""
-        command = [sys.executable, "-m", "probe.cli", *args]
+        command = [sys.executable, "-m", "probe", *args]
         if drop_raw:
             command = ["capsh", "--drop=cap_net_raw", "--", "-c", " ".join(_quote(part) for part in command)]
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "PYTHONPATH": str(REPO),

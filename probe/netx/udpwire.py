@@ -30,9 +30,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from probe.observe import errors
-from probe.observe.dnsmatch import Asked, same_host
-from probe.observe.wire import Packets, TargetWatch
+from probe.netx import classify as errors
+from probe.netx.dnsmatch import Asked, same_host
+from probe.netx.wire import Packets, TargetWatch
 from probe.vocabulary.failures import Failure
 
 MAX_REPLIES = 16  # kept per question: an injector flooding replies cannot grow a record without bound

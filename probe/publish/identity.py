@@ -20,11 +20,13 @@ import re
 import secrets
 from pathlib import Path
 
+from probe.vocabulary.errors import ProbeError
+
 _ID = re.compile(r"^[0-9a-f]{32}$")
 HINT = "set STATE_DIRECTORY (or XDG_STATE_HOME) to a writable directory; under systemd, StateDirectory=kz-probe"
 
 
-class StateError(Exception):
+class StateError(ProbeError):
     """The state directory cannot be found or written; the message names it and what to do."""
 
 

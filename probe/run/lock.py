@@ -17,8 +17,10 @@ import time
 from pathlib import Path
 from typing import IO
 
+from probe.vocabulary.errors import ProbeError
 
-class Locked(Exception):
+
+class Locked(ProbeError):
     """Another run holds the lock; the message says which."""
 
 

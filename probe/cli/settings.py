@@ -13,7 +13,7 @@
     endpoint = "https://s3.example.org"
 
 Keys are the options' long names with `_` for `-` (`--dns-window` is `dns_window`), except that
-`--yes` is `consent = true` (consent to the text `probe run` shows, probe.consent). The command
+`--yes` is `consent = true` (consent to the text `probe run` shows, probe.cli.consent). The command
 line wins over the file, the file over the defaults. An unknown key, or a value of the wrong kind,
 is an error that names the file, the line and the key: a switch is a TOML boolean (`forensics =
 false`, never the string "false"), a number is a TOML number that the option's own check accepts
@@ -35,16 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from probe.vocabulary.errors import ConfigError
+
 UPLOAD_KEYS = {"to": str, "endpoint": str, "region_name": str}
 RENAMED = {"yes": "consent"}  # options whose key in the file is not their long name
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; each problem names the file, the line and the key."""
-
-    def __init__(self, *problems: str) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = list(problems)
 
 
 def default_path() -> Path:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from probe.identity import HINT, StateError, state_directory
+from probe.publish.identity import HINT, StateError, state_directory
 
 FILE_NAME = "consent.json"
 # Raise VERSION when the text's meaning changes; any change of the text (its digest) asks again anyway.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from probe.commands import EXIT_OK, fail
+from probe.cli.commands import EXIT_OK, fail
 
 
 def command_report(args: argparse.Namespace) -> int:
@@ -41,19 +41,18 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_analyze(args: argparse.Namespace) -> int:
-    from probe.analyze.asn import AsnTableError
-    from probe.analyze.catalog import CatalogError
     from probe.loaders.asn import load_asn_table
     from probe.loaders.catalogs import load_catalogs
-    from probe.loaders.roots import RootsError, load_roots
-    from probe.rejudge import RejudgeError, rejudge_paths
+    from probe.loaders.roots import load_roots
+    from probe.results.rejudge import rejudge_paths
+    from probe.vocabulary.errors import InputError
 
     try:
         catalogs = load_catalogs(args.catalog)
         roots = load_roots(args.roots)
         asn_table = load_asn_table(args.asn_db) if args.asn_db else None
         written = rejudge_paths(args.paths, roots, catalogs, asn_table)
-    except (CatalogError, RootsError, AsnTableError, RejudgeError) as exc:
+    except InputError as exc:  # a catalog, roots, an AS table, a records file
         return fail(str(exc))
     for source, target, counts in written:
         changes = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no record"

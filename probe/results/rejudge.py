@@ -22,9 +22,10 @@ from probe.analyze.verdict import RULES_VERSION, AnalysisContext, judge
 from probe.results.files import REJUDGED, ResultsPathError, open_text, results_files, stem_of
 from probe.results.record import SCHEMA_VERSION, judgement_fields
 from probe.results.writer import encode_record
+from probe.vocabulary.errors import InputError
 
 
-class RejudgeError(ValueError):
+class RejudgeError(InputError):
     """Input that cannot be re-judged; the message names the path."""
 
 

@@ -12,9 +12,9 @@ import socket
 import time
 from typing import Any
 
-from probe.observe import errors
-from probe.observe.clock import Clock
-from probe.observe.own_addresses import OwnAddresses
+from probe.netx import classify as errors
+from probe.netx.clock import Clock
+from probe.netx.own_addresses import OwnAddresses
 from probe.vocabulary.failures import Failure
 
 MAX_BODY_BYTES = 1 << 20

@@ -21,10 +21,10 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from probe.commands import EXIT_OK, EXIT_USAGE, fail
+from probe.cli.commands import EXIT_OK, EXIT_USAGE, fail
 
-if TYPE_CHECKING:  # probe.targets (and idna) are imported when a list is read, not when `probe` starts
-    from probe.targets import Target
+if TYPE_CHECKING:  # probe.vocabulary.targets (and idna) are imported when a list is read, not when `probe` starts
+    from probe.vocabulary.targets import Target
 
 LOCAL = Path("targets.txt")
 MAX_ERRORS_SHOWN = 50
@@ -43,7 +43,8 @@ def default_targets() -> Path:
 def file_errors(path: Path) -> tuple[int, list[str]]:
     """The number of good targets in a list file, and every error as `file:line: ...`. A plain list
     is checked line by line, so that every bad line is named at once; a CSV stops at its first."""
-    from probe.targets import TargetError, load_targets, parse_lines
+    from probe.loaders.targets import load_targets
+    from probe.vocabulary.targets import TargetError, parse_lines
 
     name = str(path)
     try:
@@ -123,7 +124,7 @@ def _kind(path: Path, text: str) -> str:
 
 
 def _category(code: str) -> str | None:
-    from probe.targets import CATEGORY_CODES
+    from probe.vocabulary.targets import CATEGORY_CODES
 
     upper = code.strip().upper()
     if upper and upper not in CATEGORY_CODES:
@@ -133,7 +134,7 @@ def _category(code: str) -> str | None:
 
 def _read_csv(source: Source, lines: list[str]) -> None:
     """Every row of a Citizen Lab test list, each bad one named by its line."""
-    from probe.targets import parse_target
+    from probe.vocabulary.targets import parse_target
 
     reader = csv.reader(lines)
     try:
@@ -155,7 +156,7 @@ def _read_csv(source: Source, lines: list[str]) -> None:
 
 
 def _read_plain(source: Source, lines: list[str]) -> None:
-    from probe.targets import TargetError, parse_lines
+    from probe.vocabulary.targets import TargetError, parse_lines
 
     for number, line in enumerate(lines, start=1):
         try:
@@ -167,7 +168,7 @@ def _read_plain(source: Source, lines: list[str]) -> None:
 def _ooni_inputs(source: Source, descriptor: object) -> None:
     """The `web_connectivity` inputs of an OONI Run v2 link descriptor (ooni/spec bk-005), with the
     category codes of `inputs_extra`; other nettests measure no URLs and are passed over."""
-    from probe.targets import parse_target
+    from probe.vocabulary.targets import parse_target
 
     prefix = ""
     if isinstance(descriptor, dict) and "nettests" not in descriptor and isinstance(descriptor.get("descriptor"), dict):

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from probe.commands import (
+from probe.cli.commands import (
     EXIT_BLOCKING,
     EXIT_INTERRUPTED,
     EXIT_LOCKED,
@@ -23,20 +23,20 @@ from probe.commands import (
     fail,
     state_failed,
 )
-from probe.lock import Locked, RunLock
-from probe.signals import Interrupted, raise_interrupted
+from probe.run.lock import Locked, RunLock
+from probe.run.signals import Interrupted, raise_interrupted
 
 if TYPE_CHECKING:
     from probe.analyze.asn import AsNumbers
     from probe.forensics.examine import Forensics
-    from probe.observe.dns import ResolverSpec
-    from probe.observe.own_addresses import OwnAddresses
-    from probe.run import RunSummary
+    from probe.netx.dns import ResolverSpec
+    from probe.netx.own_addresses import OwnAddresses
+    from probe.run.execute import RunSummary
 
 
 def _system_nameserver() -> ResolverSpec | None:
     """The first nameserver in resolv.conf, to ask directly over UDP beside getaddrinfo."""
-    from probe.observe.dns import ResolverSpecError, parse_resolver, system_resolver_addresses
+    from probe.netx.dns import ResolverSpecError, parse_resolver, system_resolver_addresses
 
     for address in system_resolver_addresses():
         try:
@@ -48,7 +48,7 @@ def _system_nameserver() -> ResolverSpec | None:
 
 def _plain_udp_of(control: ResolverSpec | None) -> ResolverSpec | None:
     """The control's own address over plain UDP, to compare with its encrypted answers."""
-    from probe.observe.dns import ResolverSpec
+    from probe.netx.dns import ResolverSpec
 
     if control is None or control.transport == "udp" or control.route_address is None:
         return None
@@ -56,23 +56,22 @@ def _plain_udp_of(control: ResolverSpec | None) -> ResolverSpec | None:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from probe.analyze.asn import AsnTableError
-    from probe.analyze.catalog import CatalogError
     from probe.analyze.verdict import RULES_VERSION, AnalysisContext
-    from probe.commands.targets import packaged_targets
-    from probe.identity import StateError, installation_id
+    from probe.cli.commands.targets import packaged_targets
     from probe.loaders.asn import load_asn_table
     from probe.loaders.catalogs import load_catalogs
-    from probe.loaders.roots import RootsError, load_os_store, load_roots
+    from probe.loaders.roots import load_os_store, load_roots
+    from probe.loaders.targets import load_targets
+    from probe.netx.dns import parse_resolver, system_resolver_addresses
+    from probe.netx.own_addresses import OwnAddresses
+    from probe.netx.udpwire import reply_ttl_available
     from probe.observe.aia import IssuerFetcher
-    from probe.observe.dns import ResolverSpecError, parse_resolver, system_resolver_addresses
     from probe.observe.measure import MeasureConfig
-    from probe.observe.own_addresses import OwnAddresses
-    from probe.observe.udpwire import reply_ttl_available
+    from probe.publish.identity import StateError, installation_id
+    from probe.publish.upload import UploadUsageError, ready
     from probe.results.writer import compress
-    from probe.run import execute, format_summary, offline_words
-    from probe.targets import TargetError, load_targets
-    from probe.upload import UploadUsageError, ready
+    from probe.run.execute import execute, format_summary, offline_words
+    from probe.vocabulary.errors import InputError
 
     try:
         targets = load_targets(args.targets)
@@ -81,7 +80,7 @@ def command_run(args: argparse.Namespace) -> int:
         resolver = parse_resolver(args.resolver) if args.resolver else None
         control = None if args.control_resolver.lower() == "none" else parse_resolver(args.control_resolver)
         asn_table = load_asn_table(args.asn_db) if args.asn_db else None
-    except (TargetError, RootsError, CatalogError, ResolverSpecError, AsnTableError) as exc:
+    except InputError as exc:  # a targets file, roots, a catalog, a resolver URL, an AS table
         return fail(str(exc))
     if args.targets == packaged_targets() and not args.quiet:  # no ./targets.txt: say which list is measured
         print(f"probe: measuring the list shipped with the probe ({len(targets)} targets, {args.targets}); "
@@ -171,7 +170,7 @@ def command_run(args: argparse.Namespace) -> int:
     }
     signal.signal(signal.SIGTERM, raise_interrupted)
     signal.signal(signal.SIGINT, raise_interrupted)
-    lock = RunLock(args.lock or args.out / ".probe.lock")
+    lock = RunLock(args.lock or args.out / ".probe.run.lock")
     try:
         with lock:
             if lock.previous and not args.quiet:
@@ -211,7 +210,7 @@ def command_run(args: argparse.Namespace) -> int:
 def _consented(args: argparse.Namespace, count: int) -> bool:
     """Consent kept for the current text, given by --yes or the file's `consent = true` (recorded
     now), or answered yes at a terminal; False (said on stderr) when there is none."""
-    from probe.consent import obtain
+    from probe.cli.consent import obtain
 
     source = getattr(args, "sources", {}).get("consent", "command line")
     given = None if not args.consent else "--yes" if source == "command line" else "configuration"
@@ -234,8 +233,8 @@ def _own_network(
     """The network's AS, name and country, from the probe's public address in a local table. The
     address is learned from a helper (or is the local one, on a server with a public address), used
     for this lookup only, and scrubbed from every record; never finer than the country."""
+    from probe.netx.netcheck import source_address
     from probe.observe.helperclient import ask_address
-    from probe.observe.netcheck import source_address
 
     token = args.helper_token or os.environ.get("PROBE_HELPER_TOKEN") or None
     public = next((a for a in (ask_address(h, token, args.timeout, roots) for h in args.helper) if a), None)
@@ -263,8 +262,8 @@ def exit_code(summary: RunSummary, uploaded: bool) -> int:
 
 def _upload_after(args: argparse.Namespace, path: Path, report: dict[str, object]) -> bool:
     """The run's file to the object store (its destination and ledger were checked before measuring)."""
-    from probe.identity import StateError
-    from probe.upload import UploadError, upload_files
+    from probe.publish.identity import StateError
+    from probe.publish.upload import UploadError, upload_files
 
     try:
         sent = upload_files([path], args.upload_to, args.upload_endpoint, quiet=True)

@@ -22,21 +22,21 @@ from typing import Any, TextIO
 
 from probe.analyze.verdict import AnalysisContext
 from probe.forensics.examine import Forensics
-from probe.observe.errors import short_traceback
+from probe.netx.classify import short_traceback
+from probe.netx.netcheck import has_route, source_address
+from probe.netx.watchdog import WATCHDOG
 from probe.observe.measure import MeasureConfig, Pending, observe_run_dns, start_measurement
-from probe.observe.netcheck import has_route, source_address
-from probe.observe.watchdog import WATCHDOG
-from probe.progress import OFFLINE as OFFLINE  # re-exported: what commands print
-from probe.progress import Progress
-from probe.progress import format_summary as format_summary
-from probe.progress import offline_words as offline_words
-from probe.recorder import Item, Verdict, start_recorder
 from probe.results.offline import CAPTIVE_PORTAL, NO_INTERNET, NO_ROUTE, captive_portal, mark_offline, no_internet
 from probe.results.record import RunContext
 from probe.results.writer import ResultsWriter
-from probe.signals import Interrupted
-from probe.targets import Target
+from probe.run.progress import OFFLINE as OFFLINE  # re-exported: what commands print
+from probe.run.progress import Progress
+from probe.run.progress import format_summary as format_summary
+from probe.run.progress import offline_words as offline_words
+from probe.run.recorder import Item, Verdict, start_recorder
+from probe.run.signals import Interrupted
 from probe.vocabulary.anomalies import CENSORSHIP, Blocking, Confidence
+from probe.vocabulary.targets import Target
 
 
 @dataclass

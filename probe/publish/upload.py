@@ -8,10 +8,10 @@ Garage, most hosting providers), so that a node's logs reach the analysts withou
 - Large files go in parts (multipart upload); the ledger keeps the upload's id and every finished
   part, so an interrupted upload resumes where it stopped instead of starting again. An upload id
   the store no longer knows (lifecycle rules abort old uploads: `NoSuchUpload`) starts it again.
-- A file a running run may still be writing is skipped (`skip`, given by the command: probe.lock
+- A file a running run may still be writing is skipped (`skip`, given by the command: probe.run.lock
   knows who holds a results directory's lock); it goes next time, whole, once.
 - Errors of input (the destination, the paths) are `UploadUsageError`; a state directory that
-  cannot be written is probe.identity's `StateError`; both are raised before anything is sent.
+  cannot be written is probe.publish.identity's `StateError`; both are raised before anything is sent.
 Credentials come from boto3's usual places (environment, `~/.aws`, an instance role).
 """
 
@@ -28,14 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probe.identity import StateError, installation_id, state_directory, writable_state
+from probe.publish.identity import StateError, installation_id, state_directory, writable_state
 from probe.results.files import ResultsPathError, results_files
+from probe.vocabulary.errors import NetworkError
 
 PART_SIZE = 8 << 20  # S3's smallest part is 5 MiB; results files are rarely larger than a few parts
 _STAMP = re.compile(r"^(\d{4})(\d{2})(\d{2})T\d{6}Z-")
 
 
-class UploadError(Exception):
+class UploadError(NetworkError):
     """An upload that could not finish; what was sent is in the ledger, and the next try resumes."""
 
 

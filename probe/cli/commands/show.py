@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from probe.commands import EXIT_OK, EXIT_USAGE, fail
+from probe.cli.commands import EXIT_OK, EXIT_USAGE, fail
 
 
 def command_show(args: argparse.Namespace) -> int:

@@ -14,11 +14,11 @@ import ssl
 import threading
 from typing import Any
 
-from probe.observe import errors
-from probe.observe.clock import Clock
-from probe.observe.own_addresses import OwnAddresses
-from probe.observe.watchdog import WATCHDOG
-from probe.observe.wire import TargetWatch
+from probe.netx import classify as errors
+from probe.netx.clock import Clock
+from probe.netx.own_addresses import OwnAddresses
+from probe.netx.watchdog import WATCHDOG
+from probe.netx.wire import TargetWatch
 
 ALPN_OFFER = ["http/1.1"]  # the probe speaks HTTP/1.1 over the same connection
 

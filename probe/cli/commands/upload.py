@@ -8,9 +8,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from probe.commands import EXIT_OK, EXIT_UPLOAD_FAILED, fail, state_failed
+from probe.cli.commands import EXIT_OK, EXIT_UPLOAD_FAILED, fail, state_failed
 
-LOCK_NAME = ".probe.lock"  # a run's lock in its results directory (probe run --lock's default)
+LOCK_NAME = ".probe.run.lock"  # a run's lock in its results directory (probe run --lock's default)
 _SINCE = re.compile(r"since (\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z")
 _STARTED = re.compile(r"^(\d{8}T\d{6}Z)-")
 
@@ -19,7 +19,7 @@ def written_by_a_run() -> Callable[[Path], str | None]:
     """For `upload_files`' `skip`: who may still be writing a file. A plain `.jsonl` is a run's file
     being written when a results directory above it holds a run's lock, held now, and the file
     started when that run did or later (compressed files appear whole, when their run has ended)."""
-    from probe.lock import holder
+    from probe.run.lock import holder
 
     held: dict[Path, str | None] = {}
 
@@ -44,8 +44,8 @@ def written_by_a_run() -> Callable[[Path], str | None]:
 
 
 def command_upload(args: argparse.Namespace) -> int:
-    from probe.identity import StateError
-    from probe.upload import UploadError, UploadUsageError, upload_files
+    from probe.publish.identity import StateError
+    from probe.publish.upload import UploadError, UploadUsageError, upload_files
 
     paths = args.paths or [Path("results")]
     try:

@@ -101,12 +101,12 @@ OFFLINE = {
 
 
 def offline_words(summary: Any) -> str:
-    """Why an offline run (a `probe.run.RunSummary`) measured nothing, in plain words."""
+    """Why an offline run (a `probe.run.execute.RunSummary`) measured nothing, in plain words."""
     return OFFLINE[summary.offline].format(host=getattr(summary, "portal", None) or "an unknown host")
 
 
 def format_summary(summary: Any) -> str:
-    """The end of a run (a `probe.run.RunSummary`), in plain words, for the person who ran it."""
+    """The end of a run (a `probe.run.execute.RunSummary`), in plain words, for the person who ran it."""
     lines = [f"Measured {summary.measured} of {summary.total} targets in {summary.duration:.0f} s."]
     if summary.offline:
         lines.append(offline_words(summary))

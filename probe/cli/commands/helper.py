@@ -7,8 +7,8 @@ import os
 import signal
 import ssl
 
-from probe.commands import EXIT_OK, fail
-from probe.signals import Interrupted, raise_interrupted
+from probe.cli.commands import EXIT_OK, fail
+from probe.run.signals import Interrupted, raise_interrupted
 
 
 def command_helper(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from probe.commands import EXIT_OK, EXIT_USAGE
+from probe.cli.commands import EXIT_OK, EXIT_USAGE
 
 SECRET = ("helper_token",)
 
@@ -20,7 +20,7 @@ def resolver_option(none_allowed: bool) -> Any:
     def convert(text: str) -> str:
         if none_allowed and text.strip().lower() == "none":
             return text
-        from probe.observe.dns import parse_resolver  # the network stack: only when a value is checked
+        from probe.netx.dns import parse_resolver  # the network stack: only when a value is checked
 
         try:
             parse_resolver(text)
@@ -46,8 +46,10 @@ def command_config_show(args: argparse.Namespace) -> int:
         print(f"{key:<{width}}  {value!s:<40}  ({source})")
     problems = getattr(args, "config_problems", [])
     if problems:  # on the table's own stream too: a wrong line must not read as a setting that took
-        print(f"\nNOT VALID: {len(problems)} line(s) of the file were refused; the table shows the defaults "
-              "instead, and `probe run` refuses to start with this file:")
+        print(
+            f"\nNOT VALID: {len(problems)} line(s) of the file were refused; the table shows the defaults "
+            "instead, and `probe run` refuses to start with this file:"
+        )
         for problem in problems:
             print(f"  {problem}")
     for problem in problems:

@@ -23,9 +23,11 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from probe.observe import errors, udpwire
-from probe.observe.clock import Clock
-from probe.observe.wire import TargetWatch
+from probe.netx import classify as errors
+from probe.netx import udpwire
+from probe.netx.clock import Clock
+from probe.netx.wire import TargetWatch
+from probe.vocabulary.errors import InputError
 from probe.vocabulary.failures import Failure, unknown
 
 QUERY_TYPES = ("A", "AAAA")
@@ -37,7 +39,7 @@ _RCODE_FAILURES = {
 _DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
 
 
-class ResolverSpecError(ValueError):
+class ResolverSpecError(InputError):
     """A resolver address or URL that cannot be used."""
 
 

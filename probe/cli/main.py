@@ -1,4 +1,4 @@
-"""The `probe` command line: its options, and which command runs (`probe.commands`).
+"""The `probe` command line: its options, and which command runs (`probe.cli.commands`).
 
 Exit codes are in `probe/commands/__init__.py` and docs/operating.md.
 """
@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from probe import __version__
-from probe.settings import DAY, as_number, country_code, duration
-from probe.settings import positive as _positive
+from probe.cli.settings import DAY, as_number, country_code, duration
+from probe.cli.settings import positive as _positive
 
 # Each command imports what it needs when it runs: `probe show` and `probe --version` must not pay
 # for the network stack (dnspython's DoH transport alone takes a fifth of a second to import).
@@ -136,11 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """`probe run`'s options: every one can also be set in the configuration file (probe.settings)."""
-    from probe.commands.config import resolver_option
+    """`probe run`'s options: every one can also be set in the configuration file (probe.cli.settings)."""
+    from probe.cli.commands.config import resolver_option
 
     parser.add_argument("--config", type=Path, help="configuration file (default: ~/.config/kz-probe/config.toml)")
-    from probe.commands.targets import default_targets
+    from probe.cli.commands.targets import default_targets
 
     parser.add_argument(
         "--targets",
@@ -271,7 +271,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "unfinished targets are recorded as not measured",
     )
     parser.add_argument("--compress", choices=("none", "gzip", "zstd"), default="none", help="compress finished files")
-    parser.add_argument("--lock", type=Path, help="lock file (default: .probe.lock in the results directory)")
+    parser.add_argument("--lock", type=Path, help="lock file (default: .probe.run.lock in the results directory)")
     parser.add_argument("--upload", action="store_true", help="upload the results file after the run")
     add_upload_options(parser, prefix="upload-")
 
@@ -304,7 +304,7 @@ def _subcommand(parser: argparse.ArgumentParser, *names: str) -> argparse.Argume
 def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> list[str]:
     """Fill in what the configuration file says and the command line did not; the file's problems.
     `probe config show` shows the settings all the same (the rest of the file, the command line)."""
-    from probe.settings import explicit_options, merge, options_of, read_settings
+    from probe.cli.settings import explicit_options, merge, options_of, read_settings
 
     run = _subcommand(parser, "run")
     options = options_of(run)
@@ -326,7 +326,7 @@ def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: lis
 def main(argv: list[str] | None = None) -> int:
     """`probe`: the command's exit code (probe/commands/__init__.py). An exception no command
     expected is a bug: it exits 70, never Python's own 1, which would read as "blocking found"."""
-    from probe.commands import EXIT_INTERRUPTED, crashed
+    from probe.cli.commands import EXIT_INTERRUPTED, crashed
 
     try:
         return _main(argv)
@@ -348,30 +348,30 @@ def _main(argv: list[str] | None = None) -> int:
         if problems:
             return 2
     if args.command == "config":
-        from probe.commands.config import command_config_show
+        from probe.cli.commands.config import command_config_show
 
         return command_config_show(args)
     if args.command == "upload":
-        from probe.commands.upload import command_upload
+        from probe.cli.commands.upload import command_upload
 
         return command_upload(args)
     if args.command == "run":
-        from probe.commands.run import command_run
+        from probe.cli.commands.run import command_run
 
         return command_run(args)
     if args.command == "helper":
-        from probe.commands.helper import command_helper
+        from probe.cli.commands.helper import command_helper
 
         return command_helper(args)
     if args.command in ("report", "analyze"):
-        from probe.commands.report import command_analyze, command_report
+        from probe.cli.commands.report import command_analyze, command_report
 
         return command_report(args) if args.command == "report" else command_analyze(args)
     if args.command == "targets":
-        from probe.commands.targets import command_targets
+        from probe.cli.commands.targets import command_targets
 
         return command_targets(args)
-    from probe.commands.show import command_show
+    from probe.cli.commands.show import command_show
 
     return command_show(args)
 

@@ -45,8 +45,8 @@ from probe.analyze.verdict import AnalysisContext, Judgement, judge
 from probe.results.privacy import error_text, scrub, scrubbed_line
 from probe.results.record import RunContext, build_record
 from probe.results.writer import ResultsWriter, encodable, encode_record, unencodable_place
-from probe.targets import Target
 from probe.vocabulary.anomalies import Blocking, Confidence
+from probe.vocabulary.targets import Target
 
 IN_FLIGHT = 64  # items sent to the recorder and not yet confirmed; past it, measuring waits
 CLOSE_WAIT = 60.0  # seconds for the recorder to finish what it holds when the run ends

@@ -17,10 +17,11 @@ import csv
 import ipaddress
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 import idna
+
+from probe.vocabulary.errors import InputError
 
 _CATEGORIES = (
     "ALDR REL PORN PROV POLR HUMR ENV MILX HATE NEWS XED PUBH GMB ANON DATE GRP LGBT FILE HACK COMT MMED HOST "
@@ -38,7 +39,7 @@ _QUERY_ENCODED = frozenset(" \"#<>'")  # its special-query percent-encode set
 _IPV4_DIGITS = {10: re.compile(r"[0-9]+"), 8: re.compile(r"[0-7]+"), 16: re.compile(r"[0-9A-Fa-f]+")}
 
 
-class TargetError(ValueError):
+class TargetError(InputError):
     """A target line that cannot be measured; its message names `file:line`."""
 
 
@@ -342,23 +343,4 @@ def parse_csv(lines: list[str], name: str) -> list[Target]:
             targets.append(parse_target(url, category, number))
         except ValueError as exc:
             raise TargetError(f"{name}:{number}: {exc}") from None
-    return targets
-
-
-def load_targets(path: Path) -> list[Target]:
-    """Read a targets file (plain or CSV, told apart by its header or `.csv` suffix)."""
-    name = str(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise TargetError(f"{name}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise TargetError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise TargetError(f"{name}: cannot read: {exc.strerror}") from None
-    lines = text.splitlines()
-    is_csv = path.suffix.lower() == ".csv" or (lines and lines[0].lower().startswith("url,"))
-    targets = parse_csv(lines, name) if is_csv else parse_lines(lines, name)
-    if not targets:
-        raise TargetError(f"{name}: no targets in the file")
     return targets

@@ -1,0 +1,7 @@
+"""`python3 -m probe`: the same command line as the installed `probe`."""
+
+import sys
+
+from probe.cli.main import main
+
+sys.exit(main())

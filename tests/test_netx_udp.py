@@ -1,0 +1,176 @@
+"""The UDP batch and the run's DNS listener, in-process: resolvers are loopback sockets, no namespace.
+
+Load never becomes a finding (issue 21, part 0): a reply that arrived in time and waited in a socket
+buffer while the probe was busy is an answer, judged by when it arrived, never a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import dns.message
+import dns.rrset
+import pytest
+
+from probe.netx import udpwire
+from probe.netx.clock import Clock
+from probe.netx.dns import UdpAsk, combine_lookup, udp_batch, udp_batch_async
+from probe.vocabulary.failures import Failure
+
+ANSWER_V4, ANSWER_V6 = "192.0.2.7", "2001:db8::7"
+Answer = Callable[[bytes, tuple[str, int], socket.socket], None]
+
+
+def _reply(query: bytes) -> bytes:
+    asked = dns.message.from_wire(query)
+    response = dns.message.make_response(asked)
+    question = asked.question[0]
+    kind = "AAAA" if question.rdtype == 28 else "A"
+    data = ANSWER_V6 if kind == "AAAA" else ANSWER_V4
+    response.answer.append(dns.rrset.from_text(question.name, 60, "IN", kind, data))
+    return response.to_wire()
+
+
+def answer_at_once(query: bytes, client: tuple[str, int], server: socket.socket) -> None:
+    server.sendto(_reply(query), client)
+
+
+@contextlib.contextmanager
+def resolver(answer: Answer, queries: int = 2, go: threading.Event | None = None) -> Iterator[int]:
+    """A loopback resolver that answers `queries` questions (once `go` is set, if given); its port."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(10)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            received = [server.recvfrom(4096) for _ in range(queries)]
+            if go is not None:
+                go.wait(10)
+            for query, client in received:
+                answer(query, client, server)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        thread.join(timeout=10)
+        server.close()
+
+
+@contextlib.contextmanager
+def listener_blocked() -> Iterator[None]:
+    """The run's DNS listener kept from its work, as a busy probe keeps it."""
+    with udpwire._listener()._lock:
+        yield
+
+
+def _ask(port: int, types: tuple[str, ...] = ("A", "AAAA"), expects_reply: bool = True) -> UdpAsk:
+    return UdpAsk("lookup", f"udp://127.0.0.1:{port}", "127.0.0.1", port, "site.example", types, expects_reply)
+
+
+@pytest.mark.timeout(20)
+def test_a_reply_waiting_while_the_probe_was_busy_is_an_answer() -> None:
+    """The resolver answers at once, but the listener is held for longer than the whole timeout:
+    both replies waited in the socket's buffer, so both are answers, timed as they arrived."""
+    timeout, window = 0.5, 0.2
+    go = threading.Event()
+    clock = Clock()
+    with resolver(answer_at_once, go=go) as port:
+        pending = udp_batch_async([_ask(port)], timeout, window, clock)
+        with listener_blocked():
+            go.set()  # the resolver answers now, while nobody reads
+            time.sleep(timeout + 2 * window)  # the probe is busy past the question's deadline
+        queries = pending.result(timeout=10)["lookup"]
+    assert [q["failure"] for q in queries] == [None, None], queries
+    assert [a["data"] for q in queries for a in q["answers"]] == [ANSWER_V4, ANSWER_V6]
+    for query in queries:  # the arrival, not the reading: within the timeout
+        assert query["t"] < timeout, query
+        assert [r["t"] for r in query["replies"]] == [query["t"]]
+    lookup = combine_lookup("udp://127.0.0.1", "udp", "site.example", queries)
+    assert lookup["failure"] is None and lookup["addresses"] == [ANSWER_V4, ANSWER_V6]
+
+
+@pytest.mark.timeout(20)
+def test_every_reply_waiting_in_a_buffer_is_read() -> None:
+    """Sixteen questions from one socket, all answered while the listener was held: every one counts."""
+    timeout, window = 0.5, 0.2
+    go = threading.Event()
+    asks = [
+        UdpAsk(f"q{i}", "udp://127.0.0.1", "127.0.0.1", 0, f"n{i}.example", ("A",)) for i in range(16)
+    ]  # the port is set below
+    with resolver(answer_at_once, queries=16, go=go) as port:
+        asks = [UdpAsk(a.label, f"udp://127.0.0.1:{port}", "127.0.0.1", port, a.hostname, ("A",)) for a in asks]
+        pending = udp_batch_async(asks, timeout, window, Clock())
+        with listener_blocked():
+            go.set()
+            time.sleep(timeout + window)
+        answered = pending.result(timeout=10)
+    assert sorted(answered) == sorted(a.label for a in asks)
+    assert all(q["failure"] is None for (q,) in answered.values()), answered
+
+
+@pytest.mark.timeout(20)
+def test_a_reply_that_arrives_after_the_deadline_is_a_timeout() -> None:
+    """Lateness is the network's when the reply arrives late: the resolver waits past the timeout."""
+    timeout = 0.3
+
+    def late(query: bytes, client: tuple[str, int], server: socket.socket) -> None:
+        time.sleep(timeout + 0.3)
+        server.sendto(_reply(query), client)
+
+    with resolver(late, queries=1) as port:
+        (query,) = udp_batch([_ask(port, ("A",))], timeout, 0.1, Clock())["lookup"]
+    assert query["failure"] == Failure.GENERIC_TIMEOUT and query["replies"] == []
+
+
+@pytest.mark.timeout(20)
+def test_a_second_reply_within_the_window_is_kept_and_one_after_it_is_not() -> None:
+    """Every reply within the window after the first is kept (an injector races the resolver);
+    what arrives after the window is over is not the question's."""
+    window = 0.4
+
+    def twice_then_late(query: bytes, client: tuple[str, int], server: socket.socket) -> None:
+        server.sendto(_reply(query), client)
+        server.sendto(_reply(query), client)
+        time.sleep(window + 0.4)
+        server.sendto(_reply(query), client)
+
+    with resolver(twice_then_late, queries=1) as port:
+        (query,) = udp_batch([_ask(port, ("A",))], 3, window, Clock())["lookup"]
+    assert query["failure"] is None and len(query["replies"]) == 2
+
+
+@pytest.mark.timeout(20)
+def test_the_injection_probe_expects_no_reply_and_records_one_that_comes() -> None:
+    """A question to a silent address is no failure when nothing answers; a reply is kept."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        port = silent.getsockname()[1]
+        (query,) = udp_batch([_ask(port, ("A",), expects_reply=False)], 2, 0.2, Clock())["lookup"]
+        assert query["failure"] is None and query["replies"] == []
+    finally:
+        silent.close()
+    with resolver(answer_at_once, queries=1) as port:
+        (query,) = udp_batch([_ask(port, ("A",), expects_reply=False)], 2, 0.2, Clock())["lookup"]
+    assert query["failure"] is None and [a["data"] for a in query["answers"]] == [ANSWER_V4]
+
+
+def test_arrival_uses_the_kernel_timestamp_when_there_is_one() -> None:
+    """A timestamp from the kernel says when a datagram arrived; without one, arrival is now."""
+    import struct
+
+    before = time.monotonic()
+    assert udpwire.arrival([]) >= before
+    if udpwire.SCM_TIMESTAMPNS is None:
+        pytest.skip("no kernel receive timestamps on this platform")
+    two_seconds_ago = time.time() - 2.0
+    stamp = struct.pack("@qq", int(two_seconds_ago), int((two_seconds_ago % 1) * 1e9))
+    arrived = udpwire.arrival([(socket.SOL_SOCKET, udpwire.SCM_TIMESTAMPNS, stamp)])
+    assert 1.5 < time.monotonic() - arrived < 2.5
