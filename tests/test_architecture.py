@@ -31,8 +31,19 @@ ALLOWED: dict[str, set[str]] = {
     "run": {"vocabulary", "netx", "observe", "analyze", "loaders", "forensics", "results"},
     "report": {"vocabulary", "results"},
     "publish": {"vocabulary", "results", "run"},
-    "cli": {"vocabulary", "netx", "observe", "analyze", "loaders", "forensics", "helper", "results", "run", "report",
-            "publish"},  # fmt: skip
+    "cli": {
+        "vocabulary",
+        "netx",
+        "observe",
+        "analyze",
+        "loaders",
+        "forensics",
+        "helper",
+        "results",
+        "run",
+        "report",
+        "publish",
+    },  # fmt: skip
 }
 # Analysis is pure: no network, no files, no processes.
 ANALYZE_FORBIDDEN = {"socket", "ssl", "select", "selectors", "subprocess", "requests", "dns", "urllib.request"}
@@ -188,3 +199,22 @@ def test_docs_list_every_proof_with_its_argument() -> None:
     argued = doc[doc.index("## Why each proof proves it") :]
     for proof in Proof:
         assert f"`{proof}`" in argued.split("The table of bases")[0], f"docs/verdicts.md argues nothing for {proof}"
+
+
+def test_every_error_the_probe_raises_on_purpose_has_one_root() -> None:
+    """An expected error is a `ProbeError` (its message names the place; the command line says it in one
+    line); any other exception reaching the command line is a bug. Only the interruption, which must pass
+    through `except Exception`, stands apart."""
+    outside = []
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            bases = {ast.unparse(base) for base in node.bases}
+            if bases & {"Exception", "ValueError", "OSError", "RuntimeError"}:
+                outside.append(f"{path.relative_to(ROOT)}: {node.name}({', '.join(sorted(bases))})")
+    expected = [
+        "probe/vocabulary/errors.py: InputError(ProbeError, ValueError)",
+        "probe/vocabulary/errors.py: ProbeError(Exception)",
+    ]
+    assert sorted(outside) == expected, "\n".join(outside)

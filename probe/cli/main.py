@@ -1,6 +1,6 @@
 """The `probe` command line: its options, and which command runs (`probe.cli.commands`).
 
-Exit codes are in `probe/commands/__init__.py` and docs/operating.md.
+Exit codes are in `probe/cli/commands/__init__.py` and docs/operating.md.
 """
 
 from __future__ import annotations
@@ -324,7 +324,7 @@ def _settle(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`probe`: the command's exit code (probe/commands/__init__.py). An exception no command
+    """`probe`: the command's exit code (probe/cli/commands/__init__.py). An exception no command
     expected is a bug: it exits 70, never Python's own 1, which would read as "blocking found"."""
     from probe.cli.commands import EXIT_INTERRUPTED, crashed
 

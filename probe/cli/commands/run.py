@@ -129,7 +129,7 @@ def command_run(args: argparse.Namespace) -> int:
         return fail(f"--nat64-prefix: not an IPv6 prefix: {exc}")
     if any(ipaddress.IPv6Network(p).prefixlen != 96 for p in nat64):
         return fail("--nat64-prefix: only /96 prefixes embed an IPv4 address at the end")
-    try:  # informed consent (probe/consent.py): the input is checked, nothing is measured yet
+    try:  # informed consent (probe/cli/consent.py): the input is checked, nothing is measured yet
         if not _consented(args, len(targets)):
             return EXIT_USAGE
     except StateError as exc:
