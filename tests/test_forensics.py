@@ -15,11 +15,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from probe.analyze.forensics import censor_hop, injected_resets
+from probe.analyze import forensics as judged
 from probe.forensics.capability import raw_capability
+from probe.vocabulary.observations_codec import decode, decode_sweep
 from tests.conftest import by_host, read_results
 from tests.lab.lab import missing_prerequisites
 
@@ -48,6 +50,19 @@ def test_ordinary_packets_are_read_as_scapy_reads_them() -> None:
             packet = layers.IP(raw)
             expected = {"flags": str(packet[layers.TCP].flags), "ip_ttl": 57, "ip_id": 4242, "payload": len(payload)}
             assert _plain_tcp_summary(raw) == expected, flags
+
+
+def _typed(observations: dict) -> Any:
+    """The rules read typed observations: a partial record's, with what it leaves out empty."""
+    return decode({"dns": None, "tcp_connect": [], "tls_handshakes": [], "http_requests": [], **observations})
+
+
+def injected_resets(observations: dict) -> list[dict]:
+    return judged.injected_resets(_typed(observations))
+
+
+def censor_hop(locate: dict, forged: set[str], ctx: Any) -> dict | None:
+    return judged.censor_hop(decode_sweep(locate), forged, ctx)
 
 
 def _packet(flags: str, ttl: int, ip_id: int = 0) -> dict:
@@ -168,7 +183,7 @@ def test_a_servers_own_reset_on_real_kernel_packets_is_not_marked() -> None:
     connection has its own IP ID sequence, so the reset must not be compared with the other's."""
     if os.geteuid() != 0:
         pytest.skip("needs root (a namespace, raw sockets)")
-    from probe.analyze.common import AnalysisContext, Judgement
+    from probe.analyze.common import AnalysisContext, Judgement, RuleContext
     from probe.analyze.forensics import judge_forensics
     from probe.vocabulary.anomalies import Blocking
 
@@ -191,7 +206,8 @@ def test_a_servers_own_reset_on_real_kernel_packets_is_not_marked() -> None:
     assert control["alert"] is not None  # the server answered the control name
     assert injected_resets(observations) == []
     j = Judgement(blocking=Blocking.TLS)
-    judge_forensics(observations, j, set(), AnalysisContext(roots=None, catalogs=None))  # type: ignore[arg-type]
+    context = AnalysisContext(roots=None, catalogs=None)  # type: ignore[arg-type]  # neither is read here
+    judge_forensics(_typed(observations), RuleContext("site.lab", context, lambda _: {}, None), j)
     assert (j.anomalies, j.confidence, j.forensics) == ([], "unconfirmed", None)
 
 

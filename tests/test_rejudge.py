@@ -45,7 +45,9 @@ def test_records_judged_with_other_roots_are_said_to_be(tmp_path: Path, capsys: 
 def test_a_hop_that_never_answered_is_named_as_a_browser_reads_its_location() -> None:
     """`https://site.example\\@evil.example/`: browsers go to site.example (a backslash is a slash)."""
     from probe.analyze.redirects import _hop_url
+    from probe.vocabulary.observations_codec import decode
 
-    obs = {"http_requests": [{"redirect_index": 0, "url": "http://start.example/",
-                              "location": "https://site.example\\@evil.example/"}]}  # fmt: skip
+    obs = decode({"dns": None, "tcp_connect": [], "tls_handshakes": [],
+                  "http_requests": [{"redirect_index": 0, "url": "http://start.example/",
+                                     "location": "https://site.example\\@evil.example/"}]})  # fmt: skip
     assert _hop_url(obs, 1) == "https://site.example/@evil.example/"

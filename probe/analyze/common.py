@@ -9,14 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from probe.analyze.asn import AsNumbers
 from probe.analyze.catalog import Catalogs
 from probe.analyze.certs import ReferenceRoots
 from probe.analyze.chain import analyze_chain
 from probe.vocabulary.anomalies import Anomaly, Blocking, Confidence
+from probe.vocabulary.observations import HelperResponse, Observations, TcpConnect, TlsHandshake
 from probe.vocabulary.proofs import Proof
+from probe.vocabulary.purposes import Purpose
 
 
 class Outcome(StrEnum):
@@ -77,28 +79,40 @@ class AnalysisContext:
     nat64_prefixes: tuple[str, ...] = ("64:ff9b::/96",)  # addresses judged by the IPv4 address they embed
 
 
-def helper_view(obs: dict[str, Any]) -> dict[str, Any] | None:
-    """The first helper that answered: how the target looks from outside the network."""
-    for asked in obs.get("helpers") or []:
-        if isinstance(asked.get("response"), dict):
-            return asked["response"]
-    return None
+ChainAnalyzer = Callable[[TlsHandshake], dict[str, Any]]
 
 
-def helper_failed_at(view: dict[str, Any] | None, stage: str) -> bool | None:
+@dataclass(frozen=True)
+class RuleContext:
+    """What every stage's rules read beside the observations: the target's name, the catalogs and
+    roots, each presented chain's analysis, the helper's view, and whether a control confirmed the
+    addresses the later stages used (the DNS stage's finding; False while DNS is judged)."""
+
+    host: str
+    analysis: AnalysisContext
+    analysis_of: ChainAnalyzer
+    helper: HelperResponse | None
+    confirmed: bool = False
+
+
+# One signature for every stage's rules: the target's observations, the context, the judgement built.
+Rule = Callable[[Observations, RuleContext, Judgement], Finding]
+
+
+def helper_failed_at(view: HelperResponse | None, stage: str) -> bool | None:
     """Whether the helper failed at `stage` too: True, False, or None when it cannot say."""
     if view is None:
         return None
     if stage == "tcp":
-        attempts = view.get("tcp") or []
-        return all(a.get("failure") for a in attempts) if attempts else None
-    part = view.get(stage)
-    if not isinstance(part, dict):
+        return all(a.failure for a in view.tcp) if view.tcp else None
+    if stage == "tls":
+        return None if view.tls is None else view.tls.failure is not None
+    if view.http is None:
         return None
-    return part.get("failure") is not None or (stage == "http" and part.get("status") is None)
+    return view.http.failure is not None or view.http.status is None
 
 
-def helper_contrast(view: dict[str, Any] | None, stage: str, verdict: Blocking, j: Judgement) -> Finding | None:
+def helper_contrast(view: HelperResponse | None, stage: str, verdict: Blocking, j: Judgement) -> Finding | None:
     """What the helper says of a stage that failed here: failed too (down for everyone), worked from
     outside (this path breaks it: blocked, confirmed), or nothing (None: the caller's rules decide)."""
     failed = helper_failed_at(view, stage)
@@ -110,21 +124,21 @@ def helper_contrast(view: dict[str, Any] | None, stage: str, verdict: Blocking, 
     return None
 
 
-def by_purpose(items: list[dict[str, Any]], purpose: str) -> list[dict[str, Any]]:
-    return [item for item in items if item.get("purpose", "target") == purpose]
+Connection = TypeVar("Connection", TcpConnect, TlsHandshake)
 
 
-ChainAnalyzer = Callable[[dict[str, Any]], dict[str, Any]]
+def by_purpose(items: tuple[Connection, ...], purpose: Purpose) -> list[Connection]:
+    return [item for item in items if item.purpose == purpose]
 
 
 def chain_analyzer(host: str, at: datetime, ctx: AnalysisContext) -> ChainAnalyzer:
     """Analyze each distinct presented chain once per record, for the name it was asked for."""
     cache: dict[tuple[str, tuple[str, ...], tuple[str, ...]], dict[str, Any]] = {}
 
-    def analysis(handshake: dict[str, Any]) -> dict[str, Any]:
-        name = handshake.get("server_name") or handshake.get("address") or host
-        fetched = tuple(der for fetch in handshake.get("aia_fetches") or [] for der in fetch["certificates"])
-        key = (name, tuple(handshake["peer_certificates"]), fetched)
+    def analysis(handshake: TlsHandshake) -> dict[str, Any]:
+        name = handshake.server_name or handshake.address or host
+        fetched = tuple(der for fetch in handshake.aia_fetches or () for der in fetch.certificates)
+        key = (name, handshake.peer_certificates, fetched)
         if key not in cache:
             cache[key] = analyze_chain(list(key[1]), name, at, ctx.roots, ctx.catalogs, list(fetched))
         return cache[key]
@@ -132,6 +146,6 @@ def chain_analyzer(host: str, at: datetime, ctx: AnalysisContext) -> ChainAnalyz
     return analysis
 
 
-def hop_items(items: list[dict[str, Any]], purposes: tuple[str, ...], hop: int | None) -> list[dict[str, Any]]:
+def hop_items(items: tuple[Connection, ...], purposes: tuple[Purpose, ...], hop: int | None) -> list[Connection]:
     """The records of one hop with the given purposes (hop None: the target's own connections)."""
-    return [item for item in items if item.get("purpose", "target") in purposes and item.get("hop") == hop]
+    return [item for item in items if item.purpose in purposes and item.hop == hop]

@@ -6,10 +6,12 @@ import ipaddress
 from typing import Any
 
 from probe.analyze.bogons import is_bogon
-from probe.analyze.common import AnalysisContext, Finding, Judgement, Outcome, proven
+from probe.analyze.common import AnalysisContext, Finding, Judgement, Outcome, RuleContext, proven
 from probe.analyze.dnssigns import embedded_ipv4, injection_signs, transparent_proxy
+from probe.analyze.tls import tls_valid_addresses
 from probe.vocabulary.anomalies import Anomaly, Blocking
 from probe.vocabulary.failures import DENIALS, Failure
+from probe.vocabulary.observations import DnsObservations, Observations
 from probe.vocabulary.proofs import Proof
 
 _DNS_FAILURE_CODES: dict[str, Anomaly] = {
@@ -22,13 +24,12 @@ _DNS_FAILURE_CODES: dict[str, Anomaly] = {
 }
 
 
-def _system_failure(dns: dict[str, Any]) -> str:
+def _system_failure(dns: DnsObservations) -> str | None:
     """getaddrinfo cannot tell SERVFAIL from a timeout; the same nameserver asked directly can."""
-    failure = dns["system"]["failure"]
-    direct = dns.get("system_udp")
-    if dns["system"]["transport"] == "system" and direct is not None and direct["failure"] is not None:
-        return direct["failure"]
-    return failure
+    direct = dns.system_udp
+    if dns.system.transport == "system" and direct is not None and direct.failure is not None:
+        return direct.failure
+    return dns.system.failure
 
 
 def _same_network(addresses: list[str], control_addresses: set[str], ctx: AnalysisContext) -> bool:
@@ -40,7 +41,7 @@ def _same_network(addresses: list[str], control_addresses: set[str], ctx: Analys
 
 
 def _blockpage_answer(
-    dns: dict[str, Any], addresses: list[str], control_addresses: set[str], ctx: AnalysisContext
+    dns: DnsObservations, addresses: list[str], control_addresses: set[str], ctx: AnalysisContext
 ) -> dict[str, Any] | None:
     """An answer the catalog or OONI's DNS fingerprints name as a censor's (the control's own
     answers excepted): by address, or by the name a CNAME points to."""
@@ -56,9 +57,9 @@ def _blockpage_answer(
                     "matched": address,
                 }
     answers = set(addresses) - control_addresses
-    for lookup in (dns["system"], dns.get("system_udp")):
-        for query in (lookup or {}).get("queries") or []:
-            answers |= {a["data"] for a in query["answers"] if a["type"] == "CNAME"}
+    for lookup in dns.lookups("system", "system_udp"):
+        for query in lookup.queries:
+            answers |= {a.data for a in query.answers if a.type == "CNAME"}
     row = ctx.catalogs.fingerprints.match_dns(answers)
     if row is not None:
         return {**row.describe(), "matched": row.pattern}
@@ -68,35 +69,30 @@ def _blockpage_answer(
 DENIAL_CODES = frozenset({Anomaly.DNS_NXDOMAIN, Anomaly.DNS_NO_ANSWER, Anomaly.DNS_REFUSED})
 
 
-def judge_dns(
-    dns: dict[str, Any] | None,
-    tls_valid_addresses: set[str],
-    helper: dict[str, Any] | None,
-    ctx: AnalysisContext,
-    j: Judgement,
-) -> Finding:
+def judge_dns(obs: Observations, rules: RuleContext, j: Judgement) -> Finding:
     """The stage's finding; `confirmed` also says whether a control confirmed the name's addresses,
     which the later stages need: a failure at an unconfirmed address proves nothing."""
+    dns, ctx = obs.dns, rules.analysis
     if dns is None:  # an IP literal: nothing to resolve (no DNS, no claim about it)
         return Finding(Outcome.OK, True, Blocking.DNS)
     nat64 = ctx.nat64_prefixes
-    system, control = dns["system"], dns.get("control")
-    helper_dns = helper.get("dns") if helper is not None and isinstance(helper.get("dns"), dict) else None
-    helper_addresses = {embedded_ipv4(a, nat64) for a in helper_dns.get("addresses") or []} if helper_dns else set()
-    control_ok = control is not None and bool(control["addresses"])
-    if control is not None and not control_ok and control["failure"] not in DENIALS:
+    system, control = dns.system, dns.control
+    helper_dns = rules.helper.dns if rules.helper is not None else None
+    helper_addresses = {embedded_ipv4(a, nat64) for a in helper_dns.addresses} if helper_dns else set()
+    control_ok = control is not None and bool(control.addresses)
+    if control is not None and not control_ok and control.failure not in DENIALS:
         j.add(Anomaly.DNS_CONTROL_FAILED)
-    control_denies = (control is not None and control["failure"] in DENIALS) or (
-        helper_dns is not None and not helper_addresses and helper_dns.get("failure") in DENIALS
+    control_denies = (control is not None and control.failure in DENIALS) or (
+        helper_dns is not None and not helper_addresses and helper_dns.failure in DENIALS
     )
     # The control resolver's answers and the helper's (seen from outside) both confirm addresses.
     control_addresses = helper_addresses | (
-        {embedded_ipv4(a, nat64) for a in control["addresses"]} if control is not None and control_ok else set()
+        {embedded_ipv4(a, nat64) for a in control.addresses} if control is not None and control_ok else set()
     )
     control_ok = bool(control_addresses)
     control_denies = control_denies and not control_ok
-    validated = {embedded_ipv4(a, nat64) for a in tls_valid_addresses}
-    addresses = [embedded_ipv4(a, nat64) for a in system["addresses"]]
+    validated = {embedded_ipv4(a, nat64) for a in tls_valid_addresses(obs, rules.analysis_of)}
+    addresses = [embedded_ipv4(a, nat64) for a in system.addresses]
     proxied = transparent_proxy(dns, control_addresses, validated)
     signs = injection_signs(dns, control_addresses | validated, proxied, nat64)
 
@@ -119,14 +115,14 @@ def judge_dns(
             return proven(outcome, Blocking.DNS, *(basis or (Proof.CONTROL_RESOLVER,)))
         return Finding(outcome, False, Blocking.DNS)
 
-    if system["failure"] is not None:
+    if system.failure is not None:
         if control_ok:
-            code = _DNS_FAILURE_CODES.get(_system_failure(dns), Anomaly.DNS_FAILURE)
+            code = _DNS_FAILURE_CODES.get(_system_failure(dns) or "", Anomaly.DNS_FAILURE)
             j.add(code)
             # A denial (NXDOMAIN, no answer, REFUSED) is the resolver's statement about the name; a
             # SERVFAIL or a timeout is what a struggling resolver also gives: not a proof.
             return finish(Outcome.BLOCKED, code in DENIAL_CODES)
-        if control_denies and system["failure"] in DENIALS:
+        if control_denies and system.failure in DENIALS:
             j.add(Anomaly.DNS_NAME_DOES_NOT_EXIST)
             return finish(Outcome.DOWN, True)
         return finish(Outcome.UNKNOWN, False)

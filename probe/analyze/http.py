@@ -20,11 +20,12 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from probe.analyze.bogons import is_bogon
-from probe.analyze.common import AnalysisContext, Finding, Judgement, Outcome, helper_contrast, helper_view, proven
+from probe.analyze.common import AnalysisContext, Finding, Judgement, Outcome, RuleContext, helper_contrast, proven
 from probe.analyze.fingerprints import FALSE_POSITIVE, WEAK
 from probe.analyze.sites import registrable_domain
 from probe.vocabulary.anomalies import Anomaly, Blocking
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.observations import HelperHttp, HttpExchange, Observations
 from probe.vocabulary.proofs import Proof
 
 EXCHANGE_CODES: dict[str, Anomaly] = {
@@ -46,12 +47,12 @@ COMMON_HEADERS = frozenset({
 })  # fmt: skip
 
 
-def _catalog_match(response: dict[str, Any], headers: dict[str, str], ctx: AnalysisContext) -> dict[str, Any] | None:
+def _catalog_match(response: HttpExchange, headers: dict[str, str], ctx: AnalysisContext) -> dict[str, Any] | None:
     for fingerprint in ctx.catalogs.http_blockpages:
         if fingerprint.field == "body":
-            value = response.get("body_prefix")
+            value = response.body_prefix
         elif fingerprint.field == "title":
-            value = response.get("title")
+            value = response.title
         else:
             value = headers.get(fingerprint.field.split(":", 1)[1])
         if fingerprint.matches(value):
@@ -59,25 +60,25 @@ def _catalog_match(response: dict[str, Any], headers: dict[str, str], ctx: Analy
                 "id": fingerprint.id,
                 "name": fingerprint.name,
                 "country": fingerprint.country,
-                "matched": f"{fingerprint.field} of {response.get('url') or 'the response'}",
+                "matched": f"{fingerprint.field} of {response.url or 'the response'}",
             }
     return None
 
 
 def blockpage_of(
-    response: dict[str, Any], ctx: AnalysisContext, j: Judgement, vague: list[dict[str, Any]] | None = None
+    response: HttpExchange, ctx: AnalysisContext, j: Judgement, vague: list[HttpExchange] | None = None
 ) -> dict[str, Any] | None:
     """The blockpage a response is, by the catalog or a public fingerprint; a vague match is only
     recorded (and dropped when a known non-blockpage pattern matches too), the response put in `vague`."""
-    headers = {name.lower(): value for name, value in response["headers"]}
+    headers = {name.lower(): value for name, value in response.headers}
     found = _catalog_match(response, headers, ctx)
     if found is not None:
         return found
-    matches = ctx.catalogs.fingerprints.match_response(response.get("body_prefix"), headers)
+    matches = ctx.catalogs.fingerprints.match_response(response.body_prefix, headers)
     strong = [row for row in matches if row.scope not in (WEAK, FALSE_POSITIVE)]
     if strong:
         best = max(strong, key=lambda row: row.confidence or 0)
-        return {**best.describe(), "matched": f"{best.location} of {response.get('url') or 'the response'}"}
+        return {**best.describe(), "matched": f"{best.location} of {response.url or 'the response'}"}
     if any(row.scope == WEAK for row in matches) and not any(row.scope == FALSE_POSITIVE for row in matches):
         j.add(Anomaly.HTTP_BLOCKPAGE_VAGUE)
         if vague is not None:
@@ -85,17 +86,17 @@ def blockpage_of(
     return None
 
 
-def judge_http(obs: dict[str, Any], confirmed: bool, ctx: AnalysisContext, host: str, j: Judgement) -> Finding:
+def judge_http(obs: Observations, rules: RuleContext, j: Judgement) -> Finding:
     """The target's request and each redirect after it: a blockpage anywhere on the way, a failure
     of the target's own request, or a page unlike the helper's with a blockpage's traits."""
-    requests = obs["http_requests"]
+    requests, confirmed, ctx = obs.http_requests, rules.confirmed, rules.analysis
     if not requests:
         return Finding(Outcome.OK, confirmed, Blocking.HTTP)
-    vague: list[dict[str, Any]] = []
-    helper = helper_view(obs)
-    page = helper.get("http") if helper is not None else None
+    vague: list[HttpExchange] = []
+    helper = rules.helper
+    page = helper.http if helper is not None else None
     for response in requests:
-        if response["status"] is None:
+        if response.status is None:
             continue
         found = blockpage_of(response, ctx, j, vague)
         if found is not None:
@@ -107,24 +108,24 @@ def judge_http(obs: dict[str, Any], confirmed: bool, ctx: AnalysisContext, host:
                 return Finding(Outcome.BLOCKED, False, Blocking.HTTP)
             return proven(Outcome.BLOCKED, Blocking.HTTP, Proof.BLOCKPAGE_FINGERPRINT)
     first = requests[0]
-    if first["status"] is None:
-        j.add(EXCHANGE_CODES.get(first["failure"], Anomaly.HTTP_FAILURE))
+    if first.status is None:
+        j.add(EXCHANGE_CODES.get(first.failure or "", Anomaly.HTTP_FAILURE))
         said = helper_contrast(helper, "http", Blocking.HTTP, j)
         if said is not None:
             return said
         return Finding(Outcome.BLOCKED if confirmed else Outcome.UNKNOWN, False, Blocking.HTTP)
-    if isinstance(page, dict) and page.get("status") is not None:
+    if page is not None and page.status is not None:
         # Unlike the helper's: a hint (the site's own variation, a CDN challenge, a geo-block), and
         # a blockpage only with its traits; even then unconfirmed, as a site's own geo-block looks alike.
         if _pages_differ(first, page):
             j.add(Anomaly.HTTP_DIFF)
-            if _blockpage_traits(first, page.get("title")):
+            if _blockpage_traits(first, page.title):
                 j.add(Anomaly.HTTP_BLOCKPAGE_TRAITS)
                 return Finding(Outcome.BLOCKED, False, Blocking.HTTP)
     elif any(_blockpage_traits(response, None) for response in vague):
         j.add(Anomaly.HTTP_BLOCKPAGE_TRAITS)  # vague words, blocking words and no helper to contrast
         return Finding(Outcome.BLOCKED, False, Blocking.HTTP)
-    suspected = _suspected(requests, host, _resolver_addresses(obs), ctx)
+    suspected = _suspected(requests, rules.host, _resolver_addresses(obs), ctx)
     if suspected is not None:
         j.add(Anomaly.HTTP_BLOCKPAGE_SUSPECTED)
         j.blockpage = suspected
@@ -132,45 +133,45 @@ def judge_http(obs: dict[str, Any], confirmed: bool, ctx: AnalysisContext, host:
     return Finding(Outcome.OK, confirmed, Blocking.HTTP)
 
 
-def _helper_fetched_the_same(ours: dict[str, Any], theirs: Any) -> bool:
+def _helper_fetched_the_same(ours: HttpExchange, theirs: HelperHttp | None) -> bool:
     """The helper's first response is this page: the same body, or the same page by OONI's measure."""
-    if not isinstance(theirs, dict) or theirs.get("status") is None:
+    if theirs is None or theirs.status is None:
         return False
-    if theirs.get("body_sha256") and theirs.get("body_sha256") == ours.get("body_sha256"):
+    if theirs.body_sha256 and theirs.body_sha256 == ours.body_sha256:
         return True
     return not _pages_differ(ours, theirs)
 
 
-def _pages_differ(ours: dict[str, Any], theirs: dict[str, Any]) -> bool:
+def _pages_differ(ours: HttpExchange, theirs: HelperHttp) -> bool:
     """OONI's web_connectivity comparison: the same page when the status matches and any of body
     length, uncommon header names and title words match (each None when it cannot say)."""
-    if ours["status"] != theirs["status"]:
+    if ours.status != theirs.status:
         return True
     return not any((_lengths_match(ours, theirs), _headers_match(ours, theirs), _titles_match(ours, theirs)))
 
 
-def _lengths_match(ours: dict[str, Any], theirs: dict[str, Any]) -> bool | None:
+def _lengths_match(ours: HttpExchange, theirs: HelperHttp) -> bool | None:
     """Shorter over longer at least 0.7; normalised lengths when both sides have them (ours when the
     record's body prefix is the whole body; older helpers send none)."""
-    mine, its = ours.get("body_length"), theirs.get("body_length")
-    if ours.get("body_truncated") or not isinstance(mine, int) or not isinstance(its, int):
+    mine, its = ours.body_length, theirs.body_length
+    if ours.body_truncated or mine is None or its is None:
         return None
     if max(mine, its) < MIN_COMPARED_LENGTH or min(mine, its) <= 0:
         return None
-    prefix, normalized = ours.get("body_prefix"), theirs.get("body_length_normalized")
-    if isinstance(normalized, int) and normalized > 0 and isinstance(prefix, str) and len(prefix.encode()) >= mine:
+    prefix, normalized = ours.body_prefix, theirs.body_length_normalized
+    if normalized is not None and normalized > 0 and prefix is not None and len(prefix.encode()) >= mine:
         mine, its = len(normalize_page_text(prefix).encode()), normalized
     return min(mine, its) / max(mine, its, 1) >= BODY_LENGTH_RATIO
 
 
-def _headers_match(ours: dict[str, Any], theirs: dict[str, Any]) -> bool | None:
+def _headers_match(ours: HttpExchange, theirs: HelperHttp) -> bool | None:
     """OONI's rule on header names: one uncommon name in common. Older helpers send no names; pages
     with no uncommon header (most small servers') say nothing."""
-    names = theirs.get("header_names")
-    if not isinstance(names, list):
+    names = theirs.header_names
+    if names is None:
         return None
-    mine = {str(pair[0]).lower() for pair in ours.get("headers") or [] if pair} - COMMON_HEADERS
-    its = {str(name).lower() for name in names} - COMMON_HEADERS
+    mine = {str(pair[0]).lower() for pair in ours.headers if pair} - COMMON_HEADERS
+    its = {name.lower() for name in names} - COMMON_HEADERS
     if not mine or not its:
         return None
     return bool(mine & its)
@@ -180,11 +181,11 @@ def _title_words(title: str) -> set[str]:
     return {word for word in title.split(" ") if len(word.encode()) >= TITLE_WORD_BYTES}
 
 
-def _titles_match(ours: dict[str, Any], theirs: dict[str, Any]) -> bool | None:
+def _titles_match(ours: HttpExchange, theirs: HelperHttp) -> bool | None:
     """The normalised titles are equal, or have the same words of five bytes or more (OONI)."""
-    if not ours.get("title") or not theirs.get("title"):
+    if not ours.title or not theirs.title:
         return None
-    mine, its = normalize_page_text(ours["title"]), normalize_page_text(theirs["title"])
+    mine, its = normalize_page_text(ours.title), normalize_page_text(theirs.title)
     if mine == its:
         return True
     words = _title_words(mine), _title_words(its)
@@ -262,25 +263,25 @@ def _visible_text(page: str) -> str:
     return html.unescape(" ".join(out))
 
 
-def _blockpage_traits(response: dict[str, Any], site_title: str | None) -> bool:
+def _blockpage_traits(response: HttpExchange, site_title: str | None) -> bool:
     """Blocking words in the page's title or text, and none of the site's own content (the site's
     title, as the helper saw it, is not on the page)."""
-    page = normalize_page_text(f"{response.get('title') or ''} {_visible_text(response.get('body_prefix') or '')}")
+    page = normalize_page_text(f"{response.title or ''} {_visible_text(response.body_prefix or '')}")
     if not _BLOCKING_WORDS.search(page):
         return False
     own = normalize_page_text(site_title or "")
     return not own or own not in page
 
 
-def _resolver_addresses(obs: dict[str, Any]) -> list[str]:
+def _resolver_addresses(obs: Observations) -> list[str]:
     """The addresses of the resolvers the system asked (where an ISP runs its own servers)."""
-    found = []
-    dns = obs.get("dns") or {}
-    for key in ("system_udp", "system"):
-        lookup = dns.get(key)
-        if lookup is None or "://" not in lookup["resolver"]:
+    found: list[str] = []
+    if obs.dns is None:
+        return found
+    for lookup in obs.dns.lookups("system_udp", "system"):
+        if "://" not in lookup.resolver:
             continue
-        host = urlsplit(lookup["resolver"]).hostname
+        host = urlsplit(lookup.resolver).hostname
         if host:
             found.append(host)
     return found
@@ -305,28 +306,28 @@ def _in_resolver_network(address: str | None, resolvers: list[str], ctx: Analysi
 
 
 def _suspected(
-    requests: list[dict[str, Any]], host: str, resolvers: list[str], ctx: AnalysisContext
+    requests: tuple[HttpExchange, ...], host: str, resolvers: list[str], ctx: AnalysisContext
 ) -> dict[str, Any] | None:
     """A redirect to another site whose URL carries the original host or URL, answered from the
     network of the resolver the system asks (or a private address): how ISPs send visitors to a
     blockpage. A login redirect (another site, carrying the URL) is answered from the site's own
     public network, and a CDN's interstitial comes from the site's own address: neither is one."""
     for previous, response in zip(requests, requests[1:], strict=False):
-        location = previous.get("location")
-        if not location or response["status"] is None:
+        location = previous.location
+        if not location or response.status is None:
             continue
-        url = str(response.get("url") or "")  # where the probe went, as a browser reads the Location
+        url = str(response.url or "")  # where the probe went, as a browser reads the Location
         target = urlsplit(url).hostname or ""
         if registrable_domain(target) == registrable_domain(host):
             continue
         carried = unquote(urlsplit(url).query + urlsplit(url).path).lower()
         if host.lower() not in carried:
             continue
-        if _in_resolver_network(response.get("address"), resolvers, ctx):
+        if _in_resolver_network(response.address, resolvers, ctx):
             return {
                 "id": "suspected",
                 "name": f"redirect to {target}, carrying the original host, served from the resolver's network",
                 "country": None,
-                "matched": f"redirect {response.get('redirect_index')} to {url}",
+                "matched": f"redirect {response.redirect_index} to {url}",
             }
     return None

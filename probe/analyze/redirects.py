@@ -8,33 +8,33 @@ Without a control for the hop's answer, its TCP and HTTP failures stay unconfirm
 
 from __future__ import annotations
 
-from typing import Any
-
-from probe.analyze.common import ChainAnalyzer, Finding, Judgement, Outcome, hop_items
+from probe.analyze.common import ChainAnalyzer, Finding, Judgement, Outcome, RuleContext, hop_items
 from probe.analyze.http import EXCHANGE_CODES
 from probe.analyze.tcp import CONNECT_CODES
 from probe.analyze.tls import hop_of, judge_hop
 from probe.vocabulary.anomalies import Anomaly, Blocking
+from probe.vocabulary.observations import Observations
+from probe.vocabulary.purposes import Purpose
 from probe.vocabulary.targets import resolve_url
 
 OK = Finding(Outcome.OK, False, Blocking.HTTP)
 
 
-def _hop_url(obs: dict[str, Any], index: int) -> str | None:
-    for request in obs["http_requests"]:
-        if request.get("redirect_index") == index:
-            return str(request.get("url"))
-    for request in obs["http_requests"]:  # the hop never answered: where the one before pointed
-        if request.get("redirect_index") == index - 1 and request.get("location"):
-            followed = resolve_url(str(request["url"]), str(request["location"]))  # as a browser reads it
+def _hop_url(obs: Observations, index: int) -> str | None:
+    for request in obs.http_requests:
+        if request.redirect_index == index:
+            return str(request.url)
+    for request in obs.http_requests:  # the hop never answered: where the one before pointed
+        if request.redirect_index == index - 1 and request.location:
+            followed = resolve_url(str(request.url), str(request.location))  # as a browser reads it
             return followed.url if followed is not None else None
     return None
 
 
-def judge_redirects(obs: dict[str, Any], analysis_of: ChainAnalyzer, host: str, j: Judgement) -> Finding:
-    hops = sorted({item["hop"] for item in obs["tcp_connect"] if isinstance(item.get("hop"), int)})
+def judge_redirects(obs: Observations, rules: RuleContext, j: Judgement) -> Finding:
+    hops = sorted({item.hop for item in obs.tcp_connect if isinstance(item.hop, int)})
     for index in hops:
-        finding = _judge_one(obs, index, analysis_of, host, j)
+        finding = _judge_one(obs, index, rules.analysis_of, rules.host, j)
         if finding.outcome in (Outcome.BLOCKED, Outcome.LOCAL):
             j.add(Anomaly.HTTP_REDIRECT_HOP)
             j.redirect_hop = {"index": index, "url": _hop_url(obs, index), "stage": str(finding.stage)}
@@ -42,16 +42,16 @@ def judge_redirects(obs: dict[str, Any], analysis_of: ChainAnalyzer, host: str, 
     return OK
 
 
-def _judge_one(obs: dict[str, Any], index: int, analysis_of: ChainAnalyzer, host: str, j: Judgement) -> Finding:
-    attempts = hop_items(obs["tcp_connect"], ("redirect",), index)
-    if attempts and all(a["failure"] for a in attempts):
-        j.add(CONNECT_CODES.get(attempts[-1]["failure"], Anomaly.TCP_FAILURE))
+def _judge_one(obs: Observations, index: int, analysis_of: ChainAnalyzer, host: str, j: Judgement) -> Finding:
+    attempts = hop_items(obs.tcp_connect, (Purpose.REDIRECT,), index)
+    if attempts and all(a.failure for a in attempts):
+        j.add(CONNECT_CODES.get(attempts[-1].failure or "", Anomaly.TCP_FAILURE))
         return Finding(Outcome.BLOCKED, False, Blocking.TCP)
     tls = judge_hop(hop_of(obs, host, index), analysis_of, False, None, j)
     if tls.outcome != Outcome.OK:
         return tls
-    for request in obs["http_requests"]:
-        if request.get("redirect_index") == index and request["status"] is None:
-            j.add(EXCHANGE_CODES.get(request["failure"], Anomaly.HTTP_FAILURE))
+    for request in obs.http_requests:
+        if request.redirect_index == index and request.status is None:
+            j.add(EXCHANGE_CODES.get(request.failure or "", Anomaly.HTTP_FAILURE))
             return Finding(Outcome.BLOCKED, False, Blocking.HTTP)
     return OK

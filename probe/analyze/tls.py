@@ -16,8 +16,8 @@ from probe.analyze.common import (
     Finding,
     Judgement,
     Outcome,
+    RuleContext,
     helper_contrast,
-    helper_view,
     hop_items,
     proven,
 )
@@ -34,7 +34,9 @@ from probe.analyze.tls_evidence import (
 )
 from probe.vocabulary.anomalies import Anomaly, Blocking
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.observations import HelperResponse, Observations, TlsHandshake
 from probe.vocabulary.proofs import Proof
+from probe.vocabulary.purposes import Purpose
 
 _HANDSHAKE_CODES: dict[str, Anomaly] = {
     Failure.CONNECTION_RESET: Anomaly.TLS_RESET,
@@ -45,34 +47,34 @@ _HANDSHAKE_CODES: dict[str, Anomaly] = {
 STRONG_MATCHES = ("sha256_der", "sha256_spki", "signature")
 
 
-def _failure_code(handshake: dict[str, Any]) -> Anomaly:
-    if handshake.get("alert"):
+def _failure_code(handshake: TlsHandshake) -> Anomaly:
+    if handshake.alert:
         return Anomaly.TLS_ALERT
-    return _HANDSHAKE_CODES.get(handshake["failure"], Anomaly.TLS_FAILURE)
+    return _HANDSHAKE_CODES.get(handshake.failure or "", Anomaly.TLS_FAILURE)
 
 
-def _reached_server(handshake: dict[str, Any] | None) -> bool:
+def _reached_server(handshake: TlsHandshake | None) -> bool:
     """A ServerHello, or an alert the server sent: the control name reached a TLS server."""
-    return handshake is not None and (handshake["failure"] is None or bool(handshake.get("alert")))
+    return handshake is not None and handshake.reached_server
 
 
-def judge_tls(obs: dict[str, Any], analysis_of: ChainAnalyzer, confirmed: bool, host: str, j: Judgement) -> Finding:
-    return judge_hop(hop_of(obs, host, None), analysis_of, confirmed, helper_view(obs), j)
+def judge_tls(obs: Observations, rules: RuleContext, j: Judgement) -> Finding:
+    return judge_hop(hop_of(obs, rules.host, None), rules.analysis_of, rules.confirmed, rules.helper, j)
 
 
 def judge_hop(
-    hop: Hop, analysis_of: ChainAnalyzer, confirmed: bool, helper: dict[str, Any] | None, j: Judgement
+    hop: Hop, analysis_of: ChainAnalyzer, confirmed: bool, helper: HelperResponse | None, j: Judgement
 ) -> Finding:
     if not hop.handshakes:
         return Finding(Outcome.OK, confirmed, Blocking.TLS)
     handshake = hop.handshakes[-1]
-    if handshake["failure"] is not None:
+    if handshake.failure is not None:
         return _judge_failed_handshake(handshake, hop, helper, confirmed, j)
     return _judge_chain(handshake, hop, analysis_of, helper, confirmed, j)
 
 
 def _judge_failed_handshake(
-    handshake: dict[str, Any], hop: Hop, helper: dict[str, Any] | None, confirmed: bool, j: Judgement
+    handshake: TlsHandshake, hop: Hop, helper: HelperResponse | None, confirmed: bool, j: Judgement
 ) -> Finding:
     """The name was cut (reset, silence, close) where the control name reached the server, even if
     only to be refused with an alert, as CDNs refuse unknown names: an SNI-triggered block. The
@@ -81,7 +83,7 @@ def _judge_failed_handshake(
     the name (residual blocking), which the record says."""
     j.add(_failure_code(handshake))
     control = hop.control
-    if _reached_server(control) and not handshake.get("alert"):
+    if _reached_server(control) and not handshake.alert:
         j.add(Anomaly.TLS_SNI_TRIGGERED)
         if hop.control_after_failed:
             j.add(Anomaly.TLS_RESIDUAL_BLOCKING)
@@ -90,7 +92,7 @@ def _judge_failed_handshake(
         # Once only (the retry could not connect), or closed (an honest SNI-routing proxy whose
         # backend for the name is down closes the connection too): a finding, not a proof.
         return Finding(Outcome.BLOCKED, False, Blocking.TLS)
-    control_failed = (control is not None and control["failure"] is not None) or (
+    control_failed = (control is not None and control.failure is not None) or (
         control is None and bool(hop.control_connects)
     )
     if control_failed:
@@ -112,14 +114,14 @@ def _cut_twice(hop: Hop) -> bool:
     if len(hop.handshakes) < 2:
         return False
     first, retry = hop.handshakes[0], hop.handshakes[-1]
-    return all(h["failure"] in CUTS and not h.get("alert") for h in (first, retry))
+    return all(h.failure in CUTS and not h.alert for h in (first, retry))
 
 
 def _judge_chain(
-    handshake: dict[str, Any],
+    handshake: TlsHandshake,
     hop: Hop,
     analysis_of: ChainAnalyzer,
-    helper: dict[str, Any] | None,
+    helper: HelperResponse | None,
     confirmed: bool,
     j: Judgement,
 ) -> Finding:
@@ -157,7 +159,7 @@ def _judge_chain(
     proofs = _proofs_of_interception(analysis, hop, analysis_of, seen_outside, cause, j)
     if analysis["national_ca"] is not None:
         return _judge_national(analysis, hop, analysis_of, proofs, seen_outside, j)
-    if handshake.get("os_store_valid"):
+    if handshake.os_store_valid:
         j.add(Anomaly.TLS_TRUSTED_BY_OS_STORE)
         if forges_every_name(hop.control, analysis, analysis_of):
             # A root the machine's owner installed, forging even the control name: their own
@@ -166,7 +168,7 @@ def _judge_chain(
             j.interceptor = {**interceptor, "matched_by": "os_store"}
             return proven(Outcome.LOCAL, Blocking.LOCAL_INTERCEPTION, Proof.OS_STORE_FORGES_EVERY_NAME)
     if seen_outside == "same_leaf":
-        if (helper or {}).get("tls", {}).get("valid") is False:
+        if helper is not None and helper.tls is not None and helper.tls.valid is False:
             # The site presents this chain to everyone: a broken site, not interception.
             j.add(Anomaly.HELPER_SAME_FAILURE)
             return proven(Outcome.DOWN, Blocking.TLS, Proof.HELPER_SAME_CHAIN)
@@ -325,9 +327,12 @@ def _name_interceptor(
         j.add(Anomaly.TLS_SNI_TRIGGERED)
 
 
-def tls_valid_addresses(obs: dict[str, Any], analysis_of: ChainAnalyzer) -> set[str]:
+VALIDATING = (Purpose.TARGET, Purpose.TARGET_RETRY, Purpose.DNS_CHECK)
+
+
+def tls_valid_addresses(obs: Observations, analysis_of: ChainAnalyzer) -> set[str]:
     """Addresses that presented a chain valid for the name: their DNS answers are consistent.
 
     An http:// target's answer is checked with a handshake on port 443 (`dns_check`)."""
-    handshakes = hop_items(obs["tls_handshakes"], ("target", "target_retry", "dns_check"), None)
-    return {h["address"] for h in handshakes if h["failure"] is None and analysis_of(h)["valid"]}
+    handshakes = hop_items(obs.tls_handshakes, VALIDATING, None)
+    return {h.address for h in handshakes if h.failure is None and analysis_of(h)["valid"]}

@@ -10,9 +10,8 @@ from typing import Any
 
 from probe.analyze.certs import name_covers
 from probe.analyze.common import ChainAnalyzer, hop_items
-
-TARGET_PURPOSES = (("target", "target_retry"), ("control_sni",), ("minting",))
-REDIRECT_PURPOSES = (("redirect", "redirect_retry"), ("redirect_control_sni",), ("redirect_minting",))
+from probe.vocabulary.observations import HelperResponse, Observations, TcpConnect, TlsHandshake
+from probe.vocabulary.purposes import REDIRECT_HOP, TARGET_HOP
 
 
 @dataclass(frozen=True)
@@ -20,14 +19,14 @@ class Hop:
     """The handshakes of one hop: the target itself, or one redirect."""
 
     host: str
-    handshakes: list[dict[str, Any]]  # the name's own, a retry last
-    controls: list[dict[str, Any]]  # with the control SNI, at the same address, in the order made
-    control_connects: list[dict[str, Any]]
-    minting: list[dict[str, Any]]  # with a random name that cannot exist, at the same address
+    handshakes: list[TlsHandshake]  # the name's own, a retry last
+    controls: list[TlsHandshake]  # with the control SNI, at the same address, in the order made
+    control_connects: list[TcpConnect]
+    minting: list[TlsHandshake]  # with a random name that cannot exist, at the same address
     is_target: bool
 
     @property
-    def control(self) -> dict[str, Any] | None:
+    def control(self) -> TlsHandshake | None:
         """The control name's first handshake: the one asked right after the target's."""
         return self.controls[0] if self.controls else None
 
@@ -37,29 +36,29 @@ class Hop:
         was cut: its connect failed, or its handshake failed without the server's alert."""
         if len(self.control_connects) < 2:
             return False
-        if self.control_connects[1]["failure"] is not None:
+        if self.control_connects[1].failure is not None:
             return True
         after = self.controls[1] if len(self.controls) > 1 else None
-        return after is not None and after["failure"] is not None and not after.get("alert")
+        return after is not None and after.failure is not None and not after.alert
 
 
-def hop_of(obs: dict[str, Any], host: str, index: int | None) -> Hop:
+def hop_of(obs: Observations, host: str, index: int | None) -> Hop:
     """The target's handshakes (index None) or those of redirect hop `index`."""
-    own, control, minting = TARGET_PURPOSES if index is None else REDIRECT_PURPOSES
-    handshakes = hop_items(obs["tls_handshakes"], own, index)
-    name = next((h["server_name"] for h in handshakes if h.get("server_name")), host)
+    purposes = TARGET_HOP if index is None else REDIRECT_HOP
+    handshakes = hop_items(obs.tls_handshakes, purposes.own, index)
+    name = next((h.server_name for h in handshakes if h.server_name), host)
     return Hop(
         name,
         handshakes,
-        hop_items(obs["tls_handshakes"], control, index),
-        hop_items(obs["tcp_connect"], control, index),
-        hop_items(obs["tls_handshakes"], minting, index),
+        hop_items(obs.tls_handshakes, purposes.control, index),
+        hop_items(obs.tcp_connect, purposes.control, index),
+        hop_items(obs.tls_handshakes, purposes.minting, index),
         index is None,
     )
 
 
-def completed(handshake: dict[str, Any] | None) -> bool:
-    return handshake is not None and handshake["failure"] is None and bool(handshake["peer_certificates"])
+def completed(handshake: TlsHandshake | None) -> bool:
+    return handshake is not None and handshake.completed
 
 
 def leaf_of(analysis: dict[str, Any]) -> dict[str, Any] | None:
@@ -98,7 +97,7 @@ def minted(analysis: dict[str, Any], hop: Hop, analysis_of: ChainAnalyzer) -> bo
     if ours is None or ours["issuer"] == ours["subject"]:
         return False
     for handshake in hop.minting:
-        name = (handshake.get("server_name") or "").lower().rstrip(".")
+        name = (handshake.server_name or "").lower().rstrip(".")
         if not name or not completed(handshake):
             continue
         theirs = analysis_of(handshake)
@@ -110,7 +109,7 @@ def minted(analysis: dict[str, Any], hop: Hop, analysis_of: ChainAnalyzer) -> bo
     return False
 
 
-def forges_every_name(control: dict[str, Any] | None, analysis: dict[str, Any], analysis_of: ChainAnalyzer) -> bool:
+def forges_every_name(control: TlsHandshake | None, analysis: dict[str, Any], analysis_of: ChainAnalyzer) -> bool:
     """The control SNI's leaf names the control name, from the same untrusted issuer as the target's."""
     ours = leaf_of(analysis)
     if control is None or not completed(control) or ours is None:
@@ -119,24 +118,24 @@ def forges_every_name(control: dict[str, Any] | None, analysis: dict[str, Any], 
     leaf = leaf_of(theirs)
     if theirs["valid"] or leaf is None or leaf["issuer"] != ours["issuer"]:
         return False
-    name = control.get("server_name") or ""
+    name = control.server_name or ""
     return any(name_covers(n, name) for n in leaf["dns_names"])
 
 
-def helper_leaf(analysis: dict[str, Any], helper: dict[str, Any] | None) -> str | None:
+def helper_leaf(analysis: dict[str, Any], helper: HelperResponse | None) -> str | None:
     """What the helper, outside the network, was presented for the name, against the leaf here:
     "same_leaf" (the same key), "other_public_leaf" (another key, in a chain valid for the name
     under the helper's reference roots), or None (no usable view)."""
-    tls = helper.get("tls") if helper is not None else None
-    if not isinstance(tls, dict) or tls.get("failure") is not None:
+    tls = helper.tls if helper is not None else None
+    if tls is None or tls.failure is not None:
         return None
     leaf = leaf_of(analysis)
     spki = leaf["sha256_spki"] if leaf is not None else (analysis.get("leaf_fingerprints") or {}).get("sha256_spki")
-    if spki is None or tls.get("leaf_spki_sha256") is None:
+    if spki is None or tls.leaf_spki_sha256 is None:
         return None
-    if tls["leaf_spki_sha256"] == spki:
+    if tls.leaf_spki_sha256 == spki:
         return "same_leaf"
-    return "other_public_leaf" if tls.get("valid") else None
+    return "other_public_leaf" if tls.valid else None
 
 
 def other_issuer_for_control(analysis: dict[str, Any], hop: Hop, analysis_of: ChainAnalyzer) -> bool:

@@ -7,29 +7,31 @@ claim; with no network at all it is `offline`. docs/verdicts.md states the rules
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from probe.analyze.common import (
     AnalysisContext,
-    ChainAnalyzer,
     Finding,
     Judgement,
     Outcome,
+    Rule,
+    RuleContext,
     chain_analyzer,
-    helper_view,
 )
 from probe.analyze.dns import judge_dns
 from probe.analyze.forensics import judge_forensics
 from probe.analyze.http import judge_http
 from probe.analyze.redirects import judge_redirects
 from probe.analyze.tcp import judge_tcp
-from probe.analyze.tls import judge_tls, tls_valid_addresses
+from probe.analyze.tls import judge_tls
 from probe.vocabulary.anomalies import Anomaly, Blocking, Confidence
+from probe.vocabulary.observations import Observations
+from probe.vocabulary.observations_codec import decode
 from probe.vocabulary.proofs import Proof
 
-__all__ = ["AnalysisContext", "Judgement", "judge", "RULES_VERSION"]
+__all__ = ["AnalysisContext", "Judgement", "judge", "judge_observations", "RULES_VERSION"]
 
 # Raised when a rule changes what it concludes; recorded with every verdict (and by `probe analyze`).
 RULES_VERSION = "2026-12-03"
@@ -45,31 +47,34 @@ _NOT_BLOCKED = {
 def judge(
     target: dict[str, Any], observations: dict[str, Any] | None, at: datetime, offline: bool, ctx: AnalysisContext
 ) -> Judgement:
-    """The record's anomalies, verdict, confidence, interceptor and blockpage, from observations alone."""
+    """The record's anomalies, verdict, confidence, interceptor and blockpage, from observations alone.
+
+    `observations` is the record's JSON object (a run's and `probe analyze`'s): decoded once here
+    (ObservationsError, an InputError, when it is not what the probe writes)."""
+    if offline or observations is None:
+        return judge_observations(target["host"], None, at, offline, ctx)
+    return judge_observations(target["host"], decode(observations), at, offline, ctx)
+
+
+def judge_observations(
+    host: str, observations: Observations | None, at: datetime, offline: bool, ctx: AnalysisContext
+) -> Judgement:
+    """`judge`, for observations already typed."""
     j = Judgement()
     if offline or observations is None:
         j.blocking = Blocking.OFFLINE
         j.add(Anomaly.NETWORK_OFFLINE)
         return j
-    host = target["host"]
-    analysis_of = chain_analyzer(host, at, ctx)
-    helper = helper_view(observations)
-    if any(asked.get("failure") for asked in observations.get("helpers") or []):
+    rules = RuleContext(host, ctx, chain_analyzer(host, at, ctx), observations.helper_view())
+    if any(asked.failure for asked in observations.helpers):
         j.add(Anomaly.HELPER_FAILED)
-    valid = tls_valid_addresses(observations, analysis_of)
-    dns = judge_dns(observations["dns"], valid, helper, ctx, j)
-    confirmed = dns.confirmed  # whether a control confirmed the addresses the later stages used
-    stages: list[Callable[[], Finding]] = [
-        lambda: judge_tcp(observations, confirmed, j),
-        lambda: judge_tls(observations, analysis_of, confirmed, host, j),
-        lambda: judge_http(observations, confirmed, ctx, host, j),
-        lambda: judge_redirects(observations, analysis_of, host, j),
-    ]
+    dns = judge_dns(observations, rules, j)
+    rules = replace(rules, confirmed=dns.confirmed)  # whether a control confirmed the addresses used
     findings = [dns]
-    for stage in stages:
+    for stage in STAGES:
         if findings[-1].outcome != Outcome.OK:
             break
-        findings.append(stage())
+        findings.append(stage(observations, rules, j))
     finding = findings[-1]
     if finding.outcome == Outcome.OK:
         _judge_clean(findings, j)
@@ -77,8 +82,12 @@ def judge(
     j.blocking = finding.stage if finding.outcome == Outcome.BLOCKED else _NOT_BLOCKED[finding.outcome]
     if finding.confirmed and finding.outcome != Outcome.UNKNOWN:
         j.confidence, j.basis = Confidence.CONFIRMED, list(finding.basis)
-    judge_forensics(observations, j, forged_leaves(observations, analysis_of), ctx)
+    judge_forensics(observations, rules, j)
     return j
+
+
+# The stages after DNS, in order; each shares the rule signature (observations, context, judgement).
+STAGES: tuple[Rule, ...] = (judge_tcp, judge_tls, judge_http, judge_redirects)
 
 
 # Seen in a record whose stages all passed, each is a reason not to call it confirmed clean: a hint
@@ -104,14 +113,3 @@ def _judge_clean(findings: list[Finding], j: Judgement) -> None:
         j.confidence, j.basis = Confidence.CONFIRMED, list(dict.fromkeys(basis))
     else:
         j.confidence = Confidence.UNCONFIRMED
-
-
-def forged_leaves(observations: dict[str, Any], analysis_of: ChainAnalyzer) -> set[str]:
-    """SHA-256 of the leaves the target's handshakes presented that do not validate."""
-    leaves = set()
-    for handshake in observations.get("tls_handshakes") or []:
-        if handshake.get("purpose", "target") == "target" and handshake.get("peer_certificates"):
-            analysis = analysis_of(handshake)
-            if not analysis["valid"] and analysis.get("certificates"):
-                leaves.add(analysis["certificates"][0]["sha256_der"])
-    return leaves
