@@ -125,7 +125,7 @@ def main() -> None:
     elapsed = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"report: {report.measurements:,} measurements, {len(report.events):,} events in {elapsed:.1f} s "
+        f"report: {report.measurements:,} measurements, {len(report.episodes):,} episodes in {elapsed:.1f} s "
         f"({report.measurements / elapsed:,.0f} records/s, {args.threads} threads); peak RSS {peak:.0f} MB"
     )
     print(

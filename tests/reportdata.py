@@ -140,3 +140,34 @@ def fleet(directory: Path) -> Path:
     write_log(directory / "node-a" / "2020-12-06.jsonl", b)
     write_log(directory / "node-b" / "run.jsonl", c)
     return directory
+
+
+def episode_fleet(directory: Path) -> Path:
+    """A December-2020 fleet with known episodes (days in Asia/Almaty, UTC+6 then):
+    - AS9198: ISCA interception of twitter.com and www.facebook.com from 6 to 7 December, seen in
+      Nur-Sultan and Karaganda (facebook seen reachable on 7 December while twitter was still
+      intercepted: the episode goes on); twitter.com reachable on 10 December ends it; intercepted
+      again from 19 to 21 December: a second episode, with nothing measured from 11 to 18;
+    - AS21299: a DNS block of dns.example on 2 and on 5 December with no measurement of it in
+      between (clean.example reachable on 3 December is not one of its sites): one episode, 2-5;
+    - AS29355: an interception measured at 2020-11-30T23:30Z, 1 December in Almaty;
+    - two probes with no AS, each seeing an interception: two unknown networks, never one.
+    """
+    k, n, a = PROBES[0], PROBES[1], PROBES[2]
+    records = [
+        record("twitter.com", "2020-12-06T04:00:00Z", "AS9198", k, "tls_mitm", region="Nur-Sultan"),
+        record("www.facebook.com", "2020-12-06T04:05:00Z", "AS9198", k, "tls_mitm", region="Nur-Sultan"),
+        record("twitter.com", "2020-12-07T05:00:00Z", "AS9198", n, "tls_mitm", region="Karaganda"),
+        record("www.facebook.com", "2020-12-07T06:00:00Z", "AS9198", n, region="Karaganda"),
+        record("twitter.com", "2020-12-10T05:00:00Z", "AS9198", k, region="Nur-Sultan"),
+        record("twitter.com", "2020-12-19T05:00:00Z", "AS9198", k, "tls_mitm", region="Nur-Sultan"),
+        record("twitter.com", "2020-12-21T05:00:00Z", "AS9198", n, "tls_mitm", region="Karaganda"),
+        record("dns.example", "2020-12-02T05:00:00Z", "AS21299", a, "dns", region="Almaty"),
+        record("clean.example", "2020-12-03T05:00:00Z", "AS21299", a, region="Almaty"),
+        record("dns.example", "2020-12-05T05:00:00Z", "AS21299", a, "dns", region="Almaty"),
+        record("twitter.com", "2020-11-30T23:30:00Z", "AS29355", PROBES[3], "tls_mitm", region="Almaty"),
+        record("twitter.com", "2020-12-08T05:00:00Z", None, PROBES[10], "tls_mitm"),
+        record("twitter.com", "2020-12-08T06:00:00Z", None, PROBES[11], "tls_mitm"),
+    ]
+    write_log(directory / "fleet.jsonl", records)
+    return directory

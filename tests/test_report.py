@@ -22,14 +22,16 @@ from tests.conftest import PkiFixture, validate_record
 from tests.reportdata import PROBES, fleet, record, write_log
 
 EN_ISCA = (
-    "From 6 to 7 December 2020, in Nur-Sultan, on AS9198 (Kazakhtelecom), TLS connections to 2 sites were "
-    "intercepted with certificates issued by 'Information Security Certification Authority CA' (catalog "
-    "kz-isca-2020), seen by 3 probes; not seen reachable again by the end of the period."
+    "From 6 to 7 December 2020, on AS9198 (Kazakhtelecom) in Nur-Sultan, secure connections to 2 sites "
+    "(twitter.com and www.facebook.com) were intercepted with certificates issued by “Information Security "
+    "Certification Authority CA”, an authority known to be used for interception, instead of the sites' own. "
+    "Seen by 3 probes in 6 measurements. Not seen reachable again before the end of the period."
 )
 RU_ISCA = (
-    "С 6 по 7 декабря 2020 г. (Nur-Sultan) в сети AS9198 (Kazakhtelecom) TLS-соединения с 2 сайтами "
-    "перехватывались с помощью сертификатов, выданных «Information Security Certification Authority CA» "
-    "(каталог kz-isca-2020); зафиксировано 3 зондами; к концу периода доступ не восстановился."
+    "С 6 по 7 декабря 2020 г. в сети AS9198 («Kazakhtelecom») в Нур-Султане защищённые соединения с 2 сайтами "
+    "(twitter.com и www.facebook.com) перехватывались: вместо сертификатов сайтов предъявлялись сертификаты, "
+    "выданные «Information Security Certification Authority CA» — центром сертификации, известным как средство "
+    "перехвата. Зафиксировано 3 зондами в 6 измерениях. До конца периода доступ к сайтам не восстановился."
 )
 
 
@@ -53,25 +55,24 @@ def test_the_fleets_logs_become_events_and_a_summary(logs: Path, capsys: pytest.
     assert summary["places"] == ["Almaty", "Nur-Sultan"]
     assert [n["network"] for n in summary["networks"]] == ["AS9198", "AS29355", "AS21299"]
     assert summary["networks"][0]["as_name"] == "Kazakhtelecom"
-    assert summary["findings"]["tls_mitm"] == {"confirmed": 8, "unconfirmed": 0}
+    assert summary["findings"]["tls_mitm"] == {
+        "episodes": 2, "sites": 2, "networks": 2, "confirmed": 8, "unconfirmed": 0}  # fmt: skip
     assert summary["period"] == {"from": "2020-12-01T08:00:00Z", "to": "2020-12-07T11:30:00Z"}
-    events = {(e["target"], e["network"]): e for e in report["events"]}
-    assert set(events) == {
-        ("dns.example", "AS9198"),
-        ("www.facebook.com", "AS9198"),
-        ("twitter.com", "AS9198"),
-        ("twitter.com", "AS21299"),
-    }
-    dns = events[("dns.example", "AS9198")]
+    assert summary["days"] == {"from": "2020-12-01", "to": "2020-12-07"}
+    events = {(e["network"], e["finding"]): e for e in report["episodes"]}
+    assert set(events) == {("AS9198", "dns"), ("AS9198", "tls_mitm"), ("AS21299", "tls_mitm")}
+    assert len(report["episodes"]) == 3
+    dns = events[("AS9198", "dns")]
     assert (dns["first_seen"], dns["last_seen"], dns["ended"]) == (
         "2020-12-02T08:00:00Z",
         "2020-12-03T08:00:00Z",
-        "2020-12-04T08:00:00Z",  # reachable again: the event ends
+        "2020-12-04T08:00:00Z",  # reachable again: the episode ends
     )
     assert (dns["measurements"], dns["probes"], dns["evidence"]["answers"]) == (2, 2, ["10.10.34.35"])
     assert dns["evidence"]["control_answers"] == ["198.51.100.7"]
-    isca = events[("twitter.com", "AS9198")]
-    assert (isca["finding"], isca["measurements"], isca["probes"], isca["ended"]) == ("tls_mitm", 3, 3, None)
+    isca = events[("AS9198", "tls_mitm")]
+    assert (isca["sites"], isca["measurements"], isca["probes"], isca["ended"]) == (
+        ["twitter.com", "www.facebook.com"], 6, 3, None)  # fmt: skip
     assert isca["evidence"]["issuer"] == "CN=Information Security Certification Authority CA,O=ISCA,C=KZ"
     assert isca["evidence"]["catalog_id"] == "kz-isca-2020"
 
@@ -80,13 +81,13 @@ def test_sentences_in_the_records_style_in_english_and_russian(logs: Path, capsy
     report = _report(logs, str(logs), capsys=capsys)
     assert EN_ISCA in report["sentences"]["en"]
     assert RU_ISCA in report["sentences"]["ru"]
-    assert report["sentences"]["en"][0].startswith("From 2 to 3 December 2020, in Nur-Sultan, on AS9198")
-    assert "зафиксировано 1 зондом" in report["sentences"]["ru"][-1]  # Russian plural: one
+    assert report["sentences"]["en"][0].startswith("From 2 to 3 December 2020, on AS9198 (Kazakhtelecom) in Nur-Sultan")
+    assert "Зафиксировано 1 зондом в 2 измерениях" in report["sentences"]["ru"][-1]  # Russian plural: one
 
 
 def test_a_volunteers_antivirus_is_never_censorship(logs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = _report(logs, str(logs), "--all-confidence", capsys=capsys)
-    assert all(e["target"] != "mail.example" for e in report["events"])
+    assert all("mail.example" not in e["sites"] for e in report["episodes"])
     assert "ESET" not in " ".join(report["sentences"]["en"] + report["sentences"]["ru"])
     assert report["local_interception"] == [
         {"interceptor": "ESET SSL Filter", "measurements": 1, "probes": 1, "targets": 1}
@@ -95,27 +96,27 @@ def test_a_volunteers_antivirus_is_never_censorship(logs: Path, capsys: pytest.C
 
 def test_unconfirmed_findings_are_left_out_unless_asked_for(logs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     default = _report(logs, str(logs), capsys=capsys)
-    assert all(e["target"] != "tcp.example" for e in default["events"])
+    assert all("tcp.example" not in e["sites"] for e in default["episodes"])
     everything = _report(logs, str(logs), "--all-confidence", capsys=capsys)
-    (tcp,) = [e for e in everything["events"] if e["target"] == "tcp.example"]
+    (tcp,) = [e for e in everything["episodes"] if "tcp.example" in e["sites"]]
     assert (tcp["finding"], tcp["confirmed"], tcp["network"]) == ("tcp", False, "AS29355")
     assert everything["summary"]["confidence_shown"] == "all"
 
 
 def test_filters_by_network_target_and_time(logs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     kar_tel = _report(logs, str(logs), "--network", "21299", capsys=capsys)
-    assert [(e["target"], e["network"]) for e in kar_tel["events"]] == [("twitter.com", "AS21299")]
+    assert [(e["sites"], e["network"]) for e in kar_tel["episodes"]] == [(["twitter.com"], "AS21299")]
     assert kar_tel["summary"]["measurements"] == 2
     one = _report(logs, str(logs), "--target", "dns.example", capsys=capsys)
-    assert [e["target"] for e in one["events"]] == ["dns.example"]
+    assert [e["sites"] for e in one["episodes"]] == [["dns.example"]]
     early = _report(logs, str(logs), "--until", "2020-12-05", capsys=capsys)
-    assert {e["target"] for e in early["events"]} == {"dns.example"}
+    assert {s for e in early["episodes"] for s in e["sites"]} == {"dns.example"}
     late = _report(logs, str(logs), "--since", "2020-12-06", capsys=capsys)
-    assert "dns.example" not in {e["target"] for e in late["events"]}
-    november = _report(logs, str(logs), "--month", "2020-11", capsys=capsys)
-    assert (november["summary"]["measurements"], november["events"]) == (0, [])
+    assert "dns.example" not in {s for e in late["episodes"] for s in e["sites"]}
+    assert main(["report", str(logs), "--month", "2020-11"]) == 2  # a month with no records is an error
+    assert "the records cover 2020-12-01 to 2020-12-07" in capsys.readouterr().err
     december = _report(logs, str(logs), "--month", "2020-12", capsys=capsys)
-    assert len(december["events"]) == 4
+    assert len(december["episodes"]) == 3
 
 
 def test_bad_input_is_counted_with_its_place_and_nothing_else_is_lost(
@@ -137,23 +138,24 @@ def test_bad_input_is_counted_with_its_place_and_nothing_else_is_lost(
     report = _report(logs, str(logs), capsys=capsys)
     problems = report["summary"]["problems"]
     assert report["summary"]["skipped_lines"] == 2
-    assert f"{broken}:2: not JSON" in problems[0] and f"{broken}:3: not a probe record" in problems[0]
-    assert any("truncated.jsonl.gz: the file could not be read" in p for p in problems)
+    assert (
+        "node-c/broken.jsonl:2: not JSON" in problems[0] and "node-c/broken.jsonl:3: not a probe record" in problems[0]
+    )
+    assert any("node-c/truncated.jsonl.gz: the file could not be read" in p for p in problems)
     assert any("1 records of schema_version 3 were refused" in p for p in problems)
     assert any("1 records of schema_version 1 carry no confidence" in p for p in problems)
     assert report["summary"]["measurements"] == 17 + 2  # the good line and the version 1 record
-    assert len(report["events"]) == 4
+    assert len(report["episodes"]) == 3
 
 
 def test_csv_and_parquet_read_back_with_duckdb(logs: Path, tmp_path: Path) -> None:
     csv_file = tmp_path / "events.csv"
     assert main(["report", str(logs), "--format", "csv", "--out", str(csv_file)]) == 0
-    rows = duckdb.sql(f"SELECT target, network, finding, measurements FROM read_csv('{csv_file}') ORDER BY ALL")
+    rows = duckdb.sql(f"SELECT sites, network, finding, measurements FROM read_csv('{csv_file}') ORDER BY ALL")
     assert rows.fetchall() == [
         ("dns.example", "AS9198", "dns", 2),
         ("twitter.com", "AS21299", "tls_mitm", 2),
-        ("twitter.com", "AS9198", "tls_mitm", 3),
-        ("www.facebook.com", "AS9198", "tls_mitm", 3),
+        ("twitter.com;www.facebook.com", "AS9198", "tls_mitm", 6),
     ]
     out = tmp_path / "parquet"
     assert main(["report", str(logs), "--format", "parquet", "--out", str(out)]) == 0
@@ -164,14 +166,13 @@ def test_csv_and_parquet_read_back_with_duckdb(logs: Path, tmp_path: Path) -> No
     assert measurements == (17, 7, 3)
     assert (out / "measurements" / "day=2020-12-06" / "network_key=AS9198").is_dir()
     events = duckdb.sql(
-        f"SELECT target, finding, network_key, day FROM read_parquet('{out}/events/*/*/*.parquet', "
+        f"SELECT sites, finding, network_key, day FROM read_parquet('{out}/events/*/*/*.parquet', "
         "hive_partitioning = true) ORDER BY ALL"
     ).fetchall()
     assert [(t, f, str(n)) for t, f, n, _ in events] == [
-        ("dns.example", "dns", "AS9198"),
-        ("twitter.com", "tls_mitm", "AS21299"),
-        ("twitter.com", "tls_mitm", "AS9198"),
-        ("www.facebook.com", "tls_mitm", "AS9198"),
+        (["dns.example"], "dns", "AS9198"),
+        (["twitter.com"], "tls_mitm", "AS21299"),
+        (["twitter.com", "www.facebook.com"], "tls_mitm", "AS9198"),
     ]
 
 
@@ -184,6 +185,7 @@ def test_bad_arguments_and_inputs_are_clear_errors(tmp_path: Path, capsys: pytes
     assert main(["report", str(tmp_path), "--month", "2020-13"]) == 2
     assert "--month '2020-13': expected YYYY-MM" in capsys.readouterr().err
     assert main(["report", str(tmp_path), "--language", "xx"]) == 2
+    assert "no sentence template for language 'xx'; there are: en, kk, ru" in capsys.readouterr().err
 
 
 def test_analyze_rejudges_history_when_a_catalog_grows(
@@ -217,7 +219,7 @@ def test_analyze_rejudges_history_when_a_catalog_grows(
         records.append(build_record(run, parse_target("news.example", None, 1), started, observations, judgement))
     log = write_log(tmp_path / "logs" / "run.jsonl", records)
     before = _report(tmp_path, str(log), capsys=capsys)
-    assert before["events"] == []
+    assert before["episodes"] == []
 
     catalog = tmp_path / "grown.json"
     entry = {"id": "zz-national-root", "name": "Unnamed National Root", "country": "ZZ",
@@ -239,11 +241,11 @@ def test_analyze_rejudges_history_when_a_catalog_grows(
         assert any("grown.json" in v for v in item["rejudged"]["catalogs"]["interception_cas"])
     # The folder holds both files: the re-judged copy stands for its original, nothing counts twice.
     folder = _report(tmp_path, str(log.parent), capsys=capsys)
-    assert folder["summary"]["measurements"] == 2 and len(folder["events"]) == 1
+    assert folder["summary"]["measurements"] == 2 and len(folder["episodes"]) == 1
     after = _report(tmp_path, str(rejudged), capsys=capsys)
-    (event,) = after["events"]
-    assert (event["target"], event["finding"], event["key"], event["measurements"]) == (
-        "news.example", "tls_mitm", "zz-national-root", 2,
+    (event,) = after["episodes"]
+    assert (event["sites"], event["finding"], event["key"], event["measurements"]) == (
+        ["news.example"], "tls_mitm", "zz-national-root", 2,
     )  # fmt: skip
 
 
@@ -267,7 +269,7 @@ def test_a_log_beside_its_compressed_copy_is_counted_once(logs: Path, capsys: py
     first.with_name(first.name + ".gz").write_bytes(gzip.compress(first.read_bytes()))
     report = _report(logs, str(logs), capsys=capsys)
     assert report["summary"]["measurements"] == before
-    assert any("appeared more than once" in p for p in report["summary"]["problems"])
+    assert any("read more than once" in p for p in report["summary"]["problems"])
 
 
 def test_a_report_on_offline_measurements_says_they_say_nothing(

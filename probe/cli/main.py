@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from probe import __version__
+from probe.cli.options_watch import add_watch_command
 from probe.cli.settings import DAY, as_number, country_code, duration
 from probe.cli.settings import positive as _positive
 
@@ -104,15 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="turn result logs into events, sentences and a page to cite")
     report.add_argument("paths", nargs="+", type=Path, help="results files (.jsonl, .jsonl.gz, .jsonl.zst) or folders")
-    report.add_argument("--since", type=_date, help="first day (YYYY-MM-DD, UTC)")
-    report.add_argument("--until", type=_date, help="last day, included (YYYY-MM-DD, UTC)")
+    report.add_argument("--since", type=_date, help="first day (YYYY-MM-DD, the network's local day)")
+    report.add_argument("--until", type=_date, help="last day, included (YYYY-MM-DD, the network's local day)")
     report.add_argument("--month", help="one month for the monthly record (YYYY-MM)")
-    report.add_argument("--network", help="one network (AS number, e.g. AS9198)")
+    report.add_argument("--network", help="one network (AS number, e.g. AS9198, or its AS name)")
     report.add_argument("--target", help="one target (host name)")
     report.add_argument("--all-confidence", action="store_true", help="also show unconfirmed findings")
-    report.add_argument("--format", choices=("html", "md", "csv", "json", "parquet"), default="html")
+    report.add_argument("--format", choices=("html", "md", "csv", "json", "parquet", "text"), default="html")
     report.add_argument("--out", type=Path, help="file (folder for parquet); default: stdout, report.html for html")
-    report.add_argument("--language", action="append", default=[], help="sentence languages (default: en and ru)")
+    report.add_argument("--language", action="append", default=[], help="sentence languages: en ru kk (default en, ru)")
+    report.add_argument("--tz", help="count every network's days in this time zone (default: from its country)")
 
     analyze = commands.add_parser("analyze", help="re-judge results files with the current rules and catalogs")
     analyze.add_argument("paths", nargs="+", type=Path, help="results files or folders")
@@ -128,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     targets.add_argument("--from", dest="sources", nargs="+", type=Path, default=[], metavar="FILE", help=sources_help)
     targets.add_argument("--out", type=Path, metavar="FILE", help="--from writes here: FILE.csv (Citizen Lab) or plain")
     targets.add_argument("--skip-bad", action="store_true", help="with --from: leave bad entries out, not refuse")
+
+    add_watch_command(commands)
 
     show = commands.add_parser("show", help="print the records of a results file readably")
     show.add_argument("file", type=Path)
@@ -367,6 +371,10 @@ def _main(argv: list[str] | None = None) -> int:
         from probe.cli.commands.report import command_analyze, command_report
 
         return command_report(args) if args.command == "report" else command_analyze(args)
+    if args.command == "watch":
+        from probe.cli.commands.watch import command_watch
+
+        return command_watch(args)
     if args.command == "targets":
         from probe.cli.commands.targets import command_targets
 

@@ -1,84 +1,98 @@
-"""Events: consecutive measurements of one target on one network with the same finding.
+"""Episodes: one network, one kind of blocking, one interceptor or blockpage, over a period.
 
-Per target and network, in time order, each measurement has a state: its finding (the verdict and
-what names it: the interceptor's catalog entry or issuer, the blockpage, the first anomaly), or
-`reachable` for a measurement that saw the target work. A run of the same finding is one event; it
-ends when a later measurement on that network sees the target reachable. Measurements that prove
-nothing (inconclusive, offline, down, and unconfirmed findings unless asked for) neither extend nor
-end an event. A volunteer's own antivirus is never an event: it is listed apart.
+A measurement's state is its finding (the verdict and what names it: the interception CA's catalog
+entry or issuer, or the blockpage) or `reachable` (a confirmed `none`). Per network and state, the
+network's local days are swept in order: a day with a finding opens or extends an episode; a day
+with no finding but a site of the episode seen reachable on that network ends it (`ended`); a day
+with no measurement of its sites (a gap in coverage) neither extends nor ends it. An episode names
+its sites, places, probes, days and measurements; its evidence is its first measurement's.
+Measurements that prove nothing (inconclusive, offline, down, and unconfirmed findings unless asked
+for) are not states. A volunteer's own antivirus is never an episode: it is listed apart.
+
+A record with no AS gets a network of its own probe (`unknown:<probe_id>`), so that probes on
+unrelated networks are never merged into one unknown network. `coverage` (per network and day:
+measured, reachable, blocked, failed) is kept in DuckDB for the page's charts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import duckdb
 
 from probe.report.load import FINDINGS
 
-_FINDING_KEY = """
-    blocking || '|' || coalesce(
-        CASE WHEN blocking = 'tls_mitm' THEN coalesce(catalog_id, issuer) END,
-        blockpage_id,
-        anomalies[1],
-        '')
-"""
+MAX_IDS = 20  # measurement ids named per episode; all are counted
 
-_EVENTS = f"""
-CREATE OR REPLACE TABLE events AS
-WITH states AS (
-    SELECT *,
-        CASE WHEN blocking = 'none' THEN 'reachable' ELSE {_FINDING_KEY} END AS state
-    FROM m
-    WHERE blocking = 'none' OR (blocking IN {FINDINGS} AND (confirmed OR $all_confidence))
-), runs AS (
-    SELECT *,
-        sum(CASE WHEN state IS DISTINCT FROM previous THEN 1 ELSE 0 END)
-            OVER (PARTITION BY target, network ORDER BY time, measurement_id ROWS UNBOUNDED PRECEDING) AS run
-    FROM (SELECT *, lag(state) OVER (PARTITION BY target, network ORDER BY time, measurement_id) AS previous
-          FROM states)
-), grouped AS (
-    SELECT target, network, run, state,
-        any_value(as_name) AS as_name,
-        min(time) AS first_seen,
-        max(time) AS last_seen,
-        count(*) AS measurements,
-        count(*) FILTER (WHERE confirmed) AS confirmed_measurements,
-        list(DISTINCT probe_id) AS probes,
-        list(DISTINCT place) FILTER (WHERE place IS NOT NULL) AS places,
-        mode(place) AS place,
-        arg_min(blocking, time) AS blocking,
-        arg_min(struct_pack(catalog_id, interceptor_name, issuer, matched_by, chain_sha256, chain_spki,
-                            matched_certificate, blockpage_id, blockpage_name, blockpage_matched, answers,
-                            control_answers, handshakes, connects, redirect_hop, forensics, anomalies,
-                            measurement_id, file), time) AS evidence
-    FROM runs
-    GROUP BY target, network, run, state
-)
-SELECT g.*,
-    lead(first_seen) OVER (PARTITION BY target, network ORDER BY run) AS next_seen,
-    lead(state) OVER (PARTITION BY target, network ORDER BY run) AS next_state
-FROM grouped g
+STATE = """CASE WHEN blocking = 'none' THEN 'reachable' ELSE blocking || '|' || coalesce(
+    CASE WHEN blocking = 'tls_mitm' THEN coalesce(catalog_id, issuer) END, blockpage_id, '') END"""
+
+_DAYS = f"""
+SELECT network_key, state, day, any_value(network), any_value(as_name), any_value(country), any_value(tz),
+    count(*), count(*) FILTER (WHERE confirmed), min(time), max(time), min(local_time), max(local_time),
+    list(DISTINCT target), list(DISTINCT probe_id), list(DISTINCT place) FILTER (WHERE place IS NOT NULL),
+    list(DISTINCT category) FILTER (WHERE category IS NOT NULL), flatten(list(DISTINCT anomalies)),
+    arg_min(measurement_id, time), list(measurement_id ORDER BY time)[1:{MAX_IDS}]
+FROM (SELECT *, {STATE} AS state FROM {{source}}
+      WHERE blocking IN {FINDINGS} AND (confirmed OR $all_confidence))
+GROUP BY ALL ORDER BY network_key, state, day
+"""
+# Days a site of a network's findings was seen reachable there (the end of an episode, unless
+# another of its sites was still blocked that day).
+_CLEAR = f"""
+SELECT network_key, day, target, min(time) FROM {{source}} s
+SEMI JOIN (SELECT DISTINCT network_key, target FROM {{source}}
+           WHERE blocking IN {FINDINGS} AND (confirmed OR $all_confidence)) f USING (network_key, target)
+WHERE blocking = 'none' AND confirmed
+GROUP BY ALL
+"""
+_EVIDENCE = """
+SELECT measurement_id, struct_pack(catalog_id, interceptor_name, issuer, matched_by, chain_sha256, chain_spki,
+    matched_certificate, blockpage_id, blockpage_name, blockpage_matched, answers, control_answers, handshakes,
+    connects, redirect_hop, forensics, anomalies, measurement_id)
+FROM {source} WHERE measurement_id IN (SELECT unnest($ids))
+"""
+COVERAGE = """
+CREATE OR REPLACE TABLE coverage AS
+SELECT network_key, day, any_value(network) AS network, any_value(as_name) AS as_name, count(*) AS measured,
+    count(*) FILTER (WHERE blocking = 'none') AS reachable,
+    count(*) FILTER (WHERE blocking IN {findings} AND confirmed) AS blocked_confirmed,
+    count(*) FILTER (WHERE blocking IN {findings} AND NOT confirmed) AS blocked_unconfirmed,
+    count(*) FILTER (WHERE blocking IN ('down', 'inconclusive')) AS failed,
+    count(*) FILTER (WHERE blocking = 'offline') AS offline
+FROM m GROUP BY network_key, day ORDER BY network_key, day
 """
 
 
 @dataclass
-class Event:
-    target: str
+class Episode:
+    network_key: str  # "AS9198", or "unknown:<probe_id>" for records that name no AS
     network: str | None
     as_name: str | None
+    country: str | None
+    tz: str
     blocking: str
-    first_seen: datetime
+    key: str  # the interception CA (catalog id or issuer) or the blockpage; "" for other kinds
+    first_seen: datetime  # UTC
     last_seen: datetime
-    measurements: int
-    confirmed_measurements: int
-    probes: list[str]
-    places: list[str]
-    place: str | None
-    ended: datetime | None  # when a measurement on the network saw the target reachable again
+    first_local: datetime
+    last_local: datetime
+    days: list[date] = field(default_factory=list)  # local days with a finding
+    sites: set[str] = field(default_factory=set)
+    places: set[str] = field(default_factory=set)
+    probes: set[str] = field(default_factory=set)
+    categories: set[str] = field(default_factory=set)
+    anomalies: set[str] = field(default_factory=set)
+    measurements: int = 0
+    confirmed_measurements: int = 0
+    measurement_ids: list[str] = field(default_factory=list)
+    first_measurement: str | None = None
+    ended: datetime | None = None  # UTC: a site of the episode seen reachable again, nothing blocked that day
+    ended_day: date | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -86,27 +100,51 @@ class Event:
         return self.confirmed_measurements > 0
 
     @property
-    def key(self) -> str:
-        """What names the finding: the interception CA, the blockpage, or the kind of failure."""
-        e = self.evidence
-        if self.blocking == "tls_mitm":
-            return str(e.get("catalog_id") or e.get("issuer") or "")
-        return str(e.get("blockpage_id") or (e.get("anomalies") or [""])[0])
+    def id(self) -> str:
+        """Stable for the same records: the network, the finding and its first measurement."""
+        seed = f"{self.network_key}|{self.blocking}|{self.key}|{self.first_measurement or self.first_seen}"
+        return "e-" + hashlib.sha256(seed.encode()).hexdigest()[:12]
+
+    @property
+    def first_day(self) -> date:
+        return self.first_local.date()
+
+    @property
+    def last_day(self) -> date:
+        return self.last_local.date()
+
+    def network_label(self) -> str:
+        if self.network:
+            return f"{self.network} ({self.as_name})" if self.as_name else self.network
+        return f"unknown network (probe {self.network_key[-8:]})"
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "target": self.target,
+            "id": self.id,
             "network": self.network,
+            "network_key": self.network_key,
             "as_name": self.as_name,
+            "country": self.country,
+            "time_zone": self.tz,
             "finding": self.blocking,
             "key": self.key,
+            "first_day": self.first_day.isoformat(),
+            "last_day": self.last_day.isoformat(),
+            "days": [d.isoformat() for d in self.days],
             "first_seen": self.first_seen.isoformat() + "Z",
             "last_seen": self.last_seen.isoformat() + "Z",
             "ended": self.ended.isoformat() + "Z" if self.ended else None,
-            "measurements": self.measurements,
-            "confirmed": self.confirmed,
+            "ended_day": self.ended_day.isoformat() if self.ended_day else None,
+            "sites": sorted(self.sites),
+            "places": sorted(self.places),
             "probes": len(self.probes),
-            "places": self.places,
+            "probe_ids": sorted(self.probes),
+            "categories": sorted(self.categories),
+            "measurements": self.measurements,
+            "confirmed_measurements": self.confirmed_measurements,
+            "confirmed": self.confirmed,
+            "measurement_ids": self.measurement_ids,
+            "anomalies": sorted(self.anomalies),
             "evidence": self.evidence,
         }
 
@@ -129,28 +167,63 @@ def _evidence(raw: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def build_events(con: duckdb.DuckDBPyConnection, all_confidence: bool) -> list[Event]:
-    con.execute(_EVENTS, {"all_confidence": all_confidence})
-    rows = con.execute(
-        "SELECT target, network, as_name, blocking, first_seen, last_seen, measurements, confirmed_measurements, "
-        "probes, places, place, CASE WHEN next_state = 'reachable' THEN next_seen END, evidence "
-        "FROM events WHERE state <> 'reachable' ORDER BY first_seen, target, network"
-    ).fetchall()
-    return [
-        Event(
-            target=row[0],
-            network=row[1],
-            as_name=row[2],
-            blocking=row[3],
-            first_seen=row[4],
-            last_seen=row[5],
-            measurements=row[6],
-            confirmed_measurements=row[7],
-            probes=list(row[8]),
-            places=sorted(p for p in row[9] or [] if p),
-            place=row[10],
-            ended=row[11],
-            evidence=_evidence(row[12]),
-        )
-        for row in rows
-    ]
+def _open(row: tuple[Any, ...]) -> Episode:
+    network_key, state = row[0], row[1]
+    blocking, _, key = state.partition("|")
+    return Episode(network_key, row[3], row[4], row[5], row[6], blocking, key, row[9], row[10], row[11], row[12])
+
+
+def _extend(episode: Episode, row: tuple[Any, ...]) -> None:
+    episode.days.append(row[2])
+    episode.as_name = episode.as_name or row[4]
+    episode.measurements += row[7]
+    episode.confirmed_measurements += row[8]
+    episode.first_seen, episode.last_seen = min(episode.first_seen, row[9]), max(episode.last_seen, row[10])
+    episode.first_local, episode.last_local = min(episode.first_local, row[11]), max(episode.last_local, row[12])
+    episode.sites.update(row[13])
+    episode.probes.update(row[14])
+    episode.places.update(row[15] or [])
+    episode.categories.update(row[16] or [])
+    episode.anomalies.update(a for a in row[17] or [] if a)
+    if episode.first_measurement is None:
+        episode.first_measurement = row[18]
+    episode.measurement_ids += [i for i in row[19] or [] if i][: MAX_IDS - len(episode.measurement_ids)]
+
+
+def build_episodes(con: duckdb.DuckDBPyConnection, all_confidence: bool, source: str = "m") -> list[Episode]:
+    """The episodes of the measurements in `source` (a table or view shaped like `m`)."""
+    parameters = {"all_confidence": all_confidence}
+    clear: dict[str, dict[date, dict[str, datetime]]] = {}
+    for network_key, day, target, seen in con.execute(_CLEAR.format(source=source), parameters).fetchall():
+        clear.setdefault(network_key, {}).setdefault(day, {})[target] = seen
+    streams: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    for row in con.execute(_DAYS.format(source=source), parameters).fetchall():
+        streams.setdefault((row[0], row[1]), []).append(row)
+    episodes: list[Episode] = []
+    for (network_key, _state), rows in streams.items():
+        by_day = {row[2]: row for row in rows}
+        reachable = clear.get(network_key, {})
+        current: Episode | None = None
+        for day in sorted(set(by_day) | set(reachable)):
+            if day in by_day:
+                if current is None:
+                    current = _open(by_day[day])
+                    episodes.append(current)
+                _extend(current, by_day[day])
+            elif current is not None:
+                seen = [when for site, when in reachable[day].items() if site in current.sites]
+                if seen:
+                    current.ended, current.ended_day, current = min(seen), day, None
+    evidence = dict(
+        con.execute(
+            _EVIDENCE.format(source=source), {"ids": [e.first_measurement for e in episodes if e.first_measurement]}
+        ).fetchall()
+    )
+    for episode in episodes:
+        episode.evidence = _evidence(evidence.get(episode.first_measurement) or {})
+    return sorted(episodes, key=lambda e: (e.first_seen, e.network_key, e.blocking, e.key))
+
+
+def build_coverage(con: duckdb.DuckDBPyConnection) -> None:
+    """The table `coverage`: per network and local day, what was measured and what it showed."""
+    con.execute(COVERAGE.format(findings=FINDINGS))

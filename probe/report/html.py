@@ -1,17 +1,16 @@
 """The report as one self-contained HTML page: it can be mailed and opened offline.
 
 Everything is inline (style, script, the timeline drawn as SVG), and a Content-Security-Policy
-forbids the page any request at all. Event tables sort and filter in the page; each event opens to
-its evidence (a `<details>` element, so it works without the script too).
+forbids the page any request at all. The episode table sorts and filters in the page; each episode
+(anchored by its id) opens to its evidence (a `<details>` element, so it works without the script).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from html import escape
 from typing import Any
 
-from probe.report.render import KIND_NAMES, evidence_lines, summary_dict
+from probe.report.render import KIND_NAMES, days_text, evidence_lines, summary_dict, zones_text
 from probe.report.sentences import common_name
 from probe.report.summary import Report
 
@@ -23,7 +22,7 @@ COLOURS = {
     "http": "#2166ac",
     "none": "#d9f0d3",
 }
-LANGUAGE_NAMES = {"en": "English", "ru": "Русский"}
+LANGUAGE_NAMES = {"en": "English", "ru": "Русский", "kk": "Қазақша"}
 
 _STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
@@ -87,10 +86,6 @@ def _e(value: Any) -> str:
     return escape(str(value)) if value is not None else "–"
 
 
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "–"
-
-
 def _timeline_svg(timeline: dict[str, Any]) -> str:
     days, targets = timeline["days"], timeline["targets"]
     if not days or not targets:
@@ -127,39 +122,39 @@ def _timeline_svg(timeline: dict[str, Any]) -> str:
 
 
 def _events_table(report: Report) -> str:
-    kinds = sorted({event.blocking for event in report.events})
+    kinds = sorted({episode.blocking for episode in report.episodes})
     options = "".join(f'<option value="{_e(k)}">{_e(KIND_NAMES.get(k, k))}</option>' for k in kinds)
-    head = (
-        '<th data-sort="text"><button>Target</button></th><th data-sort="text"><button>Network</button></th>'
-        '<th data-sort="text"><button>Finding</button></th><th data-sort="text"><button>First seen</button></th>'
-        '<th data-sort="text"><button>Last seen</button></th><th data-sort="text"><button>Ended</button></th>'
-        '<th data-sort="number"><button>Measurements</button></th><th data-sort="number"><button>Probes</button></th>'
-        "<th>Evidence</th>"
-    )
+    head = "".join(
+        f'<th data-sort="{kind}"><button>{_e(name)}</button></th>'
+        for name, kind in (("Network", "text"), ("Finding", "text"), ("Days", "text"), ("Sites", "text"),
+                           ("Places", "text"), ("Ended", "text"), ("Measurements", "number"), ("Probes", "number"))
+    ) + "<th>Evidence</th>"  # fmt: skip
     rows = []
-    for event in report.events:
-        evidence = "".join(f"<li>{_e(line)}</li>" for line in evidence_lines(event))
-        colour = COLOURS.get(event.blocking, "#888")
-        network = f"{event.network or 'unknown'} {event.as_name or ''}".strip()
+    for episode in report.episodes:
+        evidence = "".join(f"<li>{_e(line)}</li>" for line in evidence_lines(episode))
+        colour = COLOURS.get(episode.blocking, "#888")
+        network = episode.network_label()
+        sites, places = ", ".join(sorted(episode.sites)), ", ".join(sorted(episode.places))
+        ended = episode.ended_day.isoformat() if episode.ended_day else ""
         rows.append(
-            f'<tr data-kind="{_e(event.blocking)}">'
-            f'<td data-value="{_e(event.target)}">{_e(event.target)}</td>'
+            f'<tr id="{episode.id}" data-kind="{_e(episode.blocking)}">'
             f'<td data-value="{_e(network)}">{_e(network)}</td>'
-            f'<td data-value="{_e(event.blocking)}"><span class="kind" style="background:{colour}">'
-            f"{_e(KIND_NAMES.get(event.blocking, event.blocking))}</span> {_e(event.key)}"
-            f"{'' if event.confirmed else ' (unconfirmed)'}</td>"
-            f'<td data-value="{event.first_seen.isoformat()}">{_when(event.first_seen)}</td>'
-            f'<td data-value="{event.last_seen.isoformat()}">{_when(event.last_seen)}</td>'
-            f'<td data-value="{event.ended.isoformat() if event.ended else "9999"}">'
-            f"{_when(event.ended) if event.ended else 'not yet'}</td>"
-            f'<td data-value="{event.measurements}">{event.measurements}</td>'
-            f'<td data-value="{len(event.probes)}">{len(event.probes)}</td>'
-            f"<td><details><summary>evidence</summary><ul>{evidence}</ul></details></td></tr>"
+            f'<td data-value="{_e(episode.blocking)}"><span class="kind" style="background:{colour}">'
+            f"{_e(KIND_NAMES.get(episode.blocking, episode.blocking))}</span>"
+            f"{'' if episode.confirmed else ' (unconfirmed)'}</td>"
+            f'<td data-value="{episode.first_day.isoformat()}">{_e(days_text(episode))}</td>'
+            f'<td data-value="{_e(sites)}">{_e(sites)}</td>'
+            f'<td data-value="{_e(places)}">{_e(places or "–")}</td>'
+            f'<td data-value="{ended or "9999"}">{_e(ended or "not yet")}</td>'
+            f'<td data-value="{episode.measurements}">{episode.measurements}</td>'
+            f'<td data-value="{len(episode.probes)}">{len(episode.probes)}</td>'
+            f'<td><details><summary>evidence</summary><p><a href="#{episode.id}">{episode.id}</a></p>'
+            f"<ul>{evidence}</ul></details></td></tr>"
         )
     return (
-        '<div class="controls"><label>Filter <input id="filter-text" type="search" placeholder="target, issuer, AS">'
+        '<div class="controls"><label>Filter <input id="filter-text" type="search" placeholder="site, issuer, AS">'
         f'</label><label>Kind <select id="filter-kind"><option value="">all</option>{options}</select></label>'
-        f'<span><span id="shown-count">{len(report.events)}</span> of {len(report.events)} events</span></div>'
+        f'<span><span id="shown-count">{len(report.episodes)}</span> of {len(report.episodes)} episodes</span></div>'
         f'<table id="events"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     )
 
@@ -172,25 +167,35 @@ def _simple_table(table_id: str, headers: list[str], rows: list[list[Any]]) -> s
 
 def to_html(report: Report) -> str:
     s = summary_dict(report)
-    start, end = report.period
+    first, last = report.days
     cards = [
         ("Measurements", report.measurements), ("Probes", report.probes), ("Targets", report.targets),
-        ("Networks", len(report.networks)), ("Events", len(report.events)),
+        ("Networks", len(report.networks)), ("Episodes", len(report.episodes)),
         ("Skipped lines", report.problems.skipped_lines),
     ]  # fmt: skip
     notes = "".join(f'<p class="note">{_e(m)}</p>' for m in s["problems"])
     sentences = "".join(
         f'<h3 lang="{_e(lang)}">{_e(LANGUAGE_NAMES.get(lang, lang))}</h3><ul class="sentences" lang="{_e(lang)}">'
-        + ("".join(f"<li>{_e(t)}</li>" for t in found) or "<li>No events.</li>")
+        + ("".join(f"<li>{_e(t)}</li>" for t in found) or "<li>No episodes.</li>")
         + "</ul>"
         for lang, found in report.sentences.items()
     )
+    month = "".join(
+        f'<div class="month" lang="{_e(lang)}"><h3>{_e(LANGUAGE_NAMES.get(lang, lang))}</h3>'
+        + "".join(f"<p>{_e(paragraph)}</p>" for paragraph in paragraphs)
+        + "</div>"
+        for lang, paragraphs in report.month.items()
+    )
+    month = f'<h2 id="monthly-entry">Monthly entry</h2>{month}' if month else ""
     findings = _simple_table(
         "findings",
-        ["kind", "confirmed", "unconfirmed"],
-        [[KIND_NAMES.get(k, k), v["confirmed"], v["unconfirmed"]] for k, v in report.findings.items()],
+        ["kind", "episodes", "sites", "networks", "measurements (confirmed)", "measurements (unconfirmed)"],
+        [
+            [KIND_NAMES.get(k, k), v["episodes"], v["sites"], v["networks"], v["confirmed"], v["unconfirmed"]]
+            for k, v in report.findings.items()
+        ],
     )
-    per = ["measurements", "findings", "targets_blocked", "probes"]
+    per = ["measurements", "findings", "sites_blocked", "networks_blocked", "probes"]
     tables = "".join(
         f"<h3>{_e(title)}</h3>"
         + _simple_table(tid, [key, *(p.replace("_", " ") for p in per)], [[r[key], *(r[p] for p in per)] for r in rows])
@@ -218,16 +223,17 @@ def to_html(report: Report) -> str:
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Monitoring record: {_when(start)} to {_when(end)}</title><style>{_STYLE}</style></head>
+<title>Monitoring record: {first} to {last}</title><style>{_STYLE}</style></head>
 <body>
 <h1>Monitoring record: blocking and interception</h1>
-<p id="period">Period: {_when(start)} to {_when(end)} UTC{_e(places)}. Shown: {shown}. Generated {_e(report.generated.strftime("%Y-%m-%d %H:%M %Z"))}.</p>
+<p id="period">Period: {first} to {last} ({_e(zones_text(report))}){_e(places)}. Shown: {shown}. Generated {_e(report.generated.strftime("%Y-%m-%d %H:%M %Z"))}.</p>
 <div class="cards">{"".join(f'<div class="card"><b>{v}</b>{_e(k)}</div>' for k, v in cards)}</div>
 {notes}
+{month}
 <h2>Findings by kind</h2>{findings}
 <h2>For the record</h2>{sentences}
 <h2>Timeline</h2>{_timeline_svg(report.timeline)}
-<h2>Events</h2>{_events_table(report)}
+<h2>Episodes</h2>{_events_table(report)}
 <h2>Tables</h2>{tables}
 <h2>A volunteer's own interception (not censorship)</h2>
 <p>Antivirus, corporate gateways and debugging proxies on the volunteer's side intercept TLS too; they are

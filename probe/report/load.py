@@ -1,9 +1,11 @@
 """Reading a fleet's results into DuckDB: one scan of every file, the small columns kept.
 
 DuckDB reads JSON Lines directly (plain, `.gz` or `.zst`), in parallel, projecting only the fields
-the report needs; the bulky observations are read once, and only a finding's evidence is kept. A
-line that is not a record, or a file that cannot be read, is counted and named with its place;
-records of a newer schema are refused with a clear message; nothing else is lost.
+the report needs; the bulky observations are read once, and only a finding's evidence is kept. Every
+measurement is one row, however many files hold it (the newest re-judged copy wins). Days are the
+network's local days (`localtime`). A line that is not a record, or a file that cannot be read, is
+counted and named with its place (relative to the folder given: no local path leaves the machine);
+filters that match nothing are errors that say what there is.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from typing import Any
 
 import duckdb
 
+from probe.report.localtime import literal, local_time_sql, zone_exists, zone_for
 from probe.results.files import ResultsPathError, open_text, results_files
 from probe.vocabulary.errors import InputError
 
 READABLE_VERSIONS = (1, 2)
 MAX_PLACES = 20  # skipped lines named one by one; the rest are counted
+MAX_NAMED = 30  # networks or targets named in an error
 
 _COLUMNS = {
     "schema_version": "INTEGER",
@@ -36,12 +40,14 @@ _COLUMNS = {
     "interceptor": "STRUCT(catalog VARCHAR, catalog_id VARCHAR, name VARCHAR, country VARCHAR, issuer VARCHAR, "
     "matched_by VARCHAR, matched_certificate INTEGER)",
     "blockpage": "STRUCT(id VARCHAR, name VARCHAR, country VARCHAR, matched VARCHAR)",
+    "rejudged": 'STRUCT("at" VARCHAR, rules_version VARCHAR)',
     "analysis": "JSON",
     "observations": "JSON",
 }
 FINDINGS = ("dns", "tcp", "tls", "tls_mitm", "http")
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
-# One row per measurement. The evidence columns are filled only where a finding needs them.
+# One row per line read. The evidence columns are filled only where a finding needs them.
 _SELECT = """
 SELECT
     filename AS file,
@@ -50,13 +56,14 @@ SELECT
     run_id,
     coalesce(probe_id, 'run:' || run_id) AS probe_id,
     try_strptime(measurement_start_time, '%Y-%m-%dT%H:%M:%S.%fZ') AS time,
+    rejudged.at AS rejudged_at,
     target.host AS target,
     target.input AS target_input,
     target.category AS category,
     CASE WHEN regexp_matches(upper(coalesce(network.asn, '')), '^(AS)?[0-9]+$')
          THEN 'AS' || regexp_replace(upper(network.asn), '^AS', '') ELSE network.asn END AS network,
     network.as_name AS as_name,
-    network.country AS country,
+    upper(network.country) AS country,
     network.region AS place,
     blocking,
     confidence,
@@ -87,19 +94,22 @@ SELECT
 FROM read_json({files}, format = 'newline_delimited', columns = {columns}, ignore_errors = true,
                filename = true, maximum_object_size = 67108864)
 """
+_READABLE = f"schema_version IN {READABLE_VERSIONS} AND time IS NOT NULL AND target IS NOT NULL"
 
 
 class ReportInputError(InputError):
-    """No readable input: the message names the path."""
+    """No readable input, or filters that match nothing: the message says what there is."""
 
 
 @dataclass(frozen=True)
 class Filters:
     since: date | None = None
     until: date | None = None  # inclusive
-    network: str | None = None  # "AS9198" or "9198"
+    network: str | None = None  # "AS9198", "9198" or the AS name ("Kazakhtelecom")
     target: str | None = None
     all_confidence: bool = False
+    tz: str | None = None  # every network's days in this zone, instead of its country's
+    month: str | None = None  # YYYY-MM: the monthly entry, with counts since the start of the year
 
     @staticmethod
     def for_month(month: str) -> tuple[date, date]:
@@ -128,10 +138,9 @@ class Problems:
         found = []
         if self.skipped_lines:
             shown = "; ".join(self.places[:MAX_PLACES])
-            more = "" if len(self.places) <= MAX_PLACES else f"; and {len(self.places) - MAX_PLACES} more"
+            more = "" if self.skipped_lines <= MAX_PLACES else f"; and {self.skipped_lines - MAX_PLACES} more"
             found.append(f"{self.skipped_lines} lines are not records and were skipped: {shown}{more}")
-        for path in self.unreadable_files:
-            found.append(f"{path}: the file could not be read and was skipped")
+        found += self.unreadable_files
         for version, count in sorted(self.refused.items()):
             found.append(
                 f"{count} records of schema_version {version} were refused: this probe reads versions "
@@ -144,8 +153,9 @@ class Problems:
             )
         if self.duplicates:
             found.append(
-                f"{self.duplicates} records appeared more than once (the same measurement_id, in several "
-                "files: a log beside its compressed copy, say) and were counted once"
+                f"{self.duplicates} copies of records read more than once (the same measurement_id in several "
+                "files: a log beside its compressed copy, or a re-judged copy beside another) were counted once; "
+                "the newest judgement wins"
             )
         if self.older:
             found.append(
@@ -155,107 +165,198 @@ class Problems:
         return found
 
 
-def input_files(paths: list[Path]) -> list[Path]:
-    """Every results file to read: in a folder, a re-judged copy stands for its original."""
+def input_files(paths: list[Path]) -> dict[str, str]:
+    """Every results file to read, with the name it is given in the report: relative to the folder
+    named on the command line (a file named directly: its own name), never a local path."""
     try:
-        return results_files(paths, rejudged="prefer")
+        files = results_files(paths, rejudged="prefer")
     except ResultsPathError as exc:
         raise ReportInputError(str(exc)) from None
+    names: dict[str, str] = {}
+    for path in files:
+        shown = path.name
+        for given in paths:
+            if given.is_dir() and path.is_relative_to(given):
+                shown = path.relative_to(given).as_posix()
+                break
+        names[str(path)] = shown
+    return names
 
 
-def _bad_lines(path: Path, limit: int) -> list[str]:
-    """The places of lines that are not records (only read for a file DuckDB found some in)."""
-    places = []
+def _line_problem(line: str) -> str | None:
+    """Why a line is not a readable record, by the same tests the query applies; None if it is one."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return f"not JSON ({exc.msg})"
+    if not isinstance(record, dict) or not isinstance(record.get("schema_version"), int):
+        return "not a probe record"
+    if record["schema_version"] not in READABLE_VERSIONS:
+        return None  # counted apart, as refused
+    try:
+        datetime.strptime(str(record.get("measurement_start_time")), TIME_FORMAT)
+    except ValueError:
+        return "no readable measurement_start_time"
+    target = record.get("target")
+    if not isinstance(target, dict) or not isinstance(target.get("host"), str):
+        return "no target host"
+    return None
+
+
+def _bad_lines(path: Path, shown: str, problems: Problems) -> None:
+    """Count and name the lines that are not records (only for a file the query found some in)."""
     with open_text(path, errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                places.append(f"{path}:{number}: not JSON ({exc.msg})")
-            else:
-                if not isinstance(record, dict) or "schema_version" not in record:
-                    places.append(f"{path}:{number}: not a probe record")
-            if len(places) >= limit:
-                break
-    return places
+            problem = _line_problem(line)
+            if problem is not None:
+                problems.skipped_lines += 1
+                if len(problems.places) < MAX_PLACES:
+                    problems.places.append(f"{shown}:{number}: {problem}")
 
 
-def _sql_list(files: list[Path]) -> str:
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in files) + "]"
+def _file_problem(path: Path, error: duckdb.Error) -> str:
+    """What is wrong with a file DuckDB could not read, in words (a broken archive, say)."""
+    try:
+        with open_text(path) as handle:
+            for _ in handle:
+                pass
+    except Exception as exc:  # noqa: BLE001 - any failure is the file's problem, said in words
+        return f"{type(exc).__name__}: {exc}"
+    return str(error).splitlines()[0].replace(str(path), path.name)[:200]
+
+
+def _sql_list(files: list[str]) -> str:
+    return "[" + ", ".join(literal(p) for p in files) + "]"
 
 
 def _columns() -> str:
     return "{" + ", ".join(f"'{k}': '{v}'" for k, v in _COLUMNS.items()) + "}"
 
 
-def load(con: duckdb.DuckDBPyConnection, paths: list[Path], filters: Filters) -> Problems:
-    """Create the table `m`: one row per readable measurement that passes the filters."""
-    files = input_files(paths)
-    problems = Problems()
-    readable = list(files)
+def _read(con: duckdb.DuckDBPyConnection, names: dict[str, str], problems: Problems) -> None:
+    """Create `raw`: every line of every readable file; unreadable files are named with their problem."""
+    files = list(names)
     try:
         con.execute(f"CREATE OR REPLACE TABLE raw AS {_SELECT.format(files=_sql_list(files), columns=_columns())}")
+        return
     except duckdb.Error:
-        # A file DuckDB cannot read at all (a broken archive): find it, skip it, keep the others.
-        readable = []
-        for path in files:
-            try:
-                con.execute(f"SELECT count(*) FROM ({_SELECT.format(files=_sql_list([path]), columns=_columns())})")
-            except duckdb.Error:
-                problems.unreadable_files.append(str(path))
-            else:
-                readable.append(path)
-        if not readable:
-            raise ReportInputError("no results file could be read") from None
-        con.execute(f"CREATE OR REPLACE TABLE raw AS {_SELECT.format(files=_sql_list(readable), columns=_columns())}")
-    bad = con.execute(
-        "SELECT file, count(*) FROM raw WHERE schema_version IS NULL OR time IS NULL OR target IS NULL "
-        "GROUP BY file ORDER BY file"
-    ).fetchall()
-    for path, count in bad:
-        problems.skipped_lines += count
-        if len(problems.places) < MAX_PLACES:
-            problems.places += _bad_lines(Path(path), MAX_PLACES - len(problems.places))
+        pass
+    readable = []
+    for path in files:  # a file DuckDB cannot read at all: find it, name it, keep the others
+        try:
+            con.execute(f"SELECT count(*) FROM ({_SELECT.format(files=_sql_list([path]), columns=_columns())})")
+        except duckdb.Error as exc:
+            problems.unreadable_files.append(
+                f"{names[path]}: the file could not be read and was skipped ({_file_problem(Path(path), exc)})"
+            )
+        else:
+            readable.append(path)
+    if not readable:
+        raise ReportInputError("no results file could be read: " + "; ".join(problems.unreadable_files))
+    con.execute(f"CREATE OR REPLACE TABLE raw AS {_SELECT.format(files=_sql_list(readable), columns=_columns())}")
+
+
+def load(con: duckdb.DuckDBPyConnection, paths: list[Path], filters: Filters) -> Problems:
+    """Create `allm` (every readable measurement, once, with its local day) and the view `m` (those
+    that pass the filters). Filters that match nothing raise, naming what there is."""
+    if filters.since and filters.until and filters.since > filters.until:
+        raise ReportInputError(f"--since {filters.since} is after --until {filters.until}: no day is in between")
+    if filters.tz and not zone_exists(filters.tz):
+        raise ReportInputError(f"--tz {filters.tz!r}: not a time zone (e.g. Asia/Almaty, Europe/Moscow, UTC)")
+    names = input_files(paths)
+    problems = Problems()
+    _read(con, names, problems)
+    for path, _count in con.execute(
+        f"SELECT file, count(*) FROM raw WHERE schema_version IS NULL OR "
+        f"(schema_version IN {READABLE_VERSIONS} AND (time IS NULL OR target IS NULL)) GROUP BY file ORDER BY file"
+    ).fetchall():
+        _bad_lines(Path(path), names.get(path, Path(path).name), problems)
     for version, count in con.execute(
         f"SELECT schema_version, count(*) FROM raw WHERE schema_version NOT IN {READABLE_VERSIONS} "
         "GROUP BY schema_version"
     ).fetchall():
         problems.refused[int(version)] = count
-    problems.older = con.execute("SELECT count(*) FROM raw WHERE schema_version = 1").fetchone()[0]  # type: ignore[index]
-    where, parameters = _where(filters)
-    readable_rows = f"schema_version IN {READABLE_VERSIONS} AND time IS NOT NULL AND target IS NOT NULL"
-    problems.duplicates = con.execute(
-        "SELECT count(*) - count(DISTINCT measurement_id) FROM raw "
-        f"WHERE {readable_rows} AND measurement_id IS NOT NULL"
-    ).fetchone()[0]  # type: ignore[index]
+    problems.older = _one(con, "SELECT count(*) FROM raw WHERE schema_version = 1")
+    problems.duplicates = _one(
+        con, f"SELECT count(*) - count(DISTINCT measurement_id) FROM raw WHERE {_READABLE} AND measurement_id NOT NULL"
+    )
+    countries = [r[0] for r in con.execute(f"SELECT DISTINCT country FROM raw WHERE {_READABLE}").fetchall()]
+    zones = {country: zone_for(country, filters.tz) for country in countries}
+    span = con.execute(f"SELECT min(time), max(time) FROM raw WHERE {_READABLE}").fetchone()
+    zone_sql, offset_sql = local_time_sql(zones, span[0] if span else None, span[1] if span else None)
     con.execute(
-        "CREATE OR REPLACE TABLE m AS SELECT * EXCLUDE (schema_version), "
-        "coalesce(confidence, 'unconfirmed') = 'confirmed' AS confirmed, CAST(time AS DATE) AS day FROM raw "
-        f"WHERE {readable_rows} {where} "
-        # One row per measurement, however many files hold it.
-        "QUALIFY measurement_id IS NULL OR row_number() OVER (PARTITION BY measurement_id ORDER BY file) = 1",
-        parameters,
+        "CREATE OR REPLACE TABLE allm AS SELECT *, CAST(local_time AS DATE) AS day FROM ("
+        f"SELECT * EXCLUDE (schema_version, rejudged_at), {offset_sql} AS local_time FROM ("
+        "SELECT *, coalesce(confidence, 'unconfirmed') = 'confirmed' AS confirmed, "
+        f"coalesce(network, 'unknown:' || probe_id) AS network_key, {zone_sql} AS tz FROM raw WHERE {_READABLE} "
+        # One row per measurement, however many files hold it: the newest judgement wins.
+        "QUALIFY measurement_id IS NULL OR row_number() OVER (PARTITION BY measurement_id "
+        "ORDER BY rejudged_at DESC NULLS LAST, file) = 1))"
     )
     con.execute("DROP TABLE raw")
-    problems.offline = con.execute("SELECT count(*) FROM m WHERE blocking = 'offline'").fetchone()[0]  # type: ignore[index]
+    if not _one(con, "SELECT count(*) FROM allm"):
+        raise ReportInputError(
+            "no records could be read: " + " | ".join(problems.messages() or ["the files are empty"])
+        )
+    con.execute(f"CREATE OR REPLACE VIEW m AS SELECT * FROM allm WHERE {where(filters)}")
+    _check_matches(con, filters)
+    problems.offline = _one(con, "SELECT count(*) FROM m WHERE blocking = 'offline'")
     return problems
 
 
-def _where(filters: Filters) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    parameters: list[Any] = []
-    if filters.since is not None:
-        clauses.append("AND time >= ?")
-        parameters.append(datetime.combine(filters.since, datetime.min.time()))
-    if filters.until is not None:
-        clauses.append("AND time < ?")
-        parameters.append(datetime.combine(filters.until + timedelta(days=1), datetime.min.time()))
+def _one(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def network_clause(network: str) -> str:
+    """A network by AS number (`AS9198`, `9198`) or by its AS name, as records give it."""
+    asn = "AS" + network.upper().removeprefix("AS") if network.upper().removeprefix("AS").isdigit() else network
+    return f"(network_key = {literal(asn)} OR lower(as_name) = lower({literal(network)}))"
+
+
+def where(filters: Filters, period: bool = True) -> str:
+    """The filters as SQL over `allm` (days are local days); without `period`, network and target only."""
+    since, until = (filters.since, filters.until) if period else (None, None)
+    clauses = ["TRUE"]
+    if since is not None:
+        clauses.append(f"day >= DATE '{since.isoformat()}'")
+    if until is not None:
+        clauses.append(f"day <= DATE '{until.isoformat()}'")
     if filters.network is not None:
-        clauses.append("AND network = ?")
-        parameters.append("AS" + filters.network.upper().removeprefix("AS"))
+        clauses.append(network_clause(filters.network))
     if filters.target is not None:
-        clauses.append("AND target = ?")
-        parameters.append(filters.target.lower().rstrip("."))
-    return " ".join(clauses), parameters
+        clauses.append(f"target = {literal(filters.target.lower().rstrip('.'))}")
+    return " AND ".join(clauses)
+
+
+def _named(rows: list[tuple[Any, ...]]) -> str:
+    shown = [" ".join(str(v) for v in row if v) for row in rows[:MAX_NAMED]]
+    return ", ".join(shown) + (f" and {len(rows) - MAX_NAMED} more" if len(rows) > MAX_NAMED else "")
+
+
+def _check_matches(con: duckdb.DuckDBPyConnection, filters: Filters) -> None:
+    """Filters that match nothing are an error that names what the records hold."""
+    if filters.network is not None and not _one(
+        con, f"SELECT count(*) FROM allm WHERE {network_clause(filters.network)}"
+    ):
+        networks = con.execute(
+            "SELECT network_key, '(' || any_value(as_name) || ')' FROM allm GROUP BY 1 ORDER BY count(*) DESC"
+        ).fetchall()
+        raise ReportInputError(
+            f"--network {filters.network}: no records of that network; there are: {_named(networks)}"
+        )
+    if filters.target is not None and not _one(
+        con, f"SELECT count(*) FROM allm WHERE {where(Filters(target=filters.target))}"
+    ):
+        targets = con.execute("SELECT DISTINCT target FROM allm ORDER BY 1").fetchall()
+        raise ReportInputError(f"--target {filters.target}: no records of that target; there are: {_named(targets)}")
+    if not _one(con, "SELECT count(*) FROM m"):
+        first, last = con.execute(
+            f"SELECT min(day), max(day) FROM allm WHERE {where(filters, period=False)}"
+        ).fetchone() or (None, None)
+        asked = f"from {filters.since or 'the start'} to {filters.until or 'the end'}"
+        chosen = " for the network and target asked" if filters.network or filters.target else ""
+        raise ReportInputError(f"no records {asked} (local days){chosen}; the records{chosen} cover {first} to {last}")

@@ -1,6 +1,10 @@
-"""The report as text: Markdown for the monthly record, JSON for programs, CSV of the events, and
-Parquet (measurements and events, partitioned by day and network) for the engines that take over
-when one machine is outgrown."""
+"""The report as text: Markdown for the monthly record, JSON for programs, CSV of the episodes, the
+monthly entry as plain text, and Parquet (measurements and episodes, partitioned by day and network)
+for the engines that take over when one machine is outgrown.
+
+Certificate issuers, blockpage titles and place names come from the network or the operator: in
+Markdown every cell and sentence is escaped (no HTML, no emphasis, no table break), and in CSV a
+cell that a spreadsheet would read as a formula is quoted (OWASP's CSV injection advice)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from probe.report.events import Event
+from probe.report.events import Episode
 from probe.report.sentences import common_name
 from probe.report.summary import Report
 from probe.results.forensics_text import forensics_lines
@@ -26,12 +30,34 @@ KIND_NAMES = {
 }
 
 
+_MARKDOWN_SPECIAL = set("\\`*_[]<>|~&#!")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def md(value: Any) -> str:
+    """Text as Markdown shows it literally: punctuation that means something escaped, lines joined."""
+    text = " ".join(str(value if value is not None else "-").split())
+    return "".join("\\" + c if c in _MARKDOWN_SPECIAL else c for c in text)
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell a spreadsheet cannot run: text starting with = + - @ tab or CR is prefixed with a quote."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _day(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
 
 
-def evidence_lines(event: Event) -> list[str]:
-    """The evidence of an event in plain words: what an analyst cites."""
+def days_text(episode: Episode) -> str:
+    first, last = episode.first_day.isoformat(), episode.last_day.isoformat()
+    return first if first == last else f"{first} to {last}"
+
+
+def evidence_lines(event: Episode) -> list[str]:
+    """The evidence of an episode in plain words (its first measurement's): what an analyst cites."""
     e = event.evidence
     lines = []
     if event.blocking == "tls_mitm":
@@ -60,16 +86,19 @@ def evidence_lines(event: Event) -> list[str]:
         hop = e["redirect_hop"]
         lines.append(f"on redirect {hop.get('index')}: {hop.get('url')} ({hop.get('stage')})")
     lines += forensics_lines(e.get("forensics"))
-    lines.append(f"anomalies: {', '.join(e.get('anomalies') or [])}")
-    lines.append(f"first measurement: {e.get('measurement_id')} in {e.get('file')}")
+    lines.append(f"anomalies: {', '.join(sorted(event.anomalies))}")
+    lines.append(f"first measurement: {e.get('measurement_id') or event.first_measurement or '-'}")
     return lines
 
 
 def summary_dict(report: Report) -> dict[str, Any]:
     start, end = report.period
+    first, last = report.days
     return {
         "generated": report.generated.isoformat(),
         "period": {"from": start.isoformat() + "Z" if start else None, "to": end.isoformat() + "Z" if end else None},
+        "days": {"from": first.isoformat() if first else None, "to": last.isoformat() if last else None},
+        "time_zones": report.zones,
         "filters": report.filters,
         "confidence_shown": "all" if report.all_confidence else "confirmed",
         "measurements": report.measurements,
@@ -87,8 +116,9 @@ def summary_dict(report: Report) -> dict[str, Any]:
 def to_json(report: Report) -> str:
     document = {
         "summary": summary_dict(report),
-        "events": [event.as_dict() for event in report.events],
+        "episodes": [episode.as_dict() for episode in report.episodes],
         "sentences": report.sentences,
+        "month": report.month,
         "by_target": report.by_target,
         "by_network": report.by_network,
         "by_place": report.by_place,
@@ -97,107 +127,98 @@ def to_json(report: Report) -> str:
             "cells": [{"day": d, "target": t, "finding": f} for (d, t), f in sorted(report.timeline["cells"].items())],
         },
         "local_interception": report.local_interception,
+        "coverage": report.coverage,
     }
     return json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n"
 
 
-EVENT_COLUMNS = (
-    "target",
-    "network",
-    "as_name",
-    "finding",
-    "key",
-    "first_seen",
-    "last_seen",
-    "ended",
-    "measurements",
-    "probes",
-    "places",
-    "confirmed",
-    "issuer",
-    "catalog_id",
-    "blockpage_id",
-    "evidence",
-)
+EPISODE_COLUMNS = (
+    "id", "network", "as_name", "finding", "key", "first_day", "last_day", "days", "ended_day", "sites", "places",
+    "measurements", "probes", "confirmed", "issuer", "catalog_id", "blockpage_id", "first_seen", "last_seen", "ended",
+    "time_zone", "evidence",
+)  # fmt: skip
 
 
 def to_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(EVENT_COLUMNS)
-    for event in report.events:
-        row = event.as_dict()
-        writer.writerow(
-            [
-                row["target"],
-                row["network"],
-                row["as_name"],
-                row["finding"],
-                row["key"],
-                row["first_seen"],
-                row["last_seen"],
-                row["ended"],
-                row["measurements"],
-                row["probes"],
-                ";".join(row["places"]),
-                row["confirmed"],
-                event.evidence.get("issuer"),
-                event.evidence.get("catalog_id"),
-                event.evidence.get("blockpage_id"),
-                " | ".join(evidence_lines(event)),
-            ]
+    writer.writerow(EPISODE_COLUMNS)
+    for episode in report.episodes:
+        row = episode.as_dict()
+        row.update(
+            network=row["network"] or episode.network_label(),
+            days=";".join(row["days"]),
+            sites=";".join(row["sites"]),
+            places=";".join(row["places"]),
+            issuer=episode.evidence.get("issuer"),
+            catalog_id=episode.evidence.get("catalog_id"),
+            blockpage_id=episode.evidence.get("blockpage_id"),
+            evidence=" | ".join(evidence_lines(episode)),
         )
+        writer.writerow([csv_cell(row[column]) for column in EPISODE_COLUMNS])
     return out.getvalue()
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
-    def cell(value: Any) -> str:
-        return str(value if value is not None else "-").replace("|", "\\|").replace("\n", " ")
-
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(md(v) for v in row) + " |" for row in rows]
     return lines
+
+
+def zones_text(report: Report) -> str:
+    """Which local time the days are in: "days are in Asia/Almaty time (AS9198, AS21299)"."""
+    if len(report.zones) == 1:
+        return f"days are in {next(iter(report.zones))} time"
+    return "days are in each network's local time: " + "; ".join(
+        f"{zone} ({', '.join(networks)})" for zone, networks in sorted(report.zones.items())
+    )
 
 
 def to_markdown(report: Report) -> str:
     s = summary_dict(report)
-    start, end = report.period
+    first, last = report.days
     lines = [
         "# Monitoring record: blocking and interception",
         "",
-        f"Period: {_day(start)} to {_day(end)} UTC. Measurements: {report.measurements} by {report.probes} "
-        f"probes, of {report.targets} targets, on {len(report.networks)} networks"
-        + (f", in {', '.join(report.places)}" if report.places else "")
+        f"Period: {first} to {last} ({md(zones_text(report))}). Measurements: {report.measurements} by "
+        f"{report.probes} probes, of {report.targets} targets, on {len(report.networks)} networks"
+        + (f", in {md(', '.join(report.places))}" if report.places else "")
         + f". Skipped lines: {report.problems.skipped_lines}.",
         f"Shown: {'all findings, confirmed or not' if report.all_confidence else 'confirmed findings only'}.",
         "",
     ]
-    for message in s["problems"]:
-        lines.append(f"> {message}")
+    lines += [f"> {md(message)}" for message in s["problems"]]
+    for language, paragraphs in report.month.items():
+        lines += ["", f"## Monthly entry ({language})", ""]
+        lines += [md(paragraph) + "\n" for paragraph in paragraphs]
     lines += ["", "## Findings by kind", ""]
     lines += _table(
-        ["kind", "confirmed", "unconfirmed"],
-        [[KIND_NAMES.get(k, k), v["confirmed"], v["unconfirmed"]] for k, v in report.findings.items()],
+        ["kind", "episodes", "sites", "networks", "measurements (confirmed)", "measurements (unconfirmed)"],
+        [
+            [KIND_NAMES.get(k, k), v["episodes"], v["sites"], v["networks"], v["confirmed"], v["unconfirmed"]]
+            for k, v in report.findings.items()
+        ],
     )
     for language, found in report.sentences.items():
         lines += ["", f"## For the record ({language})", ""]
-        lines += [f"- {text}" for text in found] or ["- (no confirmed events)"]
-    lines += ["", "## Events", ""]
+        lines += [f"- {md(text)}" for text in found] or ["- (no confirmed episodes)"]
+    lines += ["", "## Episodes", ""]
     lines += _table(
-        ["target", "network", "finding", "first seen", "last seen", "ended", "measurements", "probes", "evidence"],
+        ["episode", "network", "finding", "days", "ended", "sites", "places", "measurements", "probes", "evidence"],
         [
             [
-                e.target,
-                f"{e.network or '-'} {e.as_name or ''}".strip(),
-                KIND_NAMES.get(e.blocking, e.blocking),
-                _day(e.first_seen),
-                _day(e.last_seen),
-                _day(e.ended),
+                e.id,
+                e.network_label(),
+                KIND_NAMES.get(e.blocking, e.blocking) + ("" if e.confirmed else " (unconfirmed)"),
+                days_text(e),
+                e.ended_day or "not by the end of the period",
+                ", ".join(sorted(e.sites)),
+                ", ".join(sorted(e.places)) or "-",
                 e.measurements,
                 len(e.probes),
                 "; ".join(evidence_lines(e)[:3]),
             ]
-            for e in report.events
+            for e in report.episodes
         ],
     )
     for title, rows, key in (
@@ -207,8 +228,11 @@ def to_markdown(report: Report) -> str:
     ):
         lines += ["", f"## {title}", ""]
         lines += _table(
-            [key, "measurements", "findings", "targets blocked", "probes"],
-            [[r[key], r["measurements"], r["findings"], r["targets_blocked"], r["probes"]] for r in rows],
+            [key, "measurements", "findings", "sites blocked", "networks blocked", "probes"],
+            [
+                [r[key], r["measurements"], r["findings"], r["sites_blocked"], r["networks_blocked"], r["probes"]]
+                for r in rows
+            ],
         )
     lines += ["", "## A volunteer's own interception (not censorship)", ""]
     lines += (
@@ -225,22 +249,27 @@ def to_markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def to_text(report: Report) -> str:
+    """The monthly entry (with --month), else the sentences: plain text, ready to paste."""
+    blocks = report.month or {language: found or ["-"] for language, found in report.sentences.items()}
+    return "\n\n".join("\n\n".join(paragraphs) for paragraphs in blocks.values()) + "\n"
+
+
 def to_parquet(con: duckdb.DuckDBPyConnection, report: Report, out: Path) -> None:
-    """Measurements and events, partitioned by day and network (Hive layout: `day=.../network=...`),
+    """Measurements and episodes, partitioned by day and network (Hive layout: `day=.../network=...`),
     as ClickHouse, Spark or BigQuery load them. docs/report.md shows the load command."""
     out.mkdir(parents=True, exist_ok=True)
     con.execute(
-        f"COPY (SELECT * EXCLUDE (file), coalesce(network, 'unknown') AS network_key FROM m) "
+        "COPY (SELECT * EXCLUDE (file) FROM m) "
         f"TO '{_quote(out / 'measurements')}' (FORMAT PARQUET, PARTITION_BY (day, network_key), OVERWRITE_OR_IGNORE)"
     )
     rows = [
         {
-            **{k: v for k, v in event.as_dict().items() if k != "evidence"},
-            "evidence": json.dumps(event.evidence, ensure_ascii=False, default=str),
-            "day": event.first_seen.date().isoformat(),
-            "network_key": event.network or "unknown",
+            **{k: v for k, v in episode.as_dict().items() if k != "evidence"},
+            "evidence": json.dumps(episode.evidence, ensure_ascii=False, default=str),
+            "day": episode.first_day.isoformat(),
         }
-        for event in report.events
+        for episode in report.episodes
     ]
     events_json = out / "events.json.tmp"
     events_json.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")

@@ -1,24 +1,26 @@
-"""Ready-to-paste sentences in the monitoring record's style, from the events, in each language.
+"""Ready-to-paste sentences in the monitoring record's style, from the episodes, in each language.
 
-The words are data (`templates/<language>.json`), so that a Kazakh template can be added without
-code: months, date ranges, plural forms (by the language's rule), and one sentence per kind of
-finding. Events are grouped by kind, what names the finding (the interception CA, the blockpage),
-network and place; a sentence counts the sites and the probes that saw them.
+The words are data (`templates/<language>.json`): months, date ranges, plural forms (by the
+language's rule), a glossary of kinds, anomaly codes and site categories in plain words (no internal
+code reaches a sentence), the cities of Kazakhstan in the language's own form (other places as the
+operator wrote them), and one sentence per kind. Episodes of one network, kind and interceptor or
+blockpage make one sentence that keeps their gaps ("from 6 to 7 and from 19 to 21 December"); days
+are the network's local days. `month_entry` writes the monthly record in the organisation's form.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import date
 from importlib import resources
 from typing import Any
 
-from probe.report.events import Event
+from probe.report.events import Episode
 from probe.vocabulary.errors import InputError
 
 LANGUAGES = ("en", "ru")
+MAX_SITES = 5  # sites named in a sentence; the rest are counted
 
 
 def _plural_en(n: int) -> str:
@@ -40,10 +42,16 @@ def _plural_none(n: int) -> str:
 
 
 PLURAL_RULES: dict[str, Callable[[int], str]] = {"en": _plural_en, "ru": _plural_ru, "kk": _plural_none}
+_KEYS = ("months", "dates", "and", "words", "sentence", "findings", "kinds", "how", "plural_rule", "month")
 
 
 class TemplateError(InputError):
     """A template file that cannot be used; the message names the file and the key."""
+
+
+def available_languages() -> list[str]:
+    folder = resources.files("probe.report") / "templates"
+    return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
 
 
 def load_template(language: str) -> dict[str, Any]:
@@ -51,64 +59,17 @@ def load_template(language: str) -> dict[str, Any]:
     try:
         template = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise TemplateError(f"no sentence template for language {language!r} (templates/{language}.json)") from None
+        raise TemplateError(
+            f"no sentence template for language {language!r}; there are: {', '.join(available_languages())}"
+        ) from None
     except json.JSONDecodeError as exc:
         raise TemplateError(f"templates/{language}.json:{exc.lineno}: not valid JSON: {exc.msg}") from None
-    for key in ("months", "dates", "place", "network", "network_without_name", "words", "findings", "plural_rule"):
+    for key in _KEYS:
         if key not in template:
             raise TemplateError(f"templates/{language}.json: missing {key!r}")
     if template["plural_rule"] not in PLURAL_RULES:
         raise TemplateError(f"templates/{language}.json: unknown plural_rule {template['plural_rule']!r}")
     return template
-
-
-@dataclass(frozen=True)
-class Group:
-    blocking: str
-    key: str
-    network: str | None
-    as_name: str | None
-    place: str | None
-    first: datetime
-    last: datetime
-    sites: int
-    probes: int
-    ongoing: bool
-    issuer: str | None
-    catalog_id: str | None
-    blockpage: str | None
-    anomaly: str | None
-
-
-def group_events(events: list[Event]) -> list[Group]:
-    grouped: dict[tuple[str, str, str | None, str | None], list[Event]] = {}
-    for event in events:
-        grouped.setdefault((event.blocking, event.key, event.network, event.place), []).append(event)
-    groups = []
-    for (blocking, key, network, place), members in grouped.items():
-        evidence = members[0].evidence
-        anomalies = evidence.get("anomalies") or []
-        groups.append(
-            Group(
-                blocking=blocking,
-                key=key,
-                network=network,
-                as_name=next((e.as_name for e in members if e.as_name), None),
-                place=place,
-                first=min(e.first_seen for e in members),
-                last=max(e.last_seen for e in members),
-                sites=len({e.target for e in members}),
-                probes=len({p for e in members for p in e.probes}),
-                ongoing=any(e.ended is None for e in members),
-                issuer=evidence.get("issuer"),
-                catalog_id=evidence.get("catalog_id"),
-                blockpage=evidence.get("blockpage_name") or evidence.get("blockpage_id"),
-                anomaly=evidence.get("blockpage_id")
-                if blocking == "dns" and evidence.get("blockpage_id")
-                else (anomalies[0] if anomalies else None),
-            )
-        )
-    return sorted(groups, key=lambda g: (g.first, g.blocking, g.network or "", g.key))
 
 
 def common_name(issuer: str | None) -> str | None:
@@ -122,57 +83,179 @@ def common_name(issuer: str | None) -> str | None:
     return issuer
 
 
-def _when(template: dict[str, Any], first: datetime, last: datetime) -> str:
-    months = template["months"]
-    values = {
-        "d1": first.day, "m1": months[first.month - 1], "y1": first.year,
-        "d2": last.day, "m2": months[last.month - 1], "y2": last.year,
-    }  # fmt: skip
-    if first.date() == last.date():
-        form = "same_day"
-    elif (first.year, first.month) == (last.year, last.month):
-        form = "same_month"
-    elif first.year == last.year:
-        form = "same_year"
-    else:
-        form = "different_years"
-    return str(template["dates"][form]).format(**values)
+def join(items: list[str], template: dict[str, Any]) -> str:
+    """`a`, `a and b`, `a, b and c` in the template's words."""
+    if len(items) <= 1:
+        return "".join(items)
+    return template.get("comma", ", ").join(items[:-1]) + template["and"] + items[-1]
 
 
-def sentence(group: Group, template: dict[str, Any]) -> str | None:
-    kind = "http_blockpage" if group.blocking == "http" and group.blockpage else group.blocking
-    pattern = template["findings"].get(kind)
+def counted(word: str, n: int, template: dict[str, Any]) -> str:
+    forms = template["words"][word]
+    plural = PLURAL_RULES[template["plural_rule"]](n)
+    return f"{n} {forms.get(plural) or forms.get('other') or next(iter(forms.values()))}"
+
+
+def when(ranges: list[tuple[date, date]], template: dict[str, Any]) -> str:
+    """Date ranges in words, gaps kept: "From 6 to 7 and from 19 to 21 December 2020"."""
+    dates, months = template["dates"], template["months"]
+    same_year = len({d.year for r in ranges for d in r}) == 1
+    same_month = same_year and len({d.month for r in ranges for d in r}) == 1
+
+    def day(d: date, with_month: bool) -> str:
+        form = "day_month" if with_month else "day"
+        return str(dates["day_month_year" if not same_year else form]).format(d=d.day, m=months[d.month - 1], y=d.year)
+
+    pieces = []
+    for first, last in ranges:
+        if first == last:
+            pieces.append(str(dates["single"]).format(a=day(first, not same_month)))
+            continue
+        word = dates["from_word"].get(str(first.day), dates["from_word"].get("default", ""))
+        a = day(first, not same_month and first.month != last.month)
+        pieces.append(str(dates["span"]).format(a=a, b=day(last, not same_month), **{"from": word}))
+    first = ranges[0][0]
+    values = {"m": months[first.month - 1], "mi": template.get("months_in", months)[first.month - 1], "y": first.year}
+    head = str(dates["head_year"]).format(**values) if same_year else ""
+    tail = dates["tail_month"] if same_month else dates["tail_year"] if same_year else ""
+    text = head + join(pieces, template) + str(tail).format(**values)
+    return text[:1].upper() + text[1:]
+
+
+def places(names: set[str], template: dict[str, Any]) -> str:
+    """The places in the language's form: the gazetteer's cities, others as the operator wrote them."""
+    if not names:
+        return ""
+    gazetteer = template.get("places", {})
+    shown = [gazetteer.get(n.strip().lower()) or str(template["place_other"]).format(place=n) for n in sorted(names)]
+    return str(template["places_frame"]).format(list=join(shown, template))
+
+
+def site_list(sites: set[str], template: dict[str, Any]) -> str:
+    names = sorted(sites)
+    shown = names[:MAX_SITES]
+    if len(names) > MAX_SITES:
+        shown.append(str(template["more"]).format(n=len(names) - MAX_SITES))
+    return join(shown, template)
+
+
+def network_name(episode: Episode, template: dict[str, Any]) -> str:
+    if episode.network is None:
+        return str(template["network_unknown"]).format(probe=episode.network_key[-8:])
+    pattern = template["network"] if episode.as_name else template["network_unnamed"]
+    return str(pattern).format(network=episode.network, as_name=episode.as_name)
+
+
+def kind_of(episode: Episode) -> str:
+    return "http_blockpage" if episode.blocking == "http" and episode.evidence.get("blockpage_id") else episode.blocking
+
+
+def kind_words(kind: str, template: dict[str, Any]) -> str:
+    return str(template["kinds"].get(kind, template["kinds"].get(kind.split("_")[0], "")))
+
+
+def how(anomalies: set[str], template: dict[str, Any]) -> str:
+    words = sorted({template["how"][a] for a in anomalies if a in template["how"]})
+    return str(template["how_frame"]).format(how=join(words, template)) if words else ""
+
+
+def group(episodes: list[Episode]) -> list[list[Episode]]:
+    """Episodes of one network, kind and interceptor or blockpage, in time order."""
+    found: dict[tuple[str, str, str], list[Episode]] = {}
+    for episode in sorted(episodes, key=lambda e: e.first_seen):
+        found.setdefault((episode.network_key, episode.blocking, episode.key), []).append(episode)
+    return sorted(found.values(), key=lambda g: (g[0].first_seen, g[0].network_key))
+
+
+def _values(members: list[Episode], template: dict[str, Any]) -> dict[str, Any]:
+    """What every sentence of a group may say, with every counted word in every case the template has."""
+    first = members[0]
+    sites = {s for e in members for s in e.sites}
+    counts = {"site": len(sites), "probe": len({p for e in members for p in e.probes}),
+              "measurement": sum(e.measurements for e in members), "episode": len(members), "network": 1}  # fmt: skip
+    values: dict[str, Any] = {}
+    for word in template["words"]:
+        n = counts.get(word.split("_")[0], 0)
+        text = counted(word, n, template)
+        values[word] = (
+            str(template["sites"]).format(count=text, names=site_list(sites, template))
+            if (word.startswith("site"))
+            else text
+        )
+    values.update(
+        When=when([(e.first_day, e.last_day) for e in members], template),
+        network=network_name(first, template),
+        places=places({p for e in members for p in e.places}, template),
+        issuer=common_name(first.evidence.get("issuer")) or "?",
+        catalog=template.get("catalog", "") if first.evidence.get("catalog_id") else "",
+        blockpage=first.evidence.get("blockpage_name") or "?",
+        how=how({a for e in members for a in e.anomalies}, template),
+        ongoing=template["ongoing"] if members[-1].ended is None else "",
+        sites=len(sites),
+    )
+    return values
+
+
+def sentence(members: list[Episode], template: dict[str, Any]) -> str | None:
+    pattern = template["findings"].get(kind_of(members[0]))
     if pattern is None:
         return None
-    plural = PLURAL_RULES[template["plural_rule"]]
-    words = {}
-    for word, forms in template["words"].items():
-        count = group.probes if word.startswith("probe") else group.sites
-        form = forms.get(plural(count)) or forms.get("other") or next(iter(forms.values()))
-        words[word] = f"{count} {form}"
-    if group.network:
-        network = template["network" if group.as_name else "network_without_name"].format(
-            network=group.network, as_name=group.as_name
-        )
-    else:
-        network = ""
-    return str(pattern).format(
-        when=_when(template, group.first, group.last),
-        place=template["place"].format(place=group.place) if group.place else "",
-        network=network,
-        issuer=common_name(group.issuer) or "?",
-        catalog=template["catalog"].format(catalog_id=group.catalog_id) if group.catalog_id else "",
-        blockpage=group.blockpage or "",
-        anomaly=group.anomaly or group.blocking,
-        ongoing=template["ongoing"] if group.ongoing else "",
-        **words,
-    )
+    values = _values(members, template)
+    return str(template["sentence"]).format(what=str(pattern).format(**values), **values)
 
 
-def sentences(events: list[Event], languages: tuple[str, ...] = LANGUAGES) -> dict[str, list[str]]:
-    groups = group_events(events)
+def sentences(episodes: list[Episode], languages: tuple[str, ...] = LANGUAGES) -> dict[str, list[str]]:
+    groups = group(episodes)
     found: dict[str, list[str]] = {}
     for language in languages:
         template = load_template(language)
         found[language] = [s for s in (sentence(g, template) for g in groups) if s]
     return found
+
+
+def month_entry(
+    episodes: list[Episode], year_episodes: list[Episode], month: date, zones: list[str], template: dict[str, Any]
+) -> list[str]:
+    """The monthly record in the organisation's form: one paragraph per network and kind, then the
+    counts since 1 January."""
+    words = template["month"]
+    months = template["months_nominative"] if "months_nominative" in template else template["months"]
+    name, within = months[month.month - 1], template.get("months_in", template["months"])[month.month - 1]
+    month_values = {"month": name, "Month": name.capitalize(), "month_in": within, "year": month.year}
+    lines = [str(words["title"]).format(zones=", ".join(zones), **month_values)]
+    for members in group(episodes):
+        values = _values(members, template)
+        first = members[0]
+        if first.network and first.as_name:
+            values["network"] = str(words["network"]).format(network=first.network, as_name=first.as_name)
+        elif first.network is None:
+            values["network"] = str(words["network_unknown"]).format(probe=first.network_key[-8:])
+        categories = sorted({c for e in members for c in e.categories if c in template.get("categories", {})})
+        if categories:
+            names = join([template["categories"][c] for c in categories], template)
+            for word in [w for w in template["words"] if w.startswith("site")]:
+                values[word] = str(words["categories"]).format(
+                    count=counted(word, values["sites"], template),
+                    categories=names,
+                    names=site_list({s for e in members for s in e.sites}, template),
+                )
+        values["kind"] = kind_words(kind_of(first), template)
+        kind = "tls_mitm" if first.blocking == "tls_mitm" else "unavailable"
+        lines.append(str(words[kind]).format(**values))
+    if len(lines) == 1:
+        lines.append(str(words["none"]).format(**month_values))
+    sites = {s for e in year_episodes for s in e.sites}
+    year = {
+        "episode": counted("episode", len(year_episodes), template),
+        "network": counted("network", len({e.network_key for e in year_episodes}), template)
+        if "network" in template["words"] else "",
+        "network_loc": counted("network_loc", len({e.network_key for e in year_episodes}), template)
+        if "network_loc" in template["words"] else "",
+        "networks": len({e.network_key for e in year_episodes}),
+        "site": counted("site", len(sites), template),
+        "sites": len(sites),
+        "in_month": sum(1 for e in year_episodes if (e.first_day.year, e.first_day.month) == (month.year, month.month)),
+    }  # fmt: skip
+    lines.append(str(words["year"]).format(**year, **{k: v for k, v in month_values.items() if k != "year"},
+                                           year=month.year))  # fmt: skip
+    return lines

@@ -1,5 +1,6 @@
-"""The report's numbers: the summary, tables by target, network and place, the day-by-target
-timeline, and a volunteer's own interception listed apart. Each is one query over `m` and `events`."""
+"""The report's numbers: the summary, findings by kind (episodes and sites, not only measurements),
+tables by target, network and place, the day-by-target timeline (local days), coverage per network
+and day, and a volunteer's own interception listed apart. Each is one query over `m`."""
 
 from __future__ import annotations
 
@@ -9,22 +10,24 @@ from typing import Any
 
 import duckdb
 
-from probe.report.events import Event
+from probe.report.events import Episode
 from probe.report.load import FINDINGS, Problems
 
 
 @dataclass
 class Report:
     generated: datetime
-    period: tuple[datetime | None, datetime | None]
+    period: tuple[datetime | None, datetime | None]  # UTC instants
+    days: tuple[date | None, date | None]  # the first and last local day
+    zones: dict[str, list[str]]  # time zone -> the networks whose days are counted in it
     measurements: int
     probes: int
     places: list[str]
     networks: list[dict[str, Any]]  # network, as_name, measurements
     targets: int
-    findings: dict[str, dict[str, int]]  # blocking -> {"confirmed": n, "unconfirmed": n}
+    findings: dict[str, dict[str, int]]  # blocking -> episodes, sites, networks, confirmed, unconfirmed
     verdicts: dict[str, int]
-    events: list[Event]
+    episodes: list[Episode]
     by_target: list[dict[str, Any]]
     by_network: list[dict[str, Any]]
     by_place: list[dict[str, Any]]
@@ -34,6 +37,8 @@ class Report:
     all_confidence: bool
     filters: dict[str, Any] = field(default_factory=dict)
     sentences: dict[str, list[str]] = field(default_factory=dict)  # language -> sentences
+    month: dict[str, list[str]] = field(default_factory=dict)  # language -> the monthly entry's paragraphs
+    coverage: list[dict[str, Any]] = field(default_factory=list)  # per network and local day
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> list[dict[str, Any]]:
@@ -44,32 +49,48 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> list[
 
 def summarise(
     con: duckdb.DuckDBPyConnection,
-    events: list[Event],
+    episodes: list[Episode],
     problems: Problems,
     all_confidence: bool,
     filters: dict[str, Any],
 ) -> Report:
     totals = con.execute(
-        "SELECT count(*), count(DISTINCT probe_id), count(DISTINCT target), min(time), max(time) FROM m"
+        "SELECT count(*), count(DISTINCT probe_id), count(DISTINCT target), min(time), max(time), min(day), max(day) "
+        "FROM m"
     ).fetchone()
     assert totals is not None
     findings: dict[str, dict[str, int]] = {}
     for blocking, confirmed, count in con.execute(
         f"SELECT blocking, confirmed, count(*) FROM m WHERE blocking IN {FINDINGS} GROUP BY ALL ORDER BY ALL"
     ).fetchall():
-        findings.setdefault(blocking, {"confirmed": 0, "unconfirmed": 0})[
+        findings.setdefault(blocking, {"episodes": 0, "sites": 0, "networks": 0, "confirmed": 0, "unconfirmed": 0})[
             "confirmed" if confirmed else "unconfirmed"
         ] = count
+    for blocking in findings:
+        shown_episodes = [e for e in episodes if e.blocking == blocking]
+        findings[blocking].update(
+            episodes=len(shown_episodes),
+            sites=len({s for e in shown_episodes for s in e.sites}),
+            networks=len({e.network_key for e in shown_episodes}),
+        )
+    zones: dict[str, list[str]] = {}
+    for zone, networks in con.execute(
+        "SELECT tz, list(DISTINCT network_key ORDER BY network_key) FROM m GROUP BY tz"
+    ).fetchall():
+        zones[zone] = sorted({n if not n.startswith("unknown:") else "unknown" for n in networks})
     verdicts = dict(con.execute("SELECT blocking, count(*) FROM m GROUP BY ALL ORDER BY 2 DESC").fetchall())
     shown = f"blocking IN {FINDINGS}" + ("" if all_confidence else " AND confirmed")
     per = (
         f"count(*) AS measurements, count(*) FILTER (WHERE {shown}) AS findings, "
-        "count(DISTINCT target) FILTER (WHERE " + shown + ") AS targets_blocked, "
+        "count(DISTINCT target) FILTER (WHERE " + shown + ") AS sites_blocked, "
+        "count(DISTINCT network_key) FILTER (WHERE " + shown + ") AS networks_blocked, "
         "count(DISTINCT probe_id) AS probes"
     )
     return Report(
         generated=datetime.now().astimezone(),
         period=(totals[3], totals[4]),
+        days=(totals[5], totals[6]),
+        zones=zones,
         measurements=totals[0],
         probes=totals[1],
         places=[
@@ -77,18 +98,20 @@ def summarise(
         ],
         networks=_rows(
             con,
-            "SELECT network, any_value(as_name) AS as_name, count(*) AS measurements FROM m "
-            "WHERE network IS NOT NULL GROUP BY network ORDER BY measurements DESC",
+            "SELECT network_key AS network, any_value(as_name) AS as_name, count(*) AS measurements FROM m "
+            "GROUP BY network_key ORDER BY measurements DESC, network_key",
         ),
         targets=totals[2],
         findings=findings,
         verdicts=verdicts,
-        events=events,
+        episodes=episodes,
         by_target=_rows(con, f"SELECT target, {per} FROM m GROUP BY target ORDER BY findings DESC, target"),
         by_network=_rows(
             con,
-            f"SELECT coalesce(network, 'unknown') AS network, any_value(as_name) AS as_name, {per} "
-            "FROM m GROUP BY ALL ORDER BY findings DESC, network",
+            "SELECT CASE WHEN any_value(network) IS NULL THEN 'unknown network (probe ' || right(network_key, 8) "
+            "|| ')' ELSE network_key END AS network, any_value(as_name) AS as_name, any_value(tz) AS time_zone, "
+            f"{per} "
+            "FROM m GROUP BY network_key ORDER BY findings DESC, network",
         ),
         by_place=_rows(
             con, f"SELECT coalesce(place, 'not given') AS place, {per} FROM m GROUP BY ALL ORDER BY findings DESC"
@@ -103,6 +126,7 @@ def summarise(
         problems=problems,
         all_confidence=all_confidence,
         filters=filters,
+        coverage=_rows(con, "SELECT * FROM coverage"),
     )
 
 

@@ -19,7 +19,8 @@ def command_report(args: argparse.Namespace) -> int:
     try:
         if args.month:
             since, until = Filters.for_month(args.month)
-        filters = Filters(since, until, args.network, args.target, args.all_confidence)
+        filters = Filters(since, until, args.network, args.target, args.all_confidence, getattr(args, "tz", None),
+                          args.month)  # fmt: skip
         con = duckdb.connect()
         report = build_report(con, args.paths, filters, tuple(args.language) or LANGUAGES)
         text = write_report(report, con, args.format, args.out)
@@ -33,7 +34,7 @@ def command_report(args: argparse.Namespace) -> int:
         print(f"probe report: {message}", file=sys.stderr)
     if text is None:
         print(
-            f"{len(report.events)} events from {report.measurements} measurements; written to "
+            f"{len(report.episodes)} episodes from {report.measurements} measurements; written to "
             f"{args.out or ('report.html' if args.format == 'html' else 'report-parquet')}",
             file=sys.stderr,
         )
