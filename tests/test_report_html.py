@@ -57,7 +57,7 @@ def page(browser: Browser, tmp_path: Path) -> Iterator[tuple[Page, list[str], Pa
 
 def _rows(tab: Page) -> list[list[str]]:
     return tab.eval_on_selector_all(
-        "#events tbody tr:not([hidden])",
+        "#events tbody tr.episode:not([hidden])",
         "rows => rows.map(r => Array.from(r.cells).slice(0, 8).map(c => c.innerText.trim()))",
     )
 
@@ -95,7 +95,7 @@ def test_sorting_filtering_and_the_evidence_panel(page: tuple[Page, list[str], P
     assert descending == sorted(descending, reverse=True)
     assert tab.locator('th[aria-sort="descending"]').inner_text().startswith("Measurements")
 
-    first = tab.locator("#events tbody tr:not([hidden])").first
+    first = tab.locator("#events tbody tr.evidence:not([hidden])").first
     evidence = first.locator("details ul")
     assert not evidence.is_visible()
     first.locator("summary").click()

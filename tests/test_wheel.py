@@ -128,7 +128,7 @@ def test_show_report_and_analyze_a_results_file(installed: Installed) -> None:
                 assert list(sentences) == [language] and sentences[language]
                 assert all(november in sentence for sentence in sentences[language])
             elif fmt == "csv":
-                assert out.read_text("utf-8").startswith("target,")
+                assert out.read_text("utf-8").startswith("id,network,")  # one row per episode, its id first
             else:
                 assert november in out.read_text("utf-8"), f"{fmt} in {language}"
     analyzed = _ok(installed.probe("analyze", records.name))

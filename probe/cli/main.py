@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from probe import __version__
+from probe.cli.options_report import add_engine_options
 from probe.cli.options_watch import add_watch_command
 from probe.cli.settings import DAY, as_number, country_code, duration
 from probe.cli.settings import positive as _positive
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, help="file (folder for parquet); default: stdout, report.html for html")
     report.add_argument("--language", action="append", default=[], help="sentence languages: en ru kk (default en, ru)")
     report.add_argument("--tz", help="count every network's days in this time zone (default: from its country)")
+    add_engine_options(report)
 
     analyze = commands.add_parser("analyze", help="re-judge results files with the current rules and catalogs")
     analyze.add_argument("paths", nargs="+", type=Path, help="results files or folders")

@@ -24,48 +24,10 @@ from typing import Any
 
 import duckdb
 
-from probe.report.load import FINDINGS
+import probe.report.queries as queries
+from probe.report.engines import Engine, engine_for
 
-MAX_IDS = 20  # measurement ids named per episode; all are counted
-
-STATE = """CASE WHEN blocking = 'none' THEN 'reachable' ELSE blocking || '|' || coalesce(
-    CASE WHEN blocking = 'tls_mitm' THEN coalesce(catalog_id, issuer) END, blockpage_id, '') END"""
-
-_DAYS = f"""
-SELECT network_key, state, day, any_value(network), any_value(as_name), any_value(country), any_value(tz),
-    count(*), count(*) FILTER (WHERE confirmed), min(time), max(time), min(local_time), max(local_time),
-    list(DISTINCT target), list(DISTINCT probe_id), list(DISTINCT place) FILTER (WHERE place IS NOT NULL),
-    list(DISTINCT category) FILTER (WHERE category IS NOT NULL), flatten(list(DISTINCT anomalies)),
-    arg_min(measurement_id, time), list(measurement_id ORDER BY time)[1:{MAX_IDS}]
-FROM (SELECT *, {STATE} AS state FROM {{source}}
-      WHERE blocking IN {FINDINGS} AND (confirmed OR $all_confidence))
-GROUP BY ALL ORDER BY network_key, state, day
-"""
-# Days a site of a network's findings was seen reachable there (the end of an episode, unless
-# another of its sites was still blocked that day).
-_CLEAR = f"""
-SELECT network_key, day, target, min(time) FROM {{source}} s
-SEMI JOIN (SELECT DISTINCT network_key, target FROM {{source}}
-           WHERE blocking IN {FINDINGS} AND (confirmed OR $all_confidence)) f USING (network_key, target)
-WHERE blocking = 'none' AND confirmed
-GROUP BY ALL
-"""
-_EVIDENCE = """
-SELECT measurement_id, struct_pack(catalog_id, interceptor_name, issuer, matched_by, chain_sha256, chain_spki,
-    matched_certificate, blockpage_id, blockpage_name, blockpage_matched, answers, control_answers, handshakes,
-    connects, redirect_hop, forensics, anomalies, measurement_id)
-FROM {source} WHERE measurement_id IN (SELECT unnest($ids))
-"""
-COVERAGE = """
-CREATE OR REPLACE TABLE coverage AS
-SELECT network_key, day, any_value(network) AS network, any_value(as_name) AS as_name, count(*) AS measured,
-    count(*) FILTER (WHERE blocking = 'none') AS reachable,
-    count(*) FILTER (WHERE blocking IN {findings} AND confirmed) AS blocked_confirmed,
-    count(*) FILTER (WHERE blocking IN {findings} AND NOT confirmed) AS blocked_unconfirmed,
-    count(*) FILTER (WHERE blocking IN ('down', 'inconclusive')) AS failed,
-    count(*) FILTER (WHERE blocking = 'offline') AS offline
-FROM m GROUP BY network_key, day ORDER BY network_key, day
-"""
+MAX_IDS = queries.MAX_IDS
 
 
 @dataclass
@@ -161,7 +123,7 @@ def _evidence(raw: dict[str, Any]) -> dict[str, Any]:
                 value = json.loads(value)
             except (TypeError, ValueError):
                 continue
-            if value is None:
+            if value in (None, [], {}):  # an engine's "nothing there" (SQL NULL, an empty JSON list)
                 continue
         found[key] = value
     return found
@@ -185,22 +147,24 @@ def _extend(episode: Episode, row: tuple[Any, ...]) -> None:
     episode.places.update(row[15] or [])
     episode.categories.update(row[16] or [])
     episode.anomalies.update(a for a in row[17] or [] if a)
-    if episode.first_measurement is None:
-        episode.first_measurement = row[18]
-    episode.measurement_ids += [i for i in row[19] or [] if i][: MAX_IDS - len(episode.measurement_ids)]
+    ids = [i for i in row[18] or [] if i]
+    if episode.first_measurement is None and ids:
+        episode.first_measurement = ids[0]
+    episode.measurement_ids += ids[: MAX_IDS - len(episode.measurement_ids)]
 
 
-def build_episodes(con: duckdb.DuckDBPyConnection, all_confidence: bool, source: str = "m") -> list[Episode]:
-    """The episodes of the measurements in `source` (a table or view shaped like `m`)."""
-    parameters = {"all_confidence": all_confidence}
+def build_episodes(con: duckdb.DuckDBPyConnection | Engine, all_confidence: bool, source: str = "m") -> list[Episode]:
+    """The episodes of the measurements in `source` (a table or view shaped like `m`), on any engine:
+    the engine aggregates per network, state and day; the sweep is this Python, the same for all."""
+    engine = engine_for(con)
     clear: dict[str, dict[date, dict[str, datetime]]] = {}
-    for network_key, day, target, seen in con.execute(_CLEAR.format(source=source), parameters).fetchall():
+    for network_key, day, target, seen in engine.rows(queries.clear(source, all_confidence)):
         clear.setdefault(network_key, {}).setdefault(day, {})[target] = seen
     streams: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
-    for row in con.execute(_DAYS.format(source=source), parameters).fetchall():
-        streams.setdefault((row[0], row[1]), []).append(row)
+    for row in engine.rows(queries.days(engine.dialect, source, all_confidence)):
+        streams.setdefault((row[0], row[1]), []).append(tuple(row))
     episodes: list[Episode] = []
-    for (network_key, _state), rows in streams.items():
+    for (network_key, _state), rows in sorted(streams.items()):
         by_day = {row[2]: row for row in rows}
         reachable = clear.get(network_key, {})
         current: Episode | None = None
@@ -214,16 +178,17 @@ def build_episodes(con: duckdb.DuckDBPyConnection, all_confidence: bool, source:
                 seen = [when for site, when in reachable[day].items() if site in current.sites]
                 if seen:
                     current.ended, current.ended_day, current = min(seen), day, None
-    evidence = dict(
-        con.execute(
-            _EVIDENCE.format(source=source), {"ids": [e.first_measurement for e in episodes if e.first_measurement]}
-        ).fetchall()
-    )
+    firsts = sorted({e.first_measurement for e in episodes if e.first_measurement})
+    evidence: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(firsts), 1000):
+        for row in engine.rows(queries.evidence(source, firsts[start : start + 1000])):
+            found = dict(zip(queries.EVIDENCE_COLUMNS, row, strict=True))
+            evidence[found["measurement_id"]] = found
     for episode in episodes:
-        episode.evidence = _evidence(evidence.get(episode.first_measurement) or {})
+        episode.evidence = _evidence(evidence.get(episode.first_measurement or "") or {})
     return sorted(episodes, key=lambda e: (e.first_seen, e.network_key, e.blocking, e.key))
 
 
-def build_coverage(con: duckdb.DuckDBPyConnection) -> None:
+def build_coverage(con: duckdb.DuckDBPyConnection | Engine) -> None:
     """The table `coverage`: per network and local day, what was measured and what it showed."""
-    con.execute(COVERAGE.format(findings=FINDINGS))
+    engine_for(con).table("coverage", queries.coverage("m"))

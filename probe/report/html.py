@@ -1,48 +1,50 @@
 """The report as one self-contained HTML page: it can be mailed and opened offline.
 
-Everything is inline (style, script, the timeline drawn as SVG), and a Content-Security-Policy
-forbids the page any request at all. The episode table sorts and filters in the page; each episode
-(anchored by its id) opens to its evidence (a `<details>` element, so it works without the script).
+Everything is inline (style, script, the charts drawn as SVG), and a Content-Security-Policy
+forbids the page any request at all. The whole page is in one language (`<html lang>`, headings,
+labels, legends, table headers): the first language asked for, its words in
+`templates/<language>.json` under `page`. The page's parts: `page_charts` (coverage per network and
+day, the timeline per network, the site-by-network matrix) and `page_tables` (the episodes, anchored
+`#e-...`, and the measurements they cite, anchored `#m-<measurement_id>`).
 """
 
 from __future__ import annotations
 
-from html import escape
 from typing import Any
 
-from probe.report.render import KIND_NAMES, days_text, evidence_lines, summary_dict, zones_text
-from probe.report.sentences import common_name
+from probe.report.page_charts import coverage_section, e, matrix_section, timeline_section
+from probe.report.page_tables import breakdown_tables, episodes_table, measurements_table, place_name, simple_table
+from probe.report.sentences import common_name, load_template
 from probe.report.summary import Report
-
-COLOURS = {
-    "tls_mitm": "#b2182b",
-    "tls": "#ef8a62",
-    "dns": "#7b3294",
-    "tcp": "#8c510a",
-    "http": "#2166ac",
-    "none": "#d9f0d3",
-}
-LANGUAGE_NAMES = {"en": "English", "ru": "Русский", "kk": "Қазақша"}
 
 _STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+h3 { font-size: 1.05em; margin: 1.2em 0 .3em; }
 .cards { display: flex; flex-wrap: wrap; gap: .8em; }
 .card { border: 1px solid #ddd; border-radius: 6px; padding: .5em 1em; min-width: 8em; }
 .card b { display: block; font-size: 1.5em; }
 table { border-collapse: collapse; width: 100%; margin: .5em 0; }
 th, td { border-bottom: 1px solid #eee; padding: .3em .5em; text-align: left; vertical-align: top; }
-th button { font: inherit; font-weight: bold; background: none; border: none; cursor: pointer; padding: 0; }
+th button { font: inherit; font-weight: bold; background: none; border: none; cursor: pointer; padding: 0; text-align: left; }
 th[aria-sort=ascending] button::after { content: " \\25B2"; } th[aria-sort=descending] button::after { content: " \\25BC"; }
 .kind { display: inline-block; padding: 0 .4em; border-radius: 3px; color: #fff; }
+a.confidence { font-size: .85em; color: #555; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: .4em .8em; margin: .4em 0; }
 .sentences li { margin: .4em 0; }
 details summary { cursor: pointer; color: #2166ac; }
 details ul { font-family: ui-monospace, monospace; font-size: .85em; word-break: break-all; }
-.controls { display: flex; gap: 1em; margin: .5em 0; }
-svg text { font-size: 11px; fill: #333; }
+.controls { display: flex; flex-wrap: wrap; gap: 1em; margin: .5em 0; }
+svg text { font-size: 11px; fill: #333; } svg.timeline text.day { font-size: 8.5px; }
+#events td:nth-child(3) { white-space: nowrap; }
 .legend span { display: inline-block; margin-right: 1em; }
 .legend i { display: inline-block; width: 1em; height: 1em; vertical-align: middle; margin-right: .3em; }
+dl.confidence dt { font-weight: bold; } dl.confidence dd { margin: 0 0 .6em 1.5em; }
+#matrix td.state { white-space: nowrap; font-size: .9em; }
+#matrix, #measurements { font-size: .92em; }
+.network-coverage details table { width: auto; font-size: .85em; }
+tr:target, tr:target td { background: #fff3b0; }
+#events tr.episode td { border-bottom: none; } #events tr.evidence td { padding-top: 0; font-size: .9em; }
 """
 
 _SCRIPT = """
@@ -56,188 +58,145 @@ _SCRIPT = """
       table.querySelectorAll('th').forEach(function (other) { other.removeAttribute('aria-sort'); });
       th.setAttribute('aria-sort', ascending ? 'ascending' : 'descending');
       const numeric = th.dataset.sort === 'number';
-      const rows = Array.from(body.rows);
+      const rows = Array.from(body.querySelectorAll('tr.episode'));
       rows.sort(function (a, b) {
         const x = a.cells[column].dataset.value, y = b.cells[column].dataset.value;
         const order = numeric ? Number(x) - Number(y) : x.localeCompare(y);
         return ascending ? order : -order;
       });
-      rows.forEach(function (row) { body.appendChild(row); });
+      rows.forEach(function (row) {
+        const evidence = row.nextElementSibling;
+        body.appendChild(row);
+        if (evidence && evidence.classList.contains('evidence')) body.appendChild(evidence);
+      });
     });
   });
   const text = document.getElementById('filter-text'), kind = document.getElementById('filter-kind');
   function filter() {
     const needle = text.value.toLowerCase();
     let shown = 0;
-    Array.from(body.rows).forEach(function (row) {
-      const visible = row.textContent.toLowerCase().includes(needle) && (!kind.value || row.dataset.kind === kind.value);
+    body.querySelectorAll('tr.episode').forEach(function (row) {
+      const evidence = row.nextElementSibling;
+      const words = row.textContent + (evidence ? evidence.textContent : '');
+      const visible = words.toLowerCase().includes(needle) && (!kind.value || row.dataset.kind === kind.value);
       row.hidden = !visible;
+      if (evidence) evidence.hidden = !visible;
       if (visible) shown += 1;
     });
     document.getElementById('shown-count').textContent = shown;
   }
   text.addEventListener('input', filter);
   kind.addEventListener('change', filter);
+  function reveal() {
+    const target = location.hash ? document.getElementById(decodeURIComponent(location.hash.slice(1))) : null;
+    if (target && target.hidden) { text.value = ''; kind.value = ''; filter(); }
+  }
+  window.addEventListener('hashchange', reveal);
+  reveal();
 })();
 """
 
 
-def _e(value: Any) -> str:
-    return escape(str(value)) if value is not None else "–"
+def page_language(report: Report) -> str:
+    """The page's language: the first one the sentences were asked in."""
+    return next(iter(report.sentences), "en")
 
 
-def _timeline_svg(timeline: dict[str, Any]) -> str:
-    days, targets = timeline["days"], timeline["targets"]
-    if not days or not targets:
-        return "<p>No findings to draw.</p>"
-    cell, left, top = 20, 180, 80
-    width, height = left + cell * len(days) + 70, top + cell * len(targets) + 10
-    parts = [
-        f'<svg id="timeline" role="img" aria-label="Findings by day and target" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
-    ]
-    for column, day in enumerate(days):
-        x = left + column * cell + cell / 2
-        parts.append(f'<text x="{x}" y="{top - 6}" transform="rotate(-60 {x} {top - 6})">{_e(day)}</text>')
-    for row, target in enumerate(targets):
-        y = top + row * cell
-        parts.append(f'<text x="{left - 6}" y="{y + cell - 4}" text-anchor="end">{_e(target[:28])}</text>')
-        for column, day in enumerate(days):
-            finding = timeline["cells"].get((day, target))
-            if finding is None:
-                continue
-            x = left + column * cell
-            parts.append(
-                f'<rect class="cell" x="{x}" y="{y}" width="{cell - 2}" height="{cell - 2}" '
-                f'fill="{COLOURS.get(finding, "#ccc")}" data-day="{_e(day)}" data-target="{_e(target)}" '
-                f'data-finding="{_e(finding)}"><title>{_e(day)} {_e(target)}: '
-                f"{_e(KIND_NAMES.get(finding, finding))}</title></rect>"
-            )
-    parts.append("</svg>")
-    legend = "".join(
-        f'<span><i style="background:{colour}"></i>{_e(KIND_NAMES.get(kind, "reachable"))}</span>'
-        for kind, colour in COLOURS.items()
+def _zones(report: Report, page: dict[str, Any]) -> str:
+    if len(report.zones) == 1:
+        return str(page["zones_one"]).format(zone=next(iter(report.zones)))
+    return str(page["zones_many"]).format(
+        list="; ".join(f"{zone} ({', '.join(networks)})" for zone, networks in sorted(report.zones.items()))
     )
-    return "".join(parts) + f'<p class="legend">{legend}</p>'
 
 
-def _events_table(report: Report) -> str:
-    kinds = sorted({episode.blocking for episode in report.episodes})
-    options = "".join(f'<option value="{_e(k)}">{_e(KIND_NAMES.get(k, k))}</option>' for k in kinds)
-    head = "".join(
-        f'<th data-sort="{kind}"><button>{_e(name)}</button></th>'
-        for name, kind in (("Network", "text"), ("Finding", "text"), ("Days", "text"), ("Sites", "text"),
-                           ("Places", "text"), ("Ended", "text"), ("Measurements", "number"), ("Probes", "number"))
-    ) + "<th>Evidence</th>"  # fmt: skip
-    rows = []
-    for episode in report.episodes:
-        evidence = "".join(f"<li>{_e(line)}</li>" for line in evidence_lines(episode))
-        colour = COLOURS.get(episode.blocking, "#888")
-        network = episode.network_label()
-        sites, places = ", ".join(sorted(episode.sites)), ", ".join(sorted(episode.places))
-        ended = episode.ended_day.isoformat() if episode.ended_day else ""
-        rows.append(
-            f'<tr id="{episode.id}" data-kind="{_e(episode.blocking)}">'
-            f'<td data-value="{_e(network)}">{_e(network)}</td>'
-            f'<td data-value="{_e(episode.blocking)}"><span class="kind" style="background:{colour}">'
-            f"{_e(KIND_NAMES.get(episode.blocking, episode.blocking))}</span>"
-            f"{'' if episode.confirmed else ' (unconfirmed)'}</td>"
-            f'<td data-value="{episode.first_day.isoformat()}">{_e(days_text(episode))}</td>'
-            f'<td data-value="{_e(sites)}">{_e(sites)}</td>'
-            f'<td data-value="{_e(places)}">{_e(places or "–")}</td>'
-            f'<td data-value="{ended or "9999"}">{_e(ended or "not yet")}</td>'
-            f'<td data-value="{episode.measurements}">{episode.measurements}</td>'
-            f'<td data-value="{len(episode.probes)}">{len(episode.probes)}</td>'
-            f'<td><details><summary>evidence</summary><p><a href="#{episode.id}">{episode.id}</a></p>'
-            f"<ul>{evidence}</ul></details></td></tr>"
-        )
+def _confidence(page: dict[str, Any]) -> str:
+    words = page["confidence"]
     return (
-        '<div class="controls"><label>Filter <input id="filter-text" type="search" placeholder="site, issuer, AS">'
-        f'</label><label>Kind <select id="filter-kind"><option value="">all</option>{options}</select></label>'
-        f'<span><span id="shown-count">{len(report.episodes)}</span> of {len(report.episodes)} episodes</span></div>'
-        f'<table id="events"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        f'<dl class="confidence"><dt>{e(words["confirmed"])}</dt><dd>{e(words["confirmed_text"])}</dd>'
+        f"<dt>{e(words['unconfirmed'])}</dt><dd>{e(words['unconfirmed_text'])}</dd></dl>"
+        f"<p>{e(words['shown_note'])}</p>"
     )
-
-
-def _simple_table(table_id: str, headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def to_html(report: Report) -> str:
-    s = summary_dict(report)
+    language = page_language(report)
+    template = load_template(language)
+    page: dict[str, Any] = template["page"]
+    kinds: dict[str, str] = template["kinds"]
+    headings, columns, cards_words = page["headings"], page["columns"], page["cards"]
     first, last = report.days
     cards = [
-        ("Measurements", report.measurements), ("Probes", report.probes), ("Targets", report.targets),
-        ("Networks", len(report.networks)), ("Episodes", len(report.episodes)),
-        ("Skipped lines", report.problems.skipped_lines),
+        ("measurements", report.measurements), ("probes", report.probes), ("targets", report.targets),
+        ("networks", len(report.networks)), ("episodes", len(report.episodes)),
+        ("skipped_lines", report.problems.skipped_lines),
     ]  # fmt: skip
-    notes = "".join(f'<p class="note">{_e(m)}</p>' for m in s["problems"])
+    notes = "".join(f'<p class="note" lang="en">{e(m)}</p>' for m in report.problems.messages())
+    names = {code: load_template(code).get("name", code) for code in {*report.sentences, *report.month}}
     sentences = "".join(
-        f'<h3 lang="{_e(lang)}">{_e(LANGUAGE_NAMES.get(lang, lang))}</h3><ul class="sentences" lang="{_e(lang)}">'
-        + ("".join(f"<li>{_e(t)}</li>" for t in found) or "<li>No episodes.</li>")
+        f'<h3 lang="{e(lang)}">{e(names[lang])}</h3><ul class="sentences" lang="{e(lang)}">'
+        + ("".join(f"<li>{e(t)}</li>" for t in found) or f"<li>{e(page['no_episodes'])}</li>")
         + "</ul>"
         for lang, found in report.sentences.items()
     )
     month = "".join(
-        f'<div class="month" lang="{_e(lang)}"><h3>{_e(LANGUAGE_NAMES.get(lang, lang))}</h3>'
-        + "".join(f"<p>{_e(paragraph)}</p>" for paragraph in paragraphs)
+        f'<div class="month" lang="{e(lang)}"><h3>{e(names[lang])}</h3>'
+        + "".join(f"<p>{e(paragraph)}</p>" for paragraph in paragraphs)
         + "</div>"
         for lang, paragraphs in report.month.items()
     )
-    month = f'<h2 id="monthly-entry">Monthly entry</h2>{month}' if month else ""
-    findings = _simple_table(
+    month = f'<h2 id="monthly-entry">{e(headings["monthly"])}</h2>{month}' if month else ""
+    findings = simple_table(
         "findings",
-        ["kind", "episodes", "sites", "networks", "measurements (confirmed)", "measurements (unconfirmed)"],
+        [columns[c] for c in ("kind", "episodes", "sites", "networks", "confirmed_measurements",
+                              "unconfirmed_measurements")],
         [
-            [KIND_NAMES.get(k, k), v["episodes"], v["sites"], v["networks"], v["confirmed"], v["unconfirmed"]]
+            [kinds.get(k, k), v["episodes"], v["sites"], v["networks"], v["confirmed"], v["unconfirmed"]]
             for k, v in report.findings.items()
         ],
-    )
-    per = ["measurements", "findings", "sites_blocked", "networks_blocked", "probes"]
-    tables = "".join(
-        f"<h3>{_e(title)}</h3>"
-        + _simple_table(tid, [key, *(p.replace("_", " ") for p in per)], [[r[key], *(r[p] for p in per)] for r in rows])
-        for title, tid, rows, key in (
-            ("By target", "by-target", report.by_target, "target"),
-            ("By network", "by-network", report.by_network, "network"),
-            ("By place", "by-place", report.by_place, "place"),
-        )
-    )
+    )  # fmt: skip
     local = (
-        _simple_table(
+        simple_table(
             "local-interception",
-            ["interceptor", "measurements", "probes", "targets"],
+            [columns[c] for c in ("interceptor", "measurements", "probes", "targets")],
             [
                 [common_name(r["interceptor"]), r["measurements"], r["probes"], r["targets"]]
                 for r in report.local_interception
             ],
-        )  # fmt: skip
+        )
         if report.local_interception
-        else "<p>None seen.</p>"
+        else f"<p>{e(page['none_seen'])}</p>"
     )
-    shown = "all findings, confirmed or not" if report.all_confidence else "confirmed findings only"
-    places = f" in {', '.join(report.places)}" if report.places else ""
+    shown = page["shown_all"] if report.all_confidence else page["shown_confirmed"]
+    places = (
+        str(page["places"]).format(list=", ".join(place_name(p, page) for p in report.places)) if report.places else ""
+    )
+    period = str(page["period"]).format(
+        first=first, last=last, zones=_zones(report, page), places=places, shown=shown,
+        generated=report.generated.strftime("%Y-%m-%d %H:%M %Z"),
+    )  # fmt: skip
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="{e(language)}"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Monitoring record: {first} to {last}</title><style>{_STYLE}</style></head>
+<title>{e(str(page["title"]).format(first=first, last=last))}</title><style>{_STYLE}</style></head>
 <body>
-<h1>Monitoring record: blocking and interception</h1>
-<p id="period">Period: {first} to {last} ({_e(zones_text(report))}){_e(places)}. Shown: {shown}. Generated {_e(report.generated.strftime("%Y-%m-%d %H:%M %Z"))}.</p>
-<div class="cards">{"".join(f'<div class="card"><b>{v}</b>{_e(k)}</div>' for k, v in cards)}</div>
+<h1>{e(page["h1"])}</h1>
+<p id="period">{e(period)}</p>
+<div class="cards">{"".join(f'<div class="card"><b>{v}</b>{e(cards_words[k])}</div>' for k, v in cards)}</div>
 {notes}
 {month}
-<h2>Findings by kind</h2>{findings}
-<h2>For the record</h2>{sentences}
-<h2>Timeline</h2>{_timeline_svg(report.timeline)}
-<h2>Episodes</h2>{_events_table(report)}
-<h2>Tables</h2>{tables}
-<h2>A volunteer's own interception (not censorship)</h2>
-<p>Antivirus, corporate gateways and debugging proxies on the volunteer's side intercept TLS too; they are
-listed here and never counted as censorship.</p>{local}
+<h2 id="findings-by-kind">{e(headings["findings"])}</h2>{findings}
+<h2 id="for-the-record">{e(headings["record"])}</h2>{sentences}
+<h2 id="confidence">{e(headings["confidence"])}</h2>{_confidence(page)}
+<h2 id="coverage">{e(headings["coverage"])}</h2>{coverage_section(report.coverage, first, last, page)}
+<h2 id="timelines">{e(headings["timeline"])}</h2>{timeline_section(report.timelines, first, last, kinds, page)}
+<h2 id="sites-and-networks">{e(headings["matrix"])}</h2>{matrix_section(report.matrix, kinds, page)}
+<h2 id="episodes">{e(headings["episodes"])}</h2>{episodes_table(report, kinds, page)}
+<h2 id="measurements-cited">{e(headings["measurements"])}</h2>{measurements_table(report, kinds, page)}
+<h2 id="tables">{e(headings["tables"])}</h2>{breakdown_tables(report, page)}
+<h2 id="local-interception-heading">{e(headings["local"])}</h2>
+<p>{e(page["local_text"])}</p>{local}
 <script>{_SCRIPT}</script>
 </body></html>
 """

@@ -1,7 +1,7 @@
-"""Reading a fleet's results into DuckDB: one scan of every file, the small columns kept.
+"""Reading a fleet's results into an engine (DuckDB or Spark): one scan of every file, small columns kept.
 
-DuckDB reads JSON Lines directly (plain, `.gz` or `.zst`), in parallel, projecting only the fields
-the report needs; the bulky observations are read once, and only a finding's evidence is kept. Every
+The engine reads JSON Lines directly (plain, `.gz`; `.zst` with DuckDB), in parallel, projecting only the fields
+the report needs (`queries.project`); the bulky observations are read once, and only a finding's evidence is kept. Every
 measurement is one row, however many files hold it (the newest re-judged copy wins). Days are the
 network's local days (`localtime`). A line that is not a record, or a file that cannot be read, is
 counted and named with its place (relative to the folder given: no local path leaves the machine);
@@ -18,6 +18,8 @@ from typing import Any
 
 import duckdb
 
+import probe.report.queries as queries
+from probe.report.engines import Engine, engine_for
 from probe.report.localtime import literal, local_time_sql, zone_exists, zone_for
 from probe.results.files import ResultsPathError, open_text, results_files
 from probe.vocabulary.errors import InputError
@@ -25,76 +27,9 @@ from probe.vocabulary.errors import InputError
 READABLE_VERSIONS = (1, 2)
 MAX_PLACES = 20  # skipped lines named one by one; the rest are counted
 MAX_NAMED = 30  # networks or targets named in an error
-
-_COLUMNS = {
-    "schema_version": "INTEGER",
-    "measurement_id": "VARCHAR",
-    "run_id": "VARCHAR",
-    "probe_id": "VARCHAR",
-    "measurement_start_time": "VARCHAR",
-    "target": "STRUCT(input VARCHAR, host VARCHAR, url VARCHAR, category VARCHAR)",
-    "network": "STRUCT(asn VARCHAR, as_name VARCHAR, country VARCHAR, region VARCHAR)",
-    "anomalies": "VARCHAR[]",
-    "blocking": "VARCHAR",
-    "confidence": "VARCHAR",
-    "interceptor": "STRUCT(catalog VARCHAR, catalog_id VARCHAR, name VARCHAR, country VARCHAR, issuer VARCHAR, "
-    "matched_by VARCHAR, matched_certificate INTEGER)",
-    "blockpage": "STRUCT(id VARCHAR, name VARCHAR, country VARCHAR, matched VARCHAR)",
-    "rejudged": 'STRUCT("at" VARCHAR, rules_version VARCHAR)',
-    "analysis": "JSON",
-    "observations": "JSON",
-}
-FINDINGS = ("dns", "tcp", "tls", "tls_mitm", "http")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-# One row per line read. The evidence columns are filled only where a finding needs them.
-_SELECT = """
-SELECT
-    filename AS file,
-    schema_version,
-    measurement_id,
-    run_id,
-    coalesce(probe_id, 'run:' || run_id) AS probe_id,
-    try_strptime(measurement_start_time, '%Y-%m-%dT%H:%M:%S.%fZ') AS time,
-    rejudged.at AS rejudged_at,
-    target.host AS target,
-    target.input AS target_input,
-    target.category AS category,
-    CASE WHEN regexp_matches(upper(coalesce(network.asn, '')), '^(AS)?[0-9]+$')
-         THEN 'AS' || regexp_replace(upper(network.asn), '^AS', '') ELSE network.asn END AS network,
-    network.as_name AS as_name,
-    upper(network.country) AS country,
-    network.region AS place,
-    blocking,
-    confidence,
-    anomalies,
-    interceptor.catalog AS interceptor_catalog,
-    interceptor.catalog_id AS catalog_id,
-    interceptor.name AS interceptor_name,
-    interceptor.issuer AS issuer,
-    interceptor.matched_by AS matched_by,
-    blockpage.id AS blockpage_id,
-    blockpage.name AS blockpage_name,
-    blockpage.matched AS blockpage_matched,
-    CASE WHEN blocking IN ('tls_mitm', 'local_interception')
-         THEN json_extract(analysis, '$.tls.certificates[*].sha256_der')::VARCHAR END AS chain_sha256,
-    CASE WHEN blocking IN ('tls_mitm', 'local_interception')
-         THEN json_extract(analysis, '$.tls.certificates[*].sha256_spki')::VARCHAR END AS chain_spki,
-    CASE WHEN blocking IN ('tls_mitm', 'local_interception')
-         THEN interceptor.matched_certificate END AS matched_certificate,
-    CASE WHEN blocking = 'dns' THEN json_extract(observations, '$.dns.system.addresses')::VARCHAR END AS answers,
-    CASE WHEN blocking = 'dns' THEN json_extract(observations, '$.dns.control.addresses')::VARCHAR END
-        AS control_answers,
-    CASE WHEN blocking IN ('tls', 'tcp') THEN json_extract(observations, '$.tls_handshakes')::VARCHAR END
-        AS handshakes,
-    CASE WHEN blocking IN ('tcp') THEN json_extract(observations, '$.tcp_connect')::VARCHAR END AS connects,
-    json_extract(analysis, '$.redirect_hop')::VARCHAR AS redirect_hop,
-    CASE WHEN blocking IN ('tcp', 'tls', 'tls_mitm') THEN json_extract(analysis, '$.forensics')::VARCHAR END
-        AS forensics
-FROM read_json({files}, format = 'newline_delimited', columns = {columns}, ignore_errors = true,
-               filename = true, maximum_object_size = 67108864)
-"""
-_READABLE = f"schema_version IN {READABLE_VERSIONS} AND time IS NOT NULL AND target IS NOT NULL"
+FINDINGS = queries.FINDINGS
+_READABLE = queries.READABLE
 
 
 class ReportInputError(InputError):
@@ -216,99 +151,67 @@ def _bad_lines(path: Path, shown: str, problems: Problems) -> None:
                     problems.places.append(f"{shown}:{number}: {problem}")
 
 
-def _file_problem(path: Path, error: duckdb.Error) -> str:
-    """What is wrong with a file DuckDB could not read, in words (a broken archive, say)."""
-    try:
-        with open_text(path) as handle:
-            for _ in handle:
-                pass
-    except Exception as exc:  # noqa: BLE001 - any failure is the file's problem, said in words
-        return f"{type(exc).__name__}: {exc}"
-    return str(error).splitlines()[0].replace(str(path), path.name)[:200]
-
-
-def _sql_list(files: list[str]) -> str:
-    return "[" + ", ".join(literal(p) for p in files) + "]"
-
-
-def _columns() -> str:
-    return "{" + ", ".join(f"'{k}': '{v}'" for k, v in _COLUMNS.items()) + "}"
-
-
-def _read(con: duckdb.DuckDBPyConnection, names: dict[str, str], problems: Problems) -> None:
+def _read(engine: Engine, names: dict[str, str], problems: Problems) -> None:
     """Create `raw`: every line of every readable file; unreadable files are named with their problem."""
-    files = list(names)
-    try:
-        con.execute(f"CREATE OR REPLACE TABLE raw AS {_SELECT.format(files=_sql_list(files), columns=_columns())}")
-        return
-    except duckdb.Error:
-        pass
-    readable = []
-    for path in files:  # a file DuckDB cannot read at all: find it, name it, keep the others
-        try:
-            con.execute(f"SELECT count(*) FROM ({_SELECT.format(files=_sql_list([path]), columns=_columns())})")
-        except duckdb.Error as exc:
-            problems.unreadable_files.append(
-                f"{names[path]}: the file could not be read and was skipped ({_file_problem(Path(path), exc)})"
-            )
-        else:
-            readable.append(path)
-    if not readable:
+    unreadable = engine.read(list(names))
+    for path, problem in unreadable:
+        problems.unreadable_files.append(f"{names[path]}: the file could not be read and was skipped ({problem})")
+    if len(unreadable) == len(names):
         raise ReportInputError("no results file could be read: " + "; ".join(problems.unreadable_files))
-    con.execute(f"CREATE OR REPLACE TABLE raw AS {_SELECT.format(files=_sql_list(readable), columns=_columns())}")
 
 
-def load(con: duckdb.DuckDBPyConnection, paths: list[Path], filters: Filters) -> Problems:
+def load(con: duckdb.DuckDBPyConnection | Engine, paths: list[Path], filters: Filters) -> Problems:
     """Create `allm` (every readable measurement, once, with its local day) and the view `m` (those
-    that pass the filters). Filters that match nothing raise, naming what there is."""
+    that pass the filters), on DuckDB (a connection given) or another engine. Filters that match
+    nothing raise, naming what there is."""
     if filters.since and filters.until and filters.since > filters.until:
         raise ReportInputError(f"--since {filters.since} is after --until {filters.until}: no day is in between")
     if filters.tz and not zone_exists(filters.tz):
         raise ReportInputError(f"--tz {filters.tz!r}: not a time zone (e.g. Asia/Almaty, Europe/Moscow, UTC)")
+    engine = engine_for(con)
     names = input_files(paths)
     problems = Problems()
-    _read(con, names, problems)
-    for path, _count in con.execute(
+    _read(engine, names, problems)
+    for path, _count in engine.rows(
         f"SELECT file, count(*) FROM raw WHERE schema_version IS NULL OR "
         f"(schema_version IN {READABLE_VERSIONS} AND (time IS NULL OR target IS NULL)) GROUP BY file ORDER BY file"
-    ).fetchall():
+    ):
         _bad_lines(Path(path), names.get(path, Path(path).name), problems)
-    for version, count in con.execute(
-        f"SELECT schema_version, count(*) FROM raw WHERE schema_version NOT IN {READABLE_VERSIONS} "
-        "GROUP BY schema_version"
-    ).fetchall():
-        problems.refused[int(version)] = count
-    problems.older = _one(con, "SELECT count(*) FROM raw WHERE schema_version = 1")
+    countries: set[str | None] = set()
+    first = last = None
+    for version, country, count, earliest, latest in engine.rows(
+        f"SELECT schema_version, country, count(*), min(time), max(time) FROM raw WHERE schema_version IS NOT NULL "
+        f"AND (schema_version NOT IN {READABLE_VERSIONS} OR ({_READABLE})) GROUP BY schema_version, country"
+    ):
+        if version not in READABLE_VERSIONS:
+            problems.refused[int(version)] = problems.refused.get(int(version), 0) + count
+            continue
+        problems.older += count if version == 1 else 0
+        countries.add(country)
+        first = earliest if first is None else min(first, earliest)
+        last = latest if last is None else max(last, latest)
     problems.duplicates = _one(
-        con, f"SELECT count(*) - count(DISTINCT measurement_id) FROM raw WHERE {_READABLE} AND measurement_id NOT NULL"
+        engine,
+        f"SELECT count(measurement_id) - count(DISTINCT measurement_id) FROM raw WHERE {_READABLE}",
     )
-    countries = [r[0] for r in con.execute(f"SELECT DISTINCT country FROM raw WHERE {_READABLE}").fetchall()]
     zones = {country: zone_for(country, filters.tz) for country in countries}
-    span = con.execute(f"SELECT min(time), max(time) FROM raw WHERE {_READABLE}").fetchone()
-    zone_sql, offset_sql = local_time_sql(zones, span[0] if span else None, span[1] if span else None)
-    con.execute(
-        "CREATE OR REPLACE TABLE allm AS SELECT *, CAST(local_time AS DATE) AS day FROM ("
-        f"SELECT * EXCLUDE (schema_version, rejudged_at), {offset_sql} AS local_time FROM ("
-        "SELECT *, coalesce(confidence, 'unconfirmed') = 'confirmed' AS confirmed, "
-        f"coalesce(network, 'unknown:' || probe_id) AS network_key, {zone_sql} AS tz FROM raw WHERE {_READABLE} "
-        # One row per measurement, however many files hold it: the newest judgement wins.
-        "QUALIFY measurement_id IS NULL OR row_number() OVER (PARTITION BY measurement_id "
-        "ORDER BY rejudged_at DESC NULLS LAST, file) = 1))"
-    )
-    con.execute("DROP TABLE raw")
-    if not _one(con, "SELECT count(*) FROM allm"):
+    zone_sql, offset_sql = local_time_sql(zones, first, last)
+    # One row per measurement, however many files hold it: the newest judgement wins.
+    engine.table("allm", queries.deduplicated(engine.dialect, "raw", zone_sql, offset_sql))
+    engine.drop("raw")
+    if not _one(engine, "SELECT count(*) FROM allm"):
         raise ReportInputError(
             "no records could be read: " + " | ".join(problems.messages() or ["the files are empty"])
         )
-    con.execute(f"CREATE OR REPLACE VIEW m AS SELECT * FROM allm WHERE {where(filters)}")
-    _check_matches(con, filters)
-    problems.offline = _one(con, "SELECT count(*) FROM m WHERE blocking = 'offline'")
+    engine.view("m", f"SELECT * FROM allm WHERE {where(filters)}")
+    _check_matches(engine, filters)
+    problems.offline = _one(engine, "SELECT count(*) FROM m WHERE blocking = 'offline'")
     return problems
 
 
-def _one(con: duckdb.DuckDBPyConnection, sql: str) -> int:
-    row = con.execute(sql).fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
+def _one(engine: Engine, sql: str) -> int:
+    rows = engine.rows(sql)
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
 
 def network_clause(network: str) -> str:
@@ -337,26 +240,26 @@ def _named(rows: list[tuple[Any, ...]]) -> str:
     return ", ".join(shown) + (f" and {len(rows) - MAX_NAMED} more" if len(rows) > MAX_NAMED else "")
 
 
-def _check_matches(con: duckdb.DuckDBPyConnection, filters: Filters) -> None:
+def _check_matches(con: Engine, filters: Filters) -> None:
     """Filters that match nothing are an error that names what the records hold."""
     if filters.network is not None and not _one(
         con, f"SELECT count(*) FROM allm WHERE {network_clause(filters.network)}"
     ):
-        networks = con.execute(
-            "SELECT network_key, '(' || any_value(as_name) || ')' FROM allm GROUP BY 1 ORDER BY count(*) DESC"
-        ).fetchall()
+        networks = con.rows(
+            "SELECT network_key, '(' || max(as_name) || ')' FROM allm GROUP BY network_key "
+            "ORDER BY count(*) DESC, network_key"
+        )
         raise ReportInputError(
             f"--network {filters.network}: no records of that network; there are: {_named(networks)}"
         )
     if filters.target is not None and not _one(
         con, f"SELECT count(*) FROM allm WHERE {where(Filters(target=filters.target))}"
     ):
-        targets = con.execute("SELECT DISTINCT target FROM allm ORDER BY 1").fetchall()
+        targets = con.rows("SELECT DISTINCT target FROM allm ORDER BY target")
         raise ReportInputError(f"--target {filters.target}: no records of that target; there are: {_named(targets)}")
     if not _one(con, "SELECT count(*) FROM m"):
-        first, last = con.execute(
-            f"SELECT min(day), max(day) FROM allm WHERE {where(filters, period=False)}"
-        ).fetchone() or (None, None)
+        first, last = (con.rows(f"SELECT min(day), max(day) FROM allm WHERE {where(filters, period=False)}") or
+                       [(None, None)])[0]  # fmt: skip
         asked = f"from {filters.since or 'the start'} to {filters.until or 'the end'}"
         chosen = " for the network and target asked" if filters.network or filters.target else ""
         raise ReportInputError(f"no records {asked} (local days){chosen}; the records{chosen} cover {first} to {last}")

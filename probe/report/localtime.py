@@ -2,7 +2,7 @@
 
 A record at 2020-11-30T23:30Z was made on 1 December in Almaty: a monthly record in local time
 counts it in December. The offsets come from zoneinfo (the system's tz database), which knows that
-Kazakhstan moved to UTC+5 on 1 March 2024; DuckDB applies them as a CASE over UTC instants.
+Kazakhstan moved to UTC+5 on 1 March 2024; the engine applies them as a CASE over UTC instants.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _changes(zone: str, start: datetime, end: datetime) -> list[tuple[datetime, 
 
 
 def local_time_sql(zones: dict[str | None, str], start: datetime | None, end: datetime | None) -> tuple[str, str]:
-    """SQL for each row's zone (from `country`) and its local time (from `time` and `tz`)."""
+    """SQL for each row's zone (from `country`) and its offset from UTC in seconds (from `time` and `tz`)."""
     zone_sql = (
         "CASE "
         + "".join(
@@ -85,7 +85,7 @@ def local_time_sql(zones: dict[str | None, str], start: datetime | None, end: da
         else "'UTC'"
     )
     if start is None or end is None or not zones:
-        return zone_sql, "time"
+        return zone_sql, "0"
     offset_sql = "CASE tz "
     for zone in sorted(set(zones.values())):
         changes = _changes(zone, start, end)
@@ -96,4 +96,4 @@ def local_time_sql(zones: dict[str | None, str], start: datetime | None, end: da
             if cases
             else (f"WHEN {literal(zone)} THEN {changes[0][1]} ")
         )
-    return zone_sql, f"time + to_seconds({offset_sql} ELSE 0 END)"
+    return zone_sql, f"{offset_sql} ELSE 0 END"

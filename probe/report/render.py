@@ -56,22 +56,51 @@ def days_text(episode: Episode) -> str:
     return first if first == last else f"{first} to {last}"
 
 
-def evidence_lines(event: Episode) -> list[str]:
-    """The evidence of an episode in plain words (its first measurement's): what an analyst cites."""
+EVIDENCE_WORDS = {
+    "issuer": "issuer", "subject": "subject", "valid": "valid from {a} to {b}", "certificate": "certificate {n}",
+    "catalog": "catalog entry: {id} ({name}), matched by {by}", "answers": "answers",
+    "control_answers": "control's answers", "none": "none", "blockpage": "blockpage: {name} (fingerprint {id})",
+    "anomalies": "anomalies", "first_measurement": "first measurement", "unreadable": "could not be read",
+}  # fmt: skip
+
+
+def certificate_lines(chain: list[dict[str, Any]], words: dict[str, str]) -> list[str]:
+    """Each certificate of a presented chain: subject, issuer, validity and SHA-256."""
+    lines = []
+    for index, cert in enumerate(chain):
+        head = words["certificate"].format(n=index)
+        if cert.get("unreadable"):
+            lines.append(f"{head}: {words['unreadable']} (SHA-256 {cert.get('sha256') or '?'})")
+            continue
+        lines.append(f"{head}: {words['subject']} {cert.get('subject')}; {words['issuer']} {cert.get('issuer')}")
+        lines.append(f"{head}: {words['valid'].format(a=cert.get('not_before'), b=cert.get('not_after'))}")
+        lines.append(f"{head}: SHA-256 {cert.get('sha256')}")
+    return lines
+
+
+def evidence_lines(event: Episode, words: dict[str, str] | None = None) -> list[str]:
+    """The evidence of an episode in plain words (its first measurement's): what an analyst cites.
+    `words`: the page language's labels (English by default)."""
+    w = {**EVIDENCE_WORDS, **(words or {})}
     e = event.evidence
     lines = []
     if event.blocking == "tls_mitm":
-        lines.append(f"issuer: {e.get('issuer') or '?'}")
+        lines.append(f"{w['issuer']}: {e.get('issuer') or '?'}")
         if e.get("catalog_id"):
             lines.append(
-                f"catalog entry: {e['catalog_id']} ({e.get('interceptor_name') or ''}), matched by "
-                f"{(e.get('matched_by') or '').replace('_', ' ')}"
-            )
-        for index, fingerprint in enumerate(e.get("chain_sha256") or []):
-            lines.append(f"certificate {index} SHA-256: {fingerprint}")
+                w["catalog"].format(
+                    id=e["catalog_id"], name=e.get("interceptor_name") or "",
+                    by=(e.get("matched_by") or "").replace("_", " "),
+                )
+            )  # fmt: skip
+        if e.get("certificates"):
+            lines += certificate_lines(e["certificates"], w)
+        else:
+            for index, fingerprint in enumerate(e.get("chain_sha256") or []):
+                lines.append(f"{w['certificate'].format(n=index)}: SHA-256 {fingerprint}")
     if event.blocking == "dns":
-        lines.append(f"answers: {', '.join(e.get('answers') or []) or 'none'}")
-        lines.append(f"control's answers: {', '.join(e.get('control_answers') or []) or 'none'}")
+        lines.append(f"{w['answers']}: {', '.join(e.get('answers') or []) or w['none']}")
+        lines.append(f"{w['control_answers']}: {', '.join(e.get('control_answers') or []) or w['none']}")
     if event.blocking in ("tls", "tcp"):
         for handshake in e.get("handshakes") or []:
             outcome = handshake.get("failure") or "handshake completed"
@@ -81,13 +110,13 @@ def evidence_lines(event: Episode) -> list[str]:
         for connect in e.get("connects") or []:
             lines.append(f"connect {connect.get('address')}:{connect.get('port')}: {connect.get('failure') or 'ok'}")
     if e.get("blockpage_id"):
-        lines.append(f"blockpage: {e.get('blockpage_name') or ''} (fingerprint {e['blockpage_id']})")
+        lines.append(w["blockpage"].format(name=e.get("blockpage_name") or "", id=e["blockpage_id"]))
     if e.get("redirect_hop"):
         hop = e["redirect_hop"]
         lines.append(f"on redirect {hop.get('index')}: {hop.get('url')} ({hop.get('stage')})")
     lines += forensics_lines(e.get("forensics"))
-    lines.append(f"anomalies: {', '.join(sorted(event.anomalies))}")
-    lines.append(f"first measurement: {e.get('measurement_id') or event.first_measurement or '-'}")
+    lines.append(f"{w['anomalies']}: {', '.join(sorted(event.anomalies))}")
+    lines.append(f"{w['first_measurement']}: {e.get('measurement_id') or event.first_measurement or '-'}")
     return lines
 
 
@@ -128,6 +157,15 @@ def to_json(report: Report) -> str:
         },
         "local_interception": report.local_interception,
         "coverage": report.coverage,
+        "timelines": [
+            {**t, "cells": [{"day": d, "target": g, "finding": f} for (d, g), f in sorted(t["cells"].items())]}
+            for t in report.timelines
+        ],
+        "matrix": {
+            **report.matrix,
+            "cells": [{"target": t, "network": n, **c} for (t, n), c in sorted(report.matrix.get("cells", {}).items())],
+        },
+        "measurements_cited": report.cited,
     }
     return json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n"
 
@@ -221,6 +259,16 @@ def to_markdown(report: Report) -> str:
             for e in report.episodes
         ],
     )
+    lines += ["", "## Coverage per network and day", ""]
+    lines += _table(
+        ["network", "day", "measured", "reachable", "blocked (confirmed)", "blocked (unconfirmed)", "failed",
+         "offline"],
+        [
+            [c["network"] or c["network_key"], c["day"], c["measured"], c["reachable"], c["blocked_confirmed"],
+             c["blocked_unconfirmed"], c["failed"], c["offline"]]
+            for c in report.coverage
+        ],
+    )  # fmt: skip
     for title, rows, key in (
         ("By target", report.by_target, "target"),
         ("By network", report.by_network, "network"),

@@ -1,6 +1,7 @@
 """The report's numbers: the summary, findings by kind (episodes and sites, not only measurements),
 tables by target, network and place, the day-by-target timeline (local days), coverage per network
-and day, and a volunteer's own interception listed apart. Each is one query over `m`."""
+and day, and a volunteer's own interception listed apart. Each is one query over `m`; what only the
+page draws is in `page_data`, and the certificates the evidence cites in `certificates`."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 
 import duckdb
 
+from probe.report.certificates import add_chains
 from probe.report.events import Episode
 from probe.report.load import FINDINGS, Problems
+from probe.report.page_data import cited, matrix, timelines
 
 
 @dataclass
@@ -39,6 +42,10 @@ class Report:
     sentences: dict[str, list[str]] = field(default_factory=dict)  # language -> sentences
     month: dict[str, list[str]] = field(default_factory=dict)  # language -> the monthly entry's paragraphs
     coverage: list[dict[str, Any]] = field(default_factory=list)  # per network and local day
+    timelines: list[dict[str, Any]] = field(default_factory=list)  # per network: days, targets, cells
+    matrix: dict[str, Any] = field(default_factory=dict)  # targets, networks, cells {(target, network_key): ...}
+    cited: list[dict[str, Any]] = field(default_factory=list)  # measurements the page anchors
+    cited_more: int = 0  # measurements with a finding not listed
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> list[dict[str, Any]]:
@@ -86,6 +93,8 @@ def summarise(
         "count(DISTINCT network_key) FILTER (WHERE " + shown + ") AS networks_blocked, "
         "count(DISTINCT probe_id) AS probes"
     )
+    add_chains(con, episodes)
+    listed, more = cited(con, shown, episodes)
     return Report(
         generated=datetime.now().astimezone(),
         period=(totals[3], totals[4]),
@@ -109,7 +118,8 @@ def summarise(
         by_network=_rows(
             con,
             "SELECT CASE WHEN any_value(network) IS NULL THEN 'unknown network (probe ' || right(network_key, 8) "
-            "|| ')' ELSE network_key END AS network, any_value(as_name) AS as_name, any_value(tz) AS time_zone, "
+            "|| ')' ELSE network_key END AS network, network_key, any_value(as_name) AS as_name, "
+            "any_value(tz) AS time_zone, "
             f"{per} "
             "FROM m GROUP BY network_key ORDER BY findings DESC, network",
         ),
@@ -127,6 +137,10 @@ def summarise(
         all_confidence=all_confidence,
         filters=filters,
         coverage=_rows(con, "SELECT * FROM coverage"),
+        timelines=timelines(con, shown),
+        matrix=matrix(con, shown),
+        cited=listed,
+        cited_more=more,
     )
 
 

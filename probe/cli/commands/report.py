@@ -11,7 +11,7 @@ from probe.cli.commands import EXIT_OK, fail
 def command_report(args: argparse.Namespace) -> int:
     import duckdb
 
-    from probe.report import build_report, write_report
+    from probe.report import build_report, close, write_report
     from probe.report.load import Filters, ReportInputError
     from probe.report.sentences import LANGUAGES, TemplateError
 
@@ -22,8 +22,14 @@ def command_report(args: argparse.Namespace) -> int:
         filters = Filters(since, until, args.network, args.target, args.all_confidence, getattr(args, "tz", None),
                           args.month)  # fmt: skip
         con = duckdb.connect()
-        report = build_report(con, args.paths, filters, tuple(args.language) or LANGUAGES)
-        text = write_report(report, con, args.format, args.out)
+        try:
+            report = build_report(
+                con, args.paths, filters, tuple(args.language) or LANGUAGES, args.engine, args.memory_limit,
+                args.spark_master, args.spark_exchange,
+            )  # fmt: skip
+            text = write_report(report, con, args.format, args.out)
+        finally:
+            close(con)
     except (ReportInputError, TemplateError, ValueError) as exc:
         return fail(str(exc))
     except OSError as exc:
