@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "observe": {"vocabulary", "netx"},
     "analyze": {"vocabulary"},
     "loaders": {"vocabulary", "analyze"},
-    "forensics": {"vocabulary", "netx", "observe", "analyze"},
+    "forensics": {"vocabulary", "netx", "observe"},
     "helper": {"vocabulary", "netx", "observe", "analyze"},
     "results": {"vocabulary", "netx", "analyze", "loaders"},
     "run": {"vocabulary", "netx", "observe", "analyze", "loaders", "forensics", "results"},

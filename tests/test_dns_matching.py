@@ -25,7 +25,8 @@ from probe.loaders.catalogs import load_catalogs
 from probe.loaders.roots import load_roots
 from probe.netx import dnsmatch, udpwire
 from probe.netx.clock import Clock
-from probe.netx.dns import UdpAsk, combine_lookup, udp_batch
+from probe.netx.dns import UdpAsk, combine_lookup
+from probe.netx.dnsloop import udp_batch_blocking as udp_batch
 from tests.conftest import PkiFixture
 
 AT = dt.datetime.now(dt.UTC)

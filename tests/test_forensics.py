@@ -525,7 +525,8 @@ def test_the_report_page_shows_the_censors_hop_in_a_browser(path_lab, with_capab
         try:
             tab = browser.new_page(viewport={"width": 1280, "height": 1400})
             tab.goto(out.as_uri())
-            row = tab.locator("#events tbody tr", has_text="filtered.lab")
+            episode = tab.locator("#events tbody tr:not(.evidence)", has_text="filtered.lab")
+            row = episode.locator("xpath=following-sibling::tr[1]")  # its evidence, in a row of its own
             row.locator("summary").click()
             evidence = row.locator("details ul")
             assert evidence.is_visible()
@@ -587,6 +588,7 @@ def test_the_kernel_filter_passes_only_syns_resets_and_pushed_data() -> None:
 def test_no_ttl_sweep_runs_after_the_capture_stopped() -> None:
     """A sweep without the capture would see no router at any TTL: silence everywhere, a censor's
     hop named from nothing. After the capture stopped, the sweep is skipped, with the reason."""
+    import datetime
     from types import SimpleNamespace
 
     from probe.forensics.examine import Forensics
@@ -595,7 +597,7 @@ def test_no_ttl_sweep_runs_after_the_capture_stopped() -> None:
     forensics.capture = SimpleNamespace(failure="the packet capture stopped mid-run: socket closed")  # type: ignore[assignment]
     observations = {"tcp_connect": [{"address": "198.51.100.7", "port": 443, "failure": "generic_timeout_error",
                                      "purpose": "target"}], "tls_handshakes": []}  # fmt: skip
-    config = SimpleNamespace(control_sni=None, roots=None, timeout=1, ends=None)
-    forensics.examine("site.example", 443, observations, None, config, None)  # type: ignore[arg-type]
+    at = datetime.datetime.now(datetime.UTC)
+    assert not forensics.prepare("site.example", observations, at, None, None)  # type: ignore[arg-type]
     assert observations["forensics"]["locate"] == {
         "status": "skipped", "reason": "the packet capture stopped mid-run: socket closed"}  # fmt: skip

@@ -425,21 +425,24 @@ def test_a_helper_url_in_the_clear_is_refused(tmp_path: Path, capsys: pytest.Cap
 
 @pytest.mark.timeout(20)
 def test_a_getaddrinfo_that_never_returns_is_recorded_as_timed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
     from probe.observe import measure
-    from probe.observe.config import MeasureConfig
+    from probe.observe.config import MeasureConfig, Visit
 
-    release = threading.Event()
-
-    def stuck(*args: object) -> dict:
-        release.wait(15)
+    async def stuck(*args: object) -> dict:
+        await asyncio.sleep(15)
         raise AssertionError("never asked for")
 
     monkeypatch.setattr(measure, "lookup_system", stuck)
     roots = type("Roots", (), {"path": "", "validates": lambda *a: False})()
     config = MeasureConfig(timeout=1, roots=roots, resolver=None, control_resolver=None, control_sni=None)  # type: ignore[arg-type]
-    system = measure.DnsInFlight("stuck.example", 443, config, Clock()).system()
-    release.set()
-    assert (system["addresses"], system["failure"]) == ([], "generic_timeout_error")
+
+    async def system() -> dict:
+        return await measure.DnsInFlight("stuck.example", 443, Visit.begin(config, dt.datetime.now(dt.UTC))).system()
+
+    system_lookup = asyncio.run(system())
+    assert (system_lookup["addresses"], system_lookup["failure"]) == ([], "generic_timeout_error")
 
 
 @pytest.mark.timeout(30)
@@ -511,26 +514,32 @@ def test_a_page_is_hashed_only_after_the_probes_address_is_scrubbed() -> None:
 def test_a_control_resolver_that_stalls_is_recorded_as_timed_out(monkeypatch: pytest.MonkeyPatch) -> None:
     """DoT and DoH time out per operation: a throttled path could stall them step by step, so the
     whole control lookup has one bound."""
+    import asyncio
+
     from probe.netx.dns import parse_resolver
     from probe.observe import measure
-    from probe.observe.config import MeasureConfig
+    from probe.observe.config import MeasureConfig, Visit
 
-    release = threading.Event()
-
-    def throttled(*args: object) -> dict:
-        release.wait(20)
+    async def throttled(*args: object) -> dict:
+        await asyncio.sleep(20)
         raise AssertionError("never asked for")
 
+    async def nothing(*args: object) -> dict:
+        return {"addresses": [], "failure": None}
+
     monkeypatch.setattr(measure, "lookup_with_resolver", throttled)
-    monkeypatch.setattr(measure, "lookup_system", lambda host, port, clock: {"addresses": [], "failure": None})
+    monkeypatch.setattr(measure, "lookup_system", nothing)
     roots = type("Roots", (), {"path": "", "validates": lambda *a: False})()
     control_resolver = parse_resolver("https://198.51.100.53/dns-query")  # never reached: the lookup is replaced
     config = MeasureConfig(
         timeout=1, roots=roots, resolver=None, dns_window=0.5, injection_check=False,  # type: ignore[arg-type]
         control_resolver=control_resolver, control_sni=None,
     )  # fmt: skip
-    control = measure.DnsInFlight("slow.example", 443, config, Clock()).control()
-    release.set()
+
+    async def control_lookup() -> dict | None:
+        return await measure.DnsInFlight("slow.example", 443, Visit.begin(config, dt.datetime.now(dt.UTC))).control()
+
+    control = asyncio.run(control_lookup())
     assert control is not None and (control["addresses"], control["failure"]) == ([], "generic_timeout_error")
 
 
@@ -561,12 +570,24 @@ def test_any_results_file_is_read_with_bad_lines_counted(
 ) -> None:
     import duckdb
 
-    from probe.report.load import Filters, load
+    from probe.report.load import Filters, ReportInputError, load
 
     directory = tmp_path_factory.mktemp("results")
     (directory / "fuzz.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    problems = load(duckdb.connect(), [directory], Filters())
     nonblank = [line for line in lines if line.strip()]
+    try:
+        problems = load(duckdb.connect(), [directory], Filters())
+    except ReportInputError as exc:
+        # Nothing readable: the analyst is told why in one line (each bad line counted, or the file
+        # named as unreadable, or the files said to be empty), never a traceback.
+        said = str(exc)
+        assert said.startswith("no records could be read: "), said
+        assert (
+            f"{len(nonblank)} lines are not records" in said
+            or "fuzz.jsonl" in said
+            or (not nonblank and "empty" in said)
+        ), said
+        return
     # Random lines are no records: each is counted, or the file is named as unreadable.
     assert problems.skipped_lines == len(nonblank) or problems.unreadable_files
 

@@ -188,35 +188,36 @@ def test_config_show_shows_the_settings_of_a_file_with_problems(
 
 def _follow(monkeypatch: pytest.MonkeyPatch, base: str, location: str) -> tuple[list[Any], dict[str, Any]]:
     """Follow one redirect from `base` to `location`: where the probe connected, and the observations."""
-    from probe.netx.clock import Clock
+    import asyncio
+
+    from probe.netx.connect import Stream
     from probe.observe import redirects
-    from probe.observe.config import MeasureConfig
+    from probe.observe.config import MeasureConfig, Visit
 
     connections: list[Any] = []
     lookups: list[str] = []
 
-    def fake_get(sock: Any, host: str, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def fake_get(stream: Any, host: str, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return {"status": 302, "location": location, "request": {"host": host, "path": path}}
 
-    def fake_lookup(host: str, port: int, config: Any, clock: Any) -> dict[str, Any]:
+    async def fake_lookup(host: str, port: int, visit: Any) -> dict[str, Any]:
         lookups.append(host)
         return {"addresses": ["192.0.2.10"], "failure": None}
 
-    def fake_connect(address: str, port: int, use_tls: bool, sni: str | None, *args: Any) -> tuple[None, None]:
+    async def fake_connect(address: str, port: int, use_tls: bool, sni: str | None, *args: Any) -> tuple[None, None]:
         connections.append((lookups[-1] if lookups else address, address, port, use_tls, sni))
         return None, None
 
-    monkeypatch.setattr(redirects, "http_get", fake_get)
+    monkeypatch.setattr(redirects, "get", fake_get)
     monkeypatch.setattr(redirects, "_lookup_for_redirect", fake_lookup)
     monkeypatch.setattr(redirects, "connect_with_contrast", fake_connect)
     config = MeasureConfig(timeout=1, roots=None, resolver=None, control_resolver=None, control_sni=None)  # type: ignore[arg-type]
-    observations: dict[str, Any] = {"http_requests": []}
     from datetime import UTC, datetime
 
+    visit = Visit.begin(config, datetime.now(UTC))
+    observations = visit.observations
     host = base.split("/")[2]
-    redirects.fetch_with_redirects(
-        socket.socket(), host, "/", "192.0.2.1", base, config, datetime.now(UTC), Clock(), observations
-    )
+    asyncio.run(redirects.fetch_with_redirects(Stream(socket.socket()), host, "/", "192.0.2.1", base, visit))
     return connections, observations
 
 

@@ -6,6 +6,7 @@ buffer while the probe was busy is an answer, judged by when it arrived, never a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -18,7 +19,9 @@ import pytest
 
 from probe.netx import udpwire
 from probe.netx.clock import Clock
-from probe.netx.dns import UdpAsk, combine_lookup, udp_batch, udp_batch_async
+from probe.netx.dns import UdpAsk, combine_lookup
+from probe.netx.dnsloop import udp_batch as udp_batch_on_loop
+from probe.netx.dnsloop import udp_batch_blocking as udp_batch
 from probe.vocabulary.failures import Failure
 
 ANSWER_V4, ANSWER_V6 = "192.0.2.7", "2001:db8::7"
@@ -63,11 +66,18 @@ def resolver(answer: Answer, queries: int = 2, go: threading.Event | None = None
         server.close()
 
 
-@contextlib.contextmanager
-def listener_blocked() -> Iterator[None]:
-    """The run's DNS listener kept from its work, as a busy probe keeps it."""
-    with udpwire._listener()._lock:
-        yield
+def asked_while_busy(asks: list[UdpAsk], timeout: float, window: float, go: threading.Event, busy: float) -> dict:
+    """The batch sent; then the event loop (the run's DNS listener) kept from its work for `busy`
+    seconds, as a busy probe keeps it, while the resolver answers (`go`)."""
+
+    async def scenario() -> dict:
+        asked = asyncio.ensure_future(udp_batch_on_loop(asks, timeout, window, Clock()))
+        await asyncio.sleep(0)  # the questions are sent
+        go.set()  # the resolver answers now, while nobody reads
+        time.sleep(busy)  # the loop is blocked past the questions' deadline
+        return await asked
+
+    return asyncio.run(scenario())
 
 
 def _ask(port: int, types: tuple[str, ...] = ("A", "AAAA"), expects_reply: bool = True) -> UdpAsk:
@@ -80,13 +90,8 @@ def test_a_reply_waiting_while_the_probe_was_busy_is_an_answer() -> None:
     both replies waited in the socket's buffer, so both are answers, timed as they arrived."""
     timeout, window = 0.5, 0.2
     go = threading.Event()
-    clock = Clock()
     with resolver(answer_at_once, go=go) as port:
-        pending = udp_batch_async([_ask(port)], timeout, window, clock)
-        with listener_blocked():
-            go.set()  # the resolver answers now, while nobody reads
-            time.sleep(timeout + 2 * window)  # the probe is busy past the question's deadline
-        queries = pending.result(timeout=10)["lookup"]
+        queries = asked_while_busy([_ask(port)], timeout, window, go, timeout + 2 * window)["lookup"]
     assert [q["failure"] for q in queries] == [None, None], queries
     assert [a["data"] for q in queries for a in q["answers"]] == [ANSWER_V4, ANSWER_V6]
     for query in queries:  # the arrival, not the reading: within the timeout
@@ -101,16 +106,11 @@ def test_every_reply_waiting_in_a_buffer_is_read() -> None:
     """Sixteen questions from one socket, all answered while the listener was held: every one counts."""
     timeout, window = 0.5, 0.2
     go = threading.Event()
-    asks = [
-        UdpAsk(f"q{i}", "udp://127.0.0.1", "127.0.0.1", 0, f"n{i}.example", ("A",)) for i in range(16)
-    ]  # the port is set below
     with resolver(answer_at_once, queries=16, go=go) as port:
-        asks = [UdpAsk(a.label, f"udp://127.0.0.1:{port}", "127.0.0.1", port, a.hostname, ("A",)) for a in asks]
-        pending = udp_batch_async(asks, timeout, window, Clock())
-        with listener_blocked():
-            go.set()
-            time.sleep(timeout + window)
-        answered = pending.result(timeout=10)
+        asks = [
+            UdpAsk(f"q{i}", f"udp://127.0.0.1:{port}", "127.0.0.1", port, f"n{i}.example", ("A",)) for i in range(16)
+        ]
+        answered = asked_while_busy(asks, timeout, window, go, timeout + window)
     assert sorted(answered) == sorted(a.label for a in asks)
     assert all(q["failure"] is None for (q,) in answered.values()), answered
 

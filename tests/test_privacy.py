@@ -6,6 +6,7 @@ Addresses here are only text in records: nothing is sent to any of them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import json
@@ -176,13 +177,14 @@ def test_a_bug_in_a_stage_is_recorded_with_module_relative_frames(monkeypatch: p
     monkeypatch.setattr(measure, "_observe_target", _stage_under_a_fake_home())
     config = MeasureConfig(timeout=1.0, roots=None, resolver=None, control_resolver=None, control_sni=None)  # type: ignore[arg-type]
     target = parse_target("192.0.2.1", None, 1)  # an address: no DNS, and nothing is sent anywhere
-    pending = measure.start_measurement(target, config, datetime.now(UTC))
-    error = pending.observations["stage_error"]
+    measured = asyncio.run(measure.measure_target(target, config, datetime.now(UTC)))
+    error = measured.observations["stage_error"]
     _assert_no_local_path(error)
     assert "probe/observe/measure.py" in error  # the stage that called it, by its module
 
 
 def test_a_bug_in_measuring_or_judging_is_recorded_without_local_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    from probe.netx.own_addresses import OwnAddresses
     from probe.results.record import RunContext
     from probe.run import execute as run
     from probe.run import recorder
@@ -192,10 +194,17 @@ def test_a_bug_in_measuring_or_judging_is_recorded_without_local_paths(monkeypat
     monkeypatch.setenv("HOME", HOME)
     broken = _stage_under_a_fake_home()
     target = parse_target("192.0.2.1", None, 1)
-    monkeypatch.setattr(run, "start_measurement", broken)
-    _, observations, error = run._measure_one(target, None)  # type: ignore[arg-type]
-    assert observations is None and error is not None
-    _assert_no_local_path(error)
+    monkeypatch.setattr(run, "measure_target", broken)
+    handed: list[Item] = []
+    recorder_stub = type("Recorder", (), {"submit": lambda self, item: handed.append(item)})()
+    lag = type("Lag", (), {"lag_between": lambda self, start, end: 0.0})()
+    runtime = type("Runtime", (), {"lag": lag})()
+    config = type("Config", (), {"own_addresses": OwnAddresses()})()
+    one = run._Run(config, None, None, recorder_stub, runtime, 0.0, datetime.now(UTC))  # type: ignore[arg-type]
+    asyncio.run(one.one(target, None, lambda: None))  # type: ignore[arg-type]
+    (item,) = handed
+    assert item.observations is None and item.error is not None
+    _assert_no_local_path(item.error)
     monkeypatch.setattr(recorder, "judge", broken)
     item = Item(target, datetime.now(UTC), {"dns": None}, None, False, frozenset())
     line, _ = record_line(item, RunContext("0" * 32, {}, {}), None)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@ the worst moment, a packet capture failing mid-run (docs/reliability.md, "Faults
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -25,7 +26,8 @@ from probe.analyze.verdict import AnalysisContext
 from probe.cli.main import main
 from probe.loaders.catalogs import load_catalogs
 from probe.loaders.roots import load_roots
-from probe.observe.measure import MeasureConfig
+from probe.netx.deadline import Deadline
+from probe.observe.measure import MeasureConfig, Measured
 from probe.results.writer import ResultsWriter
 from probe.run import execute as run_module
 from probe.run import recorder as recorder_module
@@ -283,6 +285,11 @@ def _observed(target: Any, config: Any, started: datetime) -> dict[str, Any]:
     return observations
 
 
+async def _measured(target: Any, config: Any, started: datetime, critical_done: Any = None) -> Measured:
+    """A finished measurement, nothing left to wait for."""
+    return Measured(_observed(target, config, started), None, Deadline(1))
+
+
 @pytest.mark.parametrize("recorder", ["process", "inline"])
 def test_a_value_json_cannot_carry_costs_only_its_own_observations(
     monkeypatch: pytest.MonkeyPatch, test_pki: PkiFixture, tmp_path: Path, recorder: str
@@ -291,7 +298,7 @@ def test_a_value_json_cannot_carry_costs_only_its_own_observations(
     and in the run's thread alike, one record says why it has no observations, the rest are whole."""
     hosts = [f"192.0.2.{n}" for n in range(1, 13)]
     targets = [parse_target(host, "NEWS", n) for n, host in enumerate(hosts, 1)]
-    monkeypatch.setattr(run_module, "start_measurement", _observed)
+    monkeypatch.setattr(run_module, "measure_target", _measured)
     if recorder == "inline":
         monkeypatch.setattr(recorder_module.sys, "platform", "darwin")
     else:  # earlier tests leave idle threads behind; a run forks before it starts any
@@ -376,7 +383,7 @@ def test_a_recorder_dying_before_it_confirms_a_record_makes_no_duplicate(
             os._exit(9)  # as if the kernel had killed the recorder there
         write_line(self, line)
 
-    monkeypatch.setattr(run_module, "start_measurement", _observed)
+    monkeypatch.setattr(run_module, "measure_target", _measured)
     monkeypatch.setattr(ResultsWriter, "write_line", write_then_die)
     monkeypatch.setattr(recorder_module.threading, "active_count", lambda: 1)
     config, context, network, reference = _context(test_pki)
@@ -403,19 +410,19 @@ def test_a_capture_that_stops_mid_run_is_said_in_every_later_record_and_the_summ
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     out = tmp_path / "results"
     urls = [site.url(f"/ok{n}") for n in range(6)]
-    measure = run_module.start_measurement
+    measure = run_module.measure_target
 
-    def measure_or_break_the_capture(target: Any, config: Any, started: datetime) -> Any:
+    async def measure_or_break_the_capture(target: Any, config: Any, started: datetime, critical_done: Any) -> Any:
         if target.input == urls[3]:  # the first three are recorded; then the capture fails
             bound = time.monotonic() + 60
             while time.monotonic() < bound and sum(p.read_bytes().count(b"\n") for p in out.rglob("*.jsonl")) < 3:
-                time.sleep(0.05)
+                await asyncio.sleep(0.05)
             for sock in config.capture._sockets:
                 sock.close()
             config.capture._thread.join(30)
-        return measure(target, config, started)
+        return await measure(target, config, started, critical_done)
 
-    monkeypatch.setattr(run_module, "start_measurement", measure_or_break_the_capture)
+    monkeypatch.setattr(run_module, "measure_target", measure_or_break_the_capture)
     code = main(_run_args(_targets(tmp_path / "targets.txt", urls), out, "--concurrency", "1", "--json"))
     summary = json.loads(capsys.readouterr().out)
     assert code == 0

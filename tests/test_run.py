@@ -13,7 +13,8 @@ import pytest
 from probe.analyze.verdict import AnalysisContext, judge
 from probe.loaders.catalogs import load_catalogs
 from probe.loaders.roots import load_roots
-from probe.observe.measure import MeasureConfig
+from probe.netx.deadline import Deadline
+from probe.observe.measure import MeasureConfig, Measured
 from probe.run import execute as run_module
 from probe.run import recorder as recorder_module
 from probe.vocabulary.targets import parse_target
@@ -37,6 +38,11 @@ def _observed(target: Any, config: Any, started: datetime) -> dict[str, Any]:
             "addresses_from": "literal", "helpers": []}  # fmt: skip
 
 
+async def _measured(target: Any, config: Any, started: datetime, critical_done: Any = None) -> Measured:
+    """A finished measurement, nothing left to wait for."""
+    return Measured(_observed(target, config, started), None, Deadline(1))
+
+
 @pytest.mark.parametrize("recorder", ["process", "inline"])
 def test_a_failure_on_one_target_costs_no_record(
     monkeypatch: pytest.MonkeyPatch, test_pki: PkiFixture, tmp_path: Path, recorder: str
@@ -50,7 +56,7 @@ def test_a_failure_on_one_target_costs_no_record(
             raise ValueError(f"a bug while judging in process {os.getpid()}")
         return judge(target, *args)
 
-    monkeypatch.setattr(run_module, "start_measurement", _observed)  # a finished measurement, no pending part
+    monkeypatch.setattr(run_module, "measure_target", _measured)  # a finished measurement, no pending part
     monkeypatch.setattr(recorder_module, "judge", judge_or_fail)
     if recorder == "inline":
         monkeypatch.setattr(recorder_module.sys, "platform", "darwin")
@@ -67,6 +73,33 @@ def test_a_failure_on_one_target_costs_no_record(
     assert judged_here == (recorder == "inline")  # on Linux, judging is off the measuring process
     assert records["192.0.2.2"]["observations"]["addresses_from"] == "literal"  # kept, to re-judge later
     assert records["192.0.2.3"]["observations"] is None and "a bug while measuring" in records["192.0.2.3"]["error"]
+    assert all(r["probe_lag"] >= 0 for r in records.values())  # how far behind the probe was, in every record
+
+
+def test_a_probe_that_falls_behind_takes_fewer_targets_in_and_says_so() -> None:
+    """Load never becomes a finding: the run's intake starts small and grows while the probe keeps
+    up; behind, it shrinks (at most once a second, to a floor) and grows back when the lag is gone;
+    each target's record gets the most lag seen while it was measured."""
+    from probe.run.lag import LagMonitor
+
+    lag = LagMonitor(100)
+    assert lag.allowed == 25  # a slow start: not a hundred targets' first questions at once
+    for tick in range(3):
+        lag.note(9.0 + tick / 10, 0.0)
+    assert lag.allowed == 100
+    lag.note(10.0, 0.01)
+    lag.note(10.1, 1.5)  # the probe's timer woke 1.5 s late: behind
+    assert lag.allowed == 70
+    lag.note(10.2, 1.5)  # within the second of the last cut: its effect is not seen yet
+    assert lag.allowed == 70
+    for second in range(11, 30):
+        lag.note(float(second), 2.0)
+    assert lag.allowed == lag.floor == 10
+    assert lag.lag_between(10.0, 10.05) == 1.5 and lag.lag_between(9.0, 9.5) == 0.0
+    assert lag.lag_between(0.0, 9.95) == 0.01
+    for tick in range(100):
+        lag.note(30.0 + tick / 10, 0.0)
+    assert lag.allowed == 100  # caught up: the whole intake again
 
 
 def test_a_recorder_that_dies_loses_no_record(
@@ -83,7 +116,7 @@ def test_a_recorder_that_dies_loses_no_record(
             os._exit(9)  # as if the kernel had killed the recorder
         return judge(target, *args)
 
-    monkeypatch.setattr(run_module, "start_measurement", _observed)
+    monkeypatch.setattr(run_module, "measure_target", _measured)
     monkeypatch.setattr(recorder_module, "judge", judge_or_die)
     monkeypatch.setattr(recorder_module.threading, "active_count", lambda: 1)
     config, context, network, reference = _context(test_pki)
@@ -119,23 +152,20 @@ def test_the_recorder_is_forked_only_before_any_other_thread(test_pki: PkiFixtur
 def test_a_target_whose_wait_never_ends_is_completed_at_its_bound(
     monkeypatch: pytest.MonkeyPatch, test_pki: PkiFixture
 ) -> None:
-    """Completing a target waits for its replies by callbacks, not a thread; were one never to come
-    (every wait is bounded: this guards against a bug), the watchdog completes the target at its bound."""
-    from concurrent.futures import Future, ThreadPoolExecutor
+    """Completing a target awaits its last replies on the run's loop, no thread held; were one never
+    to come (every wait is bounded: this guards against a bug), the target is completed at its bound."""
+    import asyncio
 
-    from probe.netx.clock import Clock
-    from probe.observe.measure import Pending
+    from probe.observe import measure
 
-    config, context, _, _ = _context(test_pki)
+    async def never(*args: Any) -> str | None:
+        await asyncio.get_running_loop().create_future()  # nobody ever sets it
+        return "never"
+
+    config, _, _, _ = _context(test_pki)
     target = parse_target("192.0.2.1", "NEWS", 1)
-    observations = _observed(target, config, datetime.now())
-    pending = Pending(target, config, Clock(), observations, None, None)
-    never: Future[None] = Future()
-    monkeypatch.setattr(Pending, "waits", lambda self: [never])
-    monkeypatch.setattr(Pending, "bound", property(lambda self: 0.1))
-    run_dns: Future[dict] = Future()
-    run_dns.set_result({})
-    with ThreadPoolExecutor(max_workers=1) as finishers:
-        finished = run_module._when_ready((datetime.now(), pending, None), run_dns, finishers, None, context)
-        started, completed, error = finished.result(timeout=30)
-    assert error is None and completed is observations and not never.done()
+    monkeypatch.setattr(measure, "_observe_target", lambda *args: asyncio.sleep(0))
+    monkeypatch.setattr(measure, "_complete", never)
+    monkeypatch.setattr(measure, "completion_bound", lambda deadline, questions: 0.1)
+    completed = asyncio.run(asyncio.wait_for(measure.measure_target(target, config, datetime.now()), 30))
+    assert completed.error is None and completed.observations["tcp_connect"] == []

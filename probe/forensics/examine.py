@@ -10,13 +10,13 @@ about the record depends on it: without the capability the verdicts are the same
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from probe.analyze.verdict import AnalysisContext, judge
 from probe.forensics.capture import PacketCapture
 from probe.forensics.locate import locate
-from probe.observe.config import MeasureConfig
+from probe.observe.config import TrustAnchors
 from probe.vocabulary.anomalies import Blocking
 
 LOCATED = {Blocking.TCP: None, Blocking.TLS: "client_hello", Blocking.TLS_MITM: "client_hello"}
@@ -25,7 +25,8 @@ DEFAULT_LIMIT = 3  # TTL sweeps per run: each takes a few seconds and a few doze
 
 
 class Forensics:
-    """Shared by a run's finishing threads."""
+    """A run's forensic steps. Forensics never judge: the run judges a suspect target and asks
+    `sweep` with its verdict."""
 
     def __init__(self, unavailable: str | None, limit: int = DEFAULT_LIMIT) -> None:
         self.unavailable, self.limit = unavailable, limit
@@ -53,51 +54,68 @@ class Forensics:
             self._used += 1
             return True
 
-    def examine(
+    def prepare(
+        self, host: str, observations: dict[str, Any], started: datetime, roots: TrustAnchors, control_sni: str | None
+    ) -> bool:
+        """Add `observations["forensics"]` (the capture's state); whether the target may hold a
+        finding to locate: then the run judges it and asks `sweep` with the judgement."""
+        state: dict[str, Any] = {"capture": _state(self.unavailable), "locate": None}
+        observations["forensics"] = state
+        if self.unavailable == TURNED_OFF or not _suspect(observations, host, started, roots, control_sni):
+            return False
+        if self.unavailable is not None or self.capture is None:
+            state["locate"] = _state(self.unavailable or "no packet capture")
+            return False
+        if self.capture.failure is not None:  # a sweep would see no router: it could only mislead
+            state["locate"] = _state(self.capture.failure)
+            return False
+        return True
+
+    def sweep(
         self,
         host: str,
         port: int,
         observations: dict[str, Any],
-        started: datetime,
-        config: MeasureConfig,
-        analysis: AnalysisContext,
-    ) -> None:
-        """Add `observations["forensics"]`: the capture's state and, for a finding, the TTL sweep."""
-        state: dict[str, Any] = {"capture": _state(self.unavailable), "locate": None}
-        observations["forensics"] = state
-        if self.unavailable == TURNED_OFF or not _suspect(observations, host, started, config):
-            return
-        if self.unavailable is not None or self.capture is None:
-            state["locate"] = _state(self.unavailable or "no packet capture")
-            return
-        if self.capture.failure is not None:  # a sweep would see no router: it could only mislead
-            state["locate"] = _state(self.capture.failure)
-            return
-        finding = judge({"host": host}, observations, started, False, analysis).blocking
+        finding: Blocking,
+        control_sni: str | None,
+        timeout: float,
+        ends: float | None,
+    ) -> Callable[[], dict[str, Any]] | None:
+        """With the target's judgement (`finding`): the TTL sweep to run, or None (the record says
+        why not). The sweep blocks for seconds: the run calls it in its threads."""
         if finding not in LOCATED:
-            return
+            return None
+        state = observations["forensics"]
         target = next((t for t in observations["tcp_connect"] if t.get("purpose", "target") == "target"), None)
         if target is None:
-            return
+            return None
         if ":" in target["address"]:
             state["locate"] = _state("an IPv6 address: the TTL sweep is IPv4 only")
-            return
+            return None
         if not self._take():
             state["locate"] = _state(f"--forensics-limit {self.limit} reached in this run")
-            return
+            return None
+        capture = self.capture
+        assert capture is not None
         server_name = host if LOCATED[finding] == "client_hello" else None
-        control = config.control_sni if server_name is not None else None
-        state["locate"] = locate(
-            self.capture, target["address"], port, server_name, control, config.timeout, config.ends
-        )
-        state["locate"]["finding"] = str(finding)
+        control = control_sni if server_name is not None else None
+        address = target["address"]
+
+        def located() -> dict[str, Any]:
+            record = locate(capture, address, port, server_name, control, timeout, ends)
+            record["finding"] = str(finding)
+            return record
+
+        return located
 
 
 def _state(reason: str | None) -> dict[str, Any]:
     return {"status": "done"} if reason is None else {"status": "skipped", "reason": reason}
 
 
-def _suspect(observations: dict[str, Any], host: str, started: datetime, config: MeasureConfig) -> bool:
+def _suspect(
+    observations: dict[str, Any], host: str, started: datetime, roots: TrustAnchors, control_sni: str | None
+) -> bool:
     """Cheap: a target connection or handshake failed, or a target chain did not validate (the full
     judging, only for these, tells a finding from a site that is down). Measuring asked the control
     SNI for every chain that did not validate: that is read, not verified again."""
@@ -113,6 +131,6 @@ def _suspect(observations: dict[str, Any], host: str, started: datetime, config:
         if handshake.get("failure"):
             return True
         chain = handshake.get("peer_certificates") or []
-        if chain and config.control_sni is None and not config.roots.validates(chain, host, started):
+        if chain and control_sni is None and not roots.validates(chain, host, started):
             return True  # no control SNI was asked: no sign to read
     return False

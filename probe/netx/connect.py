@@ -2,10 +2,15 @@
 
 The handshake runs with verification off, so that the whole chain the network presents is
 captured even when it is forged; judging the chain is `certs`' job, later, on the record.
+
+Two forms of each: coroutines on the run's event loop (`open_tcp`, `open_tls`: TLS over memory BIOs,
+so that no thread waits on a socket and the loop's timers bound each step), and blocking functions
+(`tcp_connect`, `tls_handshake`) for the helper's threads. Both record the same facts the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import functools
@@ -23,6 +28,127 @@ from probe.netx.wire import TargetWatch
 ALPN_OFFER = ["http/1.1"]  # the probe speaks HTTP/1.1 over the same connection
 
 
+def _tcp_record(address: str, port: int, clock: Clock) -> dict[str, Any]:
+    return {"address": address, "port": port, "failure": None, "t0": clock.now(), "t": None}
+
+
+async def open_tcp(
+    address: str,
+    port: int,
+    timeout: float,
+    clock: Clock,
+    own: OwnAddresses | None = None,
+    watch: TargetWatch | None = None,
+) -> tuple[socket.socket | None, dict[str, Any]]:
+    """`tcp_connect` on the event loop: the socket (non-blocking) and the record."""
+    record = _tcp_record(address, port, clock)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        if watch is not None:
+            wire = watch.tcp(sock, address, port)
+            if wire is not None:
+                record["wire"] = wire
+        async with asyncio.timeout(timeout):
+            await asyncio.get_running_loop().sock_connect(sock, (address, port))
+    except Exception as exc:
+        sock.close()
+        record["failure"] = errors.classify(exc)
+        record["t"] = clock.now()
+        return None, record
+    record["t"] = clock.now()
+    if own is not None:
+        own.add(sock.getsockname()[0])
+    return sock, record
+
+
+class Stream:
+    """A connected socket on the event loop, with TLS over it (memory BIOs) after a handshake."""
+
+    def __init__(self, sock: socket.socket, tls: ssl.SSLObject | None = None) -> None:
+        self.sock, self.tls = sock, tls
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+
+    def wrap(self, context: ssl.SSLContext, server_name: str | None) -> ssl.SSLObject:
+        self.tls = context.wrap_bio(self._in, self._out, server_hostname=server_name)
+        return self.tls
+
+    async def _flush(self) -> None:
+        pending = self._out.read()
+        if pending:
+            await asyncio.get_running_loop().sock_sendall(self.sock, pending)
+
+    async def _fill(self) -> None:
+        await self._flush()
+        data = await asyncio.get_running_loop().sock_recv(self.sock, 65536)
+        if data:
+            self._in.write(data)
+        else:
+            self._in.write_eof()  # the peer closed: TLS says whether that was in order
+
+    async def handshake(self) -> None:
+        assert self.tls is not None
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await self._fill()
+        await self._flush()  # the client's last flight
+
+    async def send(self, data: bytes) -> None:
+        if self.tls is None:
+            await asyncio.get_running_loop().sock_sendall(self.sock, data)
+            return
+        self.tls.write(data)
+        await self._flush()
+
+    async def recv(self, size: int) -> bytes:
+        """Up to `size` bytes; b"" at the end (a TLS peer that closes without close_notify too, as an
+        SSL socket reads it)."""
+        if self.tls is None:
+            return await asyncio.get_running_loop().sock_recv(self.sock, size)
+        while True:
+            try:
+                return self.tls.read(size)
+            except ssl.SSLWantReadError:
+                await self._fill()
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                return b""
+
+    def close(self) -> None:
+        close_quietly(self.sock)
+
+
+async def open_tls(
+    sock: socket.socket,
+    address: str,
+    port: int,
+    server_name: str | None,
+    timeout: float,
+    clock: Clock,
+    alpn: list[str] | None = None,
+) -> tuple[Stream | None, dict[str, Any]]:
+    """`tls_handshake` on the event loop, the whole handshake within `timeout` (a peer dripping a
+    byte a second is cut at the deadline)."""
+    record = _tls_record(address, port, server_name, clock)
+    context = _client_context(tuple(ALPN_OFFER if alpn is None else alpn))
+    stream = Stream(sock)
+    try:
+        tls = stream.wrap(context, server_name)
+        async with asyncio.timeout(timeout):
+            await stream.handshake()
+    except Exception as exc:
+        record["failure"] = errors.classify(exc)
+        record["alert"] = errors.alert_description(exc)
+        record["t"] = clock.now()
+        stream.close()
+        return None, record
+    _handshake_facts(record, tls, clock)
+    return stream, record
+
+
 def tcp_connect(
     address: str,
     port: int,
@@ -34,7 +160,7 @@ def tcp_connect(
     """Connect to one address. The record never holds the probe's own address; `own` learns it,
     so that it can be scrubbed from anything a server echoes back. With a `watch`, what arrives
     for the connection on the wire is recorded too (`wire`: IP TTL, IP ID, TCP flags)."""
-    record: dict[str, Any] = {"address": address, "port": port, "failure": None, "t0": clock.now(), "t": None}
+    record = _tcp_record(address, port, clock)
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -67,7 +193,7 @@ def _client_context(alpn: tuple[str, ...]) -> ssl.SSLContext:
     return context
 
 
-def presented_chain(tls: ssl.SSLSocket) -> list[bytes]:
+def presented_chain(tls: ssl.SSLSocket | ssl.SSLObject) -> list[bytes]:
     """Every certificate the server sent, DER, leaf first."""
     getter = getattr(tls, "get_unverified_chain", None)  # public from Python 3.13
     if getter is not None:
@@ -93,20 +219,7 @@ def tls_handshake(
     alpn: list[str] | None = None,
 ) -> tuple[ssl.SSLSocket | None, dict[str, Any]]:
     """Handshake on a connected socket; record chain, version, cipher, ALPN, or the failure."""
-    record: dict[str, Any] = {
-        "address": address,
-        "port": port,
-        "server_name": server_name,
-        "tls_version": None,
-        "cipher_suite": None,
-        "negotiated_protocol": None,
-        "peer_certificates": [],
-        "failure": None,
-        "alert": None,
-        "os_store_valid": None,  # filled by the measurement when the chain does not validate
-        "t0": clock.now(),
-        "t": None,
-    }
+    record = _tls_record(address, port, server_name, clock)
     context = _client_context(tuple(ALPN_OFFER if alpn is None else alpn))
     sock.settimeout(timeout)
     tls: ssl.SSLSocket | None = None
@@ -135,13 +248,34 @@ def tls_handshake(
         return None, record
     finally:
         WATCHDOG.disarm(token)
+    _handshake_facts(record, tls, clock)
+    return tls, record
+
+
+def _tls_record(address: str, port: int, server_name: str | None, clock: Clock) -> dict[str, Any]:
+    return {
+        "address": address,
+        "port": port,
+        "server_name": server_name,
+        "tls_version": None,
+        "cipher_suite": None,
+        "negotiated_protocol": None,
+        "peer_certificates": [],
+        "failure": None,
+        "alert": None,
+        "os_store_valid": None,  # filled by the measurement when the chain does not validate
+        "t0": clock.now(),
+        "t": None,
+    }
+
+
+def _handshake_facts(record: dict[str, Any], tls: ssl.SSLSocket | ssl.SSLObject, clock: Clock) -> None:
     record["t"] = clock.now()
     record["tls_version"] = tls.version()
     cipher = tls.cipher()
     record["cipher_suite"] = cipher[0] if cipher else None
     record["negotiated_protocol"] = tls.selected_alpn_protocol()
     record["peer_certificates"] = [base64.b64encode(der).decode("ascii") for der in presented_chain(tls)]
-    return tls, record
 
 
 def _cut(sock: socket.socket) -> None:

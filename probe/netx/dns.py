@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import functools
 import ipaddress
+import os
 import secrets
 import socket
 import ssl
-from concurrent.futures import Future
+import struct
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +27,6 @@ import dns.rdatatype
 from probe.netx import classify as errors
 from probe.netx import udpwire
 from probe.netx.clock import Clock
-from probe.netx.wire import TargetWatch
 from probe.vocabulary.errors import InputError
 from probe.vocabulary.failures import Failure, unknown
 
@@ -118,21 +118,6 @@ def _verifying_context(roots: str) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=roots)
 
 
-@functools.lru_cache(maxsize=8)
-def _doh_session(roots: str) -> Any:
-    """One pooled DoH client a run (HTTP/2 where the server offers it): connections are reused
-    across targets instead of a TLS handshake per question. httpx2's client is thread-safe."""
-    import httpx2
-
-    return httpx2.Client(verify=_verifying_context(roots), http1=True, http2=True)
-
-
-def _doh_exchange(query: dns.message.Message, url: str, timeout: float, roots: str) -> bytes:
-    """DNS over HTTPS with dnspython over the run's pooled client, verified against `roots`."""
-    reply = dns.query.https(query, url, timeout=timeout, session=_doh_session(roots))
-    return reply.to_wire()
-
-
 def _classify_dns_exception(exc: BaseException) -> str:
     if isinstance(exc, dns.exception.Timeout):
         return Failure.GENERIC_TIMEOUT
@@ -194,6 +179,29 @@ def _unreadable_fields(wire: bytes) -> dict[str, Any]:
             "failure": Failure.DNS_BOGUS_REPLY}  # fmt: skip
 
 
+@functools.lru_cache(maxsize=1024)
+def _question_section(hostname: str, qtype: str, rdclass: str) -> bytes:
+    """A query's question section as dnspython writes it (the same for a target's several questions)."""
+    return dns.message.make_query(hostname, qtype, rdclass=rdclass, want_dnssec=False).to_wire()[12:]
+
+
+def query_wire(hostname: str, qtype: str, rdclass: str, query_id: int) -> bytes:
+    """A query (recursion desired, no EDNS), byte for byte what `dns.message.make_query` gives."""
+    return struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 0) + _question_section(hostname, qtype, rdclass)
+
+
+def query_ids(count: int) -> list[int]:
+    """`count` distinct unpredictable query IDs, from one read of the OS's random bytes."""
+    found: list[int] = []
+    while len(found) < count:
+        pool = os.urandom(2 * (count + 2))
+        for index in range(0, len(pool), 2):
+            candidate = int.from_bytes(pool[index : index + 2], "big")
+            if candidate not in found and len(found) < count:
+                found.append(candidate)
+    return found
+
+
 def _make_query(hostname: str, qtype: str, rdclass: str = "IN") -> dns.message.Message:
     query = dns.message.make_query(hostname, qtype, rdclass=rdclass, want_dnssec=False)
     query.id = secrets.randbelow(65536)
@@ -212,43 +220,6 @@ class UdpAsk:
     query_types: tuple[str, ...] = QUERY_TYPES
     expects_reply: bool = True
     rdclass: str = "IN"
-
-
-def udp_batch(
-    asks: list[UdpAsk], timeout: float, window: float, clock: Clock, watch: TargetWatch | None = None
-) -> dict[str, list[dict[str, Any]]]:
-    """Ask every question at once from one socket; return each label's query records, every reply kept
-    (and, with a `watch`, each reply as the packet capture saw it: `wire_replies`)."""
-    return udp_batch_async(asks, timeout, window, clock, watch).result()
-
-
-def udp_batch_async(
-    asks: list[UdpAsk], timeout: float, window: float, clock: Clock, watch: TargetWatch | None = None
-) -> Future[dict[str, list[dict[str, Any]]]]:
-    """`udp_batch`, sent now; the records once the listening (the run's one listener thread) is over."""
-    pending: list[tuple[UdpAsk, dict[str, Any], udpwire.Question]] = []
-    used_ids: set[int] = set()
-    for ask in asks:
-        for qtype in ask.query_types:
-            query = _make_query(ask.hostname, qtype, ask.rdclass)
-            while query.id in used_ids:
-                query.id = secrets.randbelow(65536)
-            used_ids.add(query.id)
-            record = _new_record(ask.resolver, "udp", ask.hostname, qtype, clock)
-            question = udpwire.Question(query.to_wire(), query.id, ask.address, ask.port, ask.expects_reply)
-            pending.append((ask, record, question))
-    listened = udpwire.exchange([q for _, _, q in pending], timeout, window, clock.now, watch)
-    result: Future[dict[str, list[dict[str, Any]]]] = Future()
-
-    def records(done: Future[None]) -> None:
-        try:
-            done.result()
-            result.set_result(_batch_records(asks, pending, clock))
-        except Exception as exc:  # noqa: BLE001 - handed to whoever waits
-            result.set_exception(exc)
-
-    listened.add_done_callback(records)
-    return result
 
 
 def _batch_records(
@@ -278,53 +249,6 @@ def _batch_records(
 
 def udp_ask_for(spec: ResolverSpec, label: str, hostname: str) -> UdpAsk:
     return UdpAsk(label, spec.url, spec.address, spec.port, hostname)
-
-
-def query_stream(
-    spec: ResolverSpec, hostname: str, qtype: str, timeout: float, roots: str, clock: Clock, rdclass: str = "IN"
-) -> dict[str, Any]:
-    """One question over TCP, DNS over TLS or DNS over HTTPS, recorded whatever happens."""
-    query = _make_query(hostname, qtype, rdclass)
-    record = _new_record(spec.url, spec.transport, hostname, qtype, clock)
-    try:
-        if spec.transport == "https":
-            wire = _doh_exchange(query, spec.address, timeout, roots)
-        elif spec.transport == "tcp":
-            wire = dns.query.tcp(query, spec.address, timeout=timeout, port=spec.port).to_wire()
-        else:
-            context = _verifying_context(roots)
-            wire = dns.query.tls(
-                query,
-                spec.address,
-                timeout=timeout,
-                port=spec.port,
-                ssl_context=context,
-                server_hostname=spec.tls_name or spec.address,
-            ).to_wire()
-        record.update(_reply_fields(wire))
-    except Exception as exc:  # every failure becomes an observation
-        record["failure"] = _classify_dns_exception(exc)
-    record["t"] = clock.now()
-    return record
-
-
-def lookup_with_resolver(
-    spec: ResolverSpec, hostname: str, timeout: float, window: float, roots: str, clock: Clock
-) -> dict[str, Any]:
-    """Ask a resolver for A and AAAA; return the lookup with its queries and combined result."""
-    if spec.transport == "udp":
-        queries = udp_batch([udp_ask_for(spec, "lookup", hostname)], timeout, window, clock)["lookup"]
-    else:
-        queries = [query_stream(spec, hostname, qtype, timeout, roots, clock) for qtype in QUERY_TYPES]
-    return combine_lookup(spec.url, spec.transport, hostname, queries)
-
-
-def identity_query(spec: ResolverSpec, timeout: float, window: float, roots: str, clock: Clock) -> dict[str, Any]:
-    """Ask a resolver who it is (CHAOS TXT id.server): a transparent proxy answers as itself."""
-    if spec.transport == "udp":
-        ask = UdpAsk("id", spec.url, spec.address, spec.port, "id.server", ("TXT",), rdclass="CH")
-        return udp_batch([ask], timeout, window, clock)["id"][0]
-    return query_stream(spec, "id.server", "TXT", timeout, roots, clock, rdclass="CH")
 
 
 def combine_lookup(resolver: str, transport: str, hostname: str, queries: list[dict[str, Any]]) -> dict[str, Any]:

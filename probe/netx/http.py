@@ -6,6 +6,7 @@ probe. The body itself is not stored: its length, hash, title and a short prefix
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import html
 import socket
@@ -14,6 +15,7 @@ from typing import Any
 
 from probe.netx import classify as errors
 from probe.netx.clock import Clock
+from probe.netx.connect import Stream
 from probe.netx.own_addresses import OwnAddresses
 from probe.vocabulary.failures import Failure
 
@@ -86,24 +88,8 @@ def http_get_body(
     own: OwnAddresses | None = None,
 ) -> tuple[dict[str, Any], bytes]:
     """`http_get`, also returning the body's bytes (for a certificate fetched from an AIA URL)."""
-    record: dict[str, Any] = {
-        "request": {"method": "GET", "host": host, "path": path},
-        "status": None,
-        "headers": [],
-        "location": None,
-        "title": None,
-        "body_length": None,
-        "body_sha256": None,
-        "body_prefix": None,
-        "body_truncated": False,
-        "failure": None,
-        "t0": clock.now(),
-        "t": None,
-    }
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
-        "Accept: text/html,*/*;q=0.8\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n"
-    ).encode("ascii", errors="strict")
+    record = _http_record(host, path, clock)
+    request = _request(host, path)
     deadline = time.monotonic() + timeout
     data = bytearray()
     try:
@@ -122,6 +108,72 @@ def http_get_body(
             record["body_truncated"] = True
     except Exception as exc:
         record["failure"] = errors.classify(exc)
+    return _response(record, data, clock, max_body, own)
+
+
+async def get_body(
+    stream: Stream,
+    host: str,
+    path: str,
+    timeout: float,
+    clock: Clock,
+    max_body: int = MAX_BODY_BYTES,
+    own: OwnAddresses | None = None,
+) -> tuple[dict[str, Any], bytes]:
+    """`http_get_body` on the event loop, over a connected `Stream` (plain or TLS)."""
+    record = _http_record(host, path, clock)
+    request = _request(host, path)
+    data = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            await stream.send(request)
+            while len(data) < max_body + MAX_HEADER_BYTES:
+                chunk = await stream.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            else:
+                record["body_truncated"] = True
+    except Exception as exc:
+        record["failure"] = errors.classify(exc)
+    return _response(record, data, clock, max_body, own)
+
+
+async def get(
+    stream: Stream, host: str, path: str, timeout: float, clock: Clock, own: OwnAddresses | None = None
+) -> dict[str, Any]:
+    """`http_get` on the event loop."""
+    return (await get_body(stream, host, path, timeout, clock, own=own))[0]
+
+
+def _http_record(host: str, path: str, clock: Clock) -> dict[str, Any]:
+    return {
+        "request": {"method": "GET", "host": host, "path": path},
+        "status": None,
+        "headers": [],
+        "location": None,
+        "title": None,
+        "body_length": None,
+        "body_sha256": None,
+        "body_prefix": None,
+        "body_truncated": False,
+        "failure": None,
+        "t0": clock.now(),
+        "t": None,
+    }
+
+
+def _request(host: str, path: str) -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
+        "Accept: text/html,*/*;q=0.8\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n"
+    ).encode("ascii", errors="strict")
+
+
+def _response(
+    record: dict[str, Any], data: bytearray, clock: Clock, max_body: int, own: OwnAddresses | None
+) -> tuple[dict[str, Any], bytes]:
+    """What a response says, read from its bytes (whole, or up to a failure)."""
     record["t"] = clock.now()
     head, sep, body = bytes(data).partition(b"\r\n\r\n")
     if not data:

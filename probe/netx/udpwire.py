@@ -5,8 +5,10 @@ the real resolver, so the probe sends its questions from one unconnected socket 
 listening for a window after each first reply, recording every reply's source and IP TTL
 (`IP_RECVTTL`, no root needed). An unconnected socket also ignores ICMP errors, so a question
 sent to an address that runs no resolver simply gets no answer, unless something on the path
-answers for it. The listening is one thread's for the whole run (`UdpListener`): an exchange is
-sent by its caller and handed over; its future is done when its windows are over.
+answers for it. The listening is the run's event loop's (`listen`): a reader per socket, one timer.
+Each datagram is judged by when it arrived (the kernel's receive timestamp), and every socket's
+buffer is read before a question is declared timed out: a reply that waited while the probe was
+busy is an answer, never a timeout (load never becomes a finding).
 
 A datagram is a question's reply only with its ID, QR set, its opcode, from the address and port
 it went to, and its question (name, case-insensitively unless randomised by 0x20; type; class).
@@ -17,13 +19,11 @@ forgery copies the question and spoofs the queried address: it still counts, as 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import heapq
-import itertools
-import selectors
 import socket
+import struct
 import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -40,6 +40,11 @@ IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
 IP_TTL = getattr(socket, "IP_TTL", 2)
 IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
+# Linux's kernel receive timestamps (socket(7)): each datagram says when it arrived, so that a reply
+# read late (a busy probe) is judged by its arrival, never called a timeout. Python 3.11 names neither.
+SO_TIMESTAMPNS = 35 if sys.platform == "linux" else None
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+DRAIN_LIMIT = 256  # datagrams read from one socket at a time: a flood cannot hold the listener
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,9 @@ def _socket(family: socket.AddressFamily) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
     except OSError:
         pass  # no TTLs, but still the replies
+    if SO_TIMESTAMPNS is not None:
+        with contextlib.suppress(OSError):  # without them, arrival is when the probe read the datagram
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     return sock
 
 
@@ -90,10 +98,22 @@ def reply_ttl_available() -> bool:
 
 def _receive(sock: socket.socket) -> tuple[bytes, list[tuple[int, int, bytes]], tuple[str, int]]:
     if reply_ttl_available():
-        data, ancillary, _, source = sock.recvmsg(65535, socket.CMSG_SPACE(4))
+        data, ancillary, _, source = sock.recvmsg(65535, socket.CMSG_SPACE(4) + socket.CMSG_SPACE(16))
         return data, ancillary, source
     data, source = sock.recvfrom(65535)  # the reply without its IP TTL: recorded as unknown (null)
     return data, [], source
+
+
+def arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """When the datagram arrived, on `time.monotonic()`'s scale: the kernel's receive timestamp when
+    it gave one (SO_TIMESTAMPNS), else now (when the probe read it)."""
+    now = time.monotonic()
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanoseconds = struct.unpack("@qq", data[:16])
+            ago = time.time() - (seconds + nanoseconds / 1e9)  # the timestamp is wall-clock time
+            return now - min(max(ago, 0.0), 3600.0)
+    return now
 
 
 def _ttl(ancillary: list[tuple[int, int, bytes]]) -> int | None:
@@ -116,8 +136,6 @@ class _Exchange:
         self.start = time.monotonic()
         self.hard_deadline = self.start + timeout
         self.by_id: dict[int, Asked[Question]] = {}
-        self.done: Future[None] = Future()
-        self.over = False  # taken off the listener (set under its lock)
 
     def send(self) -> list[socket.socket]:
         """Open the sockets and send every question; the sockets to listen on."""
@@ -151,30 +169,47 @@ class _Exchange:
         return max((self._listen_until(q) for q in self.questions), default=self.start)
 
     def receive(self, sock: socket.socket) -> bool:
-        """Read one datagram; whether it was a question's first reply (the end may have moved)."""
-        try:
-            data, ancillary, source = _receive(sock)
-        except OSError:  # nothing after all, or an error report: keep listening
-            return False
+        """Read every datagram waiting on `sock`; whether one was a question's first reply (the end
+        may have moved). Each is judged by when it arrived, not by when it was read."""
+        moved = False
+        for _ in range(DRAIN_LIMIT):
+            try:
+                data, ancillary, source = _receive(sock)
+            except (BlockingIOError, InterruptedError):
+                break  # nothing more waiting
+            except OSError:  # an error report: keep listening
+                continue
+            moved = self._take(data, arrival(ancillary), _ttl(ancillary), source) or moved
+        return moved
+
+    def _take(self, data: bytes, at: float, ttl: int | None, source: tuple[str, int]) -> bool:
         expected = self.by_id.get(int.from_bytes(data[:2], "big")) if len(data) >= 2 else None
         if expected is None:  # no question's ID: counted against a question that went where it came from
             sent_there = next((a for a in self.by_id.values() if a.came_from(source)), None)
-            if sent_there is not None:
+            if sent_there is not None and at <= self.end():
                 sent_there.question.unmatched += 1
             return False
-        verdict = expected.judge(data, source)
         asked = expected.question
+        if at > self._listen_until(asked):
+            return False  # it arrived after this question's listening was over: as if never read
+        verdict = expected.judge(data, source)
         if verdict is False:
             asked.unmatched += 1
             return False
         if len(asked.replies) >= MAX_REPLIES:
             asked.dropped += 1
             return False
-        asked.replies.append(Reply(str(source[0]), _ttl(ancillary), data, self.now(), unreadable=verdict is None))
+        t = round(self.now() - (time.monotonic() - at), 6)  # the measurement time it arrived at
+        asked.replies.append(Reply(str(source[0]), ttl, data, t, unreadable=verdict is None))
         if asked.first_reply_at is None:
-            asked.first_reply_at = time.monotonic()
+            asked.first_reply_at = at
             return True
         return False
+
+    def drain(self) -> None:
+        """Read what waits in every socket's buffer: a reply there is an answer, not a timeout."""
+        for sock in self.sockets.values():
+            self.receive(sock)
 
     def close(self) -> None:
         """Listening is over: failures for the unanswered, the capture's view, sockets closed."""
@@ -198,105 +233,60 @@ class _Exchange:
                 sock.close()
 
 
-class UdpListener:
-    """One thread listening for every exchange's replies (one selector, one queue of deadlines),
-    instead of a thread for each: a run has a thousand exchanges listening at once."""
+async def listen(
+    questions: list[Question],
+    timeout: float,
+    window: float,
+    now: Callable[[], float],
+    watch: TargetWatch | None = None,
+) -> None:
+    """Send every question; fill in each one's replies (or failure). Bounded by `timeout` overall.
 
-    def __init__(self) -> None:
-        self._selector = selectors.DefaultSelector()
-        self._lock = threading.Lock()
-        self._deadlines: list[tuple[float, int, _Exchange]] = []
-        self._ids = itertools.count()
-        self._wake_read, self._wake_write = socket.socketpair()
-        self._wake_read.setblocking(False)
-        self._wake_write.setblocking(False)
-        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
-        self._thread: threading.Thread | None = None
+    A question that expects a reply is listened to until `window` seconds after its first reply;
+    one that does not (the injection probe) for `window` seconds after it was sent. With a `watch`,
+    the packet capture's view of the replies (IP TTL and IP ID) is kept beside the socket's. The
+    listening is the running event loop's: a reader per socket and one timer, no thread.
+    """
+    loop = asyncio.get_running_loop()
+    job = _Exchange(questions, timeout, window, now, watch)
+    sockets: list[socket.socket] = []
+    over: asyncio.Future[None] = loop.create_future()
+    timer: asyncio.TimerHandle | None = None
 
-    def exchange(
-        self, questions: list[Question], timeout: float, window: float, now: Callable[[], float],
-        watch: TargetWatch | None = None,
-    ) -> Future[None]:  # fmt: skip
-        """Send now; the future is done when the exchange's listening is over."""
-        job = _Exchange(questions, timeout, window, now, watch)
+    def schedule() -> None:
+        nonlocal timer
+        if timer is not None:
+            timer.cancel()
+        timer = loop.call_at(loop.time() + max(0.0, job.end() - time.monotonic()), due)
+
+    def readable(sock: socket.socket) -> None:
         try:
-            sockets = job.send()
-        except BaseException:
-            job.close()
-            raise
-        with self._lock:
-            for sock in sockets:
-                self._selector.register(sock, selectors.EVENT_READ, job)
-            heapq.heappush(self._deadlines, (job.end(), next(self._ids), job))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="dns-listener", daemon=True)
-                self._thread.start()
-        with contextlib.suppress(OSError):  # full: the listener is awake anyway
-            self._wake_write.send(b"\0")
-        return job.done
+            moved = job.receive(sock)
+        except Exception:  # noqa: BLE001 - one odd datagram must not stop the exchange's listening
+            return
+        if moved:
+            schedule()
 
-    def _run(self) -> None:
-        while True:
-            try:
-                self._once()
-            except Exception:  # noqa: BLE001 - every exchange of the run waits on this thread: it never dies
-                time.sleep(0.01)
+    def due() -> None:
+        job.drain()  # read late (a busy probe) is not lost: what arrived in time counts
+        if job.end() > time.monotonic():
+            schedule()
+        elif not over.done():
+            over.set_result(None)
 
-    def _once(self) -> None:
-        with self._lock:
-            wait = self._deadlines[0][0] - time.monotonic() if self._deadlines else 1.0
-        for key, _ in self._selector.select(max(0.0, wait)):
-            job = key.data
-            if job is None:
-                with contextlib.suppress(OSError):
-                    self._wake_read.recv(4096)
-                continue
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
-            if job.over:
-                continue
-            try:
-                moved = job.receive(sock)
-            except Exception:  # noqa: BLE001 - one odd datagram must not stop every exchange's listening
-                continue
-            if moved:
-                with self._lock:
-                    heapq.heappush(self._deadlines, (job.end(), next(self._ids), job))
-        self._finish_due()
-
-    def _finish_due(self) -> None:
-        now = time.monotonic()
-        due = []
-        with self._lock:
-            while self._deadlines and self._deadlines[0][0] <= now:
-                _, _, job = heapq.heappop(self._deadlines)
-                if job.over or job.end() > now:
-                    continue  # finished already (an exchange can have several entries), or not yet due
-                job.over = True
-                for sock in job.sockets.values():
-                    with contextlib.suppress(KeyError, ValueError):
-                        self._selector.unregister(sock)
-                due.append(job)
-        for job in due:
-            try:
-                job.close()
-            except Exception as exc:  # noqa: BLE001 - told to the one waiting, the listener goes on
-                job.done.set_exception(exc)
-            else:
-                job.done.set_result(None)
-
-
-_LISTENER: UdpListener | None = None
-_LISTENER_LOCK = threading.Lock()
-
-
-def _listener() -> UdpListener:
-    """Made on first use (after a run's recorder is forked; never for `probe --help`)."""
-    global _LISTENER
-    with _LISTENER_LOCK:
-        if _LISTENER is None:
-            _LISTENER = UdpListener()
-        return _LISTENER
+    try:
+        sockets = job.send()
+        for sock in sockets:
+            loop.add_reader(sock.fileno(), readable, sock)
+        schedule()
+        await over
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for sock in sockets:
+            with contextlib.suppress(OSError, ValueError):
+                loop.remove_reader(sock.fileno())
+        job.close()
 
 
 def exchange(
@@ -306,11 +296,12 @@ def exchange(
     now: Callable[[], float],
     watch: TargetWatch | None = None,
 ) -> Future[None]:
-    """Send every question; fill in each one's replies (or failure). Bounded by `timeout` overall.
-
-    A question that expects a reply is listened to until `window` seconds after its first reply;
-    one that does not (the injection probe) for `window` seconds after it was sent. With a `watch`,
-    the packet capture's view of the replies (IP TTL and IP ID) is kept beside the socket's. The
-    listening is the run's one listener thread's; the future is done when it is over.
-    """
-    return _listener().exchange(questions, timeout, window, now, watch)
+    """`listen`, for a caller outside any event loop: done when the listening is over."""
+    done: Future[None] = Future()
+    try:
+        asyncio.run(listen(questions, timeout, window, now, watch))
+    except Exception as exc:  # noqa: BLE001 - handed to whoever waits
+        done.set_exception(exc)
+    else:
+        done.set_result(None)
+    return done

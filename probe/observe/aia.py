@@ -9,9 +9,9 @@ observation: analysis accepts it only if it chains by signature to a reference r
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
-import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from probe.netx.clock import Clock
-from probe.netx.connect import close_quietly, tcp_connect
-from probe.netx.dns import lookup_system
-from probe.netx.http import http_get_body
+from probe.netx.connect import Stream, open_tcp
+from probe.netx.dnsloop import lookup_system
+from probe.netx.http import get_body
 from probe.netx.own_addresses import OwnAddresses
 from probe.vocabulary.failures import Failure
 
@@ -80,25 +80,29 @@ def certificates_in(body: bytes) -> list[bytes]:
 
 
 class IssuerFetcher:
-    """Fetches CA Issuers URLs, each once per run (shared by every measuring thread)."""
+    """Fetches CA Issuers URLs, each once per run (shared by every target, on the run's loop)."""
 
     def __init__(self, timeout: float, own: OwnAddresses | None = None) -> None:
         self.timeout = timeout
         self.own = own
-        self._cache: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
+        self._cache: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
-    def fetch(self, url: str, clock: Clock) -> dict[str, Any]:
-        with self._lock:
-            cached = self._cache.get(url)
-        if cached is not None:
-            return {**cached, "cached": True}
-        record = self._fetch(url, clock)
-        with self._lock:
-            self._cache[url] = record
+    async def fetch(self, url: str, clock: Clock) -> dict[str, Any]:
+        cached = self._cache.get(url)
+        if cached is not None:  # fetched, or being fetched for another target
+            return {**await asyncio.shield(cached), "cached": True}
+        fetching: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._cache[url] = fetching
+        try:
+            record = await self._fetch(url, clock)
+        except BaseException:  # cancelled (the run ends), or a bug: the next asker fetches again
+            del self._cache[url]
+            fetching.cancel()
+            raise
+        fetching.set_result(record)
         return record
 
-    def _fetch(self, url: str, clock: Clock) -> dict[str, Any]:
+    async def _fetch(self, url: str, clock: Clock) -> dict[str, Any]:
         record: dict[str, Any] = {
             "url": url,
             "address": None,
@@ -117,21 +121,22 @@ class IssuerFetcher:
         if parts.scheme.lower() != "http" or not parts.hostname or not port:
             record.update({"failure": Failure.UNSUPPORTED_URL, "t": clock.now()})
             return record
-        lookup = lookup_system(parts.hostname, port, clock)
+        lookup = await lookup_system(parts.hostname, port, clock)
         address = next((a for a in lookup["addresses"] if _may_fetch_from(a)), None)
         if address is None:
             record.update({"failure": lookup["failure"] or Failure.UNSUPPORTED_URL, "t": clock.now()})
             return record
         record["address"] = address
-        sock, tcp = tcp_connect(address, port, self.timeout, clock, self.own)
+        sock, tcp = await open_tcp(address, port, self.timeout, clock, self.own)
         if sock is None:
             record.update({"failure": tcp["failure"], "t": clock.now()})
             return record
+        stream = Stream(sock)
         try:
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            response, body = http_get_body(sock, parts.hostname, path, self.timeout, clock, MAX_CERTIFICATE_BYTES)
+            response, body = await get_body(stream, parts.hostname, path, self.timeout, clock, MAX_CERTIFICATE_BYTES)
         finally:
-            close_quietly(sock)
+            stream.close()
         record["status"] = response["status"]
         if response["status"] != 200:
             record["failure"] = response["failure"] or Failure.HTTP_STATUS
@@ -151,7 +156,7 @@ def _may_fetch_from(address: str) -> bool:
     return not (ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast)
 
 
-def complete_chain(chain_b64: list[str], fetcher: IssuerFetcher, clock: Clock) -> list[dict[str, Any]]:
+async def complete_chain(chain_b64: list[str], fetcher: IssuerFetcher, clock: Clock) -> list[dict[str, Any]]:
     """Follow CA Issuers URLs up from the last presented certificate; every fetch is recorded."""
     fetches: list[dict[str, Any]] = []
     if not chain_b64:
@@ -164,7 +169,7 @@ def complete_chain(chain_b64: list[str], fetcher: IssuerFetcher, clock: Clock) -
         urls = ca_issuers_urls(current)
         if not urls:
             break
-        fetched = fetcher.fetch(urls[0], clock)
+        fetched = await fetcher.fetch(urls[0], clock)
         fetches.append(fetched)
         if not fetched["certificates"]:
             break

@@ -1,13 +1,15 @@
-"""What a measurement needs to know: timeouts, resolvers, controls, helpers, trust anchors."""
+"""What a measurement needs to know (timeouts, resolvers, controls, helpers, trust anchors: the
+run's `MeasureConfig`, never changed), and one target's measurement in progress (`Visit`)."""
 
 from __future__ import annotations
 
 import ipaddress
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
+from probe.netx.clock import Clock
+from probe.netx.deadline import Deadline
 from probe.netx.dns import ResolverSpec
 from probe.netx.own_addresses import OwnAddresses
 from probe.netx.wire import PacketWatcher, TargetWatch
@@ -49,25 +51,31 @@ class MeasureConfig:
     os_store: TrustAnchors | None = None  # the machine's trust store: a second opinion only
     issuer_fetcher: IssuerFetcher | None = None  # completes incomplete chains from AIA URLs (once per run)
     target_deadline: float | None = None  # seconds for the whole of one target's critical path
-    ends: float | None = None  # this target's deadline (time.monotonic()); set per target by `for_target`
     capture: PacketWatcher | None = None  # the run's packet capture (forensics, CAP_NET_RAW), if any
-    watch: TargetWatch | None = None  # this target's registrations with it; set per target
 
-    def for_target(self) -> MeasureConfig:
-        """A copy for one target, its deadline running from now."""
-        if self.target_deadline is None:
-            return self
-        return replace(self, ends=time.monotonic() + self.target_deadline)
+    def deadline(self) -> Deadline:
+        """A new target's deadline, its time running from now."""
+        return Deadline.start(self.timeout, self.dns_window, self.target_deadline)
 
-    def step(self) -> float:
-        """The bound of the next network step: `timeout`, or what is left of the target's deadline."""
-        if self.ends is None:
-            return self.timeout
-        return max(0.05, min(self.timeout, self.ends - time.monotonic()))
 
-    @property
-    def expired(self) -> bool:
-        return self.ends is not None and time.monotonic() >= self.ends
+@dataclass
+class Visit:
+    """One target being measured: the run's config, the target's own deadline, clock and capture
+    registrations, and what has been observed so far (filled in step by step)."""
+
+    config: MeasureConfig
+    deadline: Deadline
+    clock: Clock
+    started: datetime
+    observations: dict[str, Any]
+    watch: TargetWatch | None = None
+
+    @classmethod
+    def begin(cls, config: MeasureConfig, started: datetime) -> Visit:
+        clock = Clock()
+        watch = TargetWatch(config.capture, clock.now) if config.capture is not None else None
+        observations: dict[str, Any] = {"dns": None, "tcp_connect": [], "tls_handshakes": [], "http_requests": []}
+        return cls(config, config.deadline(), clock, started, observations, watch)
 
 
 def ordered(addresses: list[str]) -> list[str]:

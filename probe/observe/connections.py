@@ -11,15 +11,12 @@ first completed from its AIA URL, as browsers do, and the machine's own store gi
 from __future__ import annotations
 
 import secrets
-import socket
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from probe.netx.clock import Clock
-from probe.netx.connect import close_quietly, tcp_connect, tls_handshake
+from probe.netx.connect import Stream, open_tcp, open_tls
 from probe.observe.aia import complete_chain
-from probe.observe.config import MeasureConfig
+from probe.observe.config import Visit
 
 
 @dataclass(frozen=True)
@@ -47,28 +44,29 @@ def minting_name(server_name: str) -> str:
     return f"{secrets.token_hex(6)}.{server_name.rstrip('.')}.invalid"
 
 
-def open_connection(
+async def open_connection(
     address: str,
     port: int,
     use_tls: bool,
     server_name: str | None,
     purpose: str,
-    config: MeasureConfig,
-    clock: Clock,
-    observations: dict[str, Any],
+    visit: Visit,
     hop: int | None = None,
-) -> tuple[socket.socket | None, dict[str, Any] | None]:
+) -> tuple[Stream | None, dict[str, Any] | None]:
     """Connect (and handshake, for TLS), recording each step with its purpose.
 
-    Returns the socket to speak HTTP over (None if a step failed) and the handshake record."""
-    sock, tcp = tcp_connect(address, port, config.step(), clock, config.own_addresses, config.watch)
+    Returns the stream to speak HTTP over (None if a step failed) and the handshake record."""
+    config, clock, observations = visit.config, visit.clock, visit.observations
+    sock, tcp = await open_tcp(address, port, visit.deadline.step(), clock, config.own_addresses, visit.watch)
     tcp["purpose"] = purpose
     if hop is not None:
         tcp["hop"] = hop
     observations["tcp_connect"].append(tcp)
-    if sock is None or not use_tls:
-        return sock, None
-    tls, handshake = tls_handshake(sock, address, port, server_name, config.step(), clock)
+    if sock is None:
+        return None, None
+    if not use_tls:
+        return Stream(sock), None
+    tls, handshake = await open_tls(sock, address, port, server_name, visit.deadline.step(), clock)
     handshake["purpose"] = purpose
     if hop is not None:
         handshake["hop"] = hop
@@ -81,50 +79,51 @@ def _reached_server(handshake: dict[str, Any] | None) -> bool:
     return handshake is not None and (handshake["failure"] is None or handshake["alert"] is not None)
 
 
-def connect_with_contrast(
+def _close(stream: Stream | None) -> None:
+    if stream is not None:
+        stream.close()
+
+
+async def connect_with_contrast(
     address: str,
     port: int,
     use_tls: bool,
     server_name: str | None,
     purposes: Purposes,
-    config: MeasureConfig,
-    started: datetime,
-    clock: Clock,
-    observations: dict[str, Any],
-) -> tuple[socket.socket | None, dict[str, Any] | None]:
+    visit: Visit,
+) -> tuple[Stream | None, dict[str, Any] | None]:
     """`open_connection`, plus the control SNI, a retry, AIA completion and the OS store's opinion."""
-    conn, handshake = open_connection(
-        address, port, use_tls, server_name, purposes.main, config, clock, observations, purposes.hop
-    )
+    config, started = visit.config, visit.started
+    conn, handshake = await open_connection(address, port, use_tls, server_name, purposes.main, visit, purposes.hop)
     if handshake is None:
         return conn, handshake
 
-    def ask_control() -> dict[str, Any] | None:
+    async def ask_control() -> dict[str, Any] | None:
         if not config.control_sni or server_name is None:  # an IP literal has no name to contrast
             return None
-        control_conn, control = open_connection(
-            address, port, True, config.control_sni, purposes.control, config, clock, observations, purposes.hop
+        control_conn, control = await open_connection(
+            address, port, True, config.control_sni, purposes.control, visit, purposes.hop
         )
-        close_quietly(control_conn)
+        _close(control_conn)
         return control
 
     if handshake["failure"] is not None:
-        control = ask_control()
+        control = await ask_control()
         if _reached_server(control) and handshake["alert"] is None:
             # The server answers the control name while the target's was cut: once more, so that
             # one lost packet is not called a block.
-            conn, handshake = open_connection(
-                address, port, True, server_name, purposes.retry, config, clock, observations, purposes.hop
+            conn, handshake = await open_connection(
+                address, port, True, server_name, purposes.retry, visit, purposes.hop
             )
             failed_again = handshake is not None and handshake["failure"] is not None and handshake["alert"] is None
-            if failed_again and not config.expired:
-                ask_control()  # and the control once more (the sandwich): a censor's block that outlives the name
+            if failed_again and not visit.deadline.expired:
+                await ask_control()  # and the control once more (the sandwich): a censor's block that outlives the name
         return conn, handshake
 
     chain, name = handshake["peer_certificates"], server_name or address
     valid = config.roots.validates(chain, name, started)
     if not valid and config.issuer_fetcher is not None:
-        fetches = complete_chain(chain, config.issuer_fetcher, clock)
+        fetches = await complete_chain(chain, config.issuer_fetcher, visit.clock)
         handshake["aia_fetches"] = fetches
         fetched = [der for fetch in fetches for der in fetch["certificates"]]
         valid = bool(fetched) and config.roots.validates(chain + fetched, name, started)
@@ -132,12 +131,11 @@ def connect_with_contrast(
         if config.os_store is not None:
             # Machine state, not a judgement: whether this machine's own store trusts the chain.
             handshake["os_store_valid"] = config.os_store.validates(chain, name, started)
-        ask_control()
+        await ask_control()
         if server_name is not None and config.minting_test:
             # The minting test: does something at this address issue a certificate for any name asked?
-            minted_conn, _ = open_connection(
-                address, port, True, minting_name(server_name), purposes.minting, config, clock, observations,
-                purposes.hop,
-            )  # fmt: skip
-            close_quietly(minted_conn)
+            minted_conn, _ = await open_connection(
+                address, port, True, minting_name(server_name), purposes.minting, visit, purposes.hop
+            )
+            _close(minted_conn)
     return conn, handshake

@@ -6,6 +6,7 @@ verdicts then rest on what the probe knows alone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import queue
@@ -153,10 +154,21 @@ class HelperQuestions:
         return list(self.answered)
 
     def collect(self) -> list[dict[str, Any]]:
+        for answered in self.answered:
+            with contextlib.suppress(FutureTimeout):
+                answered.result(max(0.0, self.until - time.monotonic()))
+        return self._answers()
+
+    async def collected(self) -> list[dict[str, Any]]:
+        """`collect` on the run's event loop: the answers are awaited, no thread waits for them."""
+        waits = [asyncio.wrap_future(answered) for answered in self.answered]
+        if waits:
+            await asyncio.wait(waits, timeout=max(0.0, self.until - time.monotonic()))
+        return self._answers()
+
+    def _answers(self) -> list[dict[str, Any]]:
         collected = []
         for index, helper in enumerate(self.helpers):
-            with contextlib.suppress(FutureTimeout):
-                self.answered[index].result(max(0.0, self.until - time.monotonic()))
             result = self.results[index]
             if result is None:
                 result = {"helper": helper, "status": None, "failure": Failure.GENERIC_TIMEOUT,

@@ -1,5 +1,5 @@
 """Observe one target: DNS, TCP, TLS and HTTP (and the helpers' view of it, asked meanwhile),
-recorded as raw facts, never judged here.
+recorded as raw facts, never judged here. Coroutines on the run's event loop.
 
 What else is observed to make a handshake worth judging (control SNI, retry, AIA completion) is
 `connections`' job; the page and its redirects are `redirects`'.
@@ -7,38 +7,26 @@ What else is observed to make a handshake worth judging (control SNI, retry, AIA
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import ipaddress
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from probe.netx.classify import short_traceback
 from probe.netx.clock import Clock
-from probe.netx.connect import close_quietly
-from probe.netx.dns import (
-    ResolverSpec,
-    UdpAsk,
-    combine_lookup,
-    identity_query,
-    lookup_system,
-    lookup_with_resolver,
-    udp_ask_for,
-    udp_batch,
-    udp_batch_async,
-)
-from probe.netx.wire import TargetWatch
-from probe.observe.config import MeasureConfig, TrustAnchors, ordered
+from probe.netx.deadline import Deadline
+from probe.netx.dns import ResolverSpec, UdpAsk, combine_lookup, udp_ask_for
+from probe.netx.dnsloop import identity_query, lookup_system, lookup_with_resolver, udp_batch
+from probe.observe.config import MeasureConfig, TrustAnchors, Visit, ordered
 from probe.observe.connections import TARGET, connect_with_contrast, open_connection
 from probe.observe.helperclient import HelperQuestions
 from probe.observe.redirects import fetch_with_redirects
 from probe.vocabulary.failures import Failure
 from probe.vocabulary.targets import Target
 
-__all__ = ["MeasureConfig", "Pending", "TrustAnchors", "observe_run_dns", "start_measurement"]
+__all__ = ["MeasureConfig", "Measured", "TrustAnchors", "measure_target", "observe_run_dns"]
 
 
 def _injection_address(config: MeasureConfig, control: dict[str, Any] | None) -> str | None:
@@ -48,6 +36,10 @@ def _injection_address(config: MeasureConfig, control: dict[str, Any] | None) ->
         return None
     v4 = [a for a in control["addresses"] if ipaddress.ip_address(a).version == 4]
     return (v4 or control["addresses"] or [None])[0]
+
+
+def _task(coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    return asyncio.get_running_loop().create_task(coroutine)
 
 
 class DnsInFlight:
@@ -60,9 +52,11 @@ class DnsInFlight:
     goes on meanwhile, and `finish` joins it all before the record is written.
     """
 
-    def __init__(self, hostname: str, port: int, config: MeasureConfig, clock: Clock) -> None:
-        self.hostname, self.config, self.clock = hostname, config, clock
-        self.started = clock.now()
+    def __init__(self, hostname: str, port: int, visit: Visit) -> None:
+        config, deadline = visit.config, visit.deadline
+        self.hostname, self.config, self.clock, self.deadline = hostname, config, visit.clock, deadline
+        self.started = self.clock.now()
+        self.watch = visit.watch
         self.udp_system = config.resolver if config.resolver is not None else config.system_udp
         asks: list[UdpAsk] = []
         if self.udp_system is not None and self.udp_system.transport == "udp":
@@ -73,117 +67,75 @@ class DnsInFlight:
         if fixed_probe is not None:
             asks.append(_injection_ask(fixed_probe, hostname))
         # The capture watches the injection probe's socket: its replies are the ones that matter.
-        watch = config.watch if fixed_probe is not None else None
-        self._batch: Future[dict[str, list[dict[str, Any]]]] | None = (
-            udp_batch_async(asks, config.timeout, config.dns_window, clock, watch) if asks else None
-        )
-        self._control = self._control_and_probe(config.control_resolver) if config.control_resolver else None
-        self._system: Future[dict[str, Any]] | None = None
+        watch = visit.watch if fixed_probe is not None else None
+        timeout, window = deadline.timeout, deadline.window
+        self._batch = _task(udp_batch(asks, timeout, window, self.clock, watch)) if asks else None
+        self._control = _task(self._control_and_probe(config.control_resolver)) if config.control_resolver else None
+        self._system: asyncio.Task[dict[str, Any]] | None = None
         if config.resolver is None:
-            self._system = _LOOKUPS.submit(lookup_system, hostname, port, clock)
+            self._system = _task(lookup_system(hostname, port, self.clock))
         elif config.resolver.transport != "udp":
-            self._system = _background(
-                lookup_with_resolver, config.resolver, hostname, config.timeout, config.dns_window,
-                config.roots.path, clock,
-            )  # fmt: skip
+            self._system = _task(
+                lookup_with_resolver(config.resolver, hostname, timeout, window, config.roots.path, self.clock)
+            )
 
-    def _control_lookup(self, spec: ResolverSpec) -> Future[dict[str, Any]]:
-        """The control's lookup: over UDP listened to by the run's DNS listener (no thread held),
-        over TCP, DoT or DoH in a worker."""
-        config = self.config
-        if spec.transport != "udp":
-            return _background(
-                lookup_with_resolver, spec, self.hostname, config.timeout, config.dns_window, config.roots.path,
-                self.clock,
-            )  # fmt: skip
-        lookup: Future[dict[str, Any]] = Future()
-        asked = udp_batch_async([udp_ask_for(spec, "lookup", self.hostname)], config.timeout, config.dns_window,
-                                self.clock)  # fmt: skip
-        hostname = self.hostname
-        asked.add_done_callback(
-            lambda done: _settle(lookup, lambda: combine_lookup(spec.url, "udp", hostname, done.result()["lookup"]))
+    async def _control_and_probe(self, spec: ResolverSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The control's lookup, then (when it names the address) the injection probe."""
+        config, deadline = self.config, self.deadline
+        control = await lookup_with_resolver(
+            spec, self.hostname, deadline.timeout, deadline.window, config.roots.path, self.clock
         )
-        return lookup
-
-    def _control_and_probe(self, spec: ResolverSpec) -> Future[tuple[dict[str, Any], dict[str, Any] | None]]:
-        """The control's lookup, then (when it names the address) the injection probe, as callbacks."""
-        config, hostname, clock = self.config, self.hostname, self.clock
-        result: Future[tuple[dict[str, Any], dict[str, Any] | None]] = Future()
-
-        def probed(control: dict[str, Any], address: str, done: Future[dict[str, list[dict[str, Any]]]]) -> None:
-            _settle(result, lambda: (control, {"address": address, "port": 53, **done.result()["injection"][0]}))
-
-        def looked_up(done: Future[dict[str, Any]]) -> None:
-            try:
-                control = done.result()
-                silent = None
-                if config.injection_check and config.injection_address is None:
-                    silent = _injection_address(config, control)
-                if silent is None:
-                    result.set_result((control, None))
-                    return
-                probe = udp_batch_async(
-                    [_injection_ask(silent, hostname)], config.timeout, config.dns_window, clock, config.watch
-                )
-                probe.add_done_callback(functools.partial(probed, control, silent))
-            except Exception as exc:  # noqa: BLE001 - handed to whoever waits
-                result.set_exception(exc)
-
-        self._control_lookup(spec).add_done_callback(looked_up)
-        return result
+        silent = None
+        if config.injection_check and config.injection_address is None:
+            silent = _injection_address(config, control)
+        if silent is None:
+            return control, None
+        asks = [_injection_ask(silent, self.hostname)]
+        probed = await udp_batch(asks, deadline.timeout, deadline.window, self.clock, self.watch)
+        return control, {"address": silent, "port": 53, **probed["injection"][0]}
 
     def _lookup_of(self, answered: dict[str, list[dict[str, Any]]], label: str, spec: ResolverSpec | None) -> Any:
         if label not in answered or spec is None:
             return None
         return combine_lookup(spec.url, "udp", self.hostname, answered[label])
 
-    def system(self) -> dict[str, Any]:
+    async def system(self) -> dict[str, Any]:
         """The system resolver's answer: what the connection uses. getaddrinfo has no timeout of its
-        own: it runs in a worker, and past the step's bound the lookup is recorded as timed out."""
+        own: past the step's bound the lookup is recorded as timed out."""
         if self._system is not None:
             try:
-                return self._system.result(timeout=self.config.timeout + 1)
-            except FutureTimeout:
+                return await asyncio.wait_for(asyncio.shield(self._system), self.deadline.timeout + 1)
+            except TimeoutError:
                 timed_out = _timed_out(self.hostname, self.started, self.clock)
                 return combine_lookup("system", "system", self.hostname, [timed_out])
         assert self._batch is not None  # --resolver over UDP: asked in the batch
-        found = self._lookup_of(self._batch.result(), "system_udp", self.udp_system)
+        found = self._lookup_of(await asyncio.shield(self._batch), "system_udp", self.udp_system)
         assert found is not None
         return dict(found)
 
-    def _control_result(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    async def _control_result(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """The control's lookup and the injection probe, within one bound for the whole exchange:
         DoT and DoH time out per operation, and a throttled path could stall them step by step."""
         if self._control is None:
             return None, None
-        config = self.config
         try:
-            return self._control.result(timeout=2 * config.timeout + 2 * config.dns_window + 1)
-        except FutureTimeout:
-            assert config.control_resolver is not None
-            spec = config.control_resolver
+            return await asyncio.wait_for(asyncio.shield(self._control), self.deadline.lookup_bound)
+        except TimeoutError:
+            assert self.config.control_resolver is not None
+            spec = self.config.control_resolver
             timed_out = {**_timed_out(self.hostname, self.started, self.clock), "resolver": spec.url,
                          "transport": spec.transport, "query_type": "A"}  # fmt: skip
             return combine_lookup(spec.url, spec.transport, self.hostname, [timed_out]), None
 
-    def control(self) -> dict[str, Any] | None:
-        return self._control_result()[0]
+    async def control(self) -> dict[str, Any] | None:
+        return (await self._control_result())[0]
 
-    def waits(self) -> list[Future[Any]]:
-        """What `finish` waits for: the late replies' listening, the control and the system lookup."""
-        return [f for f in (self._batch, self._control, self._system) if f is not None]
-
-    @property
-    def bound(self) -> float:
-        """Seconds within which every one of `waits` ends (each is bounded; this is the longest)."""
-        return 2 * self.config.timeout + 2 * self.config.dns_window + 1
-
-    def finish(self) -> dict[str, Any]:
+    async def finish(self) -> dict[str, Any]:
         """Every answer, late replies included, in the record's `dns` shape."""
-        answered = self._batch.result() if self._batch is not None else {}
-        control, injection = self._control_result()
+        answered = await asyncio.shield(self._batch) if self._batch is not None else {}
+        control, injection = await self._control_result()
         system_udp = self._lookup_of(answered, "system_udp", self.udp_system)
-        system = self.system()
+        system = await self.system()
         if self.config.resolver is not None and self.config.resolver.transport == "udp":
             system_udp = None  # --resolver over UDP: its lookup is the system's
         if "injection" in answered:
@@ -197,24 +149,11 @@ class DnsInFlight:
             "injection": injection,
         }
 
-
-# Threads are made on demand and reused. UDP listening is the DNS listener's (udpwire); these
-# serve the lookups that block: TCP, DoT and DoH (the control, `--resolver`), and getaddrinfo,
-# which has a pool of its own so that the critical path's lookup never queues behind the others.
-_WORKERS = ThreadPoolExecutor(max_workers=512, thread_name_prefix="dns")
-_LOOKUPS = ThreadPoolExecutor(max_workers=256, thread_name_prefix="getaddrinfo")
-
-
-def _background(function: Callable[..., Any], *args: Any) -> Future[Any]:
-    return _WORKERS.submit(function, *args)
-
-
-def _settle(future: Future[Any], compute: Callable[[], Any]) -> None:
-    """`future`'s result is what `compute` returns, or what it raises."""
-    try:
-        future.set_result(compute())
-    except Exception as exc:  # noqa: BLE001 - handed to whoever waits
-        future.set_exception(exc)
+    def cancel(self) -> None:
+        """What is still running past its bound (a getaddrinfo that never returns) is let go."""
+        for task in (self._batch, self._control, self._system):
+            if task is not None and not task.done():
+                task.cancel()
 
 
 def _timed_out(hostname: str, started: float, clock: Clock) -> dict[str, Any]:
@@ -228,80 +167,83 @@ def _injection_ask(address: str, hostname: str) -> UdpAsk:
 
 
 @dataclass
-class Pending:
-    """A target measured up to the page: what is left (late DNS replies, the helpers' answers) is
-    only waiting, and `complete` finishes it off the measuring path, freeing the slot for the next."""
+class Measured:
+    """One target's observations, the probe's own error if a stage failed, and its deadline."""
 
-    target: Target
-    config: MeasureConfig
-    clock: Clock
     observations: dict[str, Any]
-    dns: DnsInFlight | None
-    questions: HelperQuestions | None
+    error: str | None
+    deadline: Deadline
 
-    def waits(self) -> list[Future[Any]]:
-        """What `complete` would wait for: when all are done, completing takes no waiting."""
-        dns = self.dns.waits() if self.dns is not None else []
-        return dns + (self.questions.waits() if self.questions is not None else [])
 
-    @property
-    def bound(self) -> float:
-        helpers = self.questions.bound if self.questions is not None else 0.0
-        return max(self.dns.bound if self.dns is not None else 0.0, helpers)
+async def measure_target(
+    target: Target, config: MeasureConfig, started: datetime, critical_done: Callable[[], None] | None = None
+) -> Measured:
+    """The critical path of one target (DNS until the system's answer, TCP, TLS, HTTP) within its own
+    deadline, each step getting what is left; then (`critical_done` called: the run may take the
+    next target in) late DNS replies and the helpers' answers are awaited and joined."""
+    visit = Visit.begin(config, started)
+    observations, clock = visit.observations, visit.clock
+    questions = None
+    if config.helpers:
+        questions = HelperQuestions(list(config.helpers), target.url, config.helper_token, config.timeout,
+                                    config.roots.path, clock)  # fmt: skip
+    dns = None if target.is_ip_literal else DnsInFlight(target.host, target.port, visit)
+    try:
+        try:
+            await _observe_target(target, visit, dns)
+        except Exception as exc:  # a bug in one stage keeps what the earlier stages observed
+            observations["stage_error"] = short_traceback(exc)  # module-relative frames, never a local path
+        if critical_done is not None:
+            critical_done()
+        try:
+            async with asyncio.timeout(completion_bound(visit.deadline, questions)):
+                error = await _complete(target, visit, dns, questions)
+        except TimeoutError:  # every wait is bounded: this only guards against a bug
+            error = None
+    finally:
+        if dns is not None:
+            dns.cancel()
+        if visit.watch is not None:
+            visit.watch.close()  # what arrived for the target's connections is in their records now
+    return Measured(observations, error or observations.get("stage_error"), visit.deadline)
 
-    def complete(self) -> dict[str, Any]:
-        observations, config = self.observations, self.config
-        if self.dns is not None:
-            observations["dns"] = self.dns.finish()  # late and duplicate replies join the record here
-            if self.target.scheme == "http":
+
+def completion_bound(deadline: Deadline, questions: HelperQuestions | None) -> float:
+    """Seconds within which every wait of a target's completion ends (each is bounded; the longest)."""
+    return max(deadline.lookup_bound, questions.bound if questions is not None else 0.0) + 1
+
+
+async def _complete(
+    target: Target, visit: Visit, dns: DnsInFlight | None, questions: HelperQuestions | None
+) -> str | None:
+    """What is left once the page is in: late DNS replies, the helpers' answers. A bug here is the
+    record's error, the observations kept."""
+    observations, config = visit.observations, visit.config
+    try:
+        if dns is not None:
+            observations["dns"] = await dns.finish()  # late and duplicate replies join the record here
+            if target.scheme == "http":
                 # Off the critical path and a step of its own: the target's deadline does not cut it,
                 # or a late check would fail and an honest CDN answer be judged inconsistent.
-                check = replace(config, ends=None)
-                _check_answer_over_tls(self.target.host, observations["dns"], check, self.clock, observations)
-        if config.watch is not None:
-            config.watch.close()  # what arrived for the target's connections is in their records now
-        observations["helpers"] = self.questions.collect() if self.questions is not None else []
+                check = Visit(config, visit.deadline.untimed(), visit.clock, visit.started, observations, visit.watch)
+                await _check_answer_over_tls(target.host, observations["dns"], check)
+        observations["helpers"] = await questions.collected() if questions is not None else []
         for asked in observations["helpers"]:
             if isinstance(asked["response"], dict):  # where the helper saw us come from: ours, not for the record
                 config.own_addresses.add(asked["response"].pop("client_address", None))
-        return observations
+    except Exception as exc:
+        return short_traceback(exc)
+    return None
 
 
-def start_measurement(target: Target, config: MeasureConfig, started: datetime) -> Pending:
-    """The critical path of one target: DNS until the system's answer, TCP, TLS, HTTP, within the
-    target's own deadline (`--target-deadline`) when one is set: each step gets what is left."""
-    config = config.for_target()
-    clock = Clock()
-    if config.capture is not None:
-        config = replace(config, watch=TargetWatch(config.capture, clock.now))
-    observations: dict[str, Any] = {"dns": None, "tcp_connect": [], "tls_handshakes": [], "http_requests": []}
-    questions = None
-    if config.helpers:
-        questions = HelperQuestions(
-            list(config.helpers), target.url, config.helper_token, config.timeout, config.roots.path, clock
-        )
-    dns = None if target.is_ip_literal else DnsInFlight(target.host, target.port, config, clock)
-    try:
-        _observe_target(target, config, started, clock, observations, dns)
-    except Exception as exc:  # a bug in one stage keeps what the earlier stages observed
-        observations["stage_error"] = short_traceback(exc)  # module-relative frames, never a local path
-    return Pending(target, config, clock, observations, dns, questions)
-
-
-def _observe_target(
-    target: Target,
-    config: MeasureConfig,
-    started: datetime,
-    clock: Clock,
-    observations: dict[str, Any],
-    dns: DnsInFlight | None,
-) -> None:
+async def _observe_target(target: Target, visit: Visit, dns: DnsInFlight | None) -> None:
+    observations = visit.observations
     if dns is None:
         addresses, address_source = [target.host], "literal"
     else:
-        addresses, address_source = dns.system()["addresses"], "system"
+        addresses, address_source = (await dns.system())["addresses"], "system"
         if not addresses:
-            control = dns.control()
+            control = await dns.control()
             if control is not None and control["addresses"]:
                 # The local resolver denied the name: still look at what the path does to the real site.
                 addresses, address_source = control["addresses"], "control"
@@ -310,51 +252,46 @@ def _observe_target(
 
     use_tls = target.scheme == "https"
     for address in ordered(addresses):
-        if config.expired:
+        if visit.deadline.expired:
             observations["deadline_reached"] = "connect"  # the target's time is up: no further address
             break
-        conn, handshake = connect_with_contrast(
-            address, target.port, use_tls, server_name, TARGET, config, started, clock, observations
-        )
+        conn, handshake = await connect_with_contrast(address, target.port, use_tls, server_name, TARGET, visit)
         if conn is None and handshake is None:
             continue  # no TCP connection: try the next address
         if conn is not None:
             # The page over the connection the network gave us, forged or not: a blockpage
             # behind an interceptor is evidence too.
-            fetch_with_redirects(
-                conn, target.host, target.path, address, target.url, config, started, clock, observations
-            )
+            await fetch_with_redirects(conn, target.host, target.path, address, target.url, visit)
         break
 
 
-def _check_answer_over_tls(
-    host: str, dns: dict[str, Any], config: MeasureConfig, clock: Clock, observations: dict[str, Any]
-) -> None:
+async def _check_answer_over_tls(host: str, dns: dict[str, Any], visit: Visit) -> None:
     """For an http:// target whose answer the control does not share: does the address serve a
     certificate for the name on port 443? A valid one shows the answer is correct (a CDN edge)."""
     control = dns.get("control")
     answers = ordered(dns["system"]["addresses"])
     if not answers or control is None or not control["addresses"] or set(answers) & set(control["addresses"]):
         return
-    conn, _ = open_connection(answers[0], 443, True, host, "dns_check", config, clock, observations)
-    close_quietly(conn)
+    conn, _ = await open_connection(answers[0], 443, True, host, "dns_check", visit)
+    if conn is not None:
+        conn.close()
 
 
-def observe_run_dns(config: MeasureConfig, baseline_name: str) -> dict[str, Any]:
+async def observe_run_dns(config: MeasureConfig, baseline_name: str) -> dict[str, Any]:
     """Observations made once a run, copied into every record so that each stands alone:
     who answers the control over plain UDP and over its encrypted channel (a transparent proxy
     answers as itself), and the IP TTL of the system's nameserver for an ordinary name."""
     clock = Clock()
+    timeout, window, roots = config.timeout, config.dns_window, config.roots.path
     result: dict[str, Any] = {"control_identity": None, "resolver_baseline": None}
     if config.control_resolver is not None and config.control_plain is not None:
-        result["control_identity"] = {
-            "plain": identity_query(config.control_plain, config.timeout, config.dns_window, config.roots.path, clock),
-            "encrypted": identity_query(
-                config.control_resolver, config.timeout, config.dns_window, config.roots.path, clock
-            ),
-        }
+        plain, encrypted = await asyncio.gather(
+            identity_query(config.control_plain, timeout, window, roots, clock),
+            identity_query(config.control_resolver, timeout, window, roots, clock),
+        )
+        result["control_identity"] = {"plain": plain, "encrypted": encrypted}
     udp_system = config.resolver if config.resolver is not None else config.system_udp
     if udp_system is not None and udp_system.transport == "udp":
         ask = UdpAsk("baseline", udp_system.url, udp_system.address, udp_system.port, baseline_name, ("A",))
-        result["resolver_baseline"] = udp_batch([ask], config.timeout, config.dns_window, clock)["baseline"][0]
+        result["resolver_baseline"] = (await udp_batch([ask], timeout, window, clock))["baseline"][0]
     return result

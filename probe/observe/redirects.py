@@ -10,15 +10,12 @@ completion), so that a hop the network breaks can be judged. A user name or pass
 from __future__ import annotations
 
 import ipaddress
-import socket
-from datetime import datetime
 from typing import Any
 
-from probe.netx.clock import Clock
-from probe.netx.connect import close_quietly
-from probe.netx.dns import lookup_system, lookup_with_resolver
-from probe.netx.http import http_get
-from probe.observe.config import MeasureConfig, ordered
+from probe.netx.connect import Stream
+from probe.netx.dnsloop import lookup_system, lookup_with_resolver
+from probe.netx.http import get
+from probe.observe.config import Visit, ordered
 from probe.observe.connections import connect_with_contrast, redirect_hop
 from probe.vocabulary.targets import is_ip_literal, resolve_url
 
@@ -26,28 +23,19 @@ MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
-def fetch_with_redirects(
-    sock: socket.socket,
-    host: str,
-    path: str,
-    address: str,
-    url: str,
-    config: MeasureConfig,
-    started: datetime,
-    clock: Clock,
-    observations: dict[str, Any],
-) -> None:
-    """GET over a connected socket, then follow at most MAX_REDIRECTS redirects, each recorded."""
+async def fetch_with_redirects(stream: Stream, host: str, path: str, address: str, url: str, visit: Visit) -> None:
+    """GET over a connected stream, then follow at most MAX_REDIRECTS redirects, each recorded."""
+    config, clock, observations = visit.config, visit.clock, visit.observations
     try:
-        request = http_get(sock, host, path, config.step(), clock, own=config.own_addresses)
+        request = await get(stream, host, path, visit.deadline.step(), clock, own=config.own_addresses)
     finally:
-        close_quietly(sock)
+        stream.close()
     request.update({"address": address, "url": url, "redirect_index": 0})
     observations["http_requests"].append(request)
     for index in range(1, MAX_REDIRECTS + 1):
         if request["status"] not in REDIRECT_STATUSES or not request["location"]:
             return
-        if config.expired:
+        if visit.deadline.expired:
             observations["deadline_reached"] = "redirect"  # the target's time is up: no further hop
             return
         try:
@@ -64,7 +52,7 @@ def fetch_with_redirects(
         if is_ip_literal(next_host):
             addresses = [next_host]
         else:
-            lookup = _lookup_for_redirect(next_host, port, config, clock)
+            lookup = await _lookup_for_redirect(next_host, port, visit)
             lookup["hop"] = index
             observations.setdefault("redirect_lookups", []).append(lookup)
             addresses = lookup["addresses"]
@@ -78,15 +66,17 @@ def fetch_with_redirects(
             observations["redirect_refused"] = {"url": next_url, "address": next_address}
             return
         sni = None if is_ip_literal(next_host) else next_host
-        connection, _ = connect_with_contrast(
-            next_address, port, scheme == "https", sni, redirect_hop(index), config, started, clock, observations
+        connection, _ = await connect_with_contrast(
+            next_address, port, scheme == "https", sni, redirect_hop(index), visit
         )
         if connection is None:
             return
         try:
-            request = http_get(connection, next_host, next_path, config.step(), clock, own=config.own_addresses)
+            request = await get(
+                connection, next_host, next_path, visit.deadline.step(), clock, own=config.own_addresses
+            )
         finally:
-            close_quietly(connection)
+            connection.close()
         request.update({"address": next_address, "url": next_url, "redirect_index": index})
         observations["http_requests"].append(request)
 
@@ -104,8 +94,9 @@ def _may_follow_to(address: str) -> bool:
     return not (ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast)
 
 
-def _lookup_for_redirect(host: str, port: int, config: MeasureConfig, clock: Clock) -> dict[str, Any]:
+async def _lookup_for_redirect(host: str, port: int, visit: Visit) -> dict[str, Any]:
     """Resolve a redirect's host as a browser on this machine would."""
+    config, clock = visit.config, visit.clock
     if config.resolver is not None:
-        return lookup_with_resolver(config.resolver, host, config.step(), 0.0, config.roots.path, clock)
-    return lookup_system(host, port, clock)
+        return await lookup_with_resolver(config.resolver, host, visit.deadline.step(), 0.0, config.roots.path, clock)
+    return await lookup_system(host, port, clock)

@@ -53,7 +53,10 @@ def build_record(
     observations: dict[str, Any] | None,
     judgement: Judgement,
     error: str | None = None,
+    probe_lag: float | None = None,
 ) -> dict[str, Any]:
+    """One target's record. `probe_lag`: how far behind the probe itself was while measuring it
+    (seconds; a measured target only), so that an analyst can discount records made under load."""
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "measurement_id": uuid.uuid4().hex,
@@ -69,6 +72,8 @@ def build_record(
     }
     if error is not None:
         record["error"] = error
+    if probe_lag is not None:
+        record["probe_lag"] = probe_lag
     return record
 
 

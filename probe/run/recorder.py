@@ -69,6 +69,7 @@ class Item:
     offline: bool
     own_addresses: frozenset[str]
     not_measured: str | None = None  # why it was not measured (the run's deadline)
+    probe_lag: float | None = None  # how far behind the probe was while measuring it (seconds)
     measurement_id: str = field(default_factory=_measurement_id)  # its record's: found again, never written twice
 
 
@@ -101,7 +102,7 @@ def record_line(item: Item, run: RunContext, analysis: AnalysisContext) -> tuple
             judgement = judge({"host": item.target.host}, item.observations, item.started, item.offline, analysis)
         except Exception as exc:  # an analysis bug: keep the observations, re-judge them later
             error = error_text(exc)  # module-relative frames: never a local path
-    record = build_record(run, item.target, item.started, item.observations, judgement, error)
+    record = build_record(run, item.target, item.started, item.observations, judgement, error, item.probe_lag)
     record["measurement_id"] = item.measurement_id
     if item.not_measured is not None:
         record["not_measured"] = item.not_measured

@@ -1,0 +1,143 @@
+"""DNS on the run's event loop: the same questions and records as `dns`, as coroutines.
+
+UDP is listened to by the loop (`udpwire.listen`), TCP, DoT and DoH go through dnspython's asyncio
+transports, and getaddrinfo (which blocks) through the loop's executor: the run's thread boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import Any
+
+import dns.asyncquery
+import dns.message
+
+from probe.netx import classify as errors
+from probe.netx import udpwire
+from probe.netx.clock import Clock
+from probe.netx.dns import (
+    QUERY_TYPES,
+    ResolverSpec,
+    UdpAsk,
+    _batch_records,
+    _classify_dns_exception,
+    _make_query,
+    _new_record,
+    _reply_fields,
+    _verifying_context,
+    combine_lookup,
+    query_ids,
+    query_wire,
+    udp_ask_for,
+)
+from probe.netx.wire import TargetWatch
+
+_DOH: dict[tuple[str, int], Any] = {}  # one pooled DoH client per roots file and event loop
+
+
+async def udp_batch(
+    asks: list[UdpAsk], timeout: float, window: float, clock: Clock, watch: TargetWatch | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Ask every question at once from one socket; each label's query records, every reply kept
+    (and, with a `watch`, each reply as the packet capture saw it: `wire_replies`)."""
+    pending: list[tuple[UdpAsk, dict[str, Any], udpwire.Question]] = []
+    ids = iter(query_ids(sum(len(ask.query_types) for ask in asks)))  # unique within the exchange
+    for ask in asks:
+        for qtype in ask.query_types:
+            query_id = next(ids)
+            record = _new_record(ask.resolver, "udp", ask.hostname, qtype, clock)
+            wire = query_wire(ask.hostname, qtype, ask.rdclass, query_id)
+            pending.append((ask, record, udpwire.Question(wire, query_id, ask.address, ask.port, ask.expects_reply)))
+    await udpwire.listen([q for _, _, q in pending], timeout, window, clock.now, watch)
+    return _batch_records(asks, pending, clock)
+
+
+def udp_batch_blocking(
+    asks: list[UdpAsk], timeout: float, window: float, clock: Clock, watch: TargetWatch | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """`udp_batch`, for a caller outside any event loop (a loop of its own for the exchange)."""
+    return asyncio.run(udp_batch(asks, timeout, window, clock, watch))
+
+
+def _doh_client(roots: str) -> Any:
+    """One pooled DoH client per roots file on this loop (HTTP/2 where the server offers it)."""
+    import httpx2
+
+    key = (roots, id(asyncio.get_running_loop()))
+    client = _DOH.get(key)
+    if client is None:
+        client = _DOH[key] = httpx2.AsyncClient(verify=_verifying_context(roots), http1=True, http2=True)
+    return client
+
+
+async def close_clients() -> None:
+    """The run's DoH clients, closed on its loop before the loop is."""
+    key_loop = id(asyncio.get_running_loop())
+    for key in [k for k in _DOH if k[1] == key_loop]:
+        client = _DOH.pop(key)
+        with contextlib.suppress(Exception):  # closing only
+            await client.aclose()
+
+
+async def query_stream(
+    spec: ResolverSpec, hostname: str, qtype: str, timeout: float, roots: str, clock: Clock, rdclass: str = "IN"
+) -> dict[str, Any]:
+    """One question over TCP, DNS over TLS or DNS over HTTPS, recorded whatever happens."""
+    query = _make_query(hostname, qtype, rdclass)
+    record = _new_record(spec.url, spec.transport, hostname, qtype, clock)
+    try:
+        reply: dns.message.Message
+        async with asyncio.timeout(timeout):  # DoT and DoH time out per operation: one bound for all
+            if spec.transport == "https":
+                reply = await dns.asyncquery.https(query, spec.address, timeout=timeout, client=_doh_client(roots))
+            elif spec.transport == "tcp":
+                reply = await dns.asyncquery.tcp(query, spec.address, timeout=timeout, port=spec.port)
+            else:
+                reply = await dns.asyncquery.tls(
+                    query, spec.address, timeout=timeout, port=spec.port, ssl_context=_verifying_context(roots),
+                    server_hostname=spec.tls_name or spec.address,
+                )  # fmt: skip
+        record.update(_reply_fields(reply.to_wire()))
+    except Exception as exc:  # every failure becomes an observation
+        record["failure"] = _classify_dns_exception(exc)
+    record["t"] = clock.now()
+    return record
+
+
+async def lookup_with_resolver(
+    spec: ResolverSpec, hostname: str, timeout: float, window: float, roots: str, clock: Clock
+) -> dict[str, Any]:
+    """Ask a resolver for A and AAAA; the lookup with its queries and combined result."""
+    if spec.transport == "udp":
+        queries = (await udp_batch([udp_ask_for(spec, "lookup", hostname)], timeout, window, clock))["lookup"]
+    else:
+        queries = list(
+            await asyncio.gather(*(query_stream(spec, hostname, q, timeout, roots, clock) for q in QUERY_TYPES))
+        )
+    return combine_lookup(spec.url, spec.transport, hostname, queries)
+
+
+async def identity_query(spec: ResolverSpec, timeout: float, window: float, roots: str, clock: Clock) -> dict[str, Any]:
+    """Ask a resolver who it is (CHAOS TXT id.server): a transparent proxy answers as itself."""
+    if spec.transport == "udp":
+        ask = UdpAsk("id", spec.url, spec.address, spec.port, "id.server", ("TXT",), rdclass="CH")
+        return (await udp_batch([ask], timeout, window, clock))["id"][0]
+    return await query_stream(spec, "id.server", "TXT", timeout, roots, clock, rdclass="CH")
+
+
+async def lookup_system(hostname: str, port: int, clock: Clock) -> dict[str, Any]:
+    """Resolve with getaddrinfo, as every program on the volunteer's machine would (in the loop's
+    executor: the run's thread boundary; getaddrinfo has no timeout of its own)."""
+    query = _new_record("system", "system", hostname, "ANY", clock)
+    try:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(hostname, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+        for family, _, _, _, sockaddr in infos:
+            kind = "AAAA" if family == socket.AF_INET6 else "A"
+            query["answers"].append({"name": hostname, "type": kind, "ttl": None, "data": sockaddr[0]})
+    except Exception as exc:
+        query["failure"] = errors.classify(exc)
+    query["t"] = clock.now()
+    return combine_lookup("system", "system", hostname, [query])

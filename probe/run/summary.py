@@ -1,0 +1,77 @@
+"""What a run did: counts, verdicts, findings, and why it ended (`RunSummary`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from probe.results.offline import CAPTIVE_PORTAL, NO_INTERNET, captive_portal, mark_offline, no_internet
+from probe.vocabulary.anomalies import CENSORSHIP, Blocking
+
+
+@dataclass
+class RunSummary:
+    results_path: Path
+    total: int
+    run_id: str = ""
+    started: datetime | None = None
+    duration: float = 0.0
+    measured: int = 0  # judged from what was observed
+    not_measured: int = 0  # left when the run's deadline came, or offline (below)
+    verdicts: Counter[str] = field(default_factory=Counter)
+    confirmed: Counter[str] = field(default_factory=Counter)
+    interceptions: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    offline: str | None = None  # why nothing was measured: NO_ROUTE, NO_INTERNET, CAPTIVE_PORTAL (results.offline)
+    portal: str | None = None  # with CAPTIVE_PORTAL: the portal's host (or address), never the volunteer's
+    interrupted: bool = False
+    deadline_reached: bool = False
+    capture_stopped: str | None = None  # why the packet capture stopped mid-run, if it did
+
+    @property
+    def blocking_found(self) -> bool:
+        return any(self.verdicts[v] for v in CENSORSHIP)
+
+    @property
+    def exit_reason(self) -> str:
+        if self.interrupted:
+            return "interrupted"
+        if self.offline:
+            return "offline"
+        return "deadline" if self.deadline_reached else "completed"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The machine-readable summary (`--json`), for cron jobs and timers."""
+        return {
+            "run_id": self.run_id,
+            "results_file": str(self.results_path),
+            "started": self.started.isoformat() if self.started else None,
+            "duration_s": round(self.duration, 3),
+            "targets": self.total,
+            "measured": self.measured,
+            "not_measured": self.not_measured,
+            "verdicts": dict(self.verdicts),
+            "confirmed": dict(self.confirmed),
+            "findings": self.findings,
+            "exit_reason": self.exit_reason,
+            "offline": self.offline,
+            "portal": self.portal,
+            "capture_stopped": self.capture_stopped,
+        }
+
+    def conclude(self, cause: str | None) -> None:
+        """A finished run: with no route, no internet or a captive portal (`probe.results.offline`), its
+        records are marked offline, and nothing measured is claimed: every target counts as not measured."""
+        cause = cause or (NO_INTERNET if self.measured and no_internet(self.results_path) else None)
+        if cause is None and self.measured:
+            self.portal = captive_portal(self.results_path)
+            cause = CAPTIVE_PORTAL if self.portal else None
+        if cause is None:
+            return
+        self.offline, self.verdicts = cause, mark_offline(self.results_path, cause)
+        offline = self.verdicts[Blocking.OFFLINE]
+        self.measured, self.not_measured = self.measured - offline, self.not_measured + offline
+        self.confirmed, self.findings, self.interceptions = Counter(), [], []

@@ -1,0 +1,33 @@
+"""The run's one thread boundary: what blocks, and only that, runs in these threads.
+
+Everything a run measures is a coroutine on its event loop (`probe.run.runtime`), but for three
+things that block and have no asynchronous form:
+- getaddrinfo, as every program on the machine resolves (`loop.getaddrinfo` runs it here: the
+  loop's default executor is this pool);
+- the TTL sweep of packet forensics (`probe.forensics.locate`: raw sockets and waits, seconds long);
+- the helpers' questions (`probe.observe.helperclient`: a few kept connections per helper, each its
+  own thread, fed in order) and the packet capture's reader (`probe.forensics.capture`), which are
+  long-lived threads of their own, started by the run after its recorder is forked.
+Nothing else in a run starts a thread or hands work to one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+MIN_WORKERS = 16
+
+
+def pool(concurrency: int) -> ThreadPoolExecutor:
+    """The run's blocking calls' threads, made on demand (none before the first call): enough that a
+    getaddrinfo for every target on the critical path runs at once."""
+    return ThreadPoolExecutor(max_workers=max(MIN_WORKERS, concurrency), thread_name_prefix="blocking")
+
+
+async def blocking(function: Callable[[], T]) -> T:
+    """`function()` in the run's threads (the loop's default executor), awaited."""
+    return await asyncio.get_running_loop().run_in_executor(None, function)
