@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from probe.cli.main import main
+from probe.report.alert_text import render
 from probe.report.alerting import Detector, signal_of
 from probe.report.changepoint import Cusum
 from tests.reportdata import PROBES, record, write_log
@@ -130,11 +131,11 @@ def test_one_alert_per_episode_start_and_end_naming_its_sites(tmp_path: Path, re
     assert end["sites"] == SITES
     assert start["since"].startswith("2020-12-06T06:"), "the onset is the first blocked measurement"
     assert end["until"].startswith("2020-12-06T18:"), "the end is the first reachable measurement"
-    assert start["places"] == ["Nur-Sultan"] and start["probes"] == 3
+    assert start["places"] == ["Nur-Sultan"] and start["probes"] == 3 and start["time_zone"] == "Asia/Almaty"
     assert by[("start", "AS21299")]["sites"] == DNS_SITES
     text = start["text"]
     assert f"intercepted with a substituted certificate ({ISCA_NAME})" in text
-    assert "12 sites have been" in text and "6 December 2020, 06:00 UTC" in text
+    assert "12 sites have been" in text and "since 6 December 2020, 12:00 (Asia/Almaty, UTC+6)," in text
     assert "tls_mitm" not in text and "kz-isca" not in text
     assert "blocked by DNS" in by[("start", "AS21299")]["text"]
     assert [p["id"] for p in receiver.taken] == sorted({p["id"] for p in receiver.taken}, key=[
@@ -231,14 +232,21 @@ def test_slack_telegram_and_russian_bodies(tmp_path: Path, receiver: Receiver) -
     assert _watch(tmp_path / "results", tmp_path / "s1.json", "--webhook", receiver.url,
                   "--webhook-format", "slack") == 0  # fmt: skip
     assert all(list(p) == ["text"] for p in receiver.taken) and len(receiver.taken) == 2
-    assert any("Started: on AS9198 (Kazakhtelecom), 12 sites" in p["text"] for p in receiver.taken)
+    assert any(
+        "Started: on AS9198 (Kazakhtelecom), since 6 December 2020, 12:00 (Asia/Almaty, UTC+6), 12 sites" in p["text"]
+        for p in receiver.taken
+    )
     receiver.taken.clear()
     assert _watch(tmp_path / "results", tmp_path / "s2.json", "--webhook", receiver.url, "--webhook-format",
                   "telegram", "--chat-id", "-100123", "--language", "ru") == 0  # fmt: skip
     assert all(p["chat_id"] == "-100123" and p["text"] for p in receiver.taken)
     text = next(p["text"] for p in receiver.taken if "AS9198" in p["text"])
-    assert text.startswith("Началось: в сети AS9198 (Kazakhtelecom) с 6 декабря 2020 г., 06:00 UTC")
-    assert "перехват соединений с подменой сертификата" in text and "сайтов: 12" in text
+    assert text.startswith("Началось: в сети AS9198 («Kazakhtelecom») с 6 декабря 2020 г., 12:00 (Asia/Almaty, UTC+6)")
+    assert "перехват соединений с подменой сертификата" in text and "12 сайтов: site00.example" in text
+    receiver.taken.clear()
+    assert _watch(tmp_path / "results", tmp_path / "s3.json", "--webhook", receiver.url, "--tz", "Europe/Moscow") == 0
+    assert all(p["time_zone"] == "Europe/Moscow" for p in receiver.taken) and len(receiver.taken) == 2
+    assert any("since 6 December 2020, 09:00 (Europe/Moscow, UTC+3)" in p["text"] for p in receiver.taken)
 
 
 def test_bad_input_is_said_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -246,8 +254,12 @@ def test_bad_input_is_said_in_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert _watch(tmp_path / "missing", state, "--atom", str(tmp_path / "f.xml")) == 2
     assert "no such folder" in capsys.readouterr().err
     (tmp_path / "results").mkdir()
-    assert _watch(tmp_path / "results", state, "--atom", "f.xml", "--language", "kk") == 2
-    assert "there are: en, ru" in capsys.readouterr().err
+    assert _watch(tmp_path / "results", state, "--atom", "f.xml", "--language", "xx") == 2
+    assert "there are: en, kk, ru" in capsys.readouterr().err
+    feed = str(tmp_path / "f.xml")
+    assert _watch(tmp_path / "results", tmp_path / "kk.json", "--atom", feed, "--language", "kk") == 0
+    assert _watch(tmp_path / "results", state, "--atom", str(tmp_path / "f.xml"), "--tz", "Mars/Olympus") == 2
+    assert "--tz 'Mars/Olympus': not a time zone" in capsys.readouterr().err
     assert _watch(tmp_path / "results", state) == 2
     assert "nowhere to deliver" in capsys.readouterr().err
     state.write_text("{not json", encoding="utf-8")
@@ -349,3 +361,111 @@ def test_an_s3_store_as_probe_upload_writes_it(store: int, tmp_path: Path, recei
     assert len(receiver.posts) == 4
     saved = json.loads(state.read_text("utf-8"))
     assert set(saved["files"]) == {prefix + "20201206T000000Z-run.jsonl", prefix + "copy.jsonl.gz"}
+
+
+def _alerts(records: list[dict[str, Any]], tz: str | None = None) -> list[dict[str, Any]]:
+    detector = Detector({}, 3, timedelta(hours=6), tz)
+    for signal in sorted(filter(None, map(signal_of, records)), key=lambda s: (s.time, s.measurement_id)):
+        detector.feed(signal)
+    return detector.finish()
+
+
+def _regional(network: str | None, places: dict[str, str], sites: list[str], blocked_at: set[str],
+              days: range) -> list[dict[str, Any]]:  # fmt: skip
+    """Every probe in `places` measures every site four times a day; those at `blocked_at` are
+    intercepted from day 1 to day 3 of `days`, the others always see the sites reachable."""
+    records = []
+    for day in days:
+        for hour in (0, 6, 12, 18):
+            for n, (probe, place) in enumerate(places.items()):
+                blocked = place in blocked_at and 1 <= day <= 3
+                for site in sites:
+                    at = _at(24 * day + hour, 10 + n)
+                    records.append(record(site, at, network, probe, "tls_mitm" if blocked else "none", region=place))
+    return records
+
+
+def test_probes_with_no_as_are_apart_and_named_as_the_report_names_them() -> None:
+    """Probe ids are zero-padded: two probes share their first 8 characters, never their last."""
+    no_as = {PROBES[7]: "Almaty", PROBES[8]: "Almaty"}
+    alerts = _alerts(_regional(None, no_as, ["twitter.com"], {"Almaty"}, range(5)))
+    starts = [a for a in alerts if a["type"] == "start"]
+    assert sorted(a["network"] for a in starts) == [f"unknown:{PROBES[7]}", f"unknown:{PROBES[8]}"]
+    assert all(a["probes"] == 1 for a in starts), "one probe per network with no AS"
+    titles = sorted(render(a)[0] for a in starts)
+    assert titles[0].startswith("Blocking started on an unknown network (probe 00000008)")
+    assert titles[1].startswith("Blocking started on an unknown network (probe 00000009)")
+    assert "в неизвестной сети (зонд 00000009)" in render(starts[1], "ru")[1]
+
+
+def test_russian_and_kazakh_alerts_say_places_in_their_script_and_agree_in_number() -> None:
+    places = {PROBES[0]: "Nur-Sultan", PROBES[1]: "Karaganda", PROBES[2]: "Almaty", PROBES[3]: "North"}
+    one = _alerts(_regional("AS9198", places, ["telegram.org"], set(places.values()), range(5)))
+    start, end = one
+    ru_start, ru_end = render(start, "ru")[1], render(end, "ru")[1]
+    assert "Где: Алматы, Караганда, Нур-Султан и North." in ru_end and "Karaganda" not in ru_end
+    assert "1 сайт: telegram.org" in ru_start and "сайтов: 1" not in ru_start
+    assert "1 сайт снова доступен" in ru_end and "сайты снова доступны" not in ru_end
+    assert "Зафиксировано 3 зондами в 3 измерениях до оповещения." in ru_start, ru_start
+    second = render({**start, "since": "2020-12-01T20:10:00.000000Z"}, "ru")[1]
+    assert "(«Kazakhtelecom») со 2 декабря 2020 г., 02:10 (Asia/Almaty, UTC+6) —" in second, "со 2, not с 2"
+    three = _alerts(_regional("AS9198", {PROBES[2]: "Almaty"}, ["a.example", "b.example", "c.example"], {"Almaty"},
+                              range(5)))  # fmt: skip
+    ru_three = render(three[-1], "ru")[1]
+    assert "3 сайта снова доступны" in ru_three and "Где: Алматы." in ru_three
+    kk_start, kk_end = render(start, "kk")[1], render(end, "kk")[1]
+    assert "Орындар: Алматы, Қарағанды, Нұр-Сұлтан және North." in kk_end and "Karaganda" not in kk_end
+    assert "AS9198 («Kazakhtelecom») желісінде" in kk_start and "1 сайт" in kk_start
+
+
+def test_english_alerts_read_well_for_every_kind() -> None:
+    places = {PROBES[3]: "Almaty"}
+    records = _regional("AS29355", places, ["www.youtube.com"], {"Almaty"}, range(5))
+    for rec in records:
+        if rec["blocking"] == "tls_mitm":
+            rec["blocking"], rec["interceptor"] = "tls", None
+    start, end = _alerts(records)
+    text = render(start)[1]
+    assert text.startswith(
+        "Started: on AS29355 (Kcell), since 7 December 2020, 06:10 (Asia/Almaty, UTC+6), 1 site has "
+        "been cut off during the secure handshake once its name was sent: www.youtube.com."
+    ), text
+    assert "Seen in Almaty by 1 probe in 3 measurements up to this alert." in text
+    ended = render(end)[1]
+    assert ended.startswith(
+        "Ended: on AS29355 (Kcell), 1 site was reachable again by 10 December 2020, 06:10 "
+        "(Asia/Almaty, UTC+6): www.youtube.com. Since 7 December 2020, 06:10 (Asia/Almaty, "
+        "UTC+6), it had been cut off during the secure handshake once its name was sent."
+    ), ended
+
+
+def test_times_are_the_networks_local_time_and_utc_only_when_unknown() -> None:
+    records = _regional("AS9198", {PROBES[0]: "Almaty"}, ["twitter.com"], {"Almaty"}, range(5))
+    start = _alerts(records)[0]
+    assert start["since"] == "2020-12-07T00:10:00.000000Z" and start["time_zone"] == "Asia/Almaty"
+    assert "7 December 2020, 06:10 (Asia/Almaty, UTC+6)" in render(start)[1]
+    assert "7 декабря 2020 г., 06:10 (Asia/Almaty, UTC+6)" in render(start, "ru")[1]
+    assert "7 December 2020, 03:10 (Europe/Moscow, UTC+3)" in render(_alerts(records, "Europe/Moscow")[0])[1]
+    for rec in records:
+        rec["network"]["country"] = None
+    unknown = _alerts(records)[0]
+    assert unknown["time_zone"] == "UTC" and "7 December 2020, 00:10 UTC" in render(unknown)[1]
+
+
+def test_the_end_alert_says_which_measurements_it_counts() -> None:
+    """A regional block: Karaganda's probe sees the sites reachable while the others see them
+    intercepted, so the CUSUM's run restarts and its first blocked measurement is not in the alert's
+    count; the report counts it (every blocked measurement of the episode's days). The alert says
+    what it counts."""
+    from probe.report import localtime
+
+    places = {PROBES[0]: "Nur-Sultan", PROBES[1]: "Karaganda", PROBES[2]: "Almaty"}
+    sites = ["twitter.com", "www.facebook.com"]
+    records = _regional("AS9198", places, sites, {"Nur-Sultan", "Almaty"}, range(5))
+    blocked = sum(r["blocking"] == "tls_mitm" for r in records)
+    assert blocked == 48 and localtime.COUNTRY_ZONES["KZ"] == "Asia/Almaty"
+    end = _alerts(records)[-1]
+    assert end["type"] == "end" and end["measurements"] == 46
+    text = render(end)[1]
+    assert "in 46 measurements from the onset to the end (counted from the measurement each site's onset" in text
+    assert "измерениях от начала до конца" in render(end, "ru")[1]

@@ -30,7 +30,10 @@ def add_watch_command(commands: Any) -> None:
                        help="the body: the alert as JSON, Slack's {\"text\"} or Telegram's sendMessage")  # fmt: skip
     watch.add_argument("--chat-id", help="Telegram's chat_id (or PROBE_WATCH_CHAT_ID), with --webhook-format telegram")
     watch.add_argument("--atom", type=Path, metavar="FILE", help="keep an Atom feed of the alerts in this file")
-    watch.add_argument("--language", default="en", help="the alerts' language (en, ru)")
+    watch.add_argument("--language", default="en", help="the alerts' language (en, ru, kk)")
+    watch.add_argument("--tz", metavar="ZONE",
+                       help="give every network's times in this time zone (default: from its country, as probe report "
+                       "does; UTC when the country is not known)")  # fmt: skip
     when = watch.add_mutually_exclusive_group()
     when.add_argument("--once", action="store_true", help="one round, then exit (for cron and timers)")
     when.add_argument("--interval", type=_positive(float, DAY), default=300.0, metavar="SECONDS",

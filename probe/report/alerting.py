@@ -9,6 +9,10 @@ one when it ends (docs/alerts.md).
 - A **kind** is the verdict and what names it: the interception CA's catalog entry (or the forged
   chain's issuer) for `tls_mitm`, the blockpage for `http`; so two interceptors on one network are
   two episodes.
+- A **network** is the AS number; a record with no AS stands for its own installation,
+  `unknown:<probe id>` (the whole id: the report's key, so that an alert and the page's episode
+  name the same network). Its **time zone** (the text's times) is its country's, found as the
+  report finds it (probe.report.localtime), or `--tz`'s; UTC when the country is not known.
 - An **episode** is one (network, kind): it opens at the first key's onset and closes when every
   one of its sites has ended. Keys whose onset is detected within `group_window` of the episode's
   first one are named in its start alert; a site that joins later gets an `extended` alert. When
@@ -23,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from probe.report.changepoint import BLOCKED, END, ONSET, Cusum, iso, parse_time, threshold
+from probe.report.localtime import zone_for
 from probe.vocabulary.anomalies import CENSORSHIP, Blocking, Confidence
 
 START, EXTENDED, ENDED = "start", "extended", "end"
@@ -32,7 +37,7 @@ _AS = re.compile(r"^(AS)?([0-9]+)$", re.IGNORECASE)
 class Signal(NamedTuple):
     time: datetime
     measurement_id: str
-    network: str  # "AS9198"; "probe:<id>" when the record names no AS
+    network: str  # "AS9198"; "unknown:<probe id>" when the record names no AS (the report's network key)
     as_name: str | None
     site: str
     kind: str | None  # None: the site was reachable
@@ -40,6 +45,7 @@ class Signal(NamedTuple):
     by: str | None  # the interceptor's or the blockpage's name
     place: str | None
     probe: str
+    country: str | None = None  # the network's, for its time zone
 
 
 def network_of(record: dict[str, Any]) -> tuple[str, str | None]:
@@ -50,9 +56,14 @@ def network_of(record: dict[str, Any]) -> tuple[str, str | None]:
         return f"AS{match[2]}", network.get("as_name")
     if asn:
         return asn, network.get("as_name")
-    # No AS: never one network for every such record; each installation stands alone.
-    probe = str(record.get("probe_id") or record.get("run_id") or "unknown")
-    return f"probe:{probe[:8]}", None
+    # No AS: never one network for every such record; each installation stands alone, keyed on its
+    # whole id as the report keys it (`unknown:<probe id>`; ids are zero-padded, so no prefix will do).
+    return f"unknown:{probe_of(record)}", None
+
+
+def probe_of(record: dict[str, Any]) -> str:
+    """The installation, as the report names it: its probe id, else its run's."""
+    return str(record.get("probe_id") or "run:" + str(record.get("run_id") or ""))
 
 
 def signal_of(record: dict[str, Any]) -> Signal | None:
@@ -76,8 +87,9 @@ def signal_of(record: dict[str, Any]) -> Signal | None:
         return None
     network, as_name = network_of(record)
     place = (record.get("network") or {}).get("region")
-    probe = str(record.get("probe_id") or "run:" + str(record.get("run_id") or ""))
-    return Signal(time, mid, network, as_name, site, kind, None if kind is None else str(verdict), by, place, probe)
+    country = str((record.get("network") or {}).get("country") or "").upper() or None
+    blocking = None if kind is None else str(verdict)
+    return Signal(time, mid, network, as_name, site, kind, blocking, by, place, probe_of(record), country)
 
 
 def _kind(record: dict[str, Any], verdict: str) -> tuple[str, str | None]:
@@ -98,9 +110,11 @@ def _digest(*parts: str) -> str:
 class Detector:
     """The keys' detectors and the open episodes; `feed` signals in time order, then `finish`."""
 
-    def __init__(self, saved: dict[str, Any], evidence: int, group_window: timedelta) -> None:
+    def __init__(self, saved: dict[str, Any], evidence: int, group_window: timedelta, tz: str | None = None) -> None:
         self.h = threshold(evidence)
         self.window = group_window
+        self.tz = tz  # every network's times in this zone, instead of its country's (as the report's --tz)
+        self.zones: dict[str | None, str] = {}
         self.keys = {key: Cusum.from_dict(value) for key, value in saved.get("keys", {}).items()}
         self.episodes: dict[str, dict[str, Any]] = saved.get("episodes", {})
         self.kinds_of: dict[tuple[str, str], set[str]] = {}
@@ -140,7 +154,7 @@ class Detector:
             episode = self.episodes[group] = {
                 "id": _digest(group, since, signal.site), "network": signal.network, "as_name": signal.as_name,
                 "kind": kind, "blocking": signal.blocking, "by": signal.by, "opened": since, "sites": {},
-                "places": [], "probes": [], "measurements": 0, "pending": None,
+                "places": [], "probes": [], "measurements": 0, "pending": None, "time_zone": self._zone(signal),
             }  # fmt: skip
         episode["as_name"] = episode["as_name"] or signal.as_name
         episode["sites"][signal.site] = {"since": since, "ended": None}
@@ -162,6 +176,12 @@ class Detector:
             episode["pending"] = pending
         # What the alert says was seen: as of its sites' onsets, not of the end of the round.
         pending["seen"] = [sorted(episode["places"]), len(episode["probes"]), episode["measurements"]]
+
+    def _zone(self, signal: Signal) -> str:
+        """The network's zone, from its country as the report finds it; UTC when it is not known."""
+        if signal.country not in self.zones:
+            self.zones[signal.country] = zone_for(signal.country, self.tz)
+        return self.zones[signal.country]
 
     def _end(self, signal: Signal, kind: str, cusum: Cusum) -> None:
         group = f"{signal.network}\t{kind}"
@@ -200,7 +220,7 @@ class Detector:
             "all_sites": sorted(episode["sites"]), "opened": episode["opened"], "since": since, "until": until,
             "detected": detected,
             "places": sorted(episode["places"]), "probes": len(episode["probes"]),
-            "measurements": episode["measurements"],
+            "measurements": episode["measurements"], "time_zone": episode.get("time_zone", "UTC"),
         }  # fmt: skip
 
     def finish(self) -> list[dict[str, Any]]:

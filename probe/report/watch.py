@@ -54,6 +54,7 @@ class WatchOptions:
     timeout: float = 30.0
     feed_entries: int = 100
     feed_id: str | None = None
+    tz: str | None = None  # every network's times in this zone, instead of its country's
 
 
 @dataclass
@@ -142,7 +143,7 @@ def watch_round(options: WatchOptions, now: datetime | None = None) -> Round:
         result = Round(read=reading)
         signals = _new_signals(reading.records, state, timedelta(days=options.window_days), result)
         reading.records = []  # the signals are all this round needs: free the records
-        detector = Detector(state, options.evidence, timedelta(hours=options.group_hours))
+        detector = Detector(state, options.evidence, timedelta(hours=options.group_hours), options.tz)
         for signal in signals:
             detector.feed(signal)
         result.evidence = len(signals)

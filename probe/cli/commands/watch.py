@@ -17,12 +17,15 @@ def _options(args: argparse.Namespace) -> object:
     from probe.report.alert_text import template
     from probe.report.deliver import Webhook
     from probe.report.follow import is_s3, s3_location
+    from probe.report.localtime import zone_exists
     from probe.report.watch import WatchOptions
 
     store = args.store if is_s3(args.store) else str(Path(args.store).resolve())
     if is_s3(store):
         s3_location(store)  # a bucket is named
     template(args.language)  # an unknown language is said now, with the ones there are
+    if args.tz and not zone_exists(args.tz):
+        raise ValueError(f"--tz {args.tz!r}: not a time zone (e.g. Asia/Almaty, Europe/Moscow, UTC)")
     url = args.webhook or os.environ.get("PROBE_WATCH_WEBHOOK")
     chat = args.chat_id or os.environ.get("PROBE_WATCH_CHAT_ID")
     webhook = None
@@ -38,7 +41,7 @@ def _options(args: argparse.Namespace) -> object:
     state = args.state or state_directory() / f"watch-{digest}.json"
     return WatchOptions(store=store, state=state, webhook=webhook, atom=args.atom, language=args.language,
                         evidence=args.evidence, window_days=args.dedupe_days, group_hours=args.group_window,
-                        endpoint=args.endpoint, timeout=args.timeout)  # fmt: skip
+                        endpoint=args.endpoint, timeout=args.timeout, tz=args.tz)  # fmt: skip
 
 
 def command_watch(args: argparse.Namespace) -> int:
@@ -67,13 +70,14 @@ def command_watch(args: argparse.Namespace) -> int:
         except OSError as exc:
             return state_failed(f"watch: cannot write the state or the feed: {exc}")
         else:
-            code = _said(result, args.quiet or (not args.once and not result.read.files_read and not result.alerts))
+            quiet = args.quiet or (not args.once and not result.read.files_read and not result.alerts)
+            code = _said(result, quiet, args.language)
         if args.once:
             return code
         time.sleep(args.interval)
 
 
-def _said(result: object, quiet: bool) -> int:
+def _said(result: object, quiet: bool, language: str) -> int:
     from probe.report.alert_text import render
     from probe.report.watch import Round
 
@@ -86,7 +90,7 @@ def _said(result: object, quiet: bool) -> int:
               else ""), file=sys.stderr)  # fmt: skip
     if not quiet:
         for alert in result.alerts:
-            print(render(alert)[0])
+            print(render(alert, language)[0])
         print(f"watch: {read.files_read} files read, {result.evidence} measurements as evidence "
               f"({result.duplicates} copies, {result.late} late), {len(result.alerts)} alerts, "
               f"{result.sent} sent, {result.pending} pending", file=sys.stderr)  # fmt: skip
