@@ -171,3 +171,32 @@ def episode_fleet(directory: Path) -> Path:
     ]
     write_log(directory / "fleet.jsonl", records)
     return directory
+
+
+def certified_fleet(directory: Path) -> Path:
+    """The episode fleet, its interceptions carrying the chain the network presented, as the probe
+    records it (base64 DER, leaf first, in the target's handshake) with its fingerprints in the
+    analysis: a leaf for the site signed by an ISCA-named root; on AS29355 the leaf alone (one
+    certificate, as a forging middlebox often presents)."""
+    import base64
+    import hashlib
+
+    from tests.pki import der, make_leaf, make_root, name
+
+    logs = episode_fleet(directory)
+    root = make_root(name(CN="Information Security Certification Authority CA", O="ISCA", C="KZ"))
+    path = logs / "fleet.jsonl"
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    for entry in (r for r in records if r["blocking"] == "tls_mitm"):
+        leaf = make_leaf(root, [entry["target"]["host"]])
+        alone = entry["network"]["asn"] == "AS29355"
+        certificates = [der(leaf.cert)] if alone else [der(leaf.cert), der(root.cert)]
+        entry["observations"]["tls_handshakes"] = [
+            {"address": "198.51.100.7", "port": 443, "server_name": entry["target"]["host"], "purpose": "target",
+             "peer_certificates": [base64.b64encode(c).decode() for c in certificates], "failure": None},
+        ]  # fmt: skip
+        entry["analysis"]["tls"] = {
+            "certificates": [{"sha256_der": hashlib.sha256(c).hexdigest()} for c in certificates]
+        }
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return logs

@@ -25,8 +25,8 @@ def test_a_hostile_record_costs_only_its_line_and_no_cut_copy_is_left(
     log = tmp_path / "run.jsonl"
     log.write_text("\n".join([json.dumps(hostile), json.dumps(also), lines[2]]) + "\n", encoding="utf-8")
     assert main(["analyze", str(log)]) == 0
-    out = capsys.readouterr().out
-    assert "run.jsonl:1: skipped" in out and "run.jsonl:2: skipped" in out
+    err = capsys.readouterr().err
+    assert "run.jsonl:1: skipped" in err and "run.jsonl:2: skipped" in err
     (rejudged,) = tmp_path.glob("run.analyzed-*.jsonl")
     assert len(rejudged.read_text(encoding="utf-8").splitlines()) == 1
     assert not list(tmp_path.glob(".*partial"))
@@ -35,11 +35,18 @@ def test_a_hostile_record_costs_only_its_line_and_no_cut_copy_is_left(
 def test_records_judged_with_other_roots_are_said_to_be(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The bench records were judged with the lab's roots: re-judged with Mozilla's, verdicts move
     for that reason alone, and the analyst is told so."""
-    log = tmp_path / "lab.jsonl"
-    shutil.copy(BENCH_RECORDS, log)
-    assert main(["analyze", str(log)]) == 0
-    out = capsys.readouterr().out
-    assert "judged with other reference roots" in out and "--roots" in out
+    for n in range(3):
+        shutil.copy(BENCH_RECORDS, tmp_path / f"lab-{n}.jsonl")
+    assert main(["analyze", str(tmp_path)]) == 0
+    said = capsys.readouterr()
+    assert "judged with other reference roots" not in said.out  # warnings go to stderr
+    assert said.err.count("judged with other reference roots") == 1  # once, with the count
+    assert "3 of 3 files (" in said.err and "--roots" in said.err
+    # A re-judged copy names the roots it was judged with: analysed again, nothing to warn about.
+    rejudged = sorted(tmp_path.glob("lab-0.analyzed-*.jsonl"))[0]
+    assert main(["analyze", str(rejudged)]) == 0
+    said = capsys.readouterr()
+    assert "other reference roots" not in said.err and "unchanged: " in said.out
 
 
 def test_a_hop_that_never_answered_is_named_as_a_browser_reads_its_location() -> None:

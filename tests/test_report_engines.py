@@ -17,7 +17,7 @@ import pytest
 from probe.cli.main import main
 from probe.report import build_report, close
 from probe.report.load import Filters
-from tests.reportdata import PROBES, episode_fleet, fleet, record, write_log
+from tests.reportdata import PROBES, certified_fleet, episode_fleet, fleet, record, write_log
 
 pyspark = pytest.importorskip("pyspark", reason="the spark extra: pip install '.[spark]'")
 if shutil.which("java") is None and not glob.glob("/usr/lib/jvm/*/bin/java"):
@@ -53,8 +53,9 @@ def _episodes(paths: list[Path], filters: Filters, engine: str) -> list[dict[str
 
 def _fleet_with_everything(directory: Path) -> Path:
     """The episode fleet, plus what reading must get right: a duplicate and a re-judged copy, a
-    line that is no record, a record without an AS, a day across midnight UTC."""
-    episode_fleet(directory)
+    line that is no record, a record without an AS, a day across midnight UTC; interceptions carry
+    their chains (one of a single certificate), so that the evidence is compared too."""
+    certified_fleet(directory)
     fleet(directory / "more")
     late = record("twitter.com", "2020-11-30T23:30:00.000000Z", "AS9198", PROBES[0], "tls_mitm")
     lost = record("twitter.com", "2020-12-07T10:00:00.000000Z", None, PROBES[1], "tls_mitm")
@@ -73,6 +74,12 @@ def test_duckdb_and_spark_give_identical_episodes(spark: Any, tmp_path: Path, fi
     for ours, theirs in zip(on_duckdb, on_spark, strict=True):
         for key in ours:
             assert theirs[key] == ours[key], key
+    chains = [e["evidence"]["certificates"] for e in on_spark if e.get("evidence", {}).get("certificates")]
+    assert chains and all(c[0]["subject"].startswith("CN=") and c[0]["not_after"] for c in chains)
+    alone = [
+        e["evidence"]["chain_sha256"] for e in on_spark if e.get("network") == "AS29355" and e["finding"] == "tls_mitm"
+    ]
+    assert filters.network or (alone and all(len(f) == 1 and len(f[0]) == 64 for f in alone))
 
 
 def test_the_month_entry_is_the_same_on_both_engines(spark: Any, tmp_path: Path) -> None:
@@ -115,13 +122,15 @@ def test_the_cli_runs_on_spark(spark: Any, tmp_path: Path, capsys: pytest.Captur
     assert '"episodes"' in capsys.readouterr().out
 
 
-def test_duckdb_memory_is_bounded_and_its_folder_removed(tmp_path: Path) -> None:
+def test_duckdb_memory_is_bounded_and_its_folder_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     logs = episode_fleet(tmp_path / "logs")
-    before = set(Path(tempfile.gettempdir()).glob("probe-report-*"))
+    private = tmp_path / "tmp"  # this test's own temporary folder: other reports running meanwhile do not count
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
     con = duckdb.connect()
     build_report(con, [logs], Filters(), ("en",), memory_limit="200MB")
     assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] in ("190.7 MiB", "200.0 MB", "200MB")
-    made = set(Path(tempfile.gettempdir()).glob("probe-report-*")) - before
+    made = set(private.glob("probe-report-*"))
     assert len(made) == 1 and (next(iter(made)) / "report.duckdb").exists()
     close(con)
     assert not any(p.exists() for p in made)

@@ -127,15 +127,18 @@ def test_days_are_local_days(logs: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 def test_the_monthly_entry_with_counts_since_january(logs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = _text(capsys, str(logs), "--month", "2020-12", "--format", "text")
-    assert "December 2020 (days in Asia/Almaty time)" in text
+    assert "December 2020 (days are in Asia/Almaty time)" in text
     assert (
         "From 6 to 7 and from 19 to 21 December 2020, connections of users of Kazakhtelecom (AS9198) in Karaganda "
         "and Nur-Sultan to 2 sites (twitter.com and www.facebook.com) were intercepted with a substituted security "
         "certificate (“Information Security Certification Authority CA”)."
     ) in text
     assert "From 2 to 5 December 2020, access to 1 site (dns.example) was restricted for users of Kar-Tel" in text
-    assert "Since 1 January 2020: 6 episodes of blocking or interception on 5 networks, affecting 3 sites" in text
-    assert "С 1 января 2020 г. зафиксировано 6 эпизодов блокировки или перехвата в 5 сетях" in text
+    assert (
+        "Since 1 January 2020: 6 episodes of blocking or interception, 6 of which began in December, affected "
+        "3 sites on 5 networks." in text
+    )
+    assert "С 1 января 2020 г. зафиксировано 6 эпизодов блокировки или перехвата в 5 сетях, из них в декабре" in text
     markdown = _text(capsys, str(logs), "--month", "2020-12", "--format", "md")
     assert "## Monthly entry (ru)" in markdown
 
@@ -179,7 +182,7 @@ def test_the_newest_rejudged_copy_wins(tmp_path: Path, capsys: pytest.CaptureFix
         (["--since", "2020-12-09", "--until", "2020-12-01"], "--since 2020-12-09 is after --until 2020-12-01"),
         (["--since", "2021-01-01"], "no records from 2021-01-01 to the end (local days); the records cover "
                                     "2020-12-01 to 2020-12-21"),
-        (["--network", "AS21299", "--target", "twitter.com"], "for the network and target asked"),
+        (["--network", "AS21299", "--target", "twitter.com"], "no records of that target on that network"),
     ],
 )  # fmt: skip
 def test_filters_that_match_nothing_say_what_there_is(

@@ -5,7 +5,6 @@ Russian and Kazakh. With REPORT_SCREENSHOTS=<folder>, one full-page screenshot p
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -16,8 +15,7 @@ import pytest
 
 from probe.cli.main import main
 from probe.report.sentences import available_languages, load_template
-from tests.pki import make_leaf, make_root, name
-from tests.reportdata import episode_fleet
+from tests.reportdata import certified_fleet
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = [
@@ -43,37 +41,6 @@ def test_every_language_has_every_page_key() -> None:
     for language in available_languages():
         page = load_template(language)["page"]
         assert _keys(page) == english, language
-
-
-def certified_fleet(directory: Path) -> Path:
-    """The episode fleet, its interceptions carrying the chain the network presented (a leaf for the
-    site signed by an ISCA-named root), as the probe records it: base64 DER, leaf first."""
-    logs = episode_fleet(directory)
-    root = make_root(name(CN="Information Security Certification Authority CA", O="ISCA", C="KZ"))
-    path = logs / "fleet.jsonl"
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    for record in records:
-        if record["blocking"] == "tls_mitm":
-            leaf = make_leaf(root, [record["target"]["host"]])
-            chain = [base64.b64encode(c.public_bytes(encoding=_der())).decode() for c in [leaf.cert, root.cert]]
-            record["observations"]["tls_handshakes"] = [
-                {
-                    "address": "198.51.100.7",
-                    "port": 443,
-                    "server_name": record["target"]["host"],
-                    "purpose": "target",
-                    "peer_certificates": chain,
-                    "failure": None,
-                }  # fmt: skip
-            ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    return logs
-
-
-def _der():  # noqa: ANN202 - cryptography's enum
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    return Encoding.DER
 
 
 def _report(tmp_path: Path, language: str = "en") -> Path:

@@ -71,9 +71,8 @@ def build_report(
         year = [
             e for e in build_episodes(runner, filters.all_confidence, "year_m") if e.confirmed or filters.all_confidence
         ]
-        zones = sorted(report.zones)
         report.month = {
-            language: month_entry(published, year, filters.since, zones, template)
+            language: month_entry(published, year, filters.since, report.zones, template)
             for language, template in templates.items()
         }
     return report

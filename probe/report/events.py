@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 
 import probe.report.queries as queries
+from probe.report.certificates import described_chain
 from probe.report.engines import Engine, engine_for
 
 MAX_IDS = queries.MAX_IDS
@@ -63,8 +64,9 @@ class Episode:
 
     @property
     def id(self) -> str:
-        """Stable for the same records: the network, the finding and its first measurement."""
-        seed = f"{self.network_key}|{self.blocking}|{self.key}|{self.first_measurement or self.first_seen}"
+        """Stable for the same network, kind, interceptor or blockpage and first local day: re-judging
+        that adds or removes measurements, or a record arriving late, does not change it."""
+        seed = f"{self.network_key}|{self.blocking}|{self.key}|{self.first_day.isoformat()}"
         return "e-" + hashlib.sha256(seed.encode()).hexdigest()[:12]
 
     @property
@@ -111,21 +113,31 @@ class Episode:
         }
 
 
+_JSON_EVIDENCE = ("chain_sha256", "chain_spki", "chain", "answers", "control_answers", "handshakes", "connects",
+                  "redirect_hop", "forensics")  # fmt: skip
+_LISTS = ("chain_sha256", "chain_spki", "chain", "answers", "control_answers", "handshakes", "connects")
+
+
 def _evidence(raw: dict[str, Any]) -> dict[str, Any]:
-    """The evidence as the report shows it: JSON text columns parsed, empty ones dropped."""
+    """The evidence as the report shows it: JSON text columns parsed, lists kept lists (Spark gives a
+    one-element `[*]` list as its element), empty ones dropped; the presented chain in words."""
     found: dict[str, Any] = {}
     for key, value in raw.items():
         if value is None:
             continue
-        if key in ("chain_sha256", "chain_spki", "answers", "control_answers", "handshakes", "connects",
-                   "redirect_hop", "forensics"):  # fmt: skip
+        if key in _JSON_EVIDENCE:
             try:
                 value = json.loads(value)
             except (TypeError, ValueError):
                 continue
             if value in (None, [], {}):  # an engine's "nothing there" (SQL NULL, an empty JSON list)
                 continue
+            if key in _LISTS and not isinstance(value, list):
+                value = [value]
         found[key] = value
+    chain = described_chain(found.pop("chain", None))
+    if chain:
+        found["certificates"] = chain
     return found
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from probe.report.page_charts import coverage_section, e, matrix_section, timeline_section
 from probe.report.page_tables import breakdown_tables, episodes_table, measurements_table, place_name, simple_table
-from probe.report.sentences import common_name, load_template
+from probe.report.sentences import common_name, load_template, zones_phrase
 from probe.report.summary import Report
 
 _STYLE = """
@@ -102,14 +102,6 @@ def page_language(report: Report) -> str:
     return next(iter(report.sentences), "en")
 
 
-def _zones(report: Report, page: dict[str, Any]) -> str:
-    if len(report.zones) == 1:
-        return str(page["zones_one"]).format(zone=next(iter(report.zones)))
-    return str(page["zones_many"]).format(
-        list="; ".join(f"{zone} ({', '.join(networks)})" for zone, networks in sorted(report.zones.items()))
-    )
-
-
 def _confidence(page: dict[str, Any]) -> str:
     words = page["confidence"]
     return (
@@ -172,7 +164,7 @@ def to_html(report: Report) -> str:
         str(page["places"]).format(list=", ".join(place_name(p, page) for p in report.places)) if report.places else ""
     )
     period = str(page["period"]).format(
-        first=first, last=last, zones=_zones(report, page), places=places, shown=shown,
+        first=first, last=last, zones=zones_phrase(report.zones, template), places=places, shown=shown,
         generated=report.generated.strftime("%Y-%m-%d %H:%M %Z"),
     )  # fmt: skip
     return f"""<!DOCTYPE html>

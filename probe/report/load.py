@@ -11,6 +11,7 @@ filters that match nothing are errors that say what there is.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -21,7 +22,7 @@ import duckdb
 import probe.report.queries as queries
 from probe.report.engines import Engine, engine_for
 from probe.report.localtime import literal, local_time_sql, zone_exists, zone_for
-from probe.results.files import ResultsPathError, open_text, results_files
+from probe.results.files import SUFFIXES, ResultsPathError, open_text, results_files
 from probe.vocabulary.errors import InputError
 
 READABLE_VERSIONS = (1, 2)
@@ -67,6 +68,8 @@ class Problems:
     refused: dict[int, int] = field(default_factory=dict)  # schema_version -> records refused
     older: int = 0  # schema version 1: no `confidence` yet
     duplicates: int = 0  # the same measurement_id read more than once (x.jsonl beside x.jsonl.gz)
+    set_aside: int = 0  # files not read: a re-judged copy of them (x.analyzed-<time>.jsonl) is read instead
+    rejudged: int = 0  # measurements whose kept judgement is `probe analyze`'s
     offline: int = 0  # measurements made with no network, no internet or behind a captive portal
 
     def messages(self) -> list[str]:
@@ -86,6 +89,16 @@ class Problems:
                 f"{self.offline} measurements were made offline (no network, no internet, or behind a captive "
                 "portal): they say nothing about any site, and count as neither blocked nor reachable"
             )
+        if self.set_aside:
+            found.append(
+                f"{self.set_aside} {'file was' if self.set_aside == 1 else 'files were'} set aside: "
+                "a re-judged copy of each (NAME.analyzed-<time>.jsonl, by `probe analyze`) was read in its place"
+            )
+        if self.rejudged:
+            found.append(
+                f"{self.rejudged} {'measurement was' if self.rejudged == 1 else 'measurements were'} re-judged by "
+                "`probe analyze`: the newest judgement is the one counted"
+            )
         if self.duplicates:
             found.append(
                 f"{self.duplicates} copies of records read more than once (the same measurement_id in several "
@@ -100,13 +113,24 @@ class Problems:
         return found
 
 
-def input_files(paths: list[Path]) -> dict[str, str]:
+def set_aside(paths: list[Path], chosen: list[Path]) -> int:
+    """How many results files in the folders given are not read (a re-judged copy is, in their place)."""
+    every = {
+        p for given in paths if given.is_dir() for p in given.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES)
+    }
+    return len(every - set(chosen))
+
+
+def input_files(paths: list[Path], problems: Problems | None = None) -> dict[str, str]:
     """Every results file to read, with the name it is given in the report: relative to the folder
-    named on the command line (a file named directly: its own name), never a local path."""
+    named on the command line (a file named directly: its own name), never a local path. The files
+    set aside for their re-judged copies are counted in `problems`."""
     try:
         files = results_files(paths, rejudged="prefer")
     except ResultsPathError as exc:
         raise ReportInputError(str(exc)) from None
+    if problems is not None:
+        problems.set_aside = set_aside(paths, files)
     names: dict[str, str] = {}
     for path in files:
         shown = path.name
@@ -169,8 +193,8 @@ def load(con: duckdb.DuckDBPyConnection | Engine, paths: list[Path], filters: Fi
     if filters.tz and not zone_exists(filters.tz):
         raise ReportInputError(f"--tz {filters.tz!r}: not a time zone (e.g. Asia/Almaty, Europe/Moscow, UTC)")
     engine = engine_for(con)
-    names = input_files(paths)
     problems = Problems()
+    names = input_files(paths, problems)
     _read(engine, names, problems)
     for path, _count in engine.rows(
         f"SELECT file, count(*) FROM raw WHERE schema_version IS NULL OR "
@@ -194,6 +218,9 @@ def load(con: duckdb.DuckDBPyConnection | Engine, paths: list[Path], filters: Fi
         engine,
         f"SELECT count(measurement_id) - count(DISTINCT measurement_id) FROM raw WHERE {_READABLE}",
     )
+    problems.rejudged = _one(
+        engine, f"SELECT count(DISTINCT measurement_id) FROM raw WHERE {_READABLE} AND rejudged_at IS NOT NULL"
+    )
     zones = {country: zone_for(country, filters.tz) for country in countries}
     zone_sql, offset_sql = local_time_sql(zones, first, last)
     # One row per measurement, however many files hold it: the newest judgement wins.
@@ -214,8 +241,21 @@ def _one(engine: Engine, sql: str) -> int:
     return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
 
+_UNKNOWN = re.compile(r"^unknown(?: network)?[\s:]*\(?(?:probe\s+)?([0-9a-f]{4,32})\)?$", re.IGNORECASE)
+UNKNOWN_LABEL = (
+    "CASE WHEN network IS NULL THEN 'unknown network (probe ' || right(network_key, 8) || ')' ELSE network_key END"
+)
+
+
 def network_clause(network: str) -> str:
-    """A network by AS number (`AS9198`, `9198`) or by its AS name, as records give it."""
+    """A network by AS number (`AS9198`, `9198`), by its AS name as records give it, or a probe with no
+    AS recorded as the report names it (`unknown:0000000b`, `unknown 0000000b`: its id's first or
+    last digits)."""
+    unknown = _UNKNOWN.match(network.strip())
+    if unknown:
+        digits = unknown.group(1).lower()
+        first, last = literal(f"unknown:{digits}%"), literal(f"unknown:%{digits}")
+        return f"(network_key LIKE {first} OR network_key LIKE {last})"
     asn = "AS" + network.upper().removeprefix("AS") if network.upper().removeprefix("AS").isdigit() else network
     return f"(network_key = {literal(asn)} OR lower(as_name) = lower({literal(network)}))"
 
@@ -246,11 +286,16 @@ def _check_matches(con: Engine, filters: Filters) -> None:
         con, f"SELECT count(*) FROM allm WHERE {network_clause(filters.network)}"
     ):
         networks = con.rows(
-            "SELECT network_key, '(' || max(as_name) || ')' FROM allm GROUP BY network_key "
+            f"SELECT max({UNKNOWN_LABEL}), '(' || max(as_name) || ')' FROM allm GROUP BY network_key "
             "ORDER BY count(*) DESC, network_key"
         )
+        unknown = (
+            " (a probe with no network: --network unknown:<its 8 digits>)"
+            if any(str(row[0]).startswith("unknown network") for row in networks)
+            else ""
+        )
         raise ReportInputError(
-            f"--network {filters.network}: no records of that network; there are: {_named(networks)}"
+            f"--network {filters.network}: no records of that network; there are: {_named(networks)}{unknown}"
         )
     if filters.target is not None and not _one(
         con, f"SELECT count(*) FROM allm WHERE {where(Filters(target=filters.target))}"
@@ -260,6 +305,14 @@ def _check_matches(con: Engine, filters: Filters) -> None:
     if not _one(con, "SELECT count(*) FROM m"):
         first, last = (con.rows(f"SELECT min(day), max(day) FROM allm WHERE {where(filters, period=False)}") or
                        [(None, None)])[0]  # fmt: skip
+        if first is None:  # the network and the target each have records, never together
+            targets = con.rows(
+                f"SELECT DISTINCT target FROM allm WHERE {network_clause(str(filters.network))} ORDER BY target"
+            )
+            raise ReportInputError(
+                f"--network {filters.network} --target {filters.target}: no records of that target on that "
+                f"network; its targets are: {_named(targets)}"
+            )
         asked = f"from {filters.since or 'the start'} to {filters.until or 'the end'}"
         chosen = " for the network and target asked" if filters.network or filters.target else ""
         raise ReportInputError(f"no records {asked} (local days){chosen}; the records{chosen} cover {first} to {last}")

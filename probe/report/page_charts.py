@@ -9,13 +9,14 @@ from datetime import date, timedelta
 from html import escape
 from typing import Any
 
-SEGMENTS = ("reachable", "blocked_confirmed", "blocked_unconfirmed", "failed", "offline")
+SEGMENTS = ("reachable", "blocked_confirmed", "blocked_unconfirmed", "failed", "offline", "local_interception")
 SEGMENT_COLOURS = {
     "reachable": "#7fbf7b",
     "blocked_confirmed": "#b2182b",
     "blocked_unconfirmed": "#f4a582",
     "failed": "#8c8c8c",
     "offline": "#d9d9d9",
+    "local_interception": "#92c5de",
 }
 COLOURS = {
     "tls_mitm": "#b2182b",
@@ -25,6 +26,9 @@ COLOURS = {
     "http": "#2166ac",
     "none": "#d9f0d3",
     "failed": "#e0e0e0",
+    "blocked_unconfirmed": "#f4a582",
+    "local_interception": "#92c5de",
+    "offline": "#eeeeee",
 }
 MAX_LABELLED_DAYS = 62  # beyond this, every seventh day is labelled
 
@@ -121,7 +125,7 @@ def coverage_section(
         ("#fff; border: 1px dashed #bbb", words["not_measured"])
     ]
     parts = [f"<p>{e(page['coverage_intro'])}</p>", legend(items)]
-    heads = [columns["day"], columns["measured"], *(words[s] for s in SEGMENTS)]
+    heads = [columns["day"], columns["measured"], *(str(words[s])[:1].upper() + str(words[s])[1:] for s in SEGMENTS)]
     for key, rows in networks.items():
         name = network_name(key, rows[0]["network"], rows[0]["as_name"], page)
         table = "".join(
@@ -210,8 +214,8 @@ def matrix_section(matrix: dict[str, Any], kinds: dict[str, str], page: dict[str
                 cells.append(f'<td class="state" data-finding="">{e(page["not_measured"])}</td>')
                 continue
             finding = found["finding"]
-            name = kinds.get(finding) or (page["reachable"] if finding == "none" else page["legend"]["failed"])
-            shown = found["findings"] if finding in kinds else found["reachable"]
+            name = kinds.get(finding) or (page["reachable"] if finding == "none" else page["legend"][finding])
+            shown = found["count"]
             cells.append(
                 f'<td class="state" data-finding="{e(finding)}" data-measurements="{found["measurements"]}" '
                 f'style="background:{COLOURS.get(finding, "#eee")}{";color:#fff" if finding in kinds else ""}">'

@@ -10,6 +10,7 @@ from typing import Any
 import duckdb
 
 from probe.report.events import Episode
+from probe.report.queries import FINDINGS
 
 MAX_TIMELINE_TARGETS = 40  # per network: the sites with the most findings
 MAX_MATRIX_TARGETS = 60  # sites with a finding first, then the most measured
@@ -52,9 +53,20 @@ def timelines(con: duckdb.DuckDBPyConnection, shown: str) -> list[dict[str, Any]
     return sorted(found.values(), key=lambda t: (-order.get(t["network_key"], 0), t["network_key"]))
 
 
+def _outcome(shown: str) -> str:
+    """A measurement's outcome in the matrix: a shown finding, `none`, or what else it was."""
+    return (
+        f"CASE WHEN {shown} THEN blocking WHEN blocking = 'none' THEN 'none' "
+        f"WHEN blocking IN {FINDINGS} THEN 'blocked_unconfirmed' "
+        "WHEN blocking IN ('offline', 'local_interception') THEN blocking ELSE 'failed' END"
+    )
+
+
 def matrix(con: duckdb.DuckDBPyConnection, shown: str) -> dict[str, Any]:
     """Site by network over the period: the finding seen most (shown findings), else `none` when
-    seen reachable, else `failed`; with the counts behind it. Sites with a finding come first."""
+    seen reachable, else the outcome seen most (`blocked_unconfirmed` when unconfirmed findings are
+    not shown, `local_interception`, `failed`, `offline`); with the count of that outcome and the
+    measurements. Sites with a finding come first."""
     networks = [
         {"network_key": r[0], "network": r[1], "as_name": r[2]}
         for r in con.execute(
@@ -68,15 +80,16 @@ def matrix(con: duckdb.DuckDBPyConnection, shown: str) -> dict[str, Any]:
     ).fetchall()
     targets = [t for t, _ in ranked[:MAX_MATRIX_TARGETS]]
     cells: dict[tuple[str, str], dict[str, Any]] = {}
-    for target, network_key, finding, total, findings, reachable in con.execute(
+    for target, network_key, finding, total, findings, reachable, other, outcomes in con.execute(
         f"SELECT target, network_key, mode(blocking) FILTER (WHERE {shown}), count(*), "
-        f"count(*) FILTER (WHERE {shown}), count(*) FILTER (WHERE blocking = 'none') FROM m "
+        f"count(*) FILTER (WHERE {shown}), count(*) FILTER (WHERE blocking = 'none'), mode(outcome), "
+        f"histogram(outcome) FROM (SELECT *, {_outcome(shown)} AS outcome FROM m) "
         "WHERE target IN (SELECT unnest(?)) GROUP BY ALL",
         [targets],
     ).fetchall():
-        state = finding or ("none" if reachable else "failed")
+        state = finding or ("none" if reachable else other)
         cells[(target, network_key)] = {"finding": state, "measurements": total, "findings": findings,
-                                        "reachable": reachable}  # fmt: skip
+                                        "reachable": reachable, "count": dict(outcomes).get(state, 0)}  # fmt: skip
     hidden = sum(1 for _, f in ranked[MAX_MATRIX_TARGETS:] if not f)
     return {"networks": networks, "targets": targets, "cells": cells, "hidden": len(ranked) - len(targets),
             "hidden_without_finding": hidden}  # fmt: skip

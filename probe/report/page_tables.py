@@ -20,6 +20,8 @@ def _episode_row(episode: Any, kinds: dict[str, str], page: dict[str, Any]) -> s
     columns = page["columns"]
     evidence = "".join(f"<li>{e(line)}</li>" for line in evidence_lines(episode, page["evidence"]))
     cited = "".join(f'<a href="#m-{e(i)}">{e(i[:12])}</a> ' for i in episode.measurement_ids)
+    if episode.measurements > len(episode.measurement_ids):  # the first ones are linked; the rest are counted
+        cited += e(str(page["evidence"]["links_more"]).format(n=episode.measurements - len(episode.measurement_ids)))
     network = network_name(episode.network_key, episode.network, episode.as_name, page)
     sites = ", ".join(sorted(episode.sites))
     places = ", ".join(sorted(place_name(p, page) for p in episode.places))
@@ -99,12 +101,14 @@ def simple_table(table_id: str, headers: list[str], rows: list[list[Any]]) -> st
 
 
 PER = ("measurements", "findings", "sites_blocked", "networks_blocked", "probes")
+PER_NETWORK = ("measurements", "findings", "sites_blocked", "probes")  # one network: how many sites
+PER_TARGET = ("measurements", "findings", "networks_blocked", "probes")  # one site: on how many networks
 
 
 def breakdown_tables(report: Report, page: dict[str, Any]) -> str:
-    """By target, by network (with its AS name and time zone) and by place."""
+    """By network (with its AS name and time zone: the sites blocked there), by target (the networks
+    it was blocked on) and by place (both)."""
     columns, headings = page["columns"], page["headings"]
-    per = [columns[p] for p in PER]
     by_network = [
         [
             network_name(
@@ -112,7 +116,7 @@ def breakdown_tables(report: Report, page: dict[str, Any]) -> str:
             ),
             r.get("as_name") or "–",
             r.get("time_zone") or "–",
-            *(r[p] for p in PER),
+            *(r[p] for p in PER_NETWORK),
         ]
         for r in report.by_network
     ]
@@ -120,13 +124,16 @@ def breakdown_tables(report: Report, page: dict[str, Any]) -> str:
         [place_name(r["place"], page) if r["place"] != "not given" else page["place_not_given"], *(r[p] for p in PER)]
         for r in report.by_place
     ]
+    network_heads = [columns["network"], columns["as_name"], columns["time_zone"], *(columns[p] for p in PER_NETWORK)]
     return (
         f"<h3>{e(headings['by_network'])}</h3>"
-        + simple_table("by-network", [columns["network"], columns["as_name"], columns["time_zone"], *per], by_network)
+        + simple_table("by-network", network_heads, by_network)
         + f"<h3>{e(headings['by_target'])}</h3>"
         + simple_table(
-            "by-target", [columns["target"], *per], [[r["target"], *(r[p] for p in PER)] for r in report.by_target]
+            "by-target",
+            [columns["target"], *(columns[p] for p in PER_TARGET)],
+            [[r["target"], *(r[p] for p in PER_TARGET)] for r in report.by_target],
         )
         + f"<h3>{e(headings['by_place'])}</h3>"
-        + simple_table("by-place", [columns["place"], *per], by_place)
+        + simple_table("by-place", [columns["place"], *(columns[p] for p in PER)], by_place)
     )

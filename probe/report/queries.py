@@ -55,11 +55,14 @@ SPARK = Dialect(
     f"i -> i IS NOT NULL), 1, {MAX_IDS})",
 )
 
-# Where a finding's evidence is, in a record: (column, JSON path, the findings that keep it).
+# Where a finding's evidence is, in a record: (column, JSON path, the findings that keep it). Lists
+# read with `[*]` come back from Spark as the bare value when they hold one: `events._evidence`
+# makes them lists again. The target's handshake is the first one a record holds.
 _MITM = ("tls_mitm", "local_interception")
 EVIDENCE_PATHS = (
     ("chain_sha256", "analysis", "$.tls.certificates[*].sha256_der", _MITM),
     ("chain_spki", "analysis", "$.tls.certificates[*].sha256_spki", _MITM),
+    ("chain", "observations", "$.tls_handshakes[0].peer_certificates", _MITM),  # the target's, as presented
     ("answers", "observations", "$.dns.system.addresses", ("dns",)),
     ("control_answers", "observations", "$.dns.control.addresses", ("dns",)),
     ("handshakes", "observations", "$.tls_handshakes", ("tls", "tcp")),
@@ -183,6 +186,7 @@ EVIDENCE_COLUMNS = [
     "matched_by",
     "chain_sha256",
     "chain_spki",
+    "chain",
     "matched_certificate",
     "blockpage_id",
     "blockpage_name",
@@ -214,16 +218,23 @@ COVERAGE_COLUMNS = [
     "blocked_unconfirmed",
     "failed",
     "offline",
+    "local_interception",
 ]
 
 
+_COUNTED_APART = FINDINGS + ("none", "offline", "local_interception")
+
+
 def coverage(source: str) -> str:
-    """Per network and local day: measured, reachable, blocked (confirmed or not), failed, offline."""
+    """Per network and local day: measured, and each measurement in exactly one column: reachable,
+    blocked (confirmed or not), failed (down, inconclusive, any other verdict), offline, or the
+    volunteer's own interception (an antivirus: the network's doing is unknown, and it is no block)."""
     return f"""
 SELECT network_key, day, max(network) AS network, max(as_name) AS as_name, count(*) AS measured,
     count(CASE WHEN blocking = 'none' THEN 1 END) AS reachable,
     count(CASE WHEN blocking IN {FINDINGS} AND confirmed THEN 1 END) AS blocked_confirmed,
     count(CASE WHEN blocking IN {FINDINGS} AND NOT confirmed THEN 1 END) AS blocked_unconfirmed,
-    count(CASE WHEN blocking IN ('down', 'inconclusive') THEN 1 END) AS failed,
-    count(CASE WHEN blocking = 'offline' THEN 1 END) AS offline
+    count(CASE WHEN blocking IS NULL OR blocking NOT IN {_COUNTED_APART} THEN 1 END) AS failed,
+    count(CASE WHEN blocking = 'offline' THEN 1 END) AS offline,
+    count(CASE WHEN blocking = 'local_interception' THEN 1 END) AS local_interception
 FROM {source} GROUP BY network_key, day ORDER BY network_key, day"""

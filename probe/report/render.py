@@ -17,17 +17,12 @@ from typing import Any
 import duckdb
 
 from probe.report.events import Episode
-from probe.report.sentences import common_name
+from probe.report.sentences import common_name, counted, load_template, when, zones_phrase
 from probe.report.summary import Report
 from probe.results.forensics_text import forensics_lines
 
-KIND_NAMES = {
-    "tls_mitm": "TLS interception",
-    "tls": "TLS blocking",
-    "tcp": "TCP blocking",
-    "dns": "DNS manipulation",
-    "http": "HTTP blocking",
-}
+ENGLISH = load_template("en")
+KIND_NAMES: dict[str, str] = ENGLISH["kinds"]  # one glossary: the page's words for each kind
 
 
 _MARKDOWN_SPECIAL = set("\\`*_[]<>|~&#!")
@@ -56,12 +51,7 @@ def days_text(episode: Episode) -> str:
     return first if first == last else f"{first} to {last}"
 
 
-EVIDENCE_WORDS = {
-    "issuer": "issuer", "subject": "subject", "valid": "valid from {a} to {b}", "certificate": "certificate {n}",
-    "catalog": "catalog entry: {id} ({name}), matched by {by}", "answers": "answers",
-    "control_answers": "control's answers", "none": "none", "blockpage": "blockpage: {name} (fingerprint {id})",
-    "anomalies": "anomalies", "first_measurement": "first measurement", "unreadable": "could not be read",
-}  # fmt: skip
+EVIDENCE_WORDS: dict[str, Any] = ENGLISH["page"]["evidence"]  # the page language's words replace them
 
 
 def certificate_lines(chain: list[dict[str, Any]], words: dict[str, str]) -> list[str]:
@@ -78,7 +68,12 @@ def certificate_lines(chain: list[dict[str, Any]], words: dict[str, str]) -> lis
     return lines
 
 
-def evidence_lines(event: Episode, words: dict[str, str] | None = None) -> list[str]:
+def _word(w: dict[str, Any], group: str, code: Any) -> str:
+    """A code in the glossary's words (`connection_reset` -> "connection reset"), else spaced out."""
+    return str(w.get(group, {}).get(code) or str(code or "?").replace("_", " "))
+
+
+def evidence_lines(event: Episode, words: dict[str, Any] | None = None) -> list[str]:
     """The evidence of an episode in plain words (its first measurement's): what an analyst cites.
     `words`: the page language's labels (English by default)."""
     w = {**EVIDENCE_WORDS, **(words or {})}
@@ -90,7 +85,7 @@ def evidence_lines(event: Episode, words: dict[str, str] | None = None) -> list[
             lines.append(
                 w["catalog"].format(
                     id=e["catalog_id"], name=e.get("interceptor_name") or "",
-                    by=(e.get("matched_by") or "").replace("_", " "),
+                    by=_word(w, "matched_by", e.get("matched_by")),
                 )
             )  # fmt: skip
         if e.get("certificates"):
@@ -103,12 +98,16 @@ def evidence_lines(event: Episode, words: dict[str, str] | None = None) -> list[
         lines.append(f"{w['control_answers']}: {', '.join(e.get('control_answers') or []) or w['none']}")
     if event.blocking in ("tls", "tcp"):
         for handshake in e.get("handshakes") or []:
-            outcome = handshake.get("failure") or "handshake completed"
+            failure = handshake.get("failure")
+            outcome = _word(w, "failures", failure) if failure else w["completed"]
             if handshake.get("alert"):
                 outcome += f" (alert {handshake['alert']})"
-            lines.append(f"{handshake.get('purpose')} SNI {handshake.get('server_name')}: {outcome}")
+            purpose = _word(w, "purposes", handshake.get("purpose") or "target")
+            lines.append(w["handshake"].format(purpose=purpose, name=handshake.get("server_name"), outcome=outcome))
         for connect in e.get("connects") or []:
-            lines.append(f"connect {connect.get('address')}:{connect.get('port')}: {connect.get('failure') or 'ok'}")
+            failure = connect.get("failure")
+            outcome = _word(w, "failures", failure) if failure else w["ok"]
+            lines.append(w["connect"].format(address=connect.get("address"), port=connect.get("port"), outcome=outcome))
     if e.get("blockpage_id"):
         lines.append(w["blockpage"].format(name=e.get("blockpage_name") or "", id=e["blockpage_id"]))
     if e.get("redirect_hop"):
@@ -203,13 +202,8 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
-def zones_text(report: Report) -> str:
-    """Which local time the days are in: "days are in Asia/Almaty time (AS9198, AS21299)"."""
-    if len(report.zones) == 1:
-        return f"days are in {next(iter(report.zones))} time"
-    return "days are in each network's local time: " + "; ".join(
-        f"{zone} ({', '.join(networks)})" for zone, networks in sorted(report.zones.items())
-    )
+def _unknown(network_key: str) -> str:
+    return f"unknown network (probe {network_key[-8:]})"
 
 
 def to_markdown(report: Report) -> str:
@@ -218,8 +212,10 @@ def to_markdown(report: Report) -> str:
     lines = [
         "# Monitoring record: blocking and interception",
         "",
-        f"Period: {first} to {last} ({md(zones_text(report))}). Measurements: {report.measurements} by "
-        f"{report.probes} probes, of {report.targets} targets, on {len(report.networks)} networks"
+        f"Period: {first} to {last} ({md(zones_phrase(report.zones, ENGLISH))}). "
+        f"Measurements: {report.measurements} by "
+        f"{counted('probe', report.probes, ENGLISH)}, of {counted('target', report.targets, ENGLISH)}, on "
+        f"{counted('network', len(report.networks), ENGLISH)}"
         + (f", in {md(', '.join(report.places))}" if report.places else "")
         + f". Skipped lines: {report.problems.skipped_lines}.",
         f"Shown: {'all findings, confirmed or not' if report.all_confidence else 'confirmed findings only'}.",
@@ -262,25 +258,22 @@ def to_markdown(report: Report) -> str:
     lines += ["", "## Coverage per network and day", ""]
     lines += _table(
         ["network", "day", "measured", "reachable", "blocked (confirmed)", "blocked (unconfirmed)", "failed",
-         "offline"],
+         "offline", "volunteer's own interception"],
         [
-            [c["network"] or c["network_key"], c["day"], c["measured"], c["reachable"], c["blocked_confirmed"],
-             c["blocked_unconfirmed"], c["failed"], c["offline"]]
+            [c["network"] or _unknown(c["network_key"]), c["day"], c["measured"], c["reachable"],
+             c["blocked_confirmed"], c["blocked_unconfirmed"], c["failed"], c["offline"], c["local_interception"]]
             for c in report.coverage
         ],
     )  # fmt: skip
-    for title, rows, key in (
-        ("By target", report.by_target, "target"),
-        ("By network", report.by_network, "network"),
-        ("By place", report.by_place, "place"),
-    ):
+    for title, rows, key, counts in (
+        ("By target", report.by_target, "target", ("measurements", "findings", "networks_blocked", "probes")),
+        ("By network", report.by_network, "network", ("measurements", "findings", "sites_blocked", "probes")),
+        ("By place", report.by_place, "place", ("measurements", "findings", "sites_blocked", "networks_blocked",
+                                                "probes")),
+    ):  # fmt: skip
         lines += ["", f"## {title}", ""]
         lines += _table(
-            [key, "measurements", "findings", "sites blocked", "networks blocked", "probes"],
-            [
-                [r[key], r["measurements"], r["findings"], r["sites_blocked"], r["networks_blocked"], r["probes"]]
-                for r in rows
-            ],
+            [key, *(c.replace("_", " ") for c in counts)], [[r[key], *(r[c] for c in counts)] for r in rows]
         )
     lines += ["", "## A volunteer's own interception (not censorship)", ""]
     lines += (
@@ -297,9 +290,18 @@ def to_markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def nothing(report: Report, language: str) -> str:
+    """No finding in the period, said in words: "From 1 to 31 December 2020, no confirmed ..."."""
+    first, last = report.days
+    template = load_template(language)
+    period = when([(first, last)], template) if first and last else ""
+    return str(template["nothing"]).format(When=period).strip(" ,")
+
+
 def to_text(report: Report) -> str:
     """The monthly entry (with --month), else the sentences: plain text, ready to paste."""
-    blocks = report.month or {language: found or ["-"] for language, found in report.sentences.items()}
+    blocks = report.month or {language: found or [nothing(report, language)] for language, found in
+                              report.sentences.items()}  # fmt: skip
     return "\n\n".join("\n\n".join(paragraphs) for paragraphs in blocks.values()) + "\n"
 
 

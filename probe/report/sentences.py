@@ -42,7 +42,21 @@ def _plural_none(n: int) -> str:
 
 
 PLURAL_RULES: dict[str, Callable[[int], str]] = {"en": _plural_en, "ru": _plural_ru, "kk": _plural_none}
-_KEYS = ("months", "dates", "and", "words", "sentence", "findings", "kinds", "how", "plural_rule", "month")
+_KEYS = (
+    "months",
+    "dates",
+    "and",
+    "words",
+    "sentence",
+    "findings",
+    "suspected",
+    "nothing",
+    "zones",
+    "kinds",
+    "how",
+    "plural_rule",
+    "month",
+)
 
 
 class TemplateError(InputError):
@@ -101,6 +115,8 @@ def when(ranges: list[tuple[date, date]], template: dict[str, Any]) -> str:
     dates, months = template["dates"], template["months"]
     same_year = len({d.year for r in ranges for d in r}) == 1
     same_month = same_year and len({d.month for r in ranges for d in r}) == 1
+    if same_month and len(ranges) > 1 and any(a == b for a, b in ranges) and dates.get("month_each"):
+        same_month = False  # "On 1 December, from 6 to 7 December and ...": never a bare day number
 
     def day(d: date, with_month: bool) -> str:
         form = "day_month" if with_month else "day"
@@ -160,10 +176,11 @@ def how(anomalies: set[str], template: dict[str, Any]) -> str:
 
 
 def group(episodes: list[Episode]) -> list[list[Episode]]:
-    """Episodes of one network, kind and interceptor or blockpage, in time order."""
-    found: dict[tuple[str, str, str], list[Episode]] = {}
+    """Episodes of one network, kind and interceptor or blockpage, in time order; confirmed and
+    unconfirmed episodes apart (an unconfirmed one is only suspected)."""
+    found: dict[tuple[str, str, str, bool], list[Episode]] = {}
     for episode in sorted(episodes, key=lambda e: e.first_seen):
-        found.setdefault((episode.network_key, episode.blocking, episode.key), []).append(episode)
+        found.setdefault((episode.network_key, episode.blocking, episode.key, episode.confirmed), []).append(episode)
     return sorted(found.values(), key=lambda g: (g[0].first_seen, g[0].network_key))
 
 
@@ -201,7 +218,10 @@ def sentence(members: list[Episode], template: dict[str, Any]) -> str | None:
     if pattern is None:
         return None
     values = _values(members, template)
-    return str(template["sentence"]).format(what=str(pattern).format(**values), **values)
+    what = str(pattern).format(**values)
+    if not any(e.confirmed for e in members):  # --all-confidence: said as suspected, never as a fact
+        what = str(template["suspected"]).format(what=what)
+    return str(template["sentence"]).format(what=what, **values)
 
 
 def sentences(episodes: list[Episode], languages: tuple[str, ...] = LANGUAGES) -> dict[str, list[str]]:
@@ -213,16 +233,38 @@ def sentences(episodes: list[Episode], languages: tuple[str, ...] = LANGUAGES) -
     return found
 
 
+def zones_phrase(zones: dict[str, list[str]], template: dict[str, Any]) -> str:
+    """Which local time the days are in, in the template's words: "days are in Asia/Almaty time";
+    networks in several zones are named per zone, probes with no network recorded said in words."""
+    words = template["zones"]
+    if len(zones) == 1:
+        zone = next(iter(zones))
+        return str(words["utc"] if zone == "UTC" else words["one"]).format(zone=zone)
+    items = [
+        str(words["item"]).format(
+            zone=zone, networks=", ".join(words["unknown"] if n == "unknown" else n for n in networks)
+        )
+        for zone, networks in sorted(zones.items())
+    ]
+    return str(words["many"]).format(list="; ".join(items))
+
+
 def month_entry(
-    episodes: list[Episode], year_episodes: list[Episode], month: date, zones: list[str], template: dict[str, Any]
+    episodes: list[Episode],
+    year_episodes: list[Episode],
+    month: date,
+    zones: dict[str, list[str]],
+    template: dict[str, Any],
 ) -> list[str]:
     """The monthly record in the organisation's form: one paragraph per network and kind, then the
-    counts since 1 January."""
+    counts since 1 January. Only confirmed episodes: it is published as it stands."""
+    episodes = [e for e in episodes if e.confirmed]
+    year_episodes = [e for e in year_episodes if e.confirmed]
     words = template["month"]
     months = template["months_nominative"] if "months_nominative" in template else template["months"]
     name, within = months[month.month - 1], template.get("months_in", template["months"])[month.month - 1]
     month_values = {"month": name, "Month": name.capitalize(), "month_in": within, "year": month.year}
-    lines = [str(words["title"]).format(zones=", ".join(zones), **month_values)]
+    lines = [str(words["title"]).format(zones=zones_phrase(zones, template), **month_values)]
     for members in group(episodes):
         values = _values(members, template)
         first = members[0]
@@ -244,18 +286,33 @@ def month_entry(
         lines.append(str(words[kind]).format(**values))
     if len(lines) == 1:
         lines.append(str(words["none"]).format(**month_values))
-    sites = {s for e in year_episodes for s in e.sites}
-    year = {
-        "episode": counted("episode", len(year_episodes), template),
-        "network": counted("network", len({e.network_key for e in year_episodes}), template)
-        if "network" in template["words"] else "",
-        "network_loc": counted("network_loc", len({e.network_key for e in year_episodes}), template)
-        if "network_loc" in template["words"] else "",
-        "networks": len({e.network_key for e in year_episodes}),
-        "site": counted("site", len(sites), template),
-        "sites": len(sites),
-        "in_month": sum(1 for e in year_episodes if (e.first_day.year, e.first_day.month) == (month.year, month.month)),
-    }  # fmt: skip
-    lines.append(str(words["year"]).format(**year, **{k: v for k, v in month_values.items() if k != "year"},
-                                           year=month.year))  # fmt: skip
+    lines.append(_year_line(year_episodes, month, month_values, template))
     return lines
+
+
+def _year_line(
+    year_episodes: list[Episode], month: date, month_values: dict[str, Any], template: dict[str, Any]
+) -> str:
+    """The counts since 1 January: "8 episodes ..., 7 of which began in December, affected 5 sites"."""
+    words = template["month"]
+    values = {**month_values, "month_gen": template["months"][month.month - 1]}
+    if not year_episodes:
+        return str(words["year_none"]).format(**values)
+    total, networks = len(year_episodes), len({e.network_key for e in year_episodes})
+    sites = {s for e in year_episodes for s in e.sites}
+    in_month = sum(1 for e in year_episodes if (e.first_day.year, e.first_day.month) == (month.year, month.month))
+    began = words["began"]["many" if total > 1 and in_month else "none" if total > 1 else
+                           "one" if in_month else "one_before"]  # fmt: skip
+    plural = PLURAL_RULES[template["plural_rule"]](total)
+    recorded = words.get("recorded", {})
+    values.update(
+        episode=counted("episode", total, template),
+        network=counted("network", networks, template) if "network" in template["words"] else "",
+        network_loc=counted("network_loc", networks, template) if "network_loc" in template["words"] else "",
+        networks=networks,
+        site=counted("site", len(sites), template),
+        sites=len(sites),
+        recorded=recorded.get(plural) or recorded.get("other") or "",
+        began=str(began).format(n=in_month, **values),
+    )
+    return str(words["year"]).format(**values)

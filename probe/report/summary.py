@@ -1,7 +1,7 @@
 """The report's numbers: the summary, findings by kind (episodes and sites, not only measurements),
 tables by target, network and place, the day-by-target timeline (local days), coverage per network
 and day, and a volunteer's own interception listed apart. Each is one query over `m`; what only the
-page draws is in `page_data`, and the certificates the evidence cites in `certificates`."""
+page draws is in `page_data`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 
 import duckdb
 
-from probe.report.certificates import add_chains
 from probe.report.events import Episode
 from probe.report.load import FINDINGS, Problems
 from probe.report.page_data import cited, matrix, timelines
@@ -93,7 +92,6 @@ def summarise(
         "count(DISTINCT network_key) FILTER (WHERE " + shown + ") AS networks_blocked, "
         "count(DISTINCT probe_id) AS probes"
     )
-    add_chains(con, episodes)
     listed, more = cited(con, shown, episodes)
     return Report(
         generated=datetime.now().astimezone(),

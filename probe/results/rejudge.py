@@ -9,6 +9,7 @@ which is never changed: history is re-judged, not rewritten.
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,10 +67,22 @@ def _verdict(record: dict[str, Any]) -> str:
     return f"{record.get('blocking')} ({record.get('confidence') or 'unconfirmed'})"
 
 
+def judged_with(record: dict[str, Any]) -> str | None:
+    """The SHA-256 of the reference roots a record was last judged with: those its re-judgement names
+    (`rejudged.roots`), else those of the run that made it (`reference.roots`)."""
+    for part, key in (("rejudged", "roots"), ("reference", "roots")):
+        section = record.get(part)
+        named = section.get(key) if isinstance(section, dict) else None
+        if isinstance(named, dict) and isinstance(named.get("sha256"), str):
+            return str(named["sha256"])
+    return None
+
+
 def rejudge_paths(
     paths: list[Path], roots: ReferenceRoots, catalogs: Catalogs, asn: AsNumbers | None = None
-) -> list[tuple[Path, Path, Counter[str]]]:
-    """Re-judge every file; return (old file, new file, how many verdicts changed and to what)."""
+) -> list[tuple[Path, Path, Counter[str], set[str]]]:
+    """Re-judge every file; return (old file, new file, how many verdicts changed and to what, the
+    other reference roots its records had been judged with). A skipped line is said on stderr."""
     now = datetime.now(UTC)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     written = []
@@ -94,11 +107,12 @@ def rejudge_paths(
                         new = rejudge_record(record, roots, catalogs, asn, stamp)
                     except Exception as exc:  # noqa: BLE001 - a hostile line costs only itself
                         counts["skipped"] += 1
-                        print(f"probe analyze: {path}:{number}: skipped ({type(exc).__name__}: {exc})"[:300])
+                        print(f"probe analyze: {path}:{number}: skipped ({type(exc).__name__}: {exc})"[:300],
+                              file=sys.stderr)  # fmt: skip
                         continue
-                    judged_with = ((record.get("reference") or {}).get("roots") or {}).get("sha256")
-                    if isinstance(judged_with, str) and judged_with != roots.sha256:
-                        other_roots.add(judged_with)
+                    earlier = judged_with(record)
+                    if earlier is not None and earlier != roots.sha256:
+                        other_roots.add(earlier)
                     before, after = _verdict(record), _verdict(new)
                     counts["unchanged" if before == after else f"{before} -> {after}"] += 1
                     out.write(encode_record(new).decode("utf-8"))  # the line a run writes
@@ -106,10 +120,19 @@ def rejudge_paths(
         except (OSError, EOFError, UnicodeDecodeError) as exc:
             partial.unlink(missing_ok=True)
             raise RejudgeError(f"{path}: cannot read: {exc}") from None
-        if other_roots:
-            print(f"probe analyze: {path}: its records were judged with other reference roots "
-                  f"(SHA-256 {', '.join(sorted(h[:12] for h in other_roots))}...) than these ({roots.source}, "
-                  f"{roots.sha256[:12]}...): verdicts that depend on the roots may change for that reason "
-                  "alone; give the roots they were made with (--roots) to see what the rules change")  # fmt: skip
-        written.append((path, target, counts))
+        written.append((path, target, counts, other_roots))
     return written
+
+
+def other_roots_warning(written: list[tuple[Path, Path, Counter[str], set[str]]], roots: ReferenceRoots) -> str | None:
+    """One warning for every file whose records were judged with other reference roots, counted."""
+    files = [path for path, _target, _counts, other in written if other]
+    if not files:
+        return None
+    hashes = sorted({h[:12] for *_rest, other in written for h in other})
+    return (
+        f"{len(files)} of {len(written)} files ({files[0]}{' and others' if len(files) > 1 else ''}) hold records "
+        f"judged with other reference roots (SHA-256 {', '.join(hashes)}...) than these ({roots.source}, "
+        f"{roots.sha256[:12]}...): verdicts that depend on the roots may change for that reason alone; give the "
+        "roots they were made with (--roots) to see what the rules change"
+    )

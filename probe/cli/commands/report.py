@@ -13,7 +13,7 @@ def command_report(args: argparse.Namespace) -> int:
 
     from probe.report import build_report, close, write_report
     from probe.report.load import Filters, ReportInputError
-    from probe.report.sentences import LANGUAGES, TemplateError
+    from probe.report.sentences import LANGUAGES, TemplateError, counted, load_template
 
     since, until = args.since, args.until
     try:
@@ -39,8 +39,10 @@ def command_report(args: argparse.Namespace) -> int:
     for message in report.problems.messages():
         print(f"probe report: {message}", file=sys.stderr)
     if text is None:
+        english = load_template("en")
         print(
-            f"{len(report.episodes)} episodes from {report.measurements} measurements; written to "
+            f"{counted('episode', len(report.episodes), english)} from "
+            f"{counted('measurement', report.measurements, english)}; written to "
             f"{args.out or ('report.html' if args.format == 'html' else 'report-parquet')}",
             file=sys.stderr,
         )
@@ -51,7 +53,7 @@ def command_analyze(args: argparse.Namespace) -> int:
     from probe.loaders.asn import load_asn_table
     from probe.loaders.catalogs import load_catalogs
     from probe.loaders.roots import load_roots
-    from probe.results.rejudge import rejudge_paths
+    from probe.results.rejudge import other_roots_warning, rejudge_paths
     from probe.vocabulary.errors import InputError
 
     try:
@@ -61,7 +63,10 @@ def command_analyze(args: argparse.Namespace) -> int:
         written = rejudge_paths(args.paths, roots, catalogs, asn_table)
     except InputError as exc:  # a catalog, roots, an AS table, a records file
         return fail(str(exc))
-    for source, target, counts in written:
+    warning = other_roots_warning(written, roots)
+    if warning:
+        print(f"probe analyze: {warning}", file=sys.stderr)  # once, before the changes it explains
+    for source, target, counts, _other in written:
         changes = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no record"
         print(f"{source} -> {target} ({changes})")
     return EXIT_OK
