@@ -72,7 +72,7 @@ def certificates_in(body: bytes) -> list[bytes]:
     for load in loaders:
         try:
             found = load(body)
-        except (ValueError, x509.InvalidVersion):
+        except Exception:  # noqa: BLE001 - whatever a hostile body makes cryptography raise (UnsupportedAlgorithm...)
             continue
         if found:
             return [cert.public_bytes(serialization.Encoding.DER) for cert in found]
@@ -90,12 +90,23 @@ class IssuerFetcher:
     async def fetch(self, url: str, clock: Clock) -> dict[str, Any]:
         cached = self._cache.get(url)
         if cached is not None:  # fetched, or being fetched for another target
-            return {**await asyncio.shield(cached), "cached": True}
+            try:
+                return {**await asyncio.shield(cached), "cached": True}
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not cached.cancelled() or (task is not None and task.cancelling()):
+                    raise  # this target itself is cancelled (the run's deadline, an interruption)
+                # the target that was fetching it was cancelled: this one fetches it itself
         fetching: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._cache[url] = fetching
         try:
             record = await self._fetch(url, clock)
-        except BaseException:  # cancelled (the run ends), or a bug: the next asker fetches again
+        except Exception as exc:  # a bug: every target waiting for this URL records it as an error
+            del self._cache[url]
+            fetching.set_exception(exc)
+            fetching.exception()  # retrieved here: no "never retrieved" warning when nobody else waits
+            raise
+        except BaseException:  # cancelled: the next asker fetches again
             del self._cache[url]
             fetching.cancel()
             raise

@@ -228,9 +228,12 @@ async def _complete(
                 check = Visit(config, visit.deadline.untimed(), visit.clock, visit.started, observations, visit.watch)
                 await _check_answer_over_tls(target.host, observations["dns"], check)
         observations["helpers"] = await questions.collected() if questions is not None else []
-        for asked in observations["helpers"]:
-            if isinstance(asked["response"], dict):  # where the helper saw us come from: ours, not for the record
-                config.own_addresses.add(asked["response"].pop("client_address", None))
+        # Where each helper saw us come from: ours, never for the record. Every one is taken out first, so
+        # that one the address book refuses cannot leave the others' in the record.
+        seen = [asked["response"].pop("client_address", None) for asked in observations["helpers"]
+                if isinstance(asked["response"], dict)]  # fmt: skip
+        for address in seen:
+            config.own_addresses.add(address)
     except Exception as exc:
         return short_traceback(exc)
     return None

@@ -26,6 +26,7 @@ from probe.results.offline import NO_ROUTE
 from probe.results.record import RunContext
 from probe.results.writer import ResultsWriter
 from probe.run import threads
+from probe.run.lag import PERIOD
 from probe.run.progress import OFFLINE as OFFLINE  # re-exported: what commands print
 from probe.run.progress import Progress
 from probe.run.progress import format_summary as format_summary
@@ -95,6 +96,13 @@ class _Run:
             critical_done()
             self.finish(target, started, None, short_traceback(exc), offline=False)
             return
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the run cancelled it (its deadline, an interruption): accounted for there
+            critical_done()  # a step shared with another target was cancelled under it: a probe bug, recorded
+            self.finish(target, started, None, "CancelledError: a step shared with another target", offline=False)
+            return
         observations, error = measured.observations, measured.error
         try:
             if observations["dns"] is not None:
@@ -155,9 +163,12 @@ async def _measure_all(
             return
         wake.clear()
         try:
-            async with asyncio.timeout(None if ends is None else max(0.0, ends - time.monotonic())):
+            # Woken by a target, or after a lag period at most: the intake may have grown meanwhile.
+            async with asyncio.timeout(PERIOD if ends is None else max(0.0, min(PERIOD, ends - time.monotonic()))):
                 await wake.wait()
         except TimeoutError:
+            if ends is None or time.monotonic() < ends:
+                continue
             summary.deadline_reached = True
             for target in [*measuring.values(), *queue]:
                 run.not_measured(target)
