@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 from typing import Any
 
@@ -133,7 +134,10 @@ async def lookup_system(hostname: str, port: int, clock: Clock) -> dict[str, Any
     query = _new_record("system", "system", hostname, "ANY", clock)
     try:
         loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(hostname, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+        resolve = functools.partial(
+            socket.getaddrinfo, hostname, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
+        infos = await loop.run_in_executor(None, resolve)  # the run's threads, whatever the loop
         for family, _, _, _, sockaddr in infos:
             kind = "AAAA" if family == socket.AF_INET6 else "A"
             query["answers"].append({"name": hostname, "type": kind, "ttl": None, "data": sockaddr[0]})

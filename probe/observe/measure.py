@@ -104,7 +104,8 @@ class DnsInFlight:
         own: past the step's bound the lookup is recorded as timed out."""
         if self._system is not None:
             try:
-                return await asyncio.wait_for(asyncio.shield(self._system), self.deadline.timeout + 1)
+                async with asyncio.timeout(self.deadline.timeout + 1):  # not wait_for: 3.11's can swallow a cancel
+                    return await asyncio.shield(self._system)
             except TimeoutError:
                 timed_out = _timed_out(self.hostname, self.started, self.clock)
                 return combine_lookup("system", "system", self.hostname, [timed_out])
@@ -119,7 +120,8 @@ class DnsInFlight:
         if self._control is None:
             return None, None
         try:
-            return await asyncio.wait_for(asyncio.shield(self._control), self.deadline.lookup_bound)
+            async with asyncio.timeout(self.deadline.lookup_bound):
+                return await asyncio.shield(self._control)
         except TimeoutError:
             assert self.config.control_resolver is not None
             spec = self.config.control_resolver
@@ -198,8 +200,9 @@ async def measure_target(
         try:
             async with asyncio.timeout(completion_bound(visit.deadline, questions)):
                 error = await _complete(target, visit, dns, questions)
-        except TimeoutError:  # every wait is bounded: this only guards against a bug
-            error = None
+        except TimeoutError:  # every wait is bounded: this only guards against a bug, and says so
+            observations.setdefault("helpers", [])
+            error = "TimeoutError: the target's completion passed its bound (a probe bug): observations incomplete"
     finally:
         if dns is not None:
             dns.cancel()

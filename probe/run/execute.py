@@ -175,8 +175,13 @@ async def _measure_all(
             for task in list(measuring):
                 task.cancel()
             measuring.clear()
-            if finishing:  # measured already: only their last replies are awaited (each is bounded)
-                await asyncio.wait(list(finishing))
+            while finishing:  # measured already: only their last replies are awaited (each is bounded)
+                if run.rt.interrupted:  # Ctrl-C or SIGTERM meanwhile: the run stops now, records kept
+                    raise Interrupted from None
+                wake.clear()
+                news = asyncio.ensure_future(wake.wait())  # a target finished, or the interruption
+                await asyncio.wait([*finishing, news], return_when=asyncio.FIRST_COMPLETED)
+                news.cancel()
             if failures:
                 raise failures[0] from None
             return

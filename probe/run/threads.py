@@ -2,8 +2,8 @@
 
 Everything a run measures is a coroutine on its event loop (`probe.run.runtime`), but for three
 things that block and have no asynchronous form:
-- getaddrinfo, as every program on the machine resolves (`loop.getaddrinfo` runs it here: the
-  loop's default executor is this pool);
+- getaddrinfo, as every program on the machine resolves (`netx.dnsloop.lookup_system` runs it here,
+  the loop's default executor, under uvloop too, whose own `getaddrinfo` would use libuv's four threads);
 - the TTL sweep of packet forensics (`probe.forensics.locate`: raw sockets and waits, seconds long);
 - the helpers' questions (`probe.observe.helperclient`: a few kept connections per helper, each its
   own thread, fed in order) and the packet capture's reader (`probe.forensics.capture`), which are
@@ -24,8 +24,10 @@ MIN_WORKERS = 16
 
 def pool(concurrency: int) -> ThreadPoolExecutor:
     """The run's blocking calls' threads, made on demand (none before the first call): enough that a
-    getaddrinfo for every target on the critical path runs at once."""
-    return ThreadPoolExecutor(max_workers=max(MIN_WORKERS, concurrency), thread_name_prefix="blocking")
+    getaddrinfo for every target on the critical path, and as many abandoned ones (a name whose DNS is
+    dropped keeps its thread until glibc gives up), run at once: a lookup that waited for a thread
+    would be recorded as the network's timeout."""
+    return ThreadPoolExecutor(max_workers=max(MIN_WORKERS, 2 * concurrency), thread_name_prefix="blocking")
 
 
 async def blocking(function: Callable[[], T]) -> T:
