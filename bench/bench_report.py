@@ -116,7 +116,7 @@ def build_fleet(directory: Path, records: int, probes: int, seed: int = 7, worke
 
 def measure(directory: Path, engine: str, threads: int, memory_limit: str, master: str) -> None:
     """Build the report over a fleet in this process (a fresh one per size) and print time and peak RSS."""
-    from probe.report import build_report, write_report
+    from probe.report.build import build_report, write_report
     from probe.report.load import Filters
 
     options = {} if engine == "before" else {"engine": engine, "memory_limit": memory_limit, "spark_master": master}

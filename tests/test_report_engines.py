@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from probe.cli.main import main
-from probe.report import build_report, close
+from probe.report.build import build_report, close
 from probe.report.load import Filters
 from tests.reportdata import PROBES, certified_fleet, episode_fleet, fleet, record, write_log
 

@@ -21,6 +21,7 @@ from probe.cli.main import main
 from probe.report.alert_text import render
 from probe.report.alerting import Detector, signal_of
 from probe.report.changepoint import Cusum
+from tests import test_upload_faults
 from tests.reportdata import PROBES, record, write_log
 
 SITES = [f"site{n:02d}.example" for n in range(12)]
@@ -308,32 +309,10 @@ def test_records_that_are_no_evidence_neither_start_nor_end() -> None:
     assert [a["type"] for a in alerts] == ["start"]
 
 
-@pytest.fixture
-def store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[int]:
-    from moto.server import ThreadedMotoServer
-
-    from tests.test_operations import _free_port
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):  # fmt: skip
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "HTTPS_PROXY", "HTTP_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    _client(port).create_bucket(Bucket="monitoring")
-    try:
-        yield port
-    finally:
-        server.stop()
-
-
-def _client(port: int) -> Any:
-    import boto3
-
-    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
+# The object store is the upload tests' own: moto's server on 127.0.0.1 with one bucket, `monitoring`
+# (the fixture keeps its name, `store`, wherever it is bound).
+store = test_upload_faults.store
+_client = test_upload_faults._client
 
 
 def _put(port: int, key: str, records: list[dict[str, Any]], compress: bool = False) -> None:
@@ -469,3 +448,16 @@ def test_the_end_alert_says_which_measurements_it_counts() -> None:
     text = render(end)[1]
     assert "in 46 measurements from the onset to the end (counted from the measurement each site's onset" in text
     assert "измерениях от начала до конца" in render(end, "ru")[1]
+
+
+def test_following_a_store_loads_no_report_engine() -> None:
+    """`probe watch` runs every few minutes from cron: it must not pay for DuckDB (or Spark) at start."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, probe.report.watch, probe.cli.commands.watch; "
+         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('duckdb', 'pyspark')))"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert loaded.stdout.strip() == "[]", loaded.stdout

@@ -1,7 +1,7 @@
-"""The run's runtime, made and closed by one function (`runtime`): one event loop (uvloop where it is
-installed) that every target's measurement runs on, the run's thread boundary (`threads`) as its
-executor, the lag monitor that sets the intake, SIGINT and SIGTERM turned into an event the run
-reads, and glibc's memory tuning.
+"""The run's runtime, made and closed by one function (`runtime`): one event loop that every
+target's measurement runs on, the run's thread boundary (`threads`) as its executor, the lag monitor
+that sets the intake, SIGINT and SIGTERM turned into an event the run reads, and glibc's memory
+tuning.
 """
 
 from __future__ import annotations
@@ -52,15 +52,6 @@ def _few_malloc_arenas() -> None:
             _LIBC.mallopt(M_ARENA_MAX, 2)
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
-
-
 @dataclass
 class Runtime:
     loop: asyncio.AbstractEventLoop
@@ -82,7 +73,7 @@ class Runtime:
 def runtime(concurrency: int) -> Iterator[Runtime]:
     """The run's loop, threads and lag monitor; everything still running when it closes is cancelled."""
     _few_malloc_arenas()
-    loop = _new_loop()
+    loop = asyncio.new_event_loop()
     pool = threads.pool(concurrency)
     loop.set_default_executor(pool)
     asyncio.set_event_loop(loop)

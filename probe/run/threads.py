@@ -3,7 +3,7 @@
 Everything a run measures is a coroutine on its event loop (`probe.run.runtime`), but for three
 things that block and have no asynchronous form:
 - getaddrinfo, as every program on the machine resolves (`netx.dnsloop.lookup_system` runs it here,
-  the loop's default executor, under uvloop too, whose own `getaddrinfo` would use libuv's four threads);
+  the loop's default executor);
 - the TTL sweep of packet forensics (`probe.forensics.locate`: raw sockets and waits, seconds long);
 - the helpers' questions (`probe.observe.helperclient`: a few kept connections per helper, each its
   own thread, fed in order) and the packet capture's reader (`probe.forensics.capture`), which are

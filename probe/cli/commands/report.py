@@ -11,7 +11,7 @@ from probe.cli.commands import EXIT_OK, fail
 def command_report(args: argparse.Namespace) -> int:
     import duckdb
 
-    from probe.report import build_report, close, write_report
+    from probe.report.build import build_report, close, write_report
     from probe.report.load import Filters, ReportInputError
     from probe.report.sentences import LANGUAGES, TemplateError, counted, load_template
 
