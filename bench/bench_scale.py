@@ -205,7 +205,7 @@ def measure(size: int, args: argparse.Namespace, table: Table, first: bool) -> l
         forensics = ["--no-forensics"] if args.no_forensics else []
         if args.profile is not None:  # sampling costs a little: timed below without it
             profile = args.profile.resolve().with_suffix(f".{size}{args.profile.suffix}")
-            spy = ["py-spy", "record", "--format", "raw", "--rate", "200", "--threads", "--gil", "-o", str(profile)]
+            spy = ["py-spy", "record", "--format", "raw", "--rate", "200", "--threads", "--subprocesses", "-o", str(profile)]
             world.run(*spy, "--", *probe_args(world, targets, "results-profile", args.concurrency, 5), *forensics)
         run = world.run(*probe_args(world, targets, "results-names", args.concurrency, 5), *forensics)
         if run.returncode not in (0, 1):
@@ -231,7 +231,7 @@ def measure(size: int, args: argparse.Namespace, table: Table, first: bool) -> l
             sample = directory.parent / f"bench-scale-{size}-not-none.json"
             sample.write_text(json.dumps(verdicts.sample, indent=1), encoding="utf-8")
             failures.append(f"FAIL: {verdicts.describe(size)} healthy names at {size:,} were not none (one: {sample})")
-        if not args.probe_only:
+        if not args.probe_only and not args.no_compare:
             log("openssl s_time")
             openssl = world.run("openssl", "s_time", "-connect", f"{SITE}:443", "-new", "-time", "5")
             found = [line for line in openssl.stdout.splitlines() if "connections in" in line and "seconds" in line]
@@ -306,6 +306,7 @@ def main() -> int:
     parser.add_argument("--blackholed", type=numbers, default=[100, 400], help="numbers of blackholed names (0: none)")
     parser.add_argument("--no-forensics", action="store_true", help="run the probe with --no-forensics")
     parser.add_argument("--probe-only", action="store_true", help="no nmap, openssl, blackholed names or helper")
+    parser.add_argument("--no-compare", action="store_true", help="no nmap or openssl (the other tools' runs)")
     parser.add_argument("--keep", type=Path, help="copy every run's results files here, a folder per size")
     parser.add_argument("--helper-probes", type=int, default=50, help="probes asking one helper at once")
     parser.add_argument("--profile", type=Path, help="also sample the probe with py-spy (collapsed stacks to FILE)")

@@ -24,7 +24,7 @@ import dns.rrset
 import jsonschema
 import pytest
 
-from probe.netx.dns import ResolverSpec, ResolverSpecError, combine_lookup, parse_resolver
+from probe.netx.dns import ResolverSpec, ResolverSpecError, combine_lookup, parse_resolver, query_wire
 from probe.netx.dnsmatch import Asked
 from probe.results.record import load_schema
 from probe.vocabulary.errors import InputError
@@ -298,3 +298,15 @@ def test_a_resolver_spec_is_a_value() -> None:
     assert spec.route_address == "192.0.2.53"
     assert parse_resolver("https://dns.example/q").route_address is None  # a name, not an address
     assert parse_resolver("https://[2001:db8::53]/q").route_address == "2001:db8::53"
+
+
+@pytest.mark.parametrize(
+    ("hostname", "qtype", "rdclass"),
+    [("site1.bench", "A", "IN"), ("Example.ORG.", "AAAA", "IN"), ("id.server", "TXT", "CH"),
+     ("xn--80ak6aa92e.com", "A", "IN"), ("a.b.c.d.e.f.example", "HTTPS", "IN")],
+)  # fmt: skip
+def test_a_question_is_written_byte_for_byte_as_dnspython_writes_it(hostname: str, qtype: str, rdclass: str) -> None:
+    """The probe writes its questions itself (hot path); a resolver must see what dnspython would send."""
+    expected = dns.message.make_query(hostname, qtype, rdclass=rdclass, want_dnssec=False)
+    expected.id = 0x1234
+    assert query_wire(hostname, qtype, rdclass, 0x1234) == expected.to_wire()

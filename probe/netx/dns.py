@@ -20,8 +20,10 @@ from urllib.parse import urlsplit
 
 import dns.exception
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 
 from probe.netx import classify as errors
@@ -173,6 +175,12 @@ def _reply_fields(wire: bytes) -> dict[str, Any]:
     return fields
 
 
+def reply_answers(wire: bytes) -> list[dict[str, Any]]:
+    """A reply's answers as the record keeps them; none when it does not parse or is not NOERROR."""
+    fields = _reply_fields(wire)
+    return list(fields["answers"]) if fields["failure"] is None else []
+
+
 def _unreadable_fields(wire: bytes) -> dict[str, Any]:
     """A reply whose question cannot be read: bogus, whatever else a parser might make of it."""
     return {"raw_reply": base64.b64encode(wire).decode("ascii"), "rcode": None, "answers": [],
@@ -180,9 +188,15 @@ def _unreadable_fields(wire: bytes) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=1024)
+def _name_wire(hostname: str) -> bytes:
+    """A name in wire form (uncompressed, as the only name of a question), as dnspython writes it."""
+    return dns.name.from_text(hostname).to_wire()  # type: ignore[no-any-return]
+
+
 def _question_section(hostname: str, qtype: str, rdclass: str) -> bytes:
-    """A query's question section as dnspython writes it (the same for a target's several questions)."""
-    return dns.message.make_query(hostname, qtype, rdclass=rdclass, want_dnssec=False).to_wire()[12:]
+    """A query's question section as dnspython writes it: the name, its type and class."""
+    kind, klass = dns.rdatatype.from_text(qtype), dns.rdataclass.from_text(rdclass)
+    return _name_wire(hostname) + struct.pack("!HH", kind, klass)
 
 
 def query_wire(hostname: str, qtype: str, rdclass: str, query_id: int) -> bytes:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import dns.asyncquery
@@ -38,11 +39,16 @@ from probe.netx.wire import TargetWatch
 _DOH: dict[tuple[str, int], Any] = {}  # one pooled DoH client per roots file and event loop
 
 
+FirstReply = Callable[[str, bytes], None]  # (query type, the first reply's bytes)
+
+
 async def udp_batch(
-    asks: list[UdpAsk], timeout: float, window: float, clock: Clock, watch: TargetWatch | None = None
-) -> dict[str, list[dict[str, Any]]]:
+    asks: list[UdpAsk], timeout: float, window: float, clock: Clock, watch: TargetWatch | None = None,
+    on_first_reply: FirstReply | None = None,
+) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
     """Ask every question at once from one socket; each label's query records, every reply kept
-    (and, with a `watch`, each reply as the packet capture saw it: `wire_replies`)."""
+    (and, with a `watch`, each reply as the packet capture saw it: `wire_replies`). `on_first_reply`
+    is told each question's first reply as soon as it is read, while the listening goes on."""
     pending: list[tuple[UdpAsk, dict[str, Any], udpwire.Question]] = []
     ids = iter(query_ids(sum(len(ask.query_types) for ask in asks)))  # unique within the exchange
     for ask in asks:
@@ -50,7 +56,10 @@ async def udp_batch(
             query_id = next(ids)
             record = _new_record(ask.resolver, "udp", ask.hostname, qtype, clock)
             wire = query_wire(ask.hostname, qtype, ask.rdclass, query_id)
-            pending.append((ask, record, udpwire.Question(wire, query_id, ask.address, ask.port, ask.expects_reply)))
+            question = udpwire.Question(wire, query_id, ask.address, ask.port, ask.expects_reply)
+            if on_first_reply is not None:
+                question.on_first_reply = functools.partial(on_first_reply, qtype)
+            pending.append((ask, record, question))
     await udpwire.listen([q for _, _, q in pending], timeout, window, clock.now, watch)
     return _batch_records(asks, pending, clock)
 
@@ -108,11 +117,14 @@ async def query_stream(
 
 
 async def lookup_with_resolver(
-    spec: ResolverSpec, hostname: str, timeout: float, window: float, roots: str, clock: Clock
-) -> dict[str, Any]:
-    """Ask a resolver for A and AAAA; the lookup with its queries and combined result."""
+    spec: ResolverSpec, hostname: str, timeout: float, window: float, roots: str, clock: Clock,
+    on_first_reply: FirstReply | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Ask a resolver for A and AAAA; the lookup with its queries and combined result. Over UDP,
+    `on_first_reply` is told each question's first reply while the window for later ones is open."""
     if spec.transport == "udp":
-        queries = (await udp_batch([udp_ask_for(spec, "lookup", hostname)], timeout, window, clock))["lookup"]
+        ask = udp_ask_for(spec, "lookup", hostname)
+        queries = (await udp_batch([ask], timeout, window, clock, on_first_reply=on_first_reply))["lookup"]
     else:
         queries = list(
             await asyncio.gather(*(query_stream(spec, hostname, q, timeout, roots, clock) for q in QUERY_TYPES))

@@ -73,6 +73,9 @@ class Question:
     sent_at: float | None = None
     first_reply_at: float | None = None
     captured: list[dict[str, Any]] | None = None  # the replies as the packet capture saw them, if it ran
+    # Told the first reply's bytes as soon as it is read (the listening goes on): a caller that needs
+    # only the first answer (where the injection probe goes) need not wait for the window to close.
+    on_first_reply: Callable[[bytes], None] | None = None
 
 
 def _socket(family: socket.AddressFamily) -> socket.socket:
@@ -203,6 +206,8 @@ class _Exchange:
         asked.replies.append(Reply(str(source[0]), ttl, data, t, unreadable=verdict is None))
         if asked.first_reply_at is None:
             asked.first_reply_at = at
+            if asked.on_first_reply is not None and verdict is True:
+                asked.on_first_reply(data)
             return True
         return False
 

@@ -17,7 +17,7 @@ from typing import Any
 from probe.netx.classify import short_traceback
 from probe.netx.clock import Clock
 from probe.netx.deadline import Deadline
-from probe.netx.dns import ResolverSpec, UdpAsk, combine_lookup, udp_ask_for
+from probe.netx.dns import ResolverSpec, UdpAsk, combine_lookup, reply_answers, udp_ask_for
 from probe.netx.dnsloop import identity_query, lookup_system, lookup_with_resolver, udp_batch
 from probe.observe.config import MeasureConfig, TrustAnchors, Visit, ordered
 from probe.observe.connections import TARGET, connect_with_contrast, open_connection
@@ -80,19 +80,38 @@ class DnsInFlight:
             )
 
     async def _control_and_probe(self, spec: ResolverSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """The control's lookup, then (when it names the address) the injection probe."""
+        """The control's lookup and (when it names the address) the injection probe. The probe goes
+        out as soon as the control's first A reply names the address, so that its listening window
+        runs alongside the control's rather than after it."""
         config, deadline = self.config, self.deadline
-        control = await lookup_with_resolver(
-            spec, self.hostname, deadline.timeout, deadline.window, config.roots.path, self.clock
-        )
-        silent = None
-        if config.injection_check and config.injection_address is None:
-            silent = _injection_address(config, control)
-        if silent is None:
-            return control, None
-        asks = [_injection_ask(silent, self.hostname)]
-        probed = await udp_batch(asks, deadline.timeout, deadline.window, self.clock, self.watch)
-        return control, {"address": silent, "port": 53, **probed["injection"][0]}
+        probing = config.injection_check and config.injection_address is None
+        named: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+
+        def first_reply(qtype: str, wire: bytes) -> None:
+            if qtype == "A" and not named.done():
+                named.set_result(_first_v4(wire))
+
+        control_task = _task(lookup_with_resolver(
+            spec, self.hostname, deadline.timeout, deadline.window, config.roots.path, self.clock,
+            on_first_reply=first_reply if probing else None,
+        ))  # fmt: skip
+        try:
+            if not probing:
+                return await control_task, None
+            await asyncio.wait([control_task, named], return_when=asyncio.FIRST_COMPLETED)
+            silent = named.result() if named.done() else None
+            if silent is None:  # no A reply with an address (yet): the whole lookup decides
+                silent = _injection_address(config, await asyncio.shield(control_task))
+            if silent is None:
+                return await control_task, None
+            asks = [_injection_ask(silent, self.hostname)]
+            probed = await udp_batch(asks, deadline.timeout, deadline.window, self.clock, self.watch)
+            return await control_task, {"address": silent, "port": 53, **probed["injection"][0]}
+        finally:
+            if not control_task.done():
+                control_task.cancel()
+            if not named.done():
+                named.cancel()
 
     def _lookup_of(self, answered: dict[str, list[dict[str, Any]]], label: str, spec: ResolverSpec | None) -> Any:
         if label not in answered or spec is None:
@@ -162,6 +181,14 @@ def _timed_out(hostname: str, started: float, clock: Clock) -> dict[str, Any]:
     return {"resolver": "system", "transport": "system", "hostname": hostname, "query_type": "ANY", "answers": [],
             "rcode": None, "failure": Failure.GENERIC_TIMEOUT, "raw_reply": None, "replies": [], "t0": started,
             "t": clock.now()}  # fmt: skip
+
+
+def _first_v4(wire: bytes) -> str | None:
+    """The first IPv4 address a reply's answers name (where the injection probe goes), if any."""
+    for answer in reply_answers(wire):
+        if answer["type"] == "A":
+            return str(answer["data"])
+    return None
 
 
 def _injection_ask(address: str, hostname: str) -> UdpAsk:
