@@ -131,7 +131,9 @@ def helper_under_load(world: World, names: list[str], per_probe: int) -> tuple[i
     for n, ns in enumerate(world.probes):
         chosen = [names[(n * per_probe + k) % len(names)] for k in range(per_probe)]
         targets = write_names(world.directory / f"helper-{n}.txt", chosen)
-        command = probe_args(world, targets, f"results-helper/{n}", 8, 5) + ["--helper", f"https://{HELPER_NAME}/"]
+        # The helper's answers under load, not its bulk endpoint: no throughput flows.
+        asked = ["--helper", f"https://{HELPER_NAME}/", "--throughput", "off"]
+        command = probe_args(world, targets, f"results-helper/{n}", 8, 5) + asked
         running.append(
             subprocess.Popen(
                 ["ip", "netns", "exec", ns, *command],
@@ -205,7 +207,8 @@ def measure(size: int, args: argparse.Namespace, table: Table, first: bool) -> l
         forensics = ["--no-forensics"] if args.no_forensics else []
         if args.profile is not None:  # sampling costs a little: timed below without it
             profile = args.profile.resolve().with_suffix(f".{size}{args.profile.suffix}")
-            spy = ["py-spy", "record", "--format", "raw", "--rate", "200", "--threads", "--subprocesses", "-o", str(profile)]
+            spy = ["py-spy", "record", "--format", "raw", "--rate", "200", "--threads", "--subprocesses",
+                   "-o", str(profile)]  # fmt: skip
             world.run(*spy, "--", *probe_args(world, targets, "results-profile", args.concurrency, 5), *forensics)
         run = world.run(*probe_args(world, targets, "results-names", args.concurrency, 5), *forensics)
         if run.returncode not in (0, 1):

@@ -24,6 +24,17 @@ class Dnsmasq:
         binary = shutil.which("dnsmasq")
         if binary is None:
             raise RuntimeError("dnsmasq is not installed (apt-get install dnsmasq-base); .ci/run installs it")
+        # A port free for UDP may be taken for TCP (an outgoing connection's): dnsmasq binds both and
+        # exits at once (2) when it cannot; another port is then tried, a few times at most.
+        for attempt in range(5):
+            try:
+                self._start(binary, records, extra)
+                return
+            except RuntimeError:
+                if attempt == 4 or self.process.returncode != 2:
+                    raise
+
+    def _start(self, binary: str, records: dict[str, str | None], extra: list[str] | None) -> None:
         self.port = free_udp_port()
         args = [
             binary,

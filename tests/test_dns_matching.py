@@ -18,15 +18,17 @@ from typing import Any
 
 import dns.message
 import dns.rrset
+import msgspec
 import pytest
 
-from probe.analyze.verdict import AnalysisContext, judge
+from probe.analyze.verdict import AnalysisContext, judge_observations
 from probe.loaders.catalogs import load_catalogs
 from probe.loaders.roots import load_roots
 from probe.netx import dnsmatch, udpwire
 from probe.netx.clock import Clock
 from probe.netx.dns import UdpAsk, combine_lookup
 from probe.netx.dnsloop import udp_batch_blocking as udp_batch
+from probe.vocabulary.observations import DnsAnswer, DnsLookup, DnsObservations, DnsQuery, DnsReply, Observations
 from tests.conftest import PkiFixture
 
 AT = dt.datetime.now(dt.UTC)
@@ -80,24 +82,22 @@ def _from_elsewhere(wire: bytes, client: tuple[str, int], address: str = "127.0.
         other.sendto(wire, client)
 
 
-def _ask(port: int, address: str = "127.0.0.1", label: str = "lookup", expects_reply: bool = True) -> dict:
+def _ask(port: int, address: str = "127.0.0.1", label: str = "lookup", expects_reply: bool = True) -> DnsQuery:
     ask = UdpAsk(label, f"udp://{address}:{port}", address, port, "site.example", ("A",), expects_reply)
     (record,) = udp_batch([ask], 3, 0.4, Clock())[label]
     return record
 
 
-def _addresses(reply: dict[str, Any]) -> list[str]:
-    return [a["data"] for a in reply["answers"]]
+def _addresses(reply: DnsReply | DnsQuery) -> list[str]:
+    return [a.data for a in reply.answers]
 
 
-def _resolvers_query() -> dict:
+def _resolvers_query() -> DnsQuery:
     """The system resolver's query record, answered truly (192.0.2.53 is a documentation address)."""
-    answers = [{"name": "site.example", "type": "A", "ttl": 60, "data": TRUE_ANSWER}]
-    reply = {"source": "192.0.2.53", "ip_ttl": 64, "t": 0.1, "raw_reply": "", "rcode": "NOERROR", "failure": None,
-             "answers": answers}  # fmt: skip
-    return {"resolver": "udp://192.0.2.53:53", "transport": "udp", "hostname": "site.example", "query_type": "A",
-            "answers": answers, "rcode": "NOERROR", "failure": None, "raw_reply": None, "replies": [reply],
-            "t0": 0.0, "t": 0.1}  # fmt: skip
+    answers = (DnsAnswer("site.example", "A", 60, TRUE_ANSWER),)
+    reply = DnsReply("192.0.2.53", 64, 0.1, "", "NOERROR", answers, None)
+    return DnsQuery("udp://192.0.2.53:53", "udp", "site.example", "A", answers, "NOERROR", None, None, 0.0, 0.1,
+                    (reply,))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -105,18 +105,18 @@ def ctx(test_pki: PkiFixture) -> AnalysisContext:
     return AnalysisContext(roots=load_roots(test_pki.roots_pem), catalogs=load_catalogs(), documentation_is_public=True)
 
 
-def _judged(ctx: AnalysisContext, system_query: dict, injection: dict | None = None) -> Any:
-    system = combine_lookup(system_query["resolver"], "udp", "site.example", [system_query])
-    control = {"resolver": "https://198.51.100.53/dns-query", "transport": "https", "hostname": "site.example",
-               "addresses": [TRUE_ANSWER], "failure": None, "queries": []}  # fmt: skip
-    observations = {
-        "dns": {"system": system, "control": control, "injection": injection},
-        "tcp_connect": [],
-        "tls_handshakes": [],
-        "http_requests": [],
-        "addresses_from": "system",
-    }
-    return judge({"host": "site.example"}, observations, AT, False, ctx)
+def _judged(ctx: AnalysisContext, system_query: DnsQuery, injection: DnsQuery | None = None) -> Any:
+    system = combine_lookup(system_query.resolver, "udp", "site.example", [system_query])
+    control = DnsLookup("https://198.51.100.53/dns-query", "https", "site.example", (TRUE_ANSWER,), None, ())
+    dns = DnsObservations(system, control=control, injection=injection)
+    observations = Observations(dns=dns, tcp_connect=(), tls_handshakes=(), http_requests=(), addresses_from="system")
+    return judge_observations("site.example", observations, AT, False, ctx)
+
+
+def _injection(record: DnsQuery, address: str, port: int) -> DnsQuery:
+    """The injection probe's record as the measuring side makes it: naming where it went."""
+    assert record.address is None and record.port is None  # asked as an ordinary question here
+    return msgspec.structs.replace(record, address=address, port=port)
 
 
 @pytest.mark.timeout(15)
@@ -133,9 +133,9 @@ def test_only_the_reply_to_the_question_asked_is_its_answer(ctx: AnalysisContext
 
     with fake_resolver(script) as port:
         record = _ask(port)
-    assert [_addresses(r) for r in record["replies"]] == [[TRUE_ANSWER]]
-    assert [a["data"] for a in record["answers"]] == [TRUE_ANSWER] and record["failure"] is None
-    assert record["unmatched_replies"] == 4
+    assert [_addresses(r) for r in record.replies] == [[TRUE_ANSWER]]
+    assert [a.data for a in record.answers] == [TRUE_ANSWER] and record.failure is None
+    assert record.unmatched_replies == 4
     judged = _judged(ctx, record)
     assert "dns.injected" not in judged.anomalies
     assert (judged.blocking, judged.anomalies) == ("none", [])
@@ -152,8 +152,8 @@ def test_replies_that_are_not_the_questions_are_no_answer_at_all() -> None:
 
     with fake_resolver(script) as port:
         record = _ask(port)
-    assert record["replies"] == [] and record["answers"] == []
-    assert record["failure"] == "generic_timeout_error" and record["unmatched_replies"] == 3
+    assert record.replies == () and record.answers == ()
+    assert record.failure == "generic_timeout_error" and record.unmatched_replies == 3
 
 
 @pytest.mark.timeout(15)
@@ -170,9 +170,9 @@ def test_the_injection_probe_counts_only_replies_from_the_address_it_asked(ctx: 
 
     with fake_resolver(script, "127.0.0.3") as port:
         record = _ask(port, "127.0.0.3", "injection", expects_reply=False)
-    assert [(r["source"], _addresses(r)) for r in record["replies"]] == [("127.0.0.3", ["203.0.113.66"])]
-    assert record["unmatched_replies"] == 2
-    injection = {"address": "127.0.0.3", "port": port, **record}
+    assert [(r.source, _addresses(r)) for r in record.replies] == [("127.0.0.3", ["203.0.113.66"])]
+    assert record.unmatched_replies == 2
+    injection = _injection(record, "127.0.0.3", port)
     assert "dns.injected" in _judged(ctx, _resolvers_query(), injection).anomalies
 
 
@@ -183,8 +183,8 @@ def test_a_forgery_from_another_address_is_no_injection(ctx: AnalysisContext) ->
 
     with fake_resolver(script, "127.0.0.3") as port:
         record = _ask(port, "127.0.0.3", "injection", expects_reply=False)
-    assert record["replies"] == [] and record["failure"] is None and record["unmatched_replies"] == 1
-    injection = {"address": "127.0.0.3", "port": port, **record}
+    assert record.replies == () and record.failure is None and record.unmatched_replies == 1
+    injection = _injection(record, "127.0.0.3", port)
     judged = _judged(ctx, _resolvers_query(), injection)
     assert "dns.injected" not in judged.anomalies and judged.blocking == "none"
 
@@ -202,10 +202,10 @@ def test_an_ipv4_mapped_address_is_the_same_address() -> None:
 
     with fake_resolver(script) as port:
         record = _ask(port, "::ffff:127.0.0.1")
-    if record["failure"] is not None and not record["replies"] and "unmatched_replies" not in record:
-        pytest.skip(f"IPv4-mapped addresses unusable here: {record['failure']}")
-    assert [(r["source"], _addresses(r)) for r in record["replies"]] == [("::ffff:127.0.0.1", [TRUE_ANSWER])]
-    assert record["unmatched_replies"] == 1
+    if record.failure is not None and not record.replies and record.unmatched_replies is None:
+        pytest.skip(f"IPv4-mapped addresses unusable here: {record.failure}")
+    assert [(r.source, _addresses(r)) for r in record.replies] == [("::ffff:127.0.0.1", [TRUE_ANSWER])]
+    assert record.unmatched_replies == 1
 
 
 @pytest.mark.timeout(15)
@@ -244,9 +244,9 @@ def test_a_reply_whose_question_cannot_be_read_is_bogus_and_an_echoed_query_noth
 
     with fake_resolver(script) as port:
         record = _ask(port)
-    (reply,) = record["replies"]
-    assert (reply["failure"], reply["answers"], reply["rcode"]) == ("dns_bogus_reply", [], None)
-    assert record["failure"] == "dns_bogus_reply" and record["unmatched_replies"] == 1
+    (reply,) = record.replies
+    assert (reply.failure, reply.answers, reply.rcode) == ("dns_bogus_reply", (), None)
+    assert record.failure == "dns_bogus_reply" and record.unmatched_replies == 1
 
 
 def test_question_sections_are_read_as_dnspython_reads_them() -> None:

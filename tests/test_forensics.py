@@ -282,26 +282,34 @@ def test_one_missing_icmp_does_not_name_the_censors_hop() -> None:
 
 def test_the_sweep_tries_a_silent_exchange_twice_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A silent (or unconnected) exchange is tried once more at the same TTL, an answered one never;
-    a control that got through where the target met silence earns one TTL more, no further."""
+    a control that got through where the target met silence earns one TTL more, no further. The
+    window's TTLs beyond the stopping one are tried (several TTLs at once) but never kept."""
     from probe.forensics import locate as sweep
 
     def scripted(path: dict[tuple[int, str], list[dict]]):  # type: ignore[no-untyped-def]
         calls: list[tuple[int, str | None]] = []
 
-        def exchange(capture, address, port, ttl, name, wait, clock):  # type: ignore[no-untyped-def]
-            calls.append((ttl, name))
-            answers = path.get((ttl, name)) or [_side("timeout", [])]
-            return dict(answers[min(len(answers) - 1, sum(1 for c in calls if c == (ttl, name)) - 1)])
+        class Exchange:  # ends at once with the scripted answer (the n-th for the n-th try)
+            def __init__(self, capture, address, port, ttl, name, wait, clock):  # type: ignore[no-untyped-def]
+                calls.append((ttl, name))
+                answers = path.get((ttl, name)) or [_side("timeout", [])]
+                self.step = dict(answers[min(len(answers) - 1, sum(1 for c in calls if c == (ttl, name)) - 1)])
+                self.finished = True
 
-        monkeypatch.setattr(sweep, "_exchange", exchange)
+        monkeypatch.setattr(sweep, "_Exchange", Exchange)
         return calls
+
+    def kept(calls: list[tuple[int, str | None]], last: int) -> list[tuple[int, str | None]]:
+        """The exchanges at the TTLs kept, in a stable order; none beyond the window."""
+        assert max(ttl for ttl, _ in calls) <= last - 1 + sweep.WINDOW, calls
+        return sorted((ttl, name) for ttl, name in calls if ttl <= last)  # type: ignore[type-var]
 
     edge, core = "192.0.2.1", "198.51.100.2"
     calls = scripted({(1, "t"): [_side("expired", [edge])], (1, "c"): [_side("expired", [edge])],
                       (2, "t"): [_side("timeout", []), _side("expired", [core])], (2, "c"): [_side("expired", [core])],
                       (3, "t"): [_side("reset", [])], (3, "c"): [_side("expired", ["198.51.100.6"])]})  # fmt: skip
     record = sweep.locate(None, "203.0.113.10", 443, "t", "c", 3, None)  # type: ignore[arg-type]
-    assert calls == [(1, "t"), (1, "c"), (2, "t"), (2, "c"), (2, "t"), (3, "t"), (3, "c")]
+    assert kept(calls, 3) == sorted([(1, "t"), (1, "c"), (2, "t"), (2, "c"), (2, "t"), (3, "t"), (3, "c")])
     assert [sorted(step) for step in record["steps"]] == [["control", "target", "ttl"],
                                                           ["control", "retry", "target", "ttl"],
                                                           ["control", "target", "ttl"]]  # fmt: skip
@@ -315,7 +323,118 @@ def test_the_sweep_tries_a_silent_exchange_twice_and_stays_bounded(monkeypatch: 
     # A silent path: three quiet TTLs, each tried twice on both sides, then it stops.
     calls = scripted({})
     record = sweep.locate(None, "203.0.113.10", 443, "t", "c", 3, None)  # type: ignore[arg-type]
-    assert (len(record["steps"]), len(calls), record["stopped"]) == (3, 12, "silent_path")
+    assert (len(record["steps"]), len(kept(calls, 3)), record["stopped"]) == (3, 12, "silent_path")
+
+
+class _Timed:
+    """A scripted exchange that ends `delay` seconds after it began (no socket: nothing to poll)."""
+
+    script: dict[tuple[int, str | None], tuple[float, dict]] = {}
+    made: list[_Timed] = []
+
+    def __init__(self, capture, address, port, ttl, name, wait, clock) -> None:  # type: ignore[no-untyped-def]
+        import time
+
+        delay, self.answer = self.script.get((ttl, name), (wait, _side("expired", ["198.51.100.1"])))
+        self.key, self.events, self.until = (ttl, name), 0, time.monotonic() + delay
+        self.finished = self.cancelled = False
+        self.step: dict = {}
+        self.made.append(self)
+
+    def advance(self, revents: int) -> None:
+        import time
+
+        if time.monotonic() >= self.until:
+            self.step, self.finished = dict(self.answer), True
+
+    def cancel(self) -> None:
+        self.finished = self.cancelled = True
+
+
+def test_the_sweep_reads_its_ttls_in_order_and_keeps_none_beyond_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TTLs in flight together: an answer at TTL 2 that comes before TTL 1's ends waits for it (the
+    rules read TTLs in order); the TTLs beyond the answer, still in flight, are closed, not kept."""
+    from probe.forensics import locate as sweep
+
+    edge = "192.0.2.1"
+    monkeypatch.setattr(sweep, "_Exchange", _Timed)
+    monkeypatch.setattr(_Timed, "made", [])
+    monkeypatch.setattr(_Timed, "script", {
+        (1, "t"): (0.05, _side("expired", [edge])), (1, "c"): (0.05, _side("expired", [edge])),
+        (2, "t"): (0.0, _side("reset", [])), (2, "c"): (0.0, _side("expired", ["198.51.100.2"])),
+        **{(ttl, name): (5.0, _side("reset", [])) for ttl in (3, 4) for name in ("t", "c")},
+    })  # fmt: skip
+    record = sweep.locate(None, "203.0.113.10", 443, "t", "c", 3, None)  # type: ignore[arg-type]
+    assert ([step["ttl"] for step in record["steps"]], record["stopped"]) == ([1, 2], "answered")
+    assert record["steps"][0]["target"]["routers"] == [edge]  # TTL 1 ended after TTL 2's answer: read first
+    beyond = sorted(exchange.key for exchange in _Timed.made if exchange.cancelled)
+    assert beyond == [(3, "c"), (3, "t"), (4, "c"), (4, "t")]  # in flight at the answer: closed, not kept
+    assert {exchange.key[0] for exchange in _Timed.made} == {1, 2, 3, 4}  # the window: no TTL past it
+
+
+def test_a_sweep_without_a_deadline_is_bounded_by_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No target deadline: the sweep still ends within SWEEP_TIMEOUTS x --timeout, here before the
+    32 hops a path whose every router answers would take (each round of four TTLs lasts a wait)."""
+    from probe.forensics import locate as sweep
+
+    monkeypatch.setattr(sweep, "_Exchange", _Timed)
+    monkeypatch.setattr(_Timed, "made", [])
+    monkeypatch.setattr(_Timed, "script", {})  # every exchange: a router's "time exceeded", after a wait
+    timeout = 0.05  # 8 rounds of 0.05 s for 32 hops; the bound: 6 x 0.05 s
+    record = sweep.locate(None, "203.0.113.10", 443, "t", "c", timeout, None)  # type: ignore[arg-type]
+    assert record["stopped"] == "deadline" and 0 < len(record["steps"]) < sweep.MAX_HOPS, record["stopped"]
+
+
+SILENT_SWEEP = """
+import json
+from probe.forensics.capture import PacketCapture
+from probe.forensics.locate import locate
+
+capture = PacketCapture()
+print(json.dumps(locate(capture, "203.0.113.99", 443, None, None, 2.0, None)))
+capture.close()
+"""
+
+
+def test_a_sweep_over_a_silent_path_sends_its_ttls_at_once() -> None:
+    """Every packet to the site dropped (as the bench's blackholed names): the sweep meets silence at
+    each TTL. Its TTLs are tried at once (their tries overlap), each retry after its first try's
+    silence, the retries at once too: the sweep lasts about two waits, not two per TTL."""
+    if os.geteuid() != 0 or shutil.which("iptables") is None:
+        pytest.skip("needs root (namespaces, raw sockets) and iptables")
+    from tests.lab.lab import NETNS_ETC, tear_down
+
+    client, site = f"silc{os.getpid()}", f"sils{os.getpid()}"
+    try:
+        for namespace in (client, site):
+            subprocess.run(["ip", "netns", "add", namespace], check=True)
+            (NETNS_ETC / namespace).mkdir(parents=True, exist_ok=True)
+            (NETNS_ETC / namespace / "resolv.conf").write_text("nameserver 127.0.0.1\n", encoding="ascii")
+        subprocess.run(["ip", "link", "add", "sil0", "netns", client, "type", "veth", "peer", "name", "sil1",
+                        "netns", site], check=True)  # fmt: skip
+        for namespace, command in (
+            (client, "ip addr add 198.51.100.1/30 dev sil0"), (client, "ip link set sil0 up"),
+            (client, "ip link set lo up"), (client, "ip route add 203.0.113.0/24 via 198.51.100.2"),
+            (site, "ip addr add 198.51.100.2/30 dev sil1"), (site, "ip link set sil1 up"),
+            (site, "ip addr add 203.0.113.99/32 dev lo"), (site, "iptables -A INPUT -d 203.0.113.99 -j DROP"),
+        ):  # fmt: skip
+            subprocess.run(["ip", "netns", "exec", namespace, *command.split()], check=True)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        ran = subprocess.run(["ip", "netns", "exec", client, sys.executable, "-c", SILENT_SWEEP],
+                             capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    finally:
+        tear_down([], (client, site))
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    record = json.loads(ran.stdout)
+    steps = record["steps"]
+    assert ([step["ttl"] for step in steps], record["stopped"]) == ([1, 2, 3], "silent_path")
+    firsts, retries = [step["target"] for step in steps], [step["retry"]["target"] for step in steps]
+    assert all((t["outcome"], t["routers"]) == ("timeout", []) for t in firsts + retries), steps
+    assert all(t.get("t0") is not None and t.get("t") is not None for t in firsts + retries), steps  # when
+    assert max(t["t0"] for t in firsts) < min(t["t"] for t in firsts)  # the TTLs' first tries: all at once
+    assert all(again["t0"] >= first["t"] for first, again in zip(firsts, retries, strict=True))  # after silence
+    assert max(t["t0"] for t in retries) < min(t["t"] for t in retries)  # the retries: at once too
+    assert record["t"] < sum(t["t"] - t["t0"] for t in firsts + retries) / 2  # not one after another
 
 
 def test_scapy_is_not_imported_for_help_or_a_run_without_forensics(tmp_path: Path) -> None:
@@ -592,12 +711,14 @@ def test_no_ttl_sweep_runs_after_the_capture_stopped() -> None:
     from types import SimpleNamespace
 
     from probe.forensics.examine import Forensics
+    from probe.vocabulary.observations import ForensicState, Observations, TcpConnect
+    from probe.vocabulary.purposes import Purpose
 
     forensics = Forensics(None)
     forensics.capture = SimpleNamespace(failure="the packet capture stopped mid-run: socket closed")  # type: ignore[assignment]
-    observations = {"tcp_connect": [{"address": "198.51.100.7", "port": 443, "failure": "generic_timeout_error",
-                                     "purpose": "target"}], "tls_handshakes": []}  # fmt: skip
+    connect = TcpConnect("198.51.100.7", 443, "generic_timeout_error", 0.0, 1.0, Purpose.TARGET)
+    observations = Observations(None, (connect,), (), ())
     at = datetime.datetime.now(datetime.UTC)
-    assert not forensics.prepare("site.example", observations, at, None, None)  # type: ignore[arg-type]
-    assert observations["forensics"]["locate"] == {
-        "status": "skipped", "reason": "the packet capture stopped mid-run: socket closed"}  # fmt: skip
+    seen, suspect = forensics.prepare("site.example", observations, at, None, None)  # type: ignore[arg-type]
+    assert not suspect
+    assert seen.locate == ForensicState("skipped", "the packet capture stopped mid-run: socket closed")

@@ -7,6 +7,7 @@ resolve to private addresses are refused in the lab (tests/test_lab.py), where a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -19,7 +20,8 @@ import requests
 
 from probe.helper.ratelimit import Lease, PerClient, RateLimiter, client_key
 from probe.netx.clock import Clock
-from probe.observe.helperclient import ask_helper
+from probe.observe.helperclient import ask_helper, close_clients
+from probe.vocabulary.observations import HelperAnswer
 from tests.conftest import PkiFixture
 from tests.dnsmasq import free_udp_port
 
@@ -133,12 +135,18 @@ def test_rate_limiter_refills() -> None:
 
 
 def test_probe_records_a_refusal_and_an_unreachable_helper(helper: str, test_pki: PkiFixture) -> None:
-    refused = ask_helper(helper, "https://10.1.2.3/", TOKEN, 2, str(test_pki.roots_pem), Clock())
-    assert refused["status"] == 403 and refused["response"] is None
-    assert refused["failure"].startswith("helper_refused: HTTP 403")
+    async def ask(helper_url: str, target_url: str, token: str | None) -> HelperAnswer:
+        try:
+            return (await ask_helper(helper_url, target_url, token, 2, str(test_pki.roots_pem), Clock()))[0]
+        finally:
+            await close_clients()
+
+    refused = asyncio.run(ask(helper, "https://10.1.2.3/", TOKEN))
+    assert refused.status == 403 and refused.response is None
+    assert refused.failure is not None and refused.failure.startswith("helper_refused: HTTP 403")
     closed = f"https://127.0.0.1:{free_udp_port()}/"
-    unreachable = ask_helper(closed, "https://example.org/", None, 2, str(test_pki.roots_pem), Clock())
-    assert (unreachable["status"], unreachable["failure"]) == (None, "connection_refused")
+    unreachable = asyncio.run(ask(closed, "https://example.org/", None))
+    assert (unreachable.status, unreachable.failure) == (None, "connection_refused")
 
 
 def test_the_rate_limit_comes_before_the_token(test_pki: PkiFixture) -> None:
@@ -300,13 +308,20 @@ def test_a_probe_asks_a_helper_on_a_few_kept_connections(helper: str, test_pki: 
 
     threading.Thread(target=relay, daemon=True).start()
     relayed = f"https://127.0.0.1:{listener.getsockname()[1]}/"
+
+    async def ask_twenty() -> list[HelperAnswer]:
+        try:
+            questions = [
+                HelperQuestions([relayed], f"https://10.0.0.{n}/", TOKEN, 2, str(test_pki.roots_pem), Clock())
+                for n in range(20)
+            ]
+            return [(await q.collected())[0][0] for q in questions]
+        finally:
+            await close_clients()
+
     try:
-        questions = [
-            HelperQuestions([relayed], f"https://10.0.0.{n}/", TOKEN, 2, str(test_pki.roots_pem), Clock())
-            for n in range(20)
-        ]
-        answers = [q.collect()[0] for q in questions]
+        answers = asyncio.run(ask_twenty())
     finally:
         listener.close()
-    assert [a["status"] for a in answers] == [403] * 20  # every one asked and answered (a refused address)
+    assert [a.status for a in answers] == [403] * 20  # every one asked and answered (a refused address)
     assert 1 <= len(accepted) <= HELPER_CONNECTIONS == 4

@@ -26,6 +26,7 @@ import pytest
 from probe.helper.measure import HelperConfig
 from probe.helper.server import HelperServer, content_length, json_depth
 from probe.loaders.roots import load_roots
+from probe.vocabulary.observations import DnsLookup
 from tests.conftest import PkiFixture
 from tests.test_helper import _serve
 
@@ -279,7 +280,7 @@ class _HangingLookups:
         self.running = 0
         self._lock = threading.Lock()
 
-    def __call__(self, hostname: str, port: int, clock: Any) -> dict[str, Any]:
+    def __call__(self, hostname: str, port: int, clock: Any) -> DnsLookup:
         if hostname.endswith(".broken.test"):
             raise RuntimeError("a bug\nTraceback (most recent call last): ...")
         assert hostname.endswith(".hang.test"), hostname
@@ -289,7 +290,7 @@ class _HangingLookups:
         self.release.wait(60)
         with self._lock:
             self.running -= 1
-        return {"addresses": [], "failure": "dns_nxdomain_error"}
+        return DnsLookup("system", "system", hostname, (), "dns_nxdomain_error", ())
 
     def wait_for(self, count: int) -> None:
         for _ in range(count):

@@ -31,6 +31,7 @@ from probe.netx.clock import Clock
 from probe.netx.connect import tcp_connect, tls_handshake
 from probe.netx.dns import _reply_fields
 from probe.netx.http import MAX_BODY_BYTES, find_title, http_get
+from probe.vocabulary.observations import DnsAnswer, DnsLookup
 from probe.vocabulary.targets import TargetError, parse_lines
 from tests import pki
 from tests.conftest import PkiFixture
@@ -184,20 +185,20 @@ def test_any_targets_file_gives_targets_or_a_placed_error(lines: list[str]) -> N
 @given(st.binary(max_size=600))
 def test_any_dns_reply_is_classified(wire: bytes) -> None:
     fields = _reply_fields(wire)
-    assert fields["failure"] is None or isinstance(fields["failure"], str)
-    assert isinstance(fields["answers"], list)
+    assert fields.failure is None or isinstance(fields.failure, str)
+    assert isinstance(fields.answers, tuple) and all(isinstance(a, DnsAnswer) for a in fields.answers)
 
 
 def test_a_dns_reply_with_a_compression_loop_or_thousands_of_records_is_classified() -> None:
     header = bytes.fromhex("abcd81800001000100000000")
     loop = header + b"\xc0\x0c" + b"\x00\x01\x00\x01"  # the question's name points at itself
-    assert _reply_fields(loop)["failure"] == "dns_bogus_reply"
+    assert _reply_fields(loop).failure == "dns_bogus_reply"
     many = bytes.fromhex("abcd8180000107d000000000") + b"\x04site\x07example\x00\x00\x01\x00\x01"
     many += b"".join(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([10, 0, i // 250, i % 250])
                      for i in range(2000))  # fmt: skip
     fields = _reply_fields(many)
-    assert fields["failure"] is None and len(fields["answers"]) == 2000
-    assert _reply_fields(many[:300])["failure"] == "dns_bogus_reply"  # truncated mid-record
+    assert fields.failure is None and len(fields.answers) == 2000
+    assert _reply_fields(many[:300]).failure == "dns_bogus_reply"  # truncated mid-record
 
 
 @pytest.fixture(scope="module")
@@ -430,7 +431,7 @@ def test_a_getaddrinfo_that_never_returns_is_recorded_as_timed_out(monkeypatch: 
     from probe.observe import measure
     from probe.observe.config import MeasureConfig, Visit
 
-    async def stuck(*args: object) -> dict:
+    async def stuck(*args: object) -> DnsLookup:
         await asyncio.sleep(15)
         raise AssertionError("never asked for")
 
@@ -438,11 +439,11 @@ def test_a_getaddrinfo_that_never_returns_is_recorded_as_timed_out(monkeypatch: 
     roots = type("Roots", (), {"path": "", "validates": lambda *a: False})()
     config = MeasureConfig(timeout=1, roots=roots, resolver=None, control_resolver=None, control_sni=None)  # type: ignore[arg-type]
 
-    async def system() -> dict:
+    async def system() -> DnsLookup:
         return await measure.DnsInFlight("stuck.example", 443, Visit.begin(config, dt.datetime.now(dt.UTC))).system()
 
     system_lookup = asyncio.run(system())
-    assert (system_lookup["addresses"], system_lookup["failure"]) == ([], "generic_timeout_error")
+    assert (system_lookup.addresses, system_lookup.failure) == ((), "generic_timeout_error")
 
 
 @pytest.mark.timeout(30)
@@ -520,12 +521,12 @@ def test_a_control_resolver_that_stalls_is_recorded_as_timed_out(monkeypatch: py
     from probe.observe import measure
     from probe.observe.config import MeasureConfig, Visit
 
-    async def throttled(*args: object) -> dict:
+    async def throttled(*args: object, **kwargs: object) -> DnsLookup:
         await asyncio.sleep(20)
         raise AssertionError("never asked for")
 
-    async def nothing(*args: object) -> dict:
-        return {"addresses": [], "failure": None}
+    async def nothing(*args: object) -> DnsLookup:
+        return DnsLookup("system", "system", "slow.example", (), None, ())
 
     monkeypatch.setattr(measure, "lookup_with_resolver", throttled)
     monkeypatch.setattr(measure, "lookup_system", nothing)
@@ -536,11 +537,11 @@ def test_a_control_resolver_that_stalls_is_recorded_as_timed_out(monkeypatch: py
         control_resolver=control_resolver, control_sni=None,
     )  # fmt: skip
 
-    async def control_lookup() -> dict | None:
+    async def control_lookup() -> DnsLookup | None:
         return await measure.DnsInFlight("slow.example", 443, Visit.begin(config, dt.datetime.now(dt.UTC))).control()
 
     control = asyncio.run(control_lookup())
-    assert control is not None and (control["addresses"], control["failure"]) == ([], "generic_timeout_error")
+    assert control is not None and (control.addresses, control.failure) == ((), "generic_timeout_error")
 
 
 @FUZZ

@@ -193,16 +193,19 @@ def _follow(monkeypatch: pytest.MonkeyPatch, base: str, location: str) -> tuple[
     from probe.netx.connect import Stream
     from probe.observe import redirects
     from probe.observe.config import MeasureConfig, Visit
+    from probe.vocabulary.observations import DnsLookup, HttpExchange, HttpRequestLine
 
     connections: list[Any] = []
     lookups: list[str] = []
 
-    async def fake_get(stream: Any, host: str, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return {"status": 302, "location": location, "request": {"host": host, "path": path}}
+    async def fake_get(stream: Any, host: str, path: str, *args: Any, **kwargs: Any) -> HttpExchange:
+        where = kwargs["address"], kwargs["url"], kwargs["redirect_index"]
+        return HttpExchange(HttpRequestLine("GET", host, path), 302, (("Location", location),), location, None, 0, None,
+                            None, False, None, 0.0, 0.0, *where)  # fmt: skip
 
-    async def fake_lookup(host: str, port: int, visit: Any) -> dict[str, Any]:
+    async def fake_lookup(host: str, port: int, visit: Any) -> DnsLookup:
         lookups.append(host)
-        return {"addresses": ["192.0.2.10"], "failure": None}
+        return DnsLookup("system", "system", host, ("192.0.2.10",), None, ())
 
     async def fake_connect(address: str, port: int, use_tls: bool, sni: str | None, *args: Any) -> tuple[None, None]:
         connections.append((lookups[-1] if lookups else address, address, port, use_tls, sni))
@@ -237,7 +240,7 @@ def test_a_location_is_read_as_browsers_read_it(
 ) -> None:
     connections, observations = _follow(monkeypatch, "https://a.example/start", location)
     assert [(c[0], c[2], c[3], c[4]) for c in connections] == [(host, port, tls, sni)]
-    assert "redirect_error" not in observations
+    assert observations.redirect_error is None
 
 
 def test_a_location_with_a_password_goes_where_a_browser_goes_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,7 +256,7 @@ def test_a_location_with_a_password_goes_where_a_browser_goes_without_it(monkeyp
 def test_a_location_no_browser_follows_is_recorded(monkeypatch: pytest.MonkeyPatch, location: str) -> None:
     connections, observations = _follow(monkeypatch, "https://a.example/start", location)
     assert connections == []
-    assert observations["redirect_error"]["location"] == location
+    assert observations.redirect_error is not None and observations.redirect_error.location == location
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ blockpage rules read them there).
 from __future__ import annotations
 
 import dataclasses
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,32 +24,43 @@ import dns.rdataclass
 import dns.rrset
 import jsonschema
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from probe.netx.dns import ResolverSpec, ResolverSpecError, combine_lookup, parse_resolver, query_wire
-from probe.netx.dnsmatch import Asked
+from probe.netx.dns import (
+    ResolverSpec,
+    ResolverSpecError,
+    _message_fields,
+    _reply_fields,
+    combine_lookup,
+    parse_resolver,
+    query_wire,
+)
+from probe.netx.dnsmatch import Asked, plain_answers
 from probe.results.record import load_schema
 from probe.vocabulary.errors import InputError
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.observations import DnsAnswer, DnsQuery
+from probe.vocabulary.observations_encode import _e_lookup as encode_lookup
 
 RESOLVER = "udp://192.0.2.53:53"
 HOST = "site.example"
 
 
-def _answer(kind: str, data: str, name: str = HOST) -> dict[str, Any]:
-    return {"name": name, "type": kind, "ttl": 60, "data": data}
+def _answer(kind: str, data: str, name: str = HOST) -> DnsAnswer:
+    return DnsAnswer(name, kind, 60, data)
 
 
-def _query(kind: str, *answers: dict[str, Any], failure: str | None = None, rcode: str | None = "NOERROR") -> dict:
-    """A query record as the transports write it (schema: dns_query)."""
-    return {"resolver": RESOLVER, "transport": "udp", "hostname": HOST, "query_type": kind, "answers": list(answers),
-            "rcode": rcode, "failure": failure, "raw_reply": None, "replies": [], "t0": 0.0, "t": 0.1}  # fmt: skip
+def _query(kind: str, *answers: DnsAnswer, failure: str | None = None, rcode: str | None = "NOERROR") -> DnsQuery:
+    """A query record as the transports make it (schema: dns_query)."""
+    return DnsQuery(RESOLVER, "udp", HOST, kind, answers, rcode, failure, None, 0.0, 0.1, ())
 
 
-def _timed_out(kind: str) -> dict[str, Any]:
+def _timed_out(kind: str) -> DnsQuery:
     return _query(kind, failure=Failure.GENERIC_TIMEOUT, rcode=None)
 
 
-def _denied(kind: str, failure: str, rcode: str) -> dict[str, Any]:
+def _denied(kind: str, failure: str, rcode: str) -> DnsQuery:
     return _query(kind, failure=failure, rcode=rcode)
 
 
@@ -58,12 +70,12 @@ def lookup_schema() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/lookup"})
 
 
-def _combined(queries: list[dict[str, Any]], schema: jsonschema.Draft202012Validator) -> tuple[list[str], str | None]:
+def _combined(queries: list[DnsQuery], schema: jsonschema.Draft202012Validator) -> tuple[list[str], str | None]:
     lookup = combine_lookup(RESOLVER, "udp", HOST, queries)
-    schema.validate(lookup)  # the record's shape, as the recorder will check it
-    assert (lookup["resolver"], lookup["transport"], lookup["hostname"]) == (RESOLVER, "udp", HOST)
-    assert lookup["queries"] == queries  # every query kept, in order, unchanged
-    return lookup["addresses"], lookup["failure"]
+    schema.validate(encode_lookup(lookup))  # the record's shape, as the recorder will write it
+    assert (lookup.resolver, lookup.transport, lookup.hostname) == (RESOLVER, "udp", HOST)
+    assert lookup.queries == tuple(queries)  # every query kept, in order, unchanged
+    return list(lookup.addresses), lookup.failure
 
 
 V4, V6, OTHER = "198.51.100.7", "2001:db8::7", "203.0.113.9"
@@ -114,7 +126,7 @@ V4, V6, OTHER = "198.51.100.7", "2001:db8::7", "203.0.113.9"
     ],
 )  # fmt: skip
 def test_a_lookup_combines_its_queries(
-    queries: list[dict[str, Any]], addresses: list[str], failure: str | None, lookup_schema: Any
+    queries: list[DnsQuery], addresses: list[str], failure: str | None, lookup_schema: Any
 ) -> None:
     assert _combined(queries, lookup_schema) == (addresses, failure)
 
@@ -310,3 +322,111 @@ def test_a_question_is_written_byte_for_byte_as_dnspython_writes_it(hostname: st
     expected = dns.message.make_query(hostname, qtype, rdclass=rdclass, want_dnssec=False)
     expected.id = 0x1234
     assert query_wire(hostname, qtype, rdclass, 0x1234) == expected.to_wire()
+
+
+# --- the common reply read without dnspython: exactly as dnspython reads it, or not at all ----------
+
+
+def _dnspython_fields(wire: bytes) -> tuple[str | None, tuple[DnsAnswer, ...], str | None] | None:
+    """What `_reply_fields` makes of a reply through dnspython alone; None when dnspython refuses it."""
+    try:
+        message = dns.message.from_wire(wire)
+    except Exception:  # noqa: BLE001 - any refusal: the fast reader must have declined it too
+        return None
+    fields = _message_fields(message, "")
+    return fields.rcode, fields.answers, fields.failure
+
+
+def _rr(name: bytes, kind: int, ttl: int, data: bytes, klass: int = 1) -> bytes:
+    return name + struct.pack("!HHIH", kind, klass, ttl, len(data)) + data
+
+
+def _reply_wire(answers: list[bytes], question: bytes = b"\x04site\x07example\x00", flags: int = 0x8180,
+                counts: tuple[int, int, int, int] | None = None, tail: bytes = b"") -> bytes:  # fmt: skip
+    qd, an, ns, ar = counts if counts is not None else (1, len(answers), 0, 0)
+    return (
+        struct.pack("!HHHHHH", 0x4242, flags, qd, an, ns, ar)
+        + question
+        + b"\x00\x01\x00\x01"
+        + b"".join(answers)
+        + tail
+    )
+
+
+PTR = b"\xc0\x0c"  # the question's name
+V4_WIRE, V6_WIRE = bytes([198, 51, 100, 7]), bytes.fromhex("20010db8000000000000000000000007")
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        pytest.param(_reply_wire([_rr(PTR, 1, 60, V4_WIRE)]), id="one-A"),
+        pytest.param(_reply_wire([_rr(PTR, 28, 60, V6_WIRE)]), id="one-AAAA"),
+        pytest.param(_reply_wire([]), id="no-answer"),
+        pytest.param(_reply_wire([_rr(PTR, 1, 60, V4_WIRE), _rr(PTR, 1, 30, V4_WIRE), _rr(PTR, 1, 90, bytes(4))]),
+                     id="duplicate-least-ttl"),
+        pytest.param(_reply_wire([_rr(PTR, 1, 60, V4_WIRE), _rr(b"\x03cdn" + PTR, 1, 5, bytes(4)),
+                                  _rr(b"\x04SITE\x07EXAMPLE\x00", 1, 0x80000000, bytes([1, 2, 3, 4]))]),
+                     id="sets-merged-case-insensitively-ttl-over-2^31"),
+        pytest.param(_reply_wire([_rr(b"\x04site\x07example\x00", 28, 1, bytes(10) + b"\xff\xff" + V4_WIRE)]),
+                     id="mapped-v6-declined"),
+        pytest.param(_reply_wire([_rr(PTR, 5, 60, b"\x03cdn" + PTR)]), id="cname-declined"),
+        pytest.param(_reply_wire([_rr(PTR, 1, 60, V4_WIRE)], tail=b"\x00"), id="trailing-junk"),
+        pytest.param(_reply_wire([_rr(PTR, 1, 60, V4_WIRE[:3])]), id="short-rdata"),
+        pytest.param(_reply_wire([_rr(b"\xc0\x11", 1, 60, V4_WIRE)]), id="pointer-inside-the-name"),
+        pytest.param(_reply_wire([_rr(b"\xc0\x0c", 1, 60, V4_WIRE)], question=b"\x04site\xc0\x0c"), id="pointer-loop"),
+        pytest.param(_reply_wire([_rr(PTR, 1, 60, V4_WIRE)], question=b"\x04s.te\x07example\x00"), id="escaped-label"),
+        pytest.param(_reply_wire([_rr(PTR, 1, 60, V4_WIRE)], flags=0x8183), id="nxdomain"),
+        pytest.param(_reply_wire([_rr(PTR, 1, 60, V4_WIRE)], flags=0x0180), id="qr-unset"),
+        pytest.param(_reply_wire([_rr(PTR, 1, 60, V4_WIRE)], counts=(1, 1, 0, 1)), id="additional-counted"),
+        pytest.param(_reply_wire([_rr(PTR, 1, 60, V4_WIRE)], counts=(1, 2, 0, 0)), id="answer-missing"),
+    ],
+)  # fmt: skip
+def test_a_reply_reads_the_same_with_or_without_dnspython(wire: bytes) -> None:
+    fields = _reply_fields(wire)
+    assert (fields.rcode, fields.answers, fields.failure) == (
+        _dnspython_fields(wire) or (None, (), Failure.DNS_BOGUS_REPLY)
+    )
+
+
+def test_the_common_reply_is_read_without_dnspython() -> None:
+    """The hot path: the record is the same, and dnspython was not needed for it."""
+    wire = _reply_wire([_rr(PTR, 1, 60, V4_WIRE), _rr(PTR, 1, 60, bytes([203, 0, 113, 9]))])
+    assert plain_answers(wire) == [("site.example", "A", 60, V4), ("site.example", "A", 60, OTHER)]
+    assert plain_answers(_reply_wire([_rr(PTR, 5, 60, b"\x03cdn" + PTR)])) is None  # a CNAME: dnspython's
+
+
+_LABELS = st.sampled_from([b"site", b"SiTe", b"example", b"a-b_c", b"x" * 63, b"s.te", b"\x00", b"sp ace", b""])
+_NAMES = st.one_of(
+    st.just(PTR),
+    st.lists(_LABELS, min_size=0, max_size=4).map(lambda ls: b"".join(bytes([len(x)]) + x for x in ls) + b"\x00"),
+    st.lists(_LABELS, min_size=1, max_size=2).map(lambda ls: b"".join(bytes([len(x)]) + x for x in ls) + PTR),
+    st.binary(min_size=1, max_size=4),
+)
+_RECORDS = st.builds(
+    _rr, _NAMES, st.sampled_from([1, 28, 5, 16]), st.sampled_from([0, 60, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF]),
+    st.one_of(st.sampled_from([V4_WIRE, V6_WIRE, bytes(4), bytes(16), bytes(10) + b"\xff\xff" + V4_WIRE,
+                               bytes(12) + V4_WIRE, bytes(15) + b"\x01"]),
+              st.binary(min_size=0, max_size=17), st.lists(st.sampled_from([b"\x00\x00", b"\x00\x01", b"\xab\xcd"]),
+                                                           min_size=8, max_size=8).map(b"".join)),
+    st.sampled_from([1, 1, 1, 3]),
+)  # fmt: skip
+
+
+@settings(max_examples=1500, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.lists(_RECORDS, max_size=5),
+    st.sampled_from([0x8180, 0x8580, 0x8380, 0x8183, 0x8980, 0x0180, 0x81C0]),
+    st.one_of(st.none(), st.tuples(st.integers(0, 2), st.integers(0, 6), st.integers(0, 1), st.integers(0, 1))),
+    st.sampled_from([b"", b"\x00", b"\x00\x00\x29"]),
+    st.integers(0, 40),
+)
+def test_any_reply_reads_the_same_with_or_without_dnspython(
+    records: list[bytes], flags: int, counts: tuple[int, int, int, int] | None, tail: bytes, cut: int
+) -> None:
+    """Whatever the reply, the fast reader gives dnspython's reading or declines (dnspython reads it)."""
+    wire = _reply_wire(records, flags=flags, counts=counts, tail=tail)
+    for sample in (wire, wire[: len(wire) - cut] if cut else wire):
+        plain = plain_answers(sample)
+        if plain is not None:
+            assert _dnspython_fields(sample) == ("NOERROR", tuple(DnsAnswer(*row) for row in plain), None), sample

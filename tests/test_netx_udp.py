@@ -23,6 +23,7 @@ from probe.netx.dns import UdpAsk, combine_lookup
 from probe.netx.dnsloop import udp_batch as udp_batch_on_loop
 from probe.netx.dnsloop import udp_batch_blocking as udp_batch
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.observations import DnsQuery
 
 ANSWER_V4, ANSWER_V6 = "192.0.2.7", "2001:db8::7"
 Answer = Callable[[bytes, tuple[str, int], socket.socket], None]
@@ -66,11 +67,13 @@ def resolver(answer: Answer, queries: int = 2, go: threading.Event | None = None
         server.close()
 
 
-def asked_while_busy(asks: list[UdpAsk], timeout: float, window: float, go: threading.Event, busy: float) -> dict:
+def asked_while_busy(
+    asks: list[UdpAsk], timeout: float, window: float, go: threading.Event, busy: float
+) -> dict[str, list[DnsQuery]]:
     """The batch sent; then the event loop (the run's DNS listener) kept from its work for `busy`
     seconds, as a busy probe keeps it, while the resolver answers (`go`)."""
 
-    async def scenario() -> dict:
+    async def scenario() -> dict[str, list[DnsQuery]]:
         asked = asyncio.ensure_future(udp_batch_on_loop(asks, timeout, window, Clock()))
         await asyncio.sleep(0)  # the questions are sent
         go.set()  # the resolver answers now, while nobody reads
@@ -92,13 +95,13 @@ def test_a_reply_waiting_while_the_probe_was_busy_is_an_answer() -> None:
     go = threading.Event()
     with resolver(answer_at_once, go=go) as port:
         queries = asked_while_busy([_ask(port)], timeout, window, go, timeout + 2 * window)["lookup"]
-    assert [q["failure"] for q in queries] == [None, None], queries
-    assert [a["data"] for q in queries for a in q["answers"]] == [ANSWER_V4, ANSWER_V6]
+    assert [q.failure for q in queries] == [None, None], queries
+    assert [a.data for q in queries for a in q.answers] == [ANSWER_V4, ANSWER_V6]
     for query in queries:  # the arrival, not the reading: within the timeout
-        assert query["t"] < timeout, query
-        assert [r["t"] for r in query["replies"]] == [query["t"]]
+        assert query.t < timeout, query
+        assert [r.t for r in query.replies] == [query.t]
     lookup = combine_lookup("udp://127.0.0.1", "udp", "site.example", queries)
-    assert lookup["failure"] is None and lookup["addresses"] == [ANSWER_V4, ANSWER_V6]
+    assert lookup.failure is None and lookup.addresses == (ANSWER_V4, ANSWER_V6)
 
 
 @pytest.mark.timeout(20)
@@ -112,7 +115,7 @@ def test_every_reply_waiting_in_a_buffer_is_read() -> None:
         ]
         answered = asked_while_busy(asks, timeout, window, go, timeout + window)
     assert sorted(answered) == sorted(a.label for a in asks)
-    assert all(q["failure"] is None for (q,) in answered.values()), answered
+    assert all(q.failure is None for (q,) in answered.values()), answered
 
 
 @pytest.mark.timeout(20)
@@ -126,7 +129,7 @@ def test_a_reply_that_arrives_after_the_deadline_is_a_timeout() -> None:
 
     with resolver(late, queries=1) as port:
         (query,) = udp_batch([_ask(port, ("A",))], timeout, 0.1, Clock())["lookup"]
-    assert query["failure"] == Failure.GENERIC_TIMEOUT and query["replies"] == []
+    assert query.failure == Failure.GENERIC_TIMEOUT and query.replies == ()
 
 
 @pytest.mark.timeout(20)
@@ -143,7 +146,7 @@ def test_a_second_reply_within_the_window_is_kept_and_one_after_it_is_not() -> N
 
     with resolver(twice_then_late, queries=1) as port:
         (query,) = udp_batch([_ask(port, ("A",))], 3, window, Clock())["lookup"]
-    assert query["failure"] is None and len(query["replies"]) == 2
+    assert query.failure is None and len(query.replies) == 2
 
 
 @pytest.mark.timeout(20)
@@ -154,12 +157,12 @@ def test_the_injection_probe_expects_no_reply_and_records_one_that_comes() -> No
     try:
         port = silent.getsockname()[1]
         (query,) = udp_batch([_ask(port, ("A",), expects_reply=False)], 2, 0.2, Clock())["lookup"]
-        assert query["failure"] is None and query["replies"] == []
+        assert query.failure is None and query.replies == ()
     finally:
         silent.close()
     with resolver(answer_at_once, queries=1) as port:
         (query,) = udp_batch([_ask(port, ("A",), expects_reply=False)], 2, 0.2, Clock())["lookup"]
-    assert query["failure"] is None and [a["data"] for a in query["answers"]] == [ANSWER_V4]
+    assert query.failure is None and [a.data for a in query.answers] == [ANSWER_V4]
 
 
 def test_arrival_uses_the_kernel_timestamp_when_there_is_one() -> None:
@@ -174,3 +177,23 @@ def test_arrival_uses_the_kernel_timestamp_when_there_is_one() -> None:
     stamp = struct.pack("@qq", int(two_seconds_ago), int((two_seconds_ago % 1) * 1e9))
     arrived = udpwire.arrival([(socket.SOL_SOCKET, udpwire.SCM_TIMESTAMPNS, stamp)])
     assert 1.5 < time.monotonic() - arrived < 2.5
+
+
+@pytest.mark.timeout(20)
+def test_a_buffer_the_listener_cannot_read_does_not_leave_the_exchange_unended(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last look at the buffers (at the deadline) fails: the exchange still ends, its question
+    timed out, rather than waiting for ever on a timer that raised."""
+
+    def unreadable(self: udpwire._Exchange) -> None:
+        raise ValueError("a datagram the listener cannot read")
+
+    monkeypatch.setattr(udpwire._Exchange, "drain", unreadable)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # bound, never answers
+        silent.bind(("127.0.0.1", 0))
+        ask = _ask(silent.getsockname()[1], ("A",))
+
+        async def bounded() -> dict:
+            return await asyncio.wait_for(udp_batch_on_loop([ask], 0.3, 0.1, Clock()), 5)
+
+        (query,) = asyncio.run(bounded())["lookup"]
+    assert query.failure == Failure.GENERIC_TIMEOUT

@@ -178,7 +178,7 @@ def test_a_bug_in_a_stage_is_recorded_with_module_relative_frames(monkeypatch: p
     config = MeasureConfig(timeout=1.0, roots=None, resolver=None, control_resolver=None, control_sni=None)  # type: ignore[arg-type]
     target = parse_target("192.0.2.1", None, 1)  # an address: no DNS, and nothing is sent anywhere
     measured = asyncio.run(measure.measure_target(target, config, datetime.now(UTC)))
-    error = measured.observations["stage_error"]
+    error = measured.observations.stage_error
     _assert_no_local_path(error)
     assert "probe/observe/measure.py" in error  # the stage that called it, by its module
 
@@ -189,6 +189,7 @@ def test_a_bug_in_measuring_or_judging_is_recorded_without_local_paths(monkeypat
     from probe.run import execute as run
     from probe.run import recorder
     from probe.run.recorder import Item, record_line
+    from probe.vocabulary.observations import Observations
     from probe.vocabulary.targets import parse_target
 
     monkeypatch.setenv("HOME", HOME)
@@ -196,17 +197,21 @@ def test_a_bug_in_measuring_or_judging_is_recorded_without_local_paths(monkeypat
     target = parse_target("192.0.2.1", None, 1)
     monkeypatch.setattr(run, "measure_target", broken)
     handed: list[Item] = []
-    recorder_stub = type("Recorder", (), {"submit": lambda self, item: handed.append(item)})()
+
+    async def hand_over(self: object, item: Item) -> None:  # the run's loop hands each record over
+        handed.append(item)
+
+    recorder_stub = type("Recorder", (), {"handed": hand_over})()
     lag = type("Lag", (), {"lag_between": lambda self, start, end: 0.0})()
     runtime = type("Runtime", (), {"lag": lag})()
     config = type("Config", (), {"own_addresses": OwnAddresses()})()
-    one = run._Run(config, None, None, recorder_stub, runtime, 0.0, datetime.now(UTC))  # type: ignore[arg-type]
+    one = run._Run(config, None, None, recorder_stub, runtime, None)  # type: ignore[arg-type]
     asyncio.run(one.one(target, None, lambda: None))  # type: ignore[arg-type]
     (item,) = handed
     assert item.observations is None and item.error is not None
     _assert_no_local_path(item.error)
-    monkeypatch.setattr(recorder, "judge", broken)
-    item = Item(target, datetime.now(UTC), {"dns": None}, None, False, frozenset())
+    monkeypatch.setattr(recorder, "judge_observations", broken)
+    item = Item(target, datetime.now(UTC), Observations(None, (), (), ()), None, False, frozenset())
     line, _ = record_line(item, RunContext("0" * 32, {}, {}), None)  # type: ignore[arg-type]
     _assert_no_local_path(json.loads(line)["error"])
 

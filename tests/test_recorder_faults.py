@@ -1,11 +1,13 @@
 """Faults lose no record: a killed run, a value JSON cannot carry, a full disk, a recorder dying at
-the worst moment, a packet capture failing mid-run (docs/reliability.md, "Faults lose no record")."""
+the worst moment, a recorder stopped and the run interrupted, a packet capture failing mid-run
+(docs/reliability.md, "Faults lose no record")."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -31,6 +33,9 @@ from probe.observe.measure import MeasureConfig, Measured
 from probe.results.writer import ResultsWriter
 from probe.run import execute as run_module
 from probe.run import recorder as recorder_module
+from probe.run.outbox import PIPE_SIZE, Outbox
+from probe.vocabulary.observations import HelperAnswer, Observations
+from probe.vocabulary.observations_codec import helper_response
 from probe.vocabulary.targets import parse_target
 from tests.conftest import PkiFixture, read_results
 from tests.dnsmasq import free_udp_port
@@ -47,6 +52,7 @@ class Site:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._stop = threading.Event()
+        self.served: list[bytes] = []  # the paths answered, in order
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url(self, path: str) -> str:
@@ -77,6 +83,7 @@ class Site:
                     self._stop.wait(1.5)
                 head = b"HTTP/1.1 %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % (status, len(body))
                 connection.sendall(head + body)
+                self.served.append(path)
             except OSError:
                 pass
 
@@ -236,6 +243,105 @@ def _running(pid: int, started: int) -> bool:
     return process is not None and process[2] == started and process[0] != "Z"
 
 
+# --- a recorder that stops reading -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the recorder process is forked on Linux only")
+def test_a_run_whose_recorder_is_stopped_still_hears_ctrl_c_and_loses_no_record(site: Site, tmp_path: Path) -> None:
+    """The recorder stopped (SIGSTOP: as a disk that hangs would stop it) until every slot is taken
+    and the run cannot hand another record over: Ctrl-C must still be heard (the run's loop awaits a
+    slot, it never blocks on one; it blocked, and the run could not be stopped). The run ends,
+    interrupted (exit 4), and every target it measured is in the file exactly once: the recorder, stuck,
+    is killed and the run writes what it did not confirm."""
+    out, prefix, concurrency = tmp_path / "results", b"/stopped", 4
+    urls = [site.url(f"/stopped{n}") for n in range(400)]
+    args = _run_args(_targets(tmp_path / "targets.txt", urls), out, "--concurrency", str(concurrency), "--quiet")
+    run = _probe(tmp_path, *args, "--no-forensics")
+    recorder: tuple[int, int] | None = None  # pid, start time
+    try:
+        bound = time.monotonic() + 60
+        while time.monotonic() < bound and run.poll() is None and not _children(run.pid):
+            time.sleep(0.01)
+        (child,) = _children(run.pid)
+        recorder = (child, _process(child)[2])  # type: ignore[index]
+        os.kill(child, signal.SIGSTOP)
+
+        def measured() -> int:
+            return sum(path.startswith(prefix) for path in site.served)
+
+        # The run waits for its recorder: targets were measured, and no more are (for two seconds).
+        bound, seen, still_since = time.monotonic() + 120, -1, time.monotonic()
+        while time.monotonic() < bound and run.poll() is None:
+            if measured() != seen:
+                seen, still_since = measured(), time.monotonic()
+            elif seen > 0 and time.monotonic() - still_since > 2:
+                break
+            time.sleep(0.05)
+        assert run.poll() is None and 0 < seen < len(urls), (seen, run.poll())
+        run.send_signal(signal.SIGINT)
+        try:
+            _, err = run.communicate(timeout=120)  # a bound, not a speed goal: STALLED is 5 s
+        except subprocess.TimeoutExpired:
+            pytest.fail("Ctrl-C was not heard: the run blocked on its stopped recorder")
+        assert run.returncode == 4, err
+        assert "Traceback" not in err
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        if recorder is not None and _running(*recorder):  # continued: it writes what it holds, and ends
+            os.kill(recorder[0], signal.SIGCONT)
+            bound = time.monotonic() + 60
+            while time.monotonic() < bound and _running(*recorder):
+                time.sleep(0.1)
+            if _running(*recorder):
+                os.kill(recorder[0], signal.SIGKILL)
+    records = [json.loads(line) for line in _lines(out)]
+    written = Counter(record["target"]["input"] for record in records)
+    answered = {site.url(path.decode()) for path in site.served if path.startswith(prefix)}
+    assert len(answered) > recorder_module.IN_FLIGHT  # every slot was taken: some records awaited one
+    assert max(written.values()) == 1 and set(written) <= answered  # each once, and only what was measured
+    # Every target measured is in the file, but for those still measuring when Ctrl-C came (abandoned).
+    assert len(written) >= len(answered) - concurrency, (len(written), len(answered))
+
+
+def test_frames_the_pipe_cannot_take_yet_wait_in_order_and_the_loop_never_waits() -> None:
+    """Frames larger than the pipe holds, written from the loop while nothing reads: kept in order and
+    written as the pipe drains (the loop meanwhile runs on); a target past the slots awaits one; the
+    other end's `Connection.recv` reads every frame whole."""
+    receive, send = multiprocessing.Pipe(duplex=False)
+    outbox = Outbox(send, 4)
+    messages = [(n, bytes([n]) * (PIPE_SIZE // 3 + n)) for n in range(8)]
+    received: list[Any] = []
+
+    def read() -> None:
+        for _ in messages:
+            received.append(receive.recv())
+            outbox.freed()
+
+    async def hand_over() -> None:
+        loop = asyncio.get_running_loop()
+        for message in messages[:4]:
+            assert outbox.try_take()
+            outbox.put(message, loop)  # more than the pipe takes: never blocks
+        assert outbox._buffer and not outbox.try_take()  # the rest waits for the pipe, a fifth for a slot
+        reader = threading.Thread(target=read)
+        reader.start()
+        for message in messages[4:]:
+            assert await outbox.slot()
+            outbox.put(message, loop)
+        while outbox._buffer:
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(reader.join)
+
+    try:
+        asyncio.run(hand_over())
+        assert received == messages
+    finally:
+        send.close()
+        receive.close()
+
+
 # --- a value JSON cannot carry -------------------------------------------------------------------
 
 
@@ -274,15 +380,14 @@ def _context(test_pki: PkiFixture) -> tuple[MeasureConfig, AnalysisContext, dict
     return config, context, network, reference
 
 
-def _observed(target: Any, config: Any, started: datetime) -> dict[str, Any]:
-    observations: dict[str, Any] = {"dns": None, "tcp_connect": [], "tls_handshakes": [], "http_requests": [],
-                                    "addresses_from": "literal", "helpers": []}  # fmt: skip
+def _observed(target: Any, config: Any, started: datetime) -> Observations:
+    helpers: tuple[HelperAnswer, ...] = ()
+    stage_error = None
     if target.host == "192.0.2.5":  # a helper's answer with a huge integer
-        observations["helpers"] = [{"helper": "https://helper.test", "status": 200, "failure": None,
-                                    "response": {"ip_ttl": 10**30}, "t0": 0.0, "t": 0.1}]  # fmt: skip
+        helpers = (HelperAnswer("https://helper.test", 200, None, helper_response({"ip_ttl": 10**30}), 0.0, 0.1),)
     if target.host == "192.0.2.7":  # text no JSON can carry
-        observations["stage_error"] = "half a character: \udc80"
-    return observations
+        stage_error = "half a character: \udc80"
+    return Observations(None, (), (), (), addresses_from="literal", helpers=helpers, stage_error=stage_error)
 
 
 async def _measured(target: Any, config: Any, started: datetime, critical_done: Any = None) -> Measured:

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from probe.analyze.verdict import AnalysisContext, judge
+from probe.analyze.verdict import AnalysisContext, judge_observations
 from probe.loaders.catalogs import load_catalogs
 from probe.loaders.roots import load_roots
 from probe.netx.deadline import Deadline
 from probe.observe.measure import MeasureConfig, Measured
 from probe.run import execute as run_module
 from probe.run import recorder as recorder_module
+from probe.vocabulary.observations import Observations
 from probe.vocabulary.targets import parse_target
 from tests.conftest import PkiFixture, read_results
 
@@ -31,11 +32,10 @@ def _context(test_pki: PkiFixture) -> tuple[MeasureConfig, AnalysisContext, dict
     return config, context, network, reference
 
 
-def _observed(target: Any, config: Any, started: datetime) -> dict[str, Any]:
+def _observed(target: Any, config: Any, started: datetime) -> Observations:
     if target.host == "192.0.2.3":
         raise RuntimeError("a bug while measuring")
-    return {"dns": None, "tcp_connect": [], "tls_handshakes": [], "http_requests": [],
-            "addresses_from": "literal", "helpers": []}  # fmt: skip
+    return Observations(None, (), (), (), addresses_from="literal")
 
 
 async def _measured(target: Any, config: Any, started: datetime, critical_done: Any = None) -> Measured:
@@ -51,13 +51,13 @@ def test_a_failure_on_one_target_costs_no_record(
     there is no fork), a bug on one target costs nothing but that target's verdict."""
     targets = [parse_target(host, "NEWS", n) for n, host in enumerate(["192.0.2.1", "192.0.2.2", "192.0.2.3"], 1)]
 
-    def judge_or_fail(target: dict[str, Any], *args: Any) -> Any:
-        if target["host"] == "192.0.2.2":
+    def judge_or_fail(host: str, *args: Any) -> Any:
+        if host == "192.0.2.2":
             raise ValueError(f"a bug while judging in process {os.getpid()}")
-        return judge(target, *args)
+        return judge_observations(host, *args)
 
     monkeypatch.setattr(run_module, "measure_target", _measured)  # a finished measurement, no pending part
-    monkeypatch.setattr(recorder_module, "judge", judge_or_fail)
+    monkeypatch.setattr(recorder_module, "judge_observations", judge_or_fail)
     if recorder == "inline":
         monkeypatch.setattr(recorder_module.sys, "platform", "darwin")
     else:  # earlier tests leave idle pool threads behind; a run forks before it starts any
@@ -111,13 +111,13 @@ def test_a_recorder_that_dies_loses_no_record(
     hosts = [f"192.0.2.{n}" for n in range(10, 50)]
     targets = [parse_target(host, "NEWS", n) for n, host in enumerate(hosts, 1)]
 
-    def judge_or_die(target: dict[str, Any], *args: Any) -> Any:
-        if target["host"] == "192.0.2.20" and os.getpid() != run_pid:
+    def judge_or_die(host: str, *args: Any) -> Any:
+        if host == "192.0.2.20" and os.getpid() != run_pid:
             os._exit(9)  # as if the kernel had killed the recorder
-        return judge(target, *args)
+        return judge_observations(host, *args)
 
     monkeypatch.setattr(run_module, "measure_target", _measured)
-    monkeypatch.setattr(recorder_module, "judge", judge_or_die)
+    monkeypatch.setattr(recorder_module, "judge_observations", judge_or_die)
     monkeypatch.setattr(recorder_module.threading, "active_count", lambda: 1)
     config, context, network, reference = _context(test_pki)
     summary = run_module.execute(targets, config, context, network, reference, tmp_path, 4, io.StringIO())
@@ -171,4 +171,4 @@ def test_a_target_whose_wait_never_ends_is_completed_at_its_bound(
     # Completed at its bound, not hung; and the record says its observations are incomplete (judged
     # inconclusive), never passes them off as whole.
     assert completed.error is not None and "completion passed its bound" in completed.error, completed.error
-    assert completed.observations["tcp_connect"] == [] and completed.observations["helpers"] == []
+    assert completed.observations.tcp_connect == () and completed.observations.helpers == ()

@@ -61,6 +61,7 @@ class Judgement:
     forensics: dict[str, Any] | None = None  # injected resets and the censor's hop, from packet forensics
     basis: list[Proof] = field(default_factory=list)  # what proved a confirmed verdict (empty otherwise)
     national_ca: dict[str, Any] | None = None  # the national CA the site's chain verifies to, if any
+    throttle: dict[str, Any] | None = None  # issue 22: a slowed or frozen name (analyze/throttle.py)
 
     def add(self, *codes: Anomaly) -> None:
         for code in codes:

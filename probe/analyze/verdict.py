@@ -23,8 +23,10 @@ from probe.analyze.common import (
 from probe.analyze.dns import judge_dns
 from probe.analyze.forensics import judge_forensics
 from probe.analyze.http import judge_http
+from probe.analyze.quic import judge_quic  # issue 22: QUIC
 from probe.analyze.redirects import judge_redirects
 from probe.analyze.tcp import judge_tcp
+from probe.analyze.throttle import judge_throttle  # issue 22: throttling
 from probe.analyze.tls import judge_tls
 from probe.vocabulary.anomalies import Anomaly, Blocking, Confidence
 from probe.vocabulary.observations import Observations
@@ -87,7 +89,9 @@ def judge_observations(
 
 
 # The stages after DNS, in order; each shares the rule signature (observations, context, judgement).
-STAGES: tuple[Rule, ...] = (judge_tcp, judge_tls, judge_http, judge_redirects)
+# QUIC after the redirect hops (issue 22): judged only when the site works over TCP, TLS and HTTP.
+# Throttling after it (issue 22): a slowed name only where nothing stronger was found.
+STAGES: tuple[Rule, ...] = (judge_tcp, judge_tls, judge_http, judge_redirects, judge_quic, judge_throttle)
 
 
 # Seen in a record whose stages all passed, each is a reason not to call it confirmed clean: a hint
@@ -97,6 +101,8 @@ SUSPICIOUS = frozenset({
     Anomaly.TLS_CONTROL_SNI_CONTRAST, Anomaly.TLS_INTERCEPTION_CA_NAME, Anomaly.TLS_NATIONAL_CA_NAME,
     Anomaly.TLS_UNPARSEABLE_CERTIFICATE, Anomaly.HTTP_DIFF, Anomaly.HTTP_BLOCKPAGE_VAGUE,
     Anomaly.HTTP_BLOCKPAGE_TRAITS, Anomaly.HTTP_BLOCKPAGE_SUSPECTED,
+    Anomaly.QUIC_TIMEOUT, Anomaly.QUIC_REFUSED, Anomaly.QUIC_FAILURE,  # issue 22: QUIC, recorded but not judged
+    Anomaly.THROUGHPUT_UNSTABLE,  # issue 22: the name slow every time, the link too variable to say
 })  # fmt: skip
 
 

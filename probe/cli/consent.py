@@ -25,7 +25,7 @@ from probe.publish.identity import HINT, StateError, state_directory
 
 FILE_NAME = "consent.json"
 # Raise VERSION when the text's meaning changes; any change of the text (its digest) asks again anyway.
-VERSION = 1
+VERSION = 2
 TEXT = """\
 Before the probe measures anything, please read this (docs/volunteers.md has the same text).
 
@@ -36,6 +36,9 @@ WHAT IS MEASURED
   the network presents, and reads the start of each page. With the CAP_NET_RAW capability (root)
   it also repeats a blocked connection with short-lived packets to find where the censor sits
   (--no-forensics turns this off).
+  It also tries HTTP/3 (QUIC) where a site offers it, asks a few well-known services at home and
+  abroad whether they answer (to tell a cut-off from a blocked site), and, with a helper, downloads
+  a few hundred KiB per site from it to tell a slowed-down site from a slow link (--throughput off).
 
 WHAT IS RECORDED, AND WHAT NEVER IS
   Recorded, for each site: the DNS answers, whether connections worked, the certificates, the

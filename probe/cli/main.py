@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from probe import __version__
+from probe.cli.options_network import add_network_state_options
+from probe.cli.options_paths import add_path_options
 from probe.cli.options_report import add_engine_options
 from probe.cli.options_watch import add_watch_command
 from probe.cli.settings import DAY, as_number, country_code, duration
@@ -231,6 +233,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--helper", action="append", default=[], help="URL of a control vantage (probe helper serve); repeatable"
     )
     parser.add_argument("--helper-token", help="bearer token for the helpers (or PROBE_HELPER_TOKEN)")
+    add_path_options(parser)  # QUIC and throughput flows
+    add_network_state_options(parser)  # the network's state
     parser.add_argument("--asn-db", type=Path, help="ip2asn TSV table: answers in the control's AS count as consistent")
     parser.add_argument(
         "--asn",

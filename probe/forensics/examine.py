@@ -12,12 +12,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from probe.forensics.capture import PacketCapture
 from probe.forensics.locate import locate
 from probe.observe.config import TrustAnchors
 from probe.vocabulary.anomalies import Blocking
+from probe.vocabulary.observations import Forensics as ForensicObservations
+from probe.vocabulary.observations import ForensicState, Observations, TtlSweep
+from probe.vocabulary.observations_codec import decode_sweep
+from probe.vocabulary.purposes import Purpose
 
 LOCATED = {Blocking.TCP: None, Blocking.TLS: "client_hello", Blocking.TLS_MITM: "client_hello"}
 TURNED_OFF = "turned off (--no-forensics)"
@@ -55,82 +58,80 @@ class Forensics:
             return True
 
     def prepare(
-        self, host: str, observations: dict[str, Any], started: datetime, roots: TrustAnchors, control_sni: str | None
-    ) -> bool:
-        """Add `observations["forensics"]` (the capture's state); whether the target may hold a
+        self, host: str, observations: Observations, started: datetime, roots: TrustAnchors, control_sni: str | None
+    ) -> tuple[ForensicObservations, bool]:
+        """The record's forensics so far (the capture's state), and whether the target may hold a
         finding to locate: then the run judges it and asks `sweep` with the judgement."""
-        state: dict[str, Any] = {"capture": _state(self.unavailable), "locate": None}
-        observations["forensics"] = state
+        capture = _state(self.unavailable)
         if self.unavailable == TURNED_OFF or not _suspect(observations, host, started, roots, control_sni):
-            return False
+            return ForensicObservations(capture, None), False
         if self.unavailable is not None or self.capture is None:
-            state["locate"] = _state(self.unavailable or "no packet capture")
-            return False
+            return ForensicObservations(capture, _state(self.unavailable or "no packet capture")), False
         if self.capture.failure is not None:  # a sweep would see no router: it could only mislead
-            state["locate"] = _state(self.capture.failure)
-            return False
-        return True
+            return ForensicObservations(capture, _state(self.capture.failure)), False
+        return ForensicObservations(capture, None), True
 
     def sweep(
         self,
         host: str,
         port: int,
-        observations: dict[str, Any],
+        observations: Observations,
         finding: Blocking,
         control_sni: str | None,
         timeout: float,
         ends: float | None,
-    ) -> Callable[[], dict[str, Any]] | None:
-        """With the target's judgement (`finding`): the TTL sweep to run, or None (the record says
-        why not). The sweep blocks for seconds: the run calls it in its threads."""
+    ) -> ForensicState | Callable[[], TtlSweep] | None:
+        """With the target's judgement (`finding`): the TTL sweep to run, why it is not run (the
+        record's `locate`), or None. The sweep blocks for seconds: the run calls it in its threads."""
         if finding not in LOCATED:
             return None
-        state = observations["forensics"]
-        target = next((t for t in observations["tcp_connect"] if t.get("purpose", "target") == "target"), None)
+        target = next((t for t in observations.tcp_connect if t.purpose == Purpose.TARGET), None)
         if target is None:
             return None
-        if ":" in target["address"]:
-            state["locate"] = _state("an IPv6 address: the TTL sweep is IPv4 only")
-            return None
+        if ":" in target.address:
+            return _state("an IPv6 address: the TTL sweep is IPv4 only")
         if not self._take():
-            state["locate"] = _state(f"--forensics-limit {self.limit} reached in this run")
-            return None
+            return _state(f"--forensics-limit {self.limit} reached in this run")
         capture = self.capture
         assert capture is not None
         server_name = host if LOCATED[finding] == "client_hello" else None
         control = control_sni if server_name is not None else None
-        address = target["address"]
+        address = target.address
 
-        def located() -> dict[str, Any]:
+        def located() -> TtlSweep:
             record = locate(capture, address, port, server_name, control, timeout, ends)
             record["finding"] = str(finding)
-            return record
+            return decode_sweep(record)  # the sweep's own steps, typed
 
         return located
 
 
-def _state(reason: str | None) -> dict[str, Any]:
-    return {"status": "done"} if reason is None else {"status": "skipped", "reason": reason}
+def _state(reason: str | None) -> ForensicState:
+    return ForensicState("done") if reason is None else ForensicState("skipped", reason)
+
+
+def stopped_capture(reason: str) -> ForensicState:
+    """The capture stopped before the target was complete: the record says so."""
+    return ForensicState("stopped", reason)
 
 
 def _suspect(
-    observations: dict[str, Any], host: str, started: datetime, roots: TrustAnchors, control_sni: str | None
+    observations: Observations, host: str, started: datetime, roots: TrustAnchors, control_sni: str | None
 ) -> bool:
     """Cheap: a target connection or handshake failed, or a target chain did not validate (the full
     judging, only for these, tells a finding from a site that is down). Measuring asked the control
     SNI for every chain that did not validate: that is read, not verified again."""
-    for tcp in observations.get("tcp_connect") or []:
-        if tcp.get("purpose", "target") == "target" and tcp.get("failure"):
-            return True
-    handshakes = observations.get("tls_handshakes") or []
-    if any(h.get("purpose") == "control_sni" or "aia_fetches" in h for h in handshakes):
+    if any(tcp.purpose == Purpose.TARGET and tcp.failure for tcp in observations.tcp_connect):
+        return True
+    handshakes = observations.tls_handshakes
+    if any(h.purpose == Purpose.CONTROL_SNI or h.aia_fetches is not None for h in handshakes):
         return True
     for handshake in handshakes:
-        if handshake.get("purpose", "target") != "target":
+        if handshake.purpose != Purpose.TARGET:
             continue
-        if handshake.get("failure"):
+        if handshake.failure:
             return True
-        chain = handshake.get("peer_certificates") or []
+        chain = list(handshake.peer_certificates)
         if chain and control_sni is None and not roots.validates(chain, host, started):
             return True  # no control SNI was asked: no sign to read
     return False

@@ -17,10 +17,11 @@ from probe.analyze.bogons import is_bogon
 from probe.analyze.http import normalize_page_text
 from probe.netx.clock import Clock
 from probe.netx.connect import close_quietly, tcp_connect, tls_handshake
-from probe.netx.dns import lookup_system
+from probe.netx.dns import lookup_system, system_lookup
 from probe.netx.http import http_get_body
 from probe.vocabulary.errors import ProbeError
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.observations import DnsLookup
 from probe.vocabulary.targets import is_ip_literal, parse_target
 
 API_VERSION = 1
@@ -57,6 +58,11 @@ class HelperConfig:
     max_connections: int = 256
     max_connections_per_client: int = 16  # one client's share: a few probes behind one NAT address
     request_deadline: float = 10.0  # a whole request (headers and body) must arrive within this
+    # The bulk endpoint (GET /v1/bulk, helper/bulk.py): throughput flows a probe compares by SNI.
+    bulk_bytes: int = 256 << 10  # bytes of each download
+    bulk_deadline: float = 30.0  # seconds for a whole download; a reader that stalls is cut then
+    max_bulk: int = 8  # downloads at once; past it, 503 at once
+    max_bulk_per_client: int = 3  # one client's share (a probe downloads one flow at a time)
 
 
 def check_destination(address: str, config: HelperConfig) -> None:
@@ -110,8 +116,8 @@ def measure_for_probe(
         addresses = [target.host]
     else:
         lookup = bounded_lookup(target.host, target.port, config.timeout, clock, hold)
-        answer["dns"] = {"addresses": lookup["addresses"], "failure": lookup["failure"]}
-        addresses = lookup["addresses"]
+        answer["dns"] = {"addresses": list(lookup.addresses), "failure": lookup.failure}
+        addresses = list(lookup.addresses)
     for address in addresses:  # every address is checked before any is used
         check_destination(address, config)
     deadline = time.monotonic() + 2 * config.timeout  # no new address after this: answer in time
@@ -158,18 +164,19 @@ _LOOKUPS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="helper-getaddr
 
 def bounded_lookup(
     hostname: str, port: int, timeout: float, clock: Clock, hold: Callable[[], Callable[[], None]] | None = None
-) -> dict[str, Any]:
+) -> DnsLookup:
     """The system resolver's answer within `timeout`. getaddrinfo has no bound of its own (a name
     under a nameserver that drops every packet holds it for as long as the resolver retries), so it
     runs in a worker; past `timeout` the lookup is answered as timed out and the measurement goes on
     (its slot freed), while the worker waits for getaddrinfo to give up. `hold()` is taken before
     and let go when the worker is done, so that whoever charges the asker for it knows."""
     release = hold() if hold is not None else None
+    started = clock.now()
     future = _LOOKUPS.submit(lookup_system, hostname, port, clock)
     if release is not None:
         future.add_done_callback(lambda _done: release())
     try:
-        return dict(future.result(timeout=timeout))
+        return future.result(timeout=timeout)
     except FutureTimeout:
         future.cancel()  # still waiting for a worker: never started (and let go of at once)
-        return {"addresses": [], "failure": Failure.GENERIC_TIMEOUT}
+        return system_lookup(hostname, started, None, Failure.GENERIC_TIMEOUT, clock)

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 from probe import SOFTWARE_NAME, __version__
+from probe.helper.bulk import BULK_PATH, BulkSlots, serve_bulk
 from probe.helper.measure import API_VERSION, HelperConfig, Refused, measure_for_probe
 from probe.helper.ratelimit import Lease, PerClient, RateLimiter
 
@@ -88,6 +89,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(refusal.status, {"error": str(refusal)})
                 return
             self._reply(200, {"client_address": self.client_address[0]})
+        elif self.path == BULK_PATH:
+            # A fixed amount of bytes, whatever the SNI (helper/bulk.py): throughput compared by name.
+            try:
+                self._admit()
+                serve_bulk(self, self.server.config, self.server.bulk, self._deadline)
+            except Refused as refusal:
+                self._reply(refusal.status, {"error": str(refusal)})
         else:
             self._reply(404, {"error": "not found"})
 
@@ -226,6 +234,7 @@ class HelperServer(HTTPServer):
         self.client_slots = PerClient(config.max_concurrent_per_client)
         self.connections = threading.BoundedSemaphore(config.max_connections)
         self.client_connections = PerClient(config.max_connections_per_client)
+        self.bulk = BulkSlots(config)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cert, key)

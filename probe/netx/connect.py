@@ -4,8 +4,9 @@ The handshake runs with verification off, so that the whole chain the network pr
 captured even when it is forged; judging the chain is `certs`' job, later, on the record.
 
 Two forms of each: coroutines on the run's event loop (`open_tcp`, `open_tls`: TLS over memory BIOs,
-so that no thread waits on a socket and the loop's timers bound each step), and blocking functions
-(`tcp_connect`, `tls_handshake`) for the helper's threads. Both record the same facts the same way.
+so that no thread waits on a socket and the loop's timers bound each step), which return the typed
+observations (`TcpConnect`, `TlsHandshake`), and blocking functions (`tcp_connect`, `tls_handshake`)
+for the helper's threads, which return the same facts as the JSON of the helper's answer.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ import functools
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from probe.netx import classify as errors
 from probe.netx.clock import Clock
 from probe.netx.own_addresses import OwnAddresses
 from probe.netx.watchdog import WATCHDOG
-from probe.netx.wire import TargetWatch
+from probe.netx.wire import Packets, TargetWatch
+from probe.vocabulary.observations import TcpConnect, TlsHandshake
+from probe.vocabulary.purposes import Purpose
 
 ALPN_OFFER = ["http/1.1"]  # the probe speaks HTTP/1.1 over the same connection
 
@@ -39,28 +43,33 @@ async def open_tcp(
     clock: Clock,
     own: OwnAddresses | None = None,
     watch: TargetWatch | None = None,
-) -> tuple[socket.socket | None, dict[str, Any]]:
-    """`tcp_connect` on the event loop: the socket (non-blocking) and the record."""
-    record = _tcp_record(address, port, clock)
+    *,
+    purpose: Purpose = Purpose.TARGET,
+    hop: int | None = None,
+    on_wire: Callable[[Packets], None] | None = None,
+) -> tuple[socket.socket | None, TcpConnect]:
+    """`tcp_connect` on the event loop: the socket (non-blocking) and what was observed. With a
+    `watch`, the list the capture fills with what arrives for the connection goes to `on_wire`."""
+    t0 = clock.now()
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
         if watch is not None:
             wire = watch.tcp(sock, address, port)
-            if wire is not None:
-                record["wire"] = wire
+            if wire is not None and on_wire is not None:
+                on_wire(wire)
         async with asyncio.timeout(timeout):
             await asyncio.get_running_loop().sock_connect(sock, (address, port))
-    except Exception as exc:
-        sock.close()
-        record["failure"] = errors.classify(exc)
-        record["t"] = clock.now()
-        return None, record
-    record["t"] = clock.now()
+    except BaseException as exc:
+        sock.close()  # cancelled too: no socket is left to the garbage collector
+        if not isinstance(exc, Exception):
+            raise
+        return None, TcpConnect(address, port, errors.classify(exc), t0, clock.now(), purpose, hop)
+    connected = TcpConnect(address, port, None, t0, clock.now(), purpose, hop)
     if own is not None:
         own.add(sock.getsockname()[0])
-    return sock, record
+    return sock, connected
 
 
 class Stream:
@@ -129,24 +138,32 @@ async def open_tls(
     timeout: float,
     clock: Clock,
     alpn: list[str] | None = None,
-) -> tuple[Stream | None, dict[str, Any]]:
+    *,
+    purpose: Purpose = Purpose.TARGET,
+    hop: int | None = None,
+) -> tuple[Stream | None, TlsHandshake]:
     """`tls_handshake` on the event loop, the whole handshake within `timeout` (a peer dripping a
     byte a second is cut at the deadline)."""
-    record = _tls_record(address, port, server_name, clock)
+    t0 = clock.now()
     context = _client_context(tuple(ALPN_OFFER if alpn is None else alpn))
     stream = Stream(sock)
     try:
         tls = stream.wrap(context, server_name)
         async with asyncio.timeout(timeout):
             await stream.handshake()
-    except Exception as exc:
-        record["failure"] = errors.classify(exc)
-        record["alert"] = errors.alert_description(exc)
-        record["t"] = clock.now()
-        stream.close()
-        return None, record
-    _handshake_facts(record, tls, clock)
-    return stream, record
+    except BaseException as exc:
+        stream.close()  # cancelled too: no socket is left to the garbage collector
+        if not isinstance(exc, Exception):
+            raise
+        failed = TlsHandshake(address, port, server_name, None, None, None, (), errors.classify(exc),
+                              errors.alert_description(exc), t0, clock.now(), purpose, None, hop)  # fmt: skip
+        return None, failed
+    cipher = tls.cipher()
+    chain = tuple(base64.b64encode(der).decode("ascii") for der in presented_chain(tls))
+    suite, protocol = cipher[0] if cipher else None, tls.selected_alpn_protocol()
+    handshake = TlsHandshake(address, port, server_name, tls.version(), suite, protocol, chain, None, None, t0,
+                             clock.now(), purpose, None, hop)  # fmt: skip
+    return stream, handshake
 
 
 def tcp_connect(

@@ -14,6 +14,7 @@ import secrets
 import socket
 import ssl
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,12 +26,15 @@ import dns.query
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+from msgspec import Struct
 
 from probe.netx import classify as errors
 from probe.netx import udpwire
 from probe.netx.clock import Clock
+from probe.netx.dnsmatch import plain_answers
 from probe.vocabulary.errors import InputError
 from probe.vocabulary.failures import Failure, unknown
+from probe.vocabulary.observations import DnsAnswer, DnsLookup, DnsQuery, DnsReply
 
 QUERY_TYPES = ("A", "AAAA")
 _RCODE_FAILURES = {
@@ -99,19 +103,13 @@ def parse_resolver(text: str, default_transport: str = "udp") -> ResolverSpec:
     return ResolverSpec(scheme, address, port, tls_name or None)
 
 
-def _answers(message: dns.message.Message) -> list[dict[str, Any]]:
+def _answers(message: dns.message.Message) -> tuple[DnsAnswer, ...]:
     rows = []
     for rrset in message.answer:
+        name, kind, ttl = rrset.name.to_text(omit_final_dot=True), dns.rdatatype.to_text(rrset.rdtype), rrset.ttl
         for rdata in rrset:
-            rows.append(
-                {
-                    "name": rrset.name.to_text(omit_final_dot=True),
-                    "type": dns.rdatatype.to_text(rrset.rdtype),
-                    "ttl": rrset.ttl,
-                    "data": rdata.to_text(),
-                }
-            )
-    return rows
+            rows.append(DnsAnswer(name, kind, ttl, rdata.to_text()))
+    return tuple(rows)
 
 
 @functools.lru_cache(maxsize=8)
@@ -140,57 +138,60 @@ def _classify_dns_exception(exc: BaseException) -> str:
     return errors.classify(exc)
 
 
-def _new_record(resolver: str, transport: str, hostname: str, qtype: str, clock: Clock) -> dict[str, Any]:
-    return {
-        "resolver": resolver,
-        "transport": transport,
-        "hostname": hostname,
-        "query_type": qtype,
-        "answers": [],
-        "rcode": None,
-        "failure": None,
-        "raw_reply": None,
-        "replies": [],
-        "t0": clock.now(),
-        "t": None,
-    }
+class ReplyFields(Struct, frozen=True):
+    """What one reply says, as its query record keeps it: rcode, answers, failure, the bytes."""
+
+    raw_reply: str | None
+    rcode: str | None
+    answers: tuple[DnsAnswer, ...]
+    failure: str | None
+
+    @property
+    def first_v4(self) -> str | None:
+        """The first IPv4 address a NOERROR reply's answers name (where the injection probe goes)."""
+        if self.failure is None:
+            for answer in self.answers:
+                if answer.type == "A":
+                    return answer.data
+        return None
 
 
-def _reply_fields(wire: bytes) -> dict[str, Any]:
+def _message_fields(reply: dns.message.Message, raw: str) -> ReplyFields:
+    rcode = reply.rcode()
+    text = dns.rcode.to_text(rcode)
+    if rcode in _RCODE_FAILURES:
+        failure: str | None = _RCODE_FAILURES[rcode]
+    elif rcode != dns.rcode.NOERROR:
+        failure = unknown(f"rcode {text}")
+    else:
+        failure = None
+    return ReplyFields(raw, text, _answers(reply), failure)
+
+
+def _reply_fields(wire: bytes) -> ReplyFields:
     """What one reply says: rcode, answers and failure; a reply that does not parse says so."""
-    fields: dict[str, Any] = {"raw_reply": base64.b64encode(wire).decode("ascii"), "rcode": None, "answers": []}
+    raw = base64.b64encode(wire).decode("ascii")
+    plain = plain_answers(wire)
+    if plain is not None:  # the common reply: read as dnspython reads it, without its cost (the hot path)
+        return ReplyFields(raw, "NOERROR", tuple(DnsAnswer(*row) for row in plain), None)
     try:
         reply = dns.message.from_wire(wire)
     except Exception as exc:
-        fields["failure"] = _classify_dns_exception(exc)
-        return fields
-    fields["rcode"] = dns.rcode.to_text(reply.rcode())
-    fields["answers"] = _answers(reply)
-    if reply.rcode() in _RCODE_FAILURES:
-        fields["failure"] = _RCODE_FAILURES[reply.rcode()]
-    elif reply.rcode() != dns.rcode.NOERROR:
-        fields["failure"] = unknown(f"rcode {fields['rcode']}")
-    else:
-        fields["failure"] = None
-    return fields
+        return ReplyFields(raw, None, (), _classify_dns_exception(exc))
+    return _message_fields(reply, raw)
 
 
-def reply_answers(wire: bytes) -> list[dict[str, Any]]:
-    """A reply's answers as the record keeps them; none when it does not parse or is not NOERROR."""
-    fields = _reply_fields(wire)
-    return list(fields["answers"]) if fields["failure"] is None else []
-
-
-def _unreadable_fields(wire: bytes) -> dict[str, Any]:
+def _unreadable_fields(wire: bytes) -> ReplyFields:
     """A reply whose question cannot be read: bogus, whatever else a parser might make of it."""
-    return {"raw_reply": base64.b64encode(wire).decode("ascii"), "rcode": None, "answers": [],
-            "failure": Failure.DNS_BOGUS_REPLY}  # fmt: skip
+    return ReplyFields(base64.b64encode(wire).decode("ascii"), None, (), Failure.DNS_BOGUS_REPLY)
 
 
 @functools.lru_cache(maxsize=1024)
 def _name_wire(hostname: str) -> bytes:
     """A name in wire form (uncompressed, as the only name of a question), as dnspython writes it."""
-    return dns.name.from_text(hostname).to_wire()  # type: ignore[no-any-return]
+    wire: bytes | None = dns.name.from_text(hostname).to_wire()
+    assert wire is not None  # no file given: the bytes
+    return wire
 
 
 def _question_section(hostname: str, qtype: str, rdclass: str) -> bytes:
@@ -234,30 +235,47 @@ class UdpAsk:
     query_types: tuple[str, ...] = QUERY_TYPES
     expects_reply: bool = True
     rdclass: str = "IN"
+    names_where: bool = False  # the record names where the question went (`address`, `port`): the injection probe
 
 
-def _batch_records(
-    asks: list[UdpAsk], pending: list[tuple[UdpAsk, dict[str, Any], udpwire.Question]], clock: Clock
-) -> dict[str, list[dict[str, Any]]]:
-    results: dict[str, list[dict[str, Any]]] = {ask.label: [] for ask in asks}
-    for ask, record, question in pending:
-        for reply in question.replies:
-            fields = _reply_fields(reply.wire) if not reply.unreadable else _unreadable_fields(reply.wire)
-            record["replies"].append({"source": reply.source, "ip_ttl": reply.ip_ttl, "t": reply.t, **fields})
-        if question.dropped:
-            record["replies_dropped"] = question.dropped  # a flood: counted, not kept
-        if question.unmatched:
-            record["unmatched_replies"] = question.unmatched  # not for this question: nobody's answer
-        if question.captured is not None:
-            record["wire_replies"] = question.captured
-        if record["replies"]:
-            first = record["replies"][0]
-            record.update({k: first[k] for k in ("rcode", "answers", "raw_reply", "failure")})
-            record["t"] = first["t"]
+@dataclass
+class Asking:
+    """One question of a batch while it is out: what it asks, since when, and its first reply's reading."""
+
+    ask: UdpAsk
+    query_type: str
+    t0: float
+    question: udpwire.Question
+    first: tuple[bytes, ReplyFields] | None = None  # read as soon as it came (`on_first_reply`): not read twice
+
+
+def _reply_of(reply: udpwire.Reply, first: tuple[bytes, ReplyFields] | None) -> DnsReply:
+    if first is not None and first[0] is reply.wire:
+        fields = first[1]
+    else:
+        fields = _reply_fields(reply.wire) if not reply.unreadable else _unreadable_fields(reply.wire)
+    return DnsReply(reply.source, reply.ip_ttl, reply.t, fields.raw_reply, fields.rcode, fields.answers, fields.failure)
+
+
+def batch_records(asks: list[UdpAsk], pending: list[Asking], clock: Clock) -> dict[str, list[DnsQuery]]:
+    """Each label's query records, once the batch's listening is over: every reply kept, the first
+    one's reading the query's; a question without a reply has its failure (none for the injection probe)."""
+    results: dict[str, list[DnsQuery]] = {ask.label: [] for ask in asks}
+    for asking in pending:
+        ask, question = asking.ask, asking.question
+        replies = tuple(_reply_of(reply, asking.first) for reply in question.replies)
+        if replies:
+            head = replies[0]
+            rcode, answers, raw, failure, t = head.rcode, head.answers, head.raw_reply, head.failure, head.t
         else:
-            record["failure"] = question.failure
-            record["t"] = clock.now()
-        results[ask.label].append(record)
+            rcode, answers, raw, failure, t = None, (), None, question.failure, clock.now()
+        results[ask.label].append(DnsQuery(
+            ask.resolver, "udp", ask.hostname, asking.query_type, answers, rcode, failure, raw, asking.t0, t, replies,
+            replies_dropped=question.dropped or None,  # a flood: counted, not kept
+            unmatched_replies=question.unmatched or None,  # not for this question: nobody's answer
+            wire_replies=None if question.captured is None else tuple(question.captured),
+            address=ask.address if ask.names_where else None, port=ask.port if ask.names_where else None,
+        ))  # fmt: skip
     return results
 
 
@@ -265,43 +283,44 @@ def udp_ask_for(spec: ResolverSpec, label: str, hostname: str) -> UdpAsk:
     return UdpAsk(label, spec.url, spec.address, spec.port, hostname)
 
 
-def combine_lookup(resolver: str, transport: str, hostname: str, queries: list[dict[str, Any]]) -> dict[str, Any]:
+def combine_lookup(resolver: str, transport: str, hostname: str, queries: Sequence[DnsQuery]) -> DnsLookup:
+    """A lookup from its queries: the A and AAAA answers (in order, once each), and a failure only
+    when there is no address (NXDOMAIN before any other; else the first; else `dns_no_answer`)."""
     addresses: list[str] = []
     for query in queries:
-        for answer in query["answers"]:
-            if answer["type"] in QUERY_TYPES and answer["data"] not in addresses:
-                addresses.append(answer["data"])
-    failure = None
+        for answer in query.answers:
+            if answer.type in QUERY_TYPES and answer.data not in addresses:
+                addresses.append(answer.data)
+    failure: str | None = None
     if not addresses:
-        found = [q["failure"] for q in queries if q["failure"]]
+        found = [q.failure for q in queries if q.failure]
         if Failure.DNS_NXDOMAIN in found:
             failure = Failure.DNS_NXDOMAIN
         elif found:
             failure = found[0]
         else:
             failure = Failure.DNS_NO_ANSWER
-    return {
-        "resolver": resolver,
-        "transport": transport,
-        "hostname": hostname,
-        "addresses": addresses,
-        "failure": failure,
-        "queries": queries,
-    }
+    return DnsLookup(resolver, transport, hostname, tuple(addresses), failure, tuple(queries))
 
 
-def lookup_system(hostname: str, port: int, clock: Clock) -> dict[str, Any]:
+def system_lookup(hostname: str, t0: float, infos: list[Any] | None, failure: str | None, clock: Clock) -> DnsLookup:
+    """getaddrinfo's answer (`infos`) or its failure, as a lookup of one query of type ANY."""
+    answers = tuple(
+        DnsAnswer(hostname, "AAAA" if family == socket.AF_INET6 else "A", None, sockaddr[0])
+        for family, _, _, _, sockaddr in infos or ()
+    )
+    query = DnsQuery("system", "system", hostname, "ANY", answers, None, failure, None, t0, clock.now(), ())
+    return combine_lookup("system", "system", hostname, (query,))
+
+
+def lookup_system(hostname: str, port: int, clock: Clock) -> DnsLookup:
     """Resolve with getaddrinfo, as every program on the volunteer's machine would."""
-    query = _new_record("system", "system", hostname, "ANY", clock)
+    t0 = clock.now()
     try:
         infos = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-        for family, _, _, _, sockaddr in infos:
-            kind = "AAAA" if family == socket.AF_INET6 else "A"
-            query["answers"].append({"name": hostname, "type": kind, "ttl": None, "data": sockaddr[0]})
     except Exception as exc:
-        query["failure"] = errors.classify(exc)
-    query["t"] = clock.now()
-    return combine_lookup("system", "system", hostname, [query])
+        return system_lookup(hostname, t0, None, errors.classify(exc), clock)
+    return system_lookup(hostname, t0, infos, None, clock)
 
 
 def system_resolver_addresses(path: str = "/etc/resolv.conf") -> list[str]:

@@ -7,6 +7,7 @@ transports, and getaddrinfo (which blocks) through the loop's executor: the run'
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import socket
@@ -21,52 +22,62 @@ from probe.netx import udpwire
 from probe.netx.clock import Clock
 from probe.netx.dns import (
     QUERY_TYPES,
+    Asking,
+    ReplyFields,
     ResolverSpec,
     UdpAsk,
-    _batch_records,
     _classify_dns_exception,
     _make_query,
-    _new_record,
+    _message_fields,
     _reply_fields,
     _verifying_context,
+    batch_records,
     combine_lookup,
     query_ids,
     query_wire,
+    system_lookup,
     udp_ask_for,
 )
 from probe.netx.wire import TargetWatch
+from probe.vocabulary.observations import DnsLookup, DnsQuery
 
 _DOH: dict[tuple[str, int], Any] = {}  # one pooled DoH client per roots file and event loop
 
 
-FirstReply = Callable[[str, bytes], None]  # (query type, the first reply's bytes)
+FirstReply = Callable[[str, ReplyFields], None]  # (query type, what the first reply says)
+
+
+def _told(asking: Asking, on_first_reply: FirstReply, wire: bytes) -> None:
+    """A question's first reply, read once: for the caller now, for the record later."""
+    asking.first = (wire, _reply_fields(wire))
+    on_first_reply(asking.query_type, asking.first[1])
 
 
 async def udp_batch(
     asks: list[UdpAsk], timeout: float, window: float, clock: Clock, watch: TargetWatch | None = None,
     on_first_reply: FirstReply | None = None,
-) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+) -> dict[str, list[DnsQuery]]:  # fmt: skip
     """Ask every question at once from one socket; each label's query records, every reply kept
     (and, with a `watch`, each reply as the packet capture saw it: `wire_replies`). `on_first_reply`
     is told each question's first reply as soon as it is read, while the listening goes on."""
-    pending: list[tuple[UdpAsk, dict[str, Any], udpwire.Question]] = []
+    pending: list[Asking] = []
     ids = iter(query_ids(sum(len(ask.query_types) for ask in asks)))  # unique within the exchange
     for ask in asks:
         for qtype in ask.query_types:
             query_id = next(ids)
-            record = _new_record(ask.resolver, "udp", ask.hostname, qtype, clock)
             wire = query_wire(ask.hostname, qtype, ask.rdclass, query_id)
-            question = udpwire.Question(wire, query_id, ask.address, ask.port, ask.expects_reply)
+            asking = Asking(ask, qtype, clock.now(), udpwire.Question(wire, query_id, ask.address, ask.port,
+                                                                      ask.expects_reply))  # fmt: skip
             if on_first_reply is not None:
-                question.on_first_reply = functools.partial(on_first_reply, qtype)
-            pending.append((ask, record, question))
-    await udpwire.listen([q for _, _, q in pending], timeout, window, clock.now, watch)
-    return _batch_records(asks, pending, clock)
+                asking.question.on_first_reply = functools.partial(_told, asking, on_first_reply)
+            pending.append(asking)
+    await udpwire.listen([asking.question for asking in pending], timeout, window, clock.now, watch)
+    return batch_records(asks, pending, clock)
 
 
 def udp_batch_blocking(
     asks: list[UdpAsk], timeout: float, window: float, clock: Clock, watch: TargetWatch | None = None
-) -> dict[str, list[dict[str, Any]]]:
+) -> dict[str, list[DnsQuery]]:
     """`udp_batch`, for a caller outside any event loop (a loop of its own for the exchange)."""
     return asyncio.run(udp_batch(asks, timeout, window, clock, watch))
 
@@ -93,10 +104,10 @@ async def close_clients() -> None:
 
 async def query_stream(
     spec: ResolverSpec, hostname: str, qtype: str, timeout: float, roots: str, clock: Clock, rdclass: str = "IN"
-) -> dict[str, Any]:
+) -> DnsQuery:
     """One question over TCP, DNS over TLS or DNS over HTTPS, recorded whatever happens."""
     query = _make_query(hostname, qtype, rdclass)
-    record = _new_record(spec.url, spec.transport, hostname, qtype, clock)
+    t0 = clock.now()
     try:
         reply: dns.message.Message
         async with asyncio.timeout(timeout):  # DoT and DoH time out per operation: one bound for all
@@ -109,17 +120,18 @@ async def query_stream(
                     query, spec.address, timeout=timeout, port=spec.port, ssl_context=_verifying_context(roots),
                     server_hostname=spec.tls_name or spec.address,
                 )  # fmt: skip
-        record.update(_reply_fields(reply.to_wire()))
+        # The reply as dnspython read it (its bytes as it writes them back): not parsed a second time.
+        fields = _message_fields(reply, base64.b64encode(reply.to_wire()).decode("ascii"))
     except Exception as exc:  # every failure becomes an observation
-        record["failure"] = _classify_dns_exception(exc)
-    record["t"] = clock.now()
-    return record
+        fields = ReplyFields(None, None, (), _classify_dns_exception(exc))
+    return DnsQuery(spec.url, spec.transport, hostname, qtype, fields.answers, fields.rcode, fields.failure,
+                    fields.raw_reply, t0, clock.now(), ())  # fmt: skip
 
 
 async def lookup_with_resolver(
     spec: ResolverSpec, hostname: str, timeout: float, window: float, roots: str, clock: Clock,
     on_first_reply: FirstReply | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> DnsLookup:  # fmt: skip
     """Ask a resolver for A and AAAA; the lookup with its queries and combined result. Over UDP,
     `on_first_reply` is told each question's first reply while the window for later ones is open."""
     if spec.transport == "udp":
@@ -132,7 +144,7 @@ async def lookup_with_resolver(
     return combine_lookup(spec.url, spec.transport, hostname, queries)
 
 
-async def identity_query(spec: ResolverSpec, timeout: float, window: float, roots: str, clock: Clock) -> dict[str, Any]:
+async def identity_query(spec: ResolverSpec, timeout: float, window: float, roots: str, clock: Clock) -> DnsQuery:
     """Ask a resolver who it is (CHAOS TXT id.server): a transparent proxy answers as itself."""
     if spec.transport == "udp":
         ask = UdpAsk("id", spec.url, spec.address, spec.port, "id.server", ("TXT",), rdclass="CH")
@@ -140,20 +152,16 @@ async def identity_query(spec: ResolverSpec, timeout: float, window: float, root
     return await query_stream(spec, "id.server", "TXT", timeout, roots, clock, rdclass="CH")
 
 
-async def lookup_system(hostname: str, port: int, clock: Clock) -> dict[str, Any]:
+async def lookup_system(hostname: str, port: int, clock: Clock) -> DnsLookup:
     """Resolve with getaddrinfo, as every program on the volunteer's machine would (in the loop's
     executor: the run's thread boundary; getaddrinfo has no timeout of its own)."""
-    query = _new_record("system", "system", hostname, "ANY", clock)
+    t0 = clock.now()
     try:
         loop = asyncio.get_running_loop()
         resolve = functools.partial(
             socket.getaddrinfo, hostname, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
         )
         infos = await loop.run_in_executor(None, resolve)  # the run's threads, whatever the loop
-        for family, _, _, _, sockaddr in infos:
-            kind = "AAAA" if family == socket.AF_INET6 else "A"
-            query["answers"].append({"name": hostname, "type": kind, "ttl": None, "data": sockaddr[0]})
     except Exception as exc:
-        query["failure"] = errors.classify(exc)
-    query["t"] = clock.now()
-    return combine_lookup("system", "system", hostname, [query])
+        return system_lookup(hostname, t0, None, errors.classify(exc), clock)
+    return system_lookup(hostname, t0, infos, None, clock)

@@ -11,6 +11,7 @@ import hashlib
 import html
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from probe.netx import classify as errors
@@ -18,6 +19,7 @@ from probe.netx.clock import Clock
 from probe.netx.connect import Stream
 from probe.netx.own_addresses import OwnAddresses
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.observations import HttpExchange, HttpRequestLine
 
 MAX_BODY_BYTES = 1 << 20
 MAX_HEADER_BYTES = 64 << 10
@@ -119,31 +121,46 @@ async def get_body(
     clock: Clock,
     max_body: int = MAX_BODY_BYTES,
     own: OwnAddresses | None = None,
-) -> tuple[dict[str, Any], bytes]:
-    """`http_get_body` on the event loop, over a connected `Stream` (plain or TLS)."""
-    record = _http_record(host, path, clock)
-    request = _request(host, path)
+    *,
+    address: str | None = None,
+    url: str | None = None,
+    redirect_index: int | None = None,
+) -> tuple[HttpExchange, bytes]:
+    """`http_get_body` on the event loop, over a connected `Stream` (plain or TLS): the exchange as
+    observed (with where it went: `address`, `url`, `redirect_index`) and the body's bytes."""
+    t0 = clock.now()
     data = bytearray()
+    failure, truncated = None, False
     try:
         async with asyncio.timeout(timeout):
-            await stream.send(request)
+            await stream.send(_request(host, path))
             while len(data) < max_body + MAX_HEADER_BYTES:
                 chunk = await stream.recv(65536)
                 if not chunk:
                     break
                 data += chunk
             else:
-                record["body_truncated"] = True
+                truncated = True
     except Exception as exc:
-        record["failure"] = errors.classify(exc)
-    return _response(record, data, clock, max_body, own)
+        failure = errors.classify(exc)
+    t = clock.now()
+    read, body = _read(data, failure, max_body, own)
+    exchange = HttpExchange(
+        HttpRequestLine("GET", host, path), read.status, tuple((n, v) for n, v in read.headers), read.location,
+        read.title, read.body_length, read.body_sha256, read.body_prefix, truncated, read.failure, t0, t,
+        address, url, redirect_index, read.status_line,
+    )  # fmt: skip
+    return exchange, body
 
 
 async def get(
-    stream: Stream, host: str, path: str, timeout: float, clock: Clock, own: OwnAddresses | None = None
-) -> dict[str, Any]:
+    stream: Stream, host: str, path: str, timeout: float, clock: Clock, own: OwnAddresses | None = None,
+    *, address: str | None = None, url: str | None = None, redirect_index: int | None = None,
+) -> HttpExchange:  # fmt: skip
     """`http_get` on the event loop."""
-    return (await get_body(stream, host, path, timeout, clock, own=own))[0]
+    exchange, _ = await get_body(stream, host, path, timeout, clock, own=own, address=address, url=url,
+                                 redirect_index=redirect_index)  # fmt: skip
+    return exchange
 
 
 def _http_record(host: str, path: str, clock: Clock) -> dict[str, Any]:
@@ -170,43 +187,60 @@ def _request(host: str, path: str) -> bytes:
     ).encode("ascii", errors="strict")
 
 
-def _response(
-    record: dict[str, Any], data: bytearray, clock: Clock, max_body: int, own: OwnAddresses | None
-) -> tuple[dict[str, Any], bytes]:
-    """What a response says, read from its bytes (whole, or up to a failure)."""
-    record["t"] = clock.now()
+@dataclass(frozen=True)
+class _Response:
+    """What a response's bytes say (whole, or up to a failure)."""
+
+    failure: str | None
+    status: int | None = None
+    headers: tuple[list[str], ...] = ()
+    location: str | None = None
+    title: str | None = None
+    body_length: int | None = None
+    body_sha256: str | None = None
+    body_prefix: str | None = None
+    status_line: str | None = None  # a status line that is not HTTP's, as the server sent it
+
+
+def _read(data: bytearray, failure: str | None, max_body: int, own: OwnAddresses | None) -> tuple[_Response, bytes]:
     head, sep, body = bytes(data).partition(b"\r\n\r\n")
     if not data:
-        if record["failure"] is None:
-            record["failure"] = Failure.EOF_ERROR
-        return record, b""
+        return _Response(failure or Failure.EOF_ERROR), b""
     if not sep or not head.startswith(b"HTTP/"):
-        if record["failure"] is None:
-            record["failure"] = Failure.HTTP_INVALID_RESPONSE
-        return record, b""
+        return _Response(failure or Failure.HTTP_INVALID_RESPONSE), b""
     lines = head.decode("iso-8859-1").split("\r\n")
     parts = lines[0].split()
     code = parts[1] if len(parts) > 1 else ""
     if len(code) != 3 or not code.isascii() or not code.isdigit():  # RFC 9110: three digits, nothing else
-        record["failure"] = record["failure"] or Failure.HTTP_INVALID_RESPONSE
-        record["status_line"] = lines[0][:120]  # what the server sent, for the record
-        return record, b""
-    record["status"] = int(code)
+        return _Response(failure or Failure.HTTP_INVALID_RESPONSE, status_line=lines[0][:120]), b""
     headers = []
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers.append([name.strip(), value.strip()])
-    record["headers"] = headers
     lowered = {name.lower(): value for name, value in headers}
     if "chunked" in lowered.get("transfer-encoding", "").lower():
         body = _dechunk(body)
     body = body[:max_body]
     if own is not None:
         body = own.scrub_bytes(body)
-    record["location"] = lowered.get("location")
-    record["title"] = find_title(body)
-    record["body_length"] = len(body)
-    record["body_sha256"] = hashlib.sha256(body).hexdigest()
-    record["body_prefix"] = body[:BODY_PREFIX_CHARS].decode("utf-8", errors="replace")
     # A response that arrived whole before a reset is still a response; keep the failure as evidence.
+    prefix = body[:BODY_PREFIX_CHARS].decode("utf-8", errors="replace")
+    read = _Response(failure, int(code), tuple(headers), lowered.get("location"), find_title(body), len(body),
+                     hashlib.sha256(body).hexdigest(), prefix)  # fmt: skip
+    return read, body
+
+
+def _response(
+    record: dict[str, Any], data: bytearray, clock: Clock, max_body: int, own: OwnAddresses | None
+) -> tuple[dict[str, Any], bytes]:
+    """What a response says, in the helper's JSON (the blocking path)."""
+    record["t"] = clock.now()
+    read, body = _read(data, record["failure"], max_body, own)
+    record["failure"] = read.failure
+    if read.status_line is not None:
+        record["status_line"] = read.status_line
+    if read.status is not None:
+        record.update({"status": read.status, "headers": [list(h) for h in read.headers], "location": read.location,
+                       "title": read.title, "body_length": read.body_length, "body_sha256": read.body_sha256,
+                       "body_prefix": read.body_prefix})  # fmt: skip
     return record, body

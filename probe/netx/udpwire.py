@@ -28,12 +28,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
 
 from probe.netx import classify as errors
 from probe.netx.dnsmatch import Asked, same_host
 from probe.netx.wire import Packets, TargetWatch
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.observations import WireReply
 
 MAX_REPLIES = 16  # kept per question: an injector flooding replies cannot grow a record without bound
 IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
@@ -72,7 +72,7 @@ class Question:
     failure: str | None = None
     sent_at: float | None = None
     first_reply_at: float | None = None
-    captured: list[dict[str, Any]] | None = None  # the replies as the packet capture saw them, if it ran
+    captured: list[WireReply] | None = None  # the replies as the packet capture saw them, if it ran
     # Told the first reply's bytes as soon as it is read (the listening goes on): a caller that needs
     # only the first answer (where the injection probe goes) need not wait for the window to close.
     on_first_reply: Callable[[bytes], None] | None = None
@@ -225,7 +225,7 @@ class _Exchange:
                 if self.wires:  # the capture tells no port or question: its ID and source at least
                     host = same_host(question.address)
                     question.captured = [
-                        dict(p)
+                        WireReply(p["source"], p["ip_ttl"], p["ip_id"], p["dns_id"], p["t"])
                         for w in self.wires
                         for p in list(w)
                         if p.get("dns_id") == question.query_id and same_host(str(p.get("source"))) == host
@@ -273,7 +273,8 @@ async def listen(
             schedule()
 
     def due() -> None:
-        job.drain()  # read late (a busy probe) is not lost: what arrived in time counts
+        with contextlib.suppress(Exception):  # one odd datagram must not leave the exchange unended
+            job.drain()  # read late (a busy probe) is not lost: what arrived in time counts
         if job.end() > time.monotonic():
             schedule()
         elif not over.done():

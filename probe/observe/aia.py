@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
-from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -26,6 +26,7 @@ from probe.netx.dnsloop import lookup_system
 from probe.netx.http import get_body
 from probe.netx.own_addresses import OwnAddresses
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.observations import AiaFetch
 
 MAX_FETCHES_PER_CHAIN = 3
 MAX_CERTIFICATE_BYTES = 64 << 10
@@ -85,19 +86,19 @@ class IssuerFetcher:
     def __init__(self, timeout: float, own: OwnAddresses | None = None) -> None:
         self.timeout = timeout
         self.own = own
-        self._cache: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._cache: dict[str, asyncio.Future[AiaFetch]] = {}
 
-    async def fetch(self, url: str, clock: Clock) -> dict[str, Any]:
+    async def fetch(self, url: str, clock: Clock) -> AiaFetch:
         cached = self._cache.get(url)
         if cached is not None:  # fetched, or being fetched for another target
             try:
-                return {**await asyncio.shield(cached), "cached": True}
+                return msgspec.structs.replace(await asyncio.shield(cached), cached=True)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if not cached.cancelled() or (task is not None and task.cancelling()):
                     raise  # this target itself is cancelled (the run's deadline, an interruption)
                 # the target that was fetching it was cancelled: this one fetches it itself
-        fetching: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        fetching: asyncio.Future[AiaFetch] = asyncio.get_running_loop().create_future()
         self._cache[url] = fetching
         try:
             record = await self._fetch(url, clock)
@@ -113,50 +114,37 @@ class IssuerFetcher:
         fetching.set_result(record)
         return record
 
-    async def _fetch(self, url: str, clock: Clock) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "url": url,
-            "address": None,
-            "status": None,
-            "failure": None,
-            "certificates": [],
-            "cached": False,
-            "t0": clock.now(),
-            "t": None,
-        }
+    async def _fetch(self, url: str, clock: Clock) -> AiaFetch:
+        t0 = clock.now()
+
+        def fetched(failure: str | None, address: str | None = None, status: int | None = None,
+                    certificates: tuple[str, ...] = ()) -> AiaFetch:  # fmt: skip
+            return AiaFetch(url, address, status, failure, certificates, False, t0, clock.now())
+
         parts = urlsplit(url)
         try:
             port = parts.port or 80
         except ValueError:
             port = 0
         if parts.scheme.lower() != "http" or not parts.hostname or not port:
-            record.update({"failure": Failure.UNSUPPORTED_URL, "t": clock.now()})
-            return record
+            return fetched(Failure.UNSUPPORTED_URL)
         lookup = await lookup_system(parts.hostname, port, clock)
-        address = next((a for a in lookup["addresses"] if _may_fetch_from(a)), None)
+        address = next((a for a in lookup.addresses if _may_fetch_from(a)), None)
         if address is None:
-            record.update({"failure": lookup["failure"] or Failure.UNSUPPORTED_URL, "t": clock.now()})
-            return record
-        record["address"] = address
+            return fetched(lookup.failure or Failure.UNSUPPORTED_URL)
         sock, tcp = await open_tcp(address, port, self.timeout, clock, self.own)
         if sock is None:
-            record.update({"failure": tcp["failure"], "t": clock.now()})
-            return record
+            return fetched(tcp.failure, address)
         stream = Stream(sock)
         try:
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             response, body = await get_body(stream, parts.hostname, path, self.timeout, clock, MAX_CERTIFICATE_BYTES)
         finally:
             stream.close()
-        record["status"] = response["status"]
-        if response["status"] != 200:
-            record["failure"] = response["failure"] or Failure.HTTP_STATUS
-        else:
-            found = certificates_in(body)
-            record["certificates"] = [base64.b64encode(der).decode("ascii") for der in found]
-            record["failure"] = None if found else Failure.NO_CERTIFICATE
-        record["t"] = clock.now()
-        return record
+        if response.status != 200:
+            return fetched(response.failure or Failure.HTTP_STATUS, address, response.status)
+        found = tuple(base64.b64encode(der).decode("ascii") for der in certificates_in(body))
+        return fetched(None if found else Failure.NO_CERTIFICATE, address, response.status, found)
 
 
 def _may_fetch_from(address: str) -> bool:
@@ -167,9 +155,9 @@ def _may_fetch_from(address: str) -> bool:
     return not (ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast)
 
 
-async def complete_chain(chain_b64: list[str], fetcher: IssuerFetcher, clock: Clock) -> list[dict[str, Any]]:
+async def complete_chain(chain_b64: list[str], fetcher: IssuerFetcher, clock: Clock) -> list[AiaFetch]:
     """Follow CA Issuers URLs up from the last presented certificate; every fetch is recorded."""
-    fetches: list[dict[str, Any]] = []
+    fetches: list[AiaFetch] = []
     if not chain_b64:
         return fetches
     try:
@@ -182,7 +170,7 @@ async def complete_chain(chain_b64: list[str], fetcher: IssuerFetcher, clock: Cl
             break
         fetched = await fetcher.fetch(urls[0], clock)
         fetches.append(fetched)
-        if not fetched["certificates"]:
+        if not fetched.certificates:
             break
-        current = base64.b64decode(fetched["certificates"][0])
+        current = base64.b64decode(fetched.certificates[0])
     return fetches

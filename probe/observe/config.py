@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from probe.netx.clock import Clock
 from probe.netx.deadline import Deadline
@@ -14,6 +14,7 @@ from probe.netx.dns import ResolverSpec
 from probe.netx.own_addresses import OwnAddresses
 from probe.netx.wire import PacketWatcher, TargetWatch
 from probe.observe.aia import IssuerFetcher
+from probe.observe.draft import Draft
 
 MAX_ADDRESSES = 3
 
@@ -52,6 +53,8 @@ class MeasureConfig:
     issuer_fetcher: IssuerFetcher | None = None  # completes incomplete chains from AIA URLs (once per run)
     target_deadline: float | None = None  # seconds for the whole of one target's critical path
     capture: PacketWatcher | None = None  # the run's packet capture (forensics, CAP_NET_RAW), if any
+    throughput: bool = False  # issue 22: throughput flows (observe/throughput.py), after the page
+    quic: str = "auto"  # issue 22: QUIC handshakes where h3 is advertised (auto), always, or off
 
     def deadline(self) -> Deadline:
         """A new target's deadline, its time running from now."""
@@ -67,15 +70,14 @@ class Visit:
     deadline: Deadline
     clock: Clock
     started: datetime
-    observations: dict[str, Any]
+    observations: Draft  # what has been observed so far, typed, filled in step by step
     watch: TargetWatch | None = None
 
     @classmethod
     def begin(cls, config: MeasureConfig, started: datetime) -> Visit:
         clock = Clock()
         watch = TargetWatch(config.capture, clock.now) if config.capture is not None else None
-        observations: dict[str, Any] = {"dns": None, "tcp_connect": [], "tls_handshakes": [], "http_requests": []}
-        return cls(config, config.deadline(), clock, started, observations, watch)
+        return cls(config, config.deadline(), clock, started, Draft(), watch)
 
 
 def ordered(addresses: list[str]) -> list[str]:

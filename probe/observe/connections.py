@@ -12,29 +12,32 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 from probe.netx.connect import Stream, open_tcp, open_tls
+from probe.netx.wire import Packets
 from probe.observe.aia import complete_chain
 from probe.observe.config import Visit
+from probe.vocabulary.observations import TlsHandshake
+from probe.vocabulary.purposes import Purpose
 
 
 @dataclass(frozen=True)
 class Purposes:
     """How the records of one hop are labelled: the target itself (hop 0) or a redirect hop."""
 
-    main: str
-    control: str
-    retry: str
-    minting: str
+    main: Purpose
+    control: Purpose
+    retry: Purpose
+    minting: Purpose
     hop: int | None = None
 
 
-TARGET = Purposes("target", "control_sni", "target_retry", "minting")
+TARGET = Purposes(Purpose.TARGET, Purpose.CONTROL_SNI, Purpose.TARGET_RETRY, Purpose.MINTING)
 
 
 def redirect_hop(index: int) -> Purposes:
-    return Purposes("redirect", "redirect_control_sni", "redirect_retry", "redirect_minting", index)
+    return Purposes(Purpose.REDIRECT, Purpose.REDIRECT_CONTROL_SNI, Purpose.REDIRECT_RETRY, Purpose.REDIRECT_MINTING,
+                    index)  # fmt: skip
 
 
 def minting_name(server_name: str) -> str:
@@ -49,34 +52,30 @@ async def open_connection(
     port: int,
     use_tls: bool,
     server_name: str | None,
-    purpose: str,
+    purpose: Purpose,
     visit: Visit,
     hop: int | None = None,
-) -> tuple[Stream | None, dict[str, Any] | None]:
+) -> tuple[Stream | None, TlsHandshake | None]:
     """Connect (and handshake, for TLS), recording each step with its purpose.
 
-    Returns the stream to speak HTTP over (None if a step failed) and the handshake record."""
-    config, clock, observations = visit.config, visit.clock, visit.observations
-    sock, tcp = await open_tcp(address, port, visit.deadline.step(), clock, config.own_addresses, visit.watch)
-    tcp["purpose"] = purpose
-    if hop is not None:
-        tcp["hop"] = hop
-    observations["tcp_connect"].append(tcp)
+    Returns the stream to speak HTTP over (None if a step failed) and the handshake observed."""
+    config, clock, draft = visit.config, visit.clock, visit.observations
+    wires: list[Packets] = []
+    sock, tcp = await open_tcp(address, port, visit.deadline.step(), clock, config.own_addresses, visit.watch,
+                               purpose=purpose, hop=hop, on_wire=wires.append)  # fmt: skip
+    draft.add_tcp(tcp, wires[0] if wires else None)
     if sock is None:
         return None, None
     if not use_tls:
         return Stream(sock), None
-    tls, handshake = await open_tls(sock, address, port, server_name, visit.deadline.step(), clock)
-    handshake["purpose"] = purpose
-    if hop is not None:
-        handshake["hop"] = hop
-    observations["tls_handshakes"].append(handshake)
+    tls, handshake = await open_tls(sock, address, port, server_name, visit.deadline.step(), clock, purpose=purpose,
+                                    hop=hop)  # fmt: skip
+    draft.tls_handshakes.append(handshake)
     return tls, handshake
 
 
-def _reached_server(handshake: dict[str, Any] | None) -> bool:
-    """A ServerHello, or an alert the server sent: the connection reached a TLS server."""
-    return handshake is not None and (handshake["failure"] is None or handshake["alert"] is not None)
+def _reached_server(handshake: TlsHandshake | None) -> bool:
+    return handshake is not None and handshake.reached_server
 
 
 def _close(stream: Stream | None) -> None:
@@ -91,14 +90,14 @@ async def connect_with_contrast(
     server_name: str | None,
     purposes: Purposes,
     visit: Visit,
-) -> tuple[Stream | None, dict[str, Any] | None]:
+) -> tuple[Stream | None, TlsHandshake | None]:
     """`open_connection`, plus the control SNI, a retry, AIA completion and the OS store's opinion."""
     config, started = visit.config, visit.started
     conn, handshake = await open_connection(address, port, use_tls, server_name, purposes.main, visit, purposes.hop)
     if handshake is None:
         return conn, handshake
 
-    async def ask_control() -> dict[str, Any] | None:
+    async def ask_control() -> TlsHandshake | None:
         if not config.control_sni or server_name is None:  # an IP literal has no name to contrast
             return None
         control_conn, control = await open_connection(
@@ -107,30 +106,31 @@ async def connect_with_contrast(
         _close(control_conn)
         return control
 
-    if handshake["failure"] is not None:
+    if handshake.failure is not None:
         control = await ask_control()
-        if _reached_server(control) and handshake["alert"] is None:
+        if _reached_server(control) and handshake.alert is None:
             # The server answers the control name while the target's was cut: once more, so that
             # one lost packet is not called a block.
             conn, handshake = await open_connection(
                 address, port, True, server_name, purposes.retry, visit, purposes.hop
             )
-            failed_again = handshake is not None and handshake["failure"] is not None and handshake["alert"] is None
+            failed_again = handshake is not None and handshake.failure is not None and handshake.alert is None
             if failed_again and not visit.deadline.expired:
                 await ask_control()  # and the control once more (the sandwich): a censor's block that outlives the name
         return conn, handshake
 
-    chain, name = handshake["peer_certificates"], server_name or address
+    chain, name = list(handshake.peer_certificates), server_name or address
     valid = config.roots.validates(chain, name, started)
     if not valid and config.issuer_fetcher is not None:
         fetches = await complete_chain(chain, config.issuer_fetcher, visit.clock)
-        handshake["aia_fetches"] = fetches
-        fetched = [der for fetch in fetches for der in fetch["certificates"]]
+        handshake = visit.observations.update_handshake(handshake, aia_fetches=tuple(fetches))
+        fetched = [der for fetch in fetches for der in fetch.certificates]
         valid = bool(fetched) and config.roots.validates(chain + fetched, name, started)
     if not valid:
         if config.os_store is not None:
             # Machine state, not a judgement: whether this machine's own store trusts the chain.
-            handshake["os_store_valid"] = config.os_store.validates(chain, name, started)
+            opinion = config.os_store.validates(chain, name, started)
+            handshake = visit.observations.update_handshake(handshake, os_store_valid=opinion)
         await ask_control()
         if server_name is not None and config.minting_test:
             # The minting test: does something at this address issue a certificate for any name asked?

@@ -1,180 +1,155 @@
 """Asking a control vantage (`probe helper serve`) what a target looks like from outside.
 
 Only the target's URL is sent. An unreachable or refusing helper is recorded as such, and the
-verdicts then rest on what the probe knows alone.
+verdicts then rest on what the probe knows alone. The questions are coroutines on the run's loop:
+one pooled HTTP client per helper and loop, on a few kept connections (`HELPER_CONNECTIONS`), made
+on first use and closed with the run's loop (`close_clients`). Where the helper saw us come from
+(`client_address` in its answer) is ours, never the record's: it is taken out of the answer here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import queue
+import ssl
 import threading
-import time
-from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+import httpx2
 import requests
 
 from probe.netx import classify as errors
 from probe.netx.clock import Clock
+from probe.netx.dns import _verifying_context
 from probe.vocabulary.failures import Failure, helper_refused, unknown
+from probe.vocabulary.observations import HelperAnswer
+from probe.vocabulary.observations_codec import helper_response
 
 API_PATH = "v1/measure"
+# Questions one probe has in flight to one helper at once: a polite client, whose few connections
+# are kept, so that fifty probes are two hundred connections at most, not one per target.
+HELPER_CONNECTIONS = 4
+
+_CLIENTS: dict[tuple[str, str, int], httpx2.AsyncClient] = {}  # (helper, roots, loop) -> its pooled client
+
+
+def _client(helper_url: str, roots: str, step_timeout: float) -> httpx2.AsyncClient:
+    key = (helper_url, roots, id(asyncio.get_running_loop()))
+    client = _CLIENTS.get(key)
+    if client is None:
+        limits = httpx2.Limits(max_connections=HELPER_CONNECTIONS, max_keepalive_connections=HELPER_CONNECTIONS)
+        client = _CLIENTS[key] = httpx2.AsyncClient(verify=_verifying_context(roots), limits=limits, http1=True,
+                                                    http2=False, follow_redirects=False)  # fmt: skip
+    return client
+
+
+async def close_clients() -> None:
+    """This loop's helper clients, closed on the loop before it is."""
+    loop = id(asyncio.get_running_loop())
+    for key in [k for k in _CLIENTS if k[2] == loop]:
+        client = _CLIENTS.pop(key)
+        with contextlib.suppress(Exception):  # closing only
+            await client.aclose()
 
 
 def _classify(exc: BaseException) -> str:
-    if isinstance(exc, requests.exceptions.Timeout):
+    """What failed, in the project's words: the HTTP client's error, or the socket's under it."""
+    if isinstance(exc, (httpx2.TimeoutException, TimeoutError)):
         return Failure.GENERIC_TIMEOUT
-    if isinstance(exc, requests.exceptions.SSLError):
-        return Failure.SSL_FAILED_HANDSHAKE
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        text = str(exc)
-        for needle, failure in (
-            ("Network is unreachable", Failure.NETWORK_UNREACHABLE),
-            ("Connection refused", Failure.CONNECTION_REFUSED),
-            ("Connection reset", Failure.CONNECTION_RESET),
-            ("No route to host", Failure.HOST_UNREACHABLE),
-        ):
-            if needle in text:
-                return failure
-        return unknown(text)
+    cause: BaseException | None = exc
+    for _ in range(8):  # the client wraps the socket's own error (a refusal, a failed handshake)
+        cause = cause.__cause__ or cause.__context__ if cause is not None else None
+        if cause is None:
+            break
+        if isinstance(cause, ssl.SSLError):
+            return Failure.SSL_FAILED_HANDSHAKE
+        if isinstance(cause, OSError) and (cause.errno is not None or type(cause) is not OSError):
+            return errors.classify(cause)  # the socket's own error (a bare OSError only wraps one)
+    if isinstance(exc, httpx2.HTTPError):
+        return unknown(str(exc) or type(exc).__name__)
     return errors.classify(exc)
 
 
-_LOCAL = threading.local()
-
-
-def _session() -> requests.Session:
-    """One pooled session per worker thread: the helper's TLS connection is kept and reused across
-    targets (a Session is not safe to share between threads; one a thread is)."""
-    session = getattr(_LOCAL, "session", None)
-    if session is None:
-        session = _LOCAL.session = requests.Session()
-    return session
-
-
-def ask_helper(
+async def ask_helper(
     helper_url: str, target_url: str, token: str | None, step_timeout: float, roots: str, clock: Clock
-) -> dict[str, Any]:
-    """One question to one helper, recorded whatever happens."""
-    record: dict[str, Any] = {
-        "helper": helper_url,
-        "status": None,
-        "failure": None,
-        "response": None,
-        "t0": clock.now(),
-        "t": None,
-    }
+) -> tuple[HelperAnswer, str | None]:
+    """One question to one helper, recorded whatever happens; and where the helper saw us come from."""
+    t0 = clock.now()
+    status: int | None = None
+    failure: str | None = None
+    body: Any = None
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     endpoint = helper_url.rstrip("/") + "/" + API_PATH
+    # The helper takes up to four steps (DNS, TCP, TLS, HTTP), each bounded by the same timeout; a
+    # question may first wait for one of the few connections.
+    timeout = httpx2.Timeout(connect=step_timeout, read=4 * step_timeout + 5, write=step_timeout,
+                             pool=4 * step_timeout + 10)  # fmt: skip
     try:
-        # The helper takes up to four steps (DNS, TCP, TLS, HTTP), each bounded by the same timeout.
-        reply = _session().post(
-            endpoint,
-            json={"url": target_url},
-            headers=headers,
-            timeout=(step_timeout, 4 * step_timeout + 5),
-            verify=roots,
-            allow_redirects=False,
+        reply = await _client(helper_url, roots, step_timeout).post(
+            endpoint, json={"url": target_url}, headers=headers, timeout=timeout
         )
-        record["status"] = reply.status_code
-        body = reply.json() if reply.headers.get("Content-Type", "").startswith("application/json") else None
-        if reply.status_code == 200 and isinstance(body, dict):
-            record["response"] = body
-        else:
+        status = reply.status_code
+        if reply.headers.get("Content-Type", "").startswith("application/json"):
+            body = reply.json()
+        if status != 200 or not isinstance(body, dict):
             reason = body.get("error") if isinstance(body, dict) else None
-            record["failure"] = helper_refused(reply.status_code, reason)
-    except (requests.exceptions.RequestException, ValueError) as exc:
-        record["failure"] = _classify(exc)
-    record["t"] = clock.now()
-    return record
-
-
-# Questions one probe has in flight to one helper at once: a polite client, whose few connections
-# are kept (each worker thread keeps its session), so that fifty probes are two hundred
-# connections at most, not one per target.
-HELPER_CONNECTIONS = 4
-
-
-class _HelperLine:
-    """Long-lived daemon workers asking one helper, in the order questions came."""
-
-    def __init__(self, workers: int) -> None:
-        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        for _ in range(workers):
-            threading.Thread(target=self._work, daemon=True, name="helper").start()
-
-    def _work(self) -> None:
-        while True:
-            self.jobs.get()()
-
-
-_LINES: dict[str, _HelperLine] = {}
-_LINES_LOCK = threading.Lock()
-
-
-def _line(helper_url: str) -> _HelperLine:
-    with _LINES_LOCK:
-        line = _LINES.get(helper_url)
-        if line is None:
-            line = _LINES[helper_url] = _HelperLine(HELPER_CONNECTIONS)
-        return line
+            failure, body = helper_refused(status, reason if isinstance(reason, str) else None), None
+    except (httpx2.HTTPError, OSError, ValueError) as exc:
+        failure, body = _classify(exc), None
+    seen = body.pop("client_address", None) if isinstance(body, dict) else None
+    answer = HelperAnswer(helper_url, status, failure, helper_response(body), t0, clock.now())
+    return answer, seen if isinstance(seen, str) else None
 
 
 class HelperQuestions:
     """Ask every helper in the background while the probe measures; collect the answers after.
 
     A question waits for one of the helper's few connections, then takes at most its own deadline:
-    collecting waits at most twice that from the moment it was asked."""
+    collecting waits at most `bound` seconds from the moment it was asked."""
 
     def __init__(
         self, helpers: list[str], target_url: str, token: str | None, step_timeout: float, roots: str, clock: Clock
     ) -> None:
-        self.results: list[dict[str, Any] | None] = [None] * len(helpers)
-        self.answered: list[Future[None]] = [Future() for _ in helpers]
         self.helpers = helpers
         self.bound = 2 * (4 * step_timeout + 10)
-        self.until = time.monotonic() + self.bound
-        for index, helper in enumerate(helpers):
-            _line(helper).jobs.put(
-                functools.partial(self._ask, index, helper, target_url, token, step_timeout, roots, clock)
-            )
+        loop = asyncio.get_running_loop()
+        self._asked = [
+            loop.create_task(ask_helper(helper, target_url, token, step_timeout, roots, clock)) for helper in helpers
+        ]
 
-    def _ask(self, index: int, *args: Any) -> None:
-        try:
-            self.results[index] = ask_helper(*args)
-        finally:
-            self.answered[index].set_result(None)
+    async def collected(self) -> tuple[list[HelperAnswer], list[str]]:
+        """Every helper's answer (a timeout for one that did not answer within the bound), and where
+        the helpers saw this probe come from (never for the record)."""
+        if self._asked:
+            await asyncio.wait(self._asked, timeout=self.bound)
+        answers, seen = [], []
+        for helper, asked in zip(self.helpers, self._asked, strict=True):
+            if asked.done() and not asked.cancelled() and asked.exception() is None:
+                answer, address = asked.result()
+                answers.append(answer)
+                if address is not None:
+                    seen.append(address)
+                continue
+            asked.cancel()
+            if asked.done() and not asked.cancelled() and asked.exception() is not None:
+                raise asked.exception()  # type: ignore[misc]  # a bug: the record's error
+            answers.append(HelperAnswer(helper, None, Failure.GENERIC_TIMEOUT, None, None, None))
+        return answers, seen
 
-    def waits(self) -> list[Future[None]]:
-        return list(self.answered)
+    def cancel(self) -> None:
+        for asked in self._asked:
+            asked.cancel()
 
-    def collect(self) -> list[dict[str, Any]]:
-        for answered in self.answered:
-            with contextlib.suppress(FutureTimeout):
-                answered.result(max(0.0, self.until - time.monotonic()))
-        return self._answers()
 
-    async def collected(self) -> list[dict[str, Any]]:
-        """`collect` on the run's event loop: the answers are awaited, no thread waits for them."""
-        waits = [asyncio.wrap_future(answered) for answered in self.answered]
-        if waits:
-            await asyncio.wait(waits, timeout=max(0.0, self.until - time.monotonic()))
-        return self._answers()
+_LOCAL = threading.local()
 
-    def _answers(self) -> list[dict[str, Any]]:
-        collected = []
-        for index, helper in enumerate(self.helpers):
-            result = self.results[index]
-            if result is None:
-                result = {"helper": helper, "status": None, "failure": Failure.GENERIC_TIMEOUT,
-                          "response": None, "t0": None, "t": None}  # fmt: skip
-            collected.append(result)
-        return collected
+
+def _session() -> requests.Session:
+    """The session of `ask_address`, asked once a run before measuring (a thread's own)."""
+    session = getattr(_LOCAL, "session", None)
+    if session is None:
+        session = _LOCAL.session = requests.Session()
+    return session
 
 
 def ask_address(helper_url: str, token: str | None, timeout: float, roots: str) -> str | None:

@@ -14,28 +14,35 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from msgspec import Struct
+
 from probe.netx.classify import short_traceback
 from probe.netx.clock import Clock
 from probe.netx.deadline import Deadline
-from probe.netx.dns import ResolverSpec, UdpAsk, combine_lookup, reply_answers, udp_ask_for
+from probe.netx.dns import ReplyFields, ResolverSpec, UdpAsk, combine_lookup, udp_ask_for
 from probe.netx.dnsloop import identity_query, lookup_system, lookup_with_resolver, udp_batch
 from probe.observe.config import MeasureConfig, TrustAnchors, Visit, ordered
 from probe.observe.connections import TARGET, connect_with_contrast, open_connection
 from probe.observe.helperclient import HelperQuestions
+from probe.observe.quic import QuicInFlight  # issue 22: QUIC
 from probe.observe.redirects import fetch_with_redirects
+from probe.observe.throughput import completion_seconds, observe_throughput  # issue 22: throughput
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.observations import ControlIdentity, DnsLookup, DnsObservations, DnsQuery, Observations
+from probe.vocabulary.purposes import Purpose
 from probe.vocabulary.targets import Target
 
-__all__ = ["MeasureConfig", "Measured", "TrustAnchors", "measure_target", "observe_run_dns"]
+__all__ = ["MeasureConfig", "Measured", "RunDns", "TrustAnchors", "measure_target", "observe_run_dns"]
 
 
-def _injection_address(config: MeasureConfig, control: dict[str, Any] | None) -> str | None:
+def _injection_address(config: MeasureConfig, control: DnsLookup | None) -> str | None:
     if config.injection_address:
         return config.injection_address
     if control is None:
         return None
-    v4 = [a for a in control["addresses"] if ipaddress.ip_address(a).version == 4]
-    return (v4 or control["addresses"] or [None])[0]
+    v4 = [a for a in control.addresses if ipaddress.ip_address(a).version == 4]
+    found = v4 or control.addresses
+    return found[0] if found else None
 
 
 def _task(coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -71,7 +78,7 @@ class DnsInFlight:
         timeout, window = deadline.timeout, deadline.window
         self._batch = _task(udp_batch(asks, timeout, window, self.clock, watch)) if asks else None
         self._control = _task(self._control_and_probe(config.control_resolver)) if config.control_resolver else None
-        self._system: asyncio.Task[dict[str, Any]] | None = None
+        self._system: asyncio.Task[DnsLookup] | None = None
         if config.resolver is None:
             self._system = _task(lookup_system(hostname, port, self.clock))
         elif config.resolver.transport != "udp":
@@ -79,7 +86,7 @@ class DnsInFlight:
                 lookup_with_resolver(config.resolver, hostname, timeout, window, config.roots.path, self.clock)
             )
 
-    async def _control_and_probe(self, spec: ResolverSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    async def _control_and_probe(self, spec: ResolverSpec) -> tuple[DnsLookup, DnsQuery | None]:
         """The control's lookup and (when it names the address) the injection probe. The probe goes
         out as soon as the control's first A reply names the address, so that its listening window
         runs alongside the control's rather than after it."""
@@ -87,9 +94,9 @@ class DnsInFlight:
         probing = config.injection_check and config.injection_address is None
         named: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
 
-        def first_reply(qtype: str, wire: bytes) -> None:
+        def first_reply(qtype: str, reply: ReplyFields) -> None:
             if qtype == "A" and not named.done():
-                named.set_result(_first_v4(wire))
+                named.set_result(reply.first_v4)
 
         control_task = _task(lookup_with_resolver(
             spec, self.hostname, deadline.timeout, deadline.window, config.roots.path, self.clock,
@@ -106,19 +113,21 @@ class DnsInFlight:
                 return await control_task, None
             asks = [_injection_ask(silent, self.hostname)]
             probed = await udp_batch(asks, deadline.timeout, deadline.window, self.clock, self.watch)
-            return await control_task, {"address": silent, "port": 53, **probed["injection"][0]}
+            return await control_task, probed["injection"][0]  # it names where it went
         finally:
             if not control_task.done():
                 control_task.cancel()
             if not named.done():
                 named.cancel()
 
-    def _lookup_of(self, answered: dict[str, list[dict[str, Any]]], label: str, spec: ResolverSpec | None) -> Any:
+    def _lookup_of(
+        self, answered: dict[str, list[DnsQuery]], label: str, spec: ResolverSpec | None
+    ) -> DnsLookup | None:
         if label not in answered or spec is None:
             return None
         return combine_lookup(spec.url, "udp", self.hostname, answered[label])
 
-    async def system(self) -> dict[str, Any]:
+    async def system(self) -> DnsLookup:
         """The system resolver's answer: what the connection uses. getaddrinfo has no timeout of its
         own: past the step's bound the lookup is recorded as timed out."""
         if self._system is not None:
@@ -131,9 +140,9 @@ class DnsInFlight:
         assert self._batch is not None  # --resolver over UDP: asked in the batch
         found = self._lookup_of(await asyncio.shield(self._batch), "system_udp", self.udp_system)
         assert found is not None
-        return dict(found)
+        return found
 
-    async def _control_result(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    async def _control_result(self) -> tuple[DnsLookup | None, DnsQuery | None]:
         """The control's lookup and the injection probe, within one bound for the whole exchange:
         DoT and DoH time out per operation, and a throttled path could stall them step by step."""
         if self._control is None:
@@ -144,15 +153,14 @@ class DnsInFlight:
         except TimeoutError:
             assert self.config.control_resolver is not None
             spec = self.config.control_resolver
-            timed_out = {**_timed_out(self.hostname, self.started, self.clock), "resolver": spec.url,
-                         "transport": spec.transport, "query_type": "A"}  # fmt: skip
+            timed_out = _timed_out(self.hostname, self.started, self.clock, spec.url, spec.transport, "A")
             return combine_lookup(spec.url, spec.transport, self.hostname, [timed_out]), None
 
-    async def control(self) -> dict[str, Any] | None:
+    async def control(self) -> DnsLookup | None:
         return (await self._control_result())[0]
 
-    async def finish(self) -> dict[str, Any]:
-        """Every answer, late replies included, in the record's `dns` shape."""
+    async def finish(self) -> DnsObservations:
+        """Every answer, late replies included (the run's own facts, `RunDns`, are the run's to add)."""
         answered = await asyncio.shield(self._batch) if self._batch is not None else {}
         control, injection = await self._control_result()
         system_udp = self._lookup_of(answered, "system_udp", self.udp_system)
@@ -160,15 +168,9 @@ class DnsInFlight:
         if self.config.resolver is not None and self.config.resolver.transport == "udp":
             system_udp = None  # --resolver over UDP: its lookup is the system's
         if "injection" in answered:
-            (query,) = answered["injection"]
-            injection = {"address": self.config.injection_address, "port": 53, **query}
-        return {
-            "system": system,
-            "system_udp": system_udp,
-            "control": control,
-            "control_plain": self._lookup_of(answered, "control_plain", self.config.control_plain),
-            "injection": injection,
-        }
+            (injection,) = answered["injection"]  # it names where it went (the fixed address, port 53)
+        control_plain = self._lookup_of(answered, "control_plain", self.config.control_plain)
+        return DnsObservations(system, system_udp, control, control_plain, injection)
 
     def cancel(self) -> None:
         """What is still running past its bound (a getaddrinfo that never returns) is let go."""
@@ -177,29 +179,25 @@ class DnsInFlight:
                 task.cancel()
 
 
-def _timed_out(hostname: str, started: float, clock: Clock) -> dict[str, Any]:
-    return {"resolver": "system", "transport": "system", "hostname": hostname, "query_type": "ANY", "answers": [],
-            "rcode": None, "failure": Failure.GENERIC_TIMEOUT, "raw_reply": None, "replies": [], "t0": started,
-            "t": clock.now()}  # fmt: skip
-
-
-def _first_v4(wire: bytes) -> str | None:
-    """The first IPv4 address a reply's answers name (where the injection probe goes), if any."""
-    for answer in reply_answers(wire):
-        if answer["type"] == "A":
-            return str(answer["data"])
-    return None
+def _timed_out(
+    hostname: str, started: float, clock: Clock, resolver: str = "system", transport: str = "system",
+    query_type: str = "ANY",
+) -> DnsQuery:  # fmt: skip
+    """A question that got no answer within its bound: no reply, a timeout."""
+    return DnsQuery(resolver, transport, hostname, query_type, (), None, Failure.GENERIC_TIMEOUT, None, started,
+                    clock.now(), ())  # fmt: skip
 
 
 def _injection_ask(address: str, hostname: str) -> UdpAsk:
-    return UdpAsk("injection", f"udp://{address}:53", address, 53, hostname, ("A",), expects_reply=False)
+    return UdpAsk("injection", f"udp://{address}:53", address, 53, hostname, ("A",), expects_reply=False,
+                  names_where=True)  # fmt: skip
 
 
 @dataclass
 class Measured:
     """One target's observations, the probe's own error if a stage failed, and its deadline."""
 
-    observations: dict[str, Any]
+    observations: Observations
     error: str | None
     deadline: Deadline
 
@@ -221,21 +219,23 @@ async def measure_target(
         try:
             await _observe_target(target, visit, dns)
         except Exception as exc:  # a bug in one stage keeps what the earlier stages observed
-            observations["stage_error"] = short_traceback(exc)  # module-relative frames, never a local path
+            observations.stage_error = short_traceback(exc)  # module-relative frames, never a local path
         if critical_done is not None:
             critical_done()
         try:
-            async with asyncio.timeout(completion_bound(visit.deadline, questions)):
+            bound = completion_bound(visit.deadline, questions) + completion_seconds(config)  # issue 22
+            async with asyncio.timeout(bound):
                 error = await _complete(target, visit, dns, questions)
         except TimeoutError:  # every wait is bounded: this only guards against a bug, and says so
-            observations.setdefault("helpers", [])
             error = "TimeoutError: the target's completion passed its bound (a probe bug): observations incomplete"
     finally:
         if dns is not None:
             dns.cancel()
+        if questions is not None:
+            questions.cancel()
         if visit.watch is not None:
             visit.watch.close()  # what arrived for the target's connections is in their records now
-    return Measured(observations, error or observations.get("stage_error"), visit.deadline)
+    return Measured(observations.build(), error or observations.stage_error, visit.deadline)
 
 
 def completion_bound(deadline: Deadline, questions: HelperQuestions | None) -> float:
@@ -249,23 +249,33 @@ async def _complete(
     """What is left once the page is in: late DNS replies, the helpers' answers. A bug here is the
     record's error, the observations kept."""
     observations, config = visit.observations, visit.config
+    quic: QuicInFlight | None = None  # issue 22: QUIC
     try:
+        quic = QuicInFlight.start(target, visit)  # issue 22: QUIC handshakes, beside the late replies
         if dns is not None:
-            observations["dns"] = await dns.finish()  # late and duplicate replies join the record here
+            observations.dns = found = await dns.finish()  # late and duplicate replies join the record here
             if target.scheme == "http":
                 # Off the critical path and a step of its own: the target's deadline does not cut it,
                 # or a late check would fail and an honest CDN answer be judged inconsistent.
                 check = Visit(config, visit.deadline.untimed(), visit.clock, visit.started, observations, visit.watch)
-                await _check_answer_over_tls(target.host, observations["dns"], check)
-        observations["helpers"] = await questions.collected() if questions is not None else []
-        # Where each helper saw us come from: ours, never for the record. Every one is taken out first, so
-        # that one the address book refuses cannot leave the others' in the record.
-        seen = [asked["response"].pop("client_address", None) for asked in observations["helpers"]
-                if isinstance(asked["response"], dict)]  # fmt: skip
-        for address in seen:
-            config.own_addresses.add(address)
+                await _check_answer_over_tls(target.host, found, check)
+        if questions is not None:
+            # Where each helper saw us come from (`seen`) is ours, never for the record: the answers
+            # come without it, and only then is it learned, so that the address book refusing one
+            # cannot leave the others' in the record.
+            answers, seen = await questions.collected()
+            observations.helpers = answers
+            for address in seen:
+                config.own_addresses.add(address)
+        throughput = await observe_throughput(target, visit) if config.throughput else None  # issue 22
+        if throughput is not None:  # issue 22: throughput flows, after the page and the helpers' answers
+            observations.throughput = throughput
+        await quic.finish(observations)  # issue 22: QUIC (two steps at most: within the completion bound)
     except Exception as exc:
         return short_traceback(exc)
+    finally:
+        if quic is not None:  # issue 22: QUIC
+            quic.cancel()
     return None
 
 
@@ -274,19 +284,19 @@ async def _observe_target(target: Target, visit: Visit, dns: DnsInFlight | None)
     if dns is None:
         addresses, address_source = [target.host], "literal"
     else:
-        addresses, address_source = (await dns.system())["addresses"], "system"
+        addresses, address_source = list((await dns.system()).addresses), "system"
         if not addresses:
             control = await dns.control()
-            if control is not None and control["addresses"]:
+            if control is not None and control.addresses:
                 # The local resolver denied the name: still look at what the path does to the real site.
-                addresses, address_source = control["addresses"], "control"
-    observations["addresses_from"] = address_source if addresses else None
+                addresses, address_source = list(control.addresses), "control"
+    observations.addresses_from = address_source if addresses else None
     server_name = None if target.is_ip_literal else target.host
 
     use_tls = target.scheme == "https"
     for address in ordered(addresses):
         if visit.deadline.expired:
-            observations["deadline_reached"] = "connect"  # the target's time is up: no further address
+            observations.deadline_reached = "connect"  # the target's time is up: no further address
             break
         conn, handshake = await connect_with_contrast(address, target.port, use_tls, server_name, TARGET, visit)
         if conn is None and handshake is None:
@@ -298,33 +308,40 @@ async def _observe_target(target: Target, visit: Visit, dns: DnsInFlight | None)
         break
 
 
-async def _check_answer_over_tls(host: str, dns: dict[str, Any], visit: Visit) -> None:
+async def _check_answer_over_tls(host: str, dns: DnsObservations, visit: Visit) -> None:
     """For an http:// target whose answer the control does not share: does the address serve a
     certificate for the name on port 443? A valid one shows the answer is correct (a CDN edge)."""
-    control = dns.get("control")
-    answers = ordered(dns["system"]["addresses"])
-    if not answers or control is None or not control["addresses"] or set(answers) & set(control["addresses"]):
+    control = dns.control
+    answers = ordered(list(dns.system.addresses))
+    if not answers or control is None or not control.addresses or set(answers) & set(control.addresses):
         return
-    conn, _ = await open_connection(answers[0], 443, True, host, "dns_check", visit)
+    conn, _ = await open_connection(answers[0], 443, True, host, Purpose.DNS_CHECK, visit)
     if conn is not None:
         conn.close()
 
 
-async def observe_run_dns(config: MeasureConfig, baseline_name: str) -> dict[str, Any]:
+class RunDns(Struct, frozen=True):
+    """The run's own DNS facts, the same in every record's `dns` (`DnsObservations`' last two)."""
+
+    control_identity: ControlIdentity | None = None
+    resolver_baseline: DnsQuery | None = None
+
+
+async def observe_run_dns(config: MeasureConfig, baseline_name: str) -> RunDns:
     """Observations made once a run, copied into every record so that each stands alone:
     who answers the control over plain UDP and over its encrypted channel (a transparent proxy
     answers as itself), and the IP TTL of the system's nameserver for an ordinary name."""
     clock = Clock()
     timeout, window, roots = config.timeout, config.dns_window, config.roots.path
-    result: dict[str, Any] = {"control_identity": None, "resolver_baseline": None}
+    identity = baseline = None
     if config.control_resolver is not None and config.control_plain is not None:
         plain, encrypted = await asyncio.gather(
             identity_query(config.control_plain, timeout, window, roots, clock),
             identity_query(config.control_resolver, timeout, window, roots, clock),
         )
-        result["control_identity"] = {"plain": plain, "encrypted": encrypted}
+        identity = ControlIdentity(plain, encrypted)
     udp_system = config.resolver if config.resolver is not None else config.system_udp
     if udp_system is not None and udp_system.transport == "udp":
         ask = UdpAsk("baseline", udp_system.url, udp_system.address, udp_system.port, baseline_name, ("A",))
-        result["resolver_baseline"] = (await udp_batch([ask], timeout, window, clock))["baseline"][0]
-    return result
+        baseline = (await udp_batch([ask], timeout, window, clock))["baseline"][0]
+    return RunDns(identity, baseline)

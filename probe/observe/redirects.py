@@ -10,13 +10,15 @@ completion), so that a hop the network breaks can be judged. A user name or pass
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+
+import msgspec
 
 from probe.netx.connect import Stream
 from probe.netx.dnsloop import lookup_system, lookup_with_resolver
 from probe.netx.http import get
 from probe.observe.config import Visit, ordered
 from probe.observe.connections import connect_with_contrast, redirect_hop
+from probe.vocabulary.observations import DnsLookup, RedirectError, RedirectRefused
 from probe.vocabulary.targets import is_ip_literal, resolve_url
 
 MAX_REDIRECTS = 5
@@ -25,24 +27,24 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 async def fetch_with_redirects(stream: Stream, host: str, path: str, address: str, url: str, visit: Visit) -> None:
     """GET over a connected stream, then follow at most MAX_REDIRECTS redirects, each recorded."""
-    config, clock, observations = visit.config, visit.clock, visit.observations
+    config, clock, draft = visit.config, visit.clock, visit.observations
     try:
-        request = await get(stream, host, path, visit.deadline.step(), clock, own=config.own_addresses)
+        request = await get(stream, host, path, visit.deadline.step(), clock, own=config.own_addresses,
+                            address=address, url=url, redirect_index=0)  # fmt: skip
     finally:
         stream.close()
-    request.update({"address": address, "url": url, "redirect_index": 0})
-    observations["http_requests"].append(request)
+    draft.http_requests.append(request)
     for index in range(1, MAX_REDIRECTS + 1):
-        if request["status"] not in REDIRECT_STATUSES or not request["location"]:
+        if request.status not in REDIRECT_STATUSES or not request.location:
             return
         if visit.deadline.expired:
-            observations["deadline_reached"] = "redirect"  # the target's time is up: no further hop
+            draft.deadline_reached = "redirect"  # the target's time is up: no further hop
             return
         try:
-            hop = resolve_url(request["url"], _as_sent(request["location"]))
+            hop = resolve_url(request.url or url, _as_sent(request.location))
         except ValueError as exc:
             # A Location no browser could follow (`http://[x`, port 0): recorded, and the chain ends here.
-            observations["redirect_error"] = {"location": str(request["location"])[:2000], "reason": str(exc)[:200]}
+            draft.redirect_error = RedirectError(str(request.location)[:2000], str(exc)[:200])
             return
         if hop is None:  # not http(s): `mailto:`, `ftp:`, nothing a browser fetches over HTTP
             return
@@ -52,10 +54,9 @@ async def fetch_with_redirects(stream: Stream, host: str, path: str, address: st
         if is_ip_literal(next_host):
             addresses = [next_host]
         else:
-            lookup = await _lookup_for_redirect(next_host, port, visit)
-            lookup["hop"] = index
-            observations.setdefault("redirect_lookups", []).append(lookup)
-            addresses = lookup["addresses"]
+            lookup = msgspec.structs.replace(await _lookup_for_redirect(next_host, port, visit), hop=index)
+            draft.redirect_lookups.append(lookup)
+            addresses = list(lookup.addresses)
         candidates = ordered(addresses)
         if not candidates:
             return
@@ -63,7 +64,7 @@ async def fetch_with_redirects(stream: Stream, host: str, path: str, address: st
         if not _may_follow_to(next_address):
             # A page must not steer the probe into this machine or its link (router admin pages,
             # metadata services). ISP blockpage servers on private addresses are still followed.
-            observations["redirect_refused"] = {"url": next_url, "address": next_address}
+            draft.redirect_refused = RedirectRefused(next_url, next_address)
             return
         sni = None if is_ip_literal(next_host) else next_host
         connection, _ = await connect_with_contrast(
@@ -72,13 +73,12 @@ async def fetch_with_redirects(stream: Stream, host: str, path: str, address: st
         if connection is None:
             return
         try:
-            request = await get(
-                connection, next_host, next_path, visit.deadline.step(), clock, own=config.own_addresses
-            )
+            step = visit.deadline.step()
+            request = await get(connection, next_host, next_path, step, clock, own=config.own_addresses,
+                                address=next_address, url=next_url, redirect_index=index)  # fmt: skip
         finally:
             connection.close()
-        request.update({"address": next_address, "url": next_url, "redirect_index": index})
-        observations["http_requests"].append(request)
+        draft.http_requests.append(request)
 
 
 def _as_sent(location: str) -> str:
@@ -94,7 +94,7 @@ def _may_follow_to(address: str) -> bool:
     return not (ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast)
 
 
-async def _lookup_for_redirect(host: str, port: int, visit: Visit) -> dict[str, Any]:
+async def _lookup_for_redirect(host: str, port: int, visit: Visit) -> DnsLookup:
     """Resolve a redirect's host as a browser on this machine would."""
     config, clock = visit.config, visit.clock
     if config.resolver is not None:

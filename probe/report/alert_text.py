@@ -175,4 +175,7 @@ def render(alert: dict[str, Any], language: str = "en") -> tuple[str, str]:
         "From_since": _from(alert.get("since"), t, zone).capitalize(),
         "total_site": _word(words, rule, "site", total), "total_site_gen": _word(words, rule, "site_gen", total),
     }  # fmt: skip
-    return str(t["titles"][kind_of_alert]).format(**values), str(t["texts"][kind_of_alert]).format(**values)
+    titles, texts = t["titles"], t["texts"]
+    if kind in t.get("network_kinds", ()):  # issue 22: the network's own state, said without sites
+        titles, texts = t["network_titles"], t["network_texts"]
+    return str(titles[kind_of_alert]).format(**values), str(texts[kind_of_alert]).format(**values)

@@ -5,7 +5,8 @@ one when it ends (docs/alerts.md).
 - A **signal**: a record whose verdict is `none` says the site was reachable (0 for every kind on
   that network and site); a *confirmed* censorship verdict (`dns`, `tcp`, `tls`, `tls_mitm`, `http`)
   says blocked (1 for its kind). Everything else (offline, inconclusive, down, a volunteer's own
-  antivirus, an unconfirmed finding) is no evidence and is not fed.
+  antivirus, an unconfirmed finding, a finding measured while the network was cut off from abroad,
+  allow-listed or without internet: the network's state, issue 22) is no evidence and is not fed.
 - A **kind** is the verdict and what names it: the interception CA's catalog entry (or the forged
   chain's issuer) for `tls_mitm`, the blockpage for `http`; so two interceptors on one network are
   two episodes.
@@ -29,6 +30,7 @@ from typing import Any, NamedTuple
 from probe.report.changepoint import BLOCKED, END, ONSET, Cusum, iso, parse_time, threshold
 from probe.report.localtime import zone_for
 from probe.vocabulary.anomalies import CENSORSHIP, Blocking, Confidence
+from probe.vocabulary.netstate import RESTRICTED, NetworkState
 
 START, EXTENDED, ENDED = "start", "extended", "end"
 _AS = re.compile(r"^(AS)?([0-9]+)$", re.IGNORECASE)
@@ -81,6 +83,8 @@ def signal_of(record: dict[str, Any]) -> Signal | None:
     by: str | None = None
     if verdict == Blocking.NONE:
         kind = None
+    elif (record.get("network_state") or {}).get("state") in RESTRICTED:
+        return None  # issue 22: measured cut off or allow-listed: the network's state, never a site's block
     elif verdict in CENSORSHIP and record.get("confidence") == Confidence.CONFIRMED:
         kind, by = _kind(record, str(verdict))
     else:
@@ -90,6 +94,33 @@ def signal_of(record: dict[str, Any]) -> Signal | None:
     country = str((record.get("network") or {}).get("country") or "").upper() or None
     blocking = None if kind is None else str(verdict)
     return Signal(time, mid, network, as_name, site, kind, blocking, by, place, probe_of(record), country)
+
+
+NETWORK_SITE = "*"  # the network's own state (issue 22): one key per network and state, not a site
+NETWORK_KINDS = (NetworkState.CUT_OFF_ABROAD, NetworkState.ALLOW_LIST)
+
+
+def network_signal_of(record: dict[str, Any]) -> Signal | None:
+    """What a record says of its network's own state (issue 22): cut off from abroad or allow-listed
+    (blocked, for that state), full connectivity (reachable: it ends them), or nothing (no state, no
+    internet: a volunteer's dead uplink looks the same, unknown). Its id is the record's, marked, so
+    that the site's signal of the same record is not taken for a duplicate."""
+    state = (record.get("network_state") or {}).get("state")
+    if state not in (*NETWORK_KINDS, NetworkState.FULL):
+        return None
+    try:
+        time = parse_time(str(record.get("measurement_start_time")))
+    except ValueError:
+        return None
+    mid = str(record.get("measurement_id") or "")
+    if not mid:
+        return None
+    network, as_name = network_of(record)
+    kind = None if state == NetworkState.FULL else str(state)
+    place = (record.get("network") or {}).get("region")
+    country = str((record.get("network") or {}).get("country") or "").upper() or None
+    return Signal(time, f"{mid}/network_state", network, as_name, NETWORK_SITE, kind, kind, None, place,
+                  probe_of(record), country)  # fmt: skip
 
 
 def _kind(record: dict[str, Any], verdict: str) -> tuple[str, str | None]:

@@ -39,6 +39,7 @@ _COLUMNS = {
     "rejudged": 'STRUCT("at" VARCHAR, rules_version VARCHAR)',
     "analysis": "JSON",
     "observations": "JSON",
+    "network_state": "STRUCT(state VARCHAR)",  # issue 22: the network's state while measured
 }
 
 

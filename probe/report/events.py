@@ -9,6 +9,10 @@ its sites, places, probes, days and measurements; its evidence is its first meas
 Measurements that prove nothing (inconclusive, offline, down, and unconfirmed findings unless asked
 for) are not states. A volunteer's own antivirus is never an episode: it is listed apart.
 
+The network's own state is an episode of its own (issue 22): days its records were measured cut off
+from abroad (`cut_off_abroad`) or on an allow-list (`allow_list`), ended by a day of full
+connectivity. The findings measured meanwhile are the state's, never a site's episode.
+
 A record with no AS gets a network of its own probe (`unknown:<probe_id>`), so that probes on
 unrelated networks are never merged into one unknown network. `coverage` (per network and day:
 measured, reachable, blocked, failed) is kept in DuckDB for the page's charts.
@@ -165,6 +169,41 @@ def _extend(episode: Episode, row: tuple[Any, ...]) -> None:
     episode.measurement_ids += ids[: MAX_IDS - len(episode.measurement_ids)]
 
 
+def _sweep(rows: list[tuple[Any, ...]], clear: dict[date, dict[str, datetime]], sites_only: bool) -> list[Episode]:
+    """One network's days of one state, swept in order: a day in the state opens or extends an episode;
+    a day out of it that clears it (a site of the episode seen reachable; for the network's own state,
+    `sites_only` False, full connectivity seen) ends it; a day with neither is a gap in coverage."""
+    by_day = {row[2]: row for row in rows}
+    episodes: list[Episode] = []
+    current: Episode | None = None
+    for day in sorted(set(by_day) | set(clear)):
+        if day in by_day:
+            if current is None:
+                current = _open(by_day[day])
+                episodes.append(current)
+            _extend(current, by_day[day])
+        elif current is not None:
+            seen = [when for site, when in clear[day].items() if not sites_only or site in current.sites]
+            if seen:
+                current.ended, current.ended_day, current = min(seen), day, None
+    return episodes
+
+
+def _network_episodes(engine: Engine, source: str) -> list[Episode]:
+    """The network's own episodes (issue 22): cut off from abroad, or on an allow-list, from the
+    `network_state` every record carries; ended by a day of full connectivity on that network."""
+    clear: dict[str, dict[date, dict[str, datetime]]] = {}
+    for network_key, day, seen in engine.rows(queries.network_clear(source)):
+        clear.setdefault(network_key, {}).setdefault(day, {})[""] = seen
+    streams: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    for row in engine.rows(queries.network_days(engine.dialect, source)):
+        streams.setdefault((row[0], row[1]), []).append(tuple(row))
+    episodes: list[Episode] = []
+    for (network_key, _state), rows in sorted(streams.items()):
+        episodes += _sweep(rows, clear.get(network_key, {}), sites_only=False)
+    return episodes
+
+
 def build_episodes(con: duckdb.DuckDBPyConnection | Engine, all_confidence: bool, source: str = "m") -> list[Episode]:
     """The episodes of the measurements in `source` (a table or view shaped like `m`), on any engine:
     the engine aggregates per network, state and day; the sweep is this Python, the same for all."""
@@ -177,19 +216,8 @@ def build_episodes(con: duckdb.DuckDBPyConnection | Engine, all_confidence: bool
         streams.setdefault((row[0], row[1]), []).append(tuple(row))
     episodes: list[Episode] = []
     for (network_key, _state), rows in sorted(streams.items()):
-        by_day = {row[2]: row for row in rows}
-        reachable = clear.get(network_key, {})
-        current: Episode | None = None
-        for day in sorted(set(by_day) | set(reachable)):
-            if day in by_day:
-                if current is None:
-                    current = _open(by_day[day])
-                    episodes.append(current)
-                _extend(current, by_day[day])
-            elif current is not None:
-                seen = [when for site, when in reachable[day].items() if site in current.sites]
-                if seen:
-                    current.ended, current.ended_day, current = min(seen), day, None
+        episodes += _sweep(rows, clear.get(network_key, {}), sites_only=True)
+    episodes += _network_episodes(engine, source)
     firsts = sorted({e.first_measurement for e in episodes if e.first_measurement})
     evidence: dict[str, dict[str, Any]] = {}
     for start in range(0, len(firsts), 1000):

@@ -24,6 +24,8 @@ COLOURS = {
     "dns": "#7b3294",
     "tcp": "#8c510a",
     "http": "#2166ac",
+    "quic": "#35978f",  # issue 22: QUIC
+    "throttled": "#bf812d",  # issue 22: throttling
     "none": "#d9f0d3",
     "failed": "#e0e0e0",
     "blocked_unconfirmed": "#f4a582",
@@ -191,7 +193,8 @@ def timeline_section(
         + _timeline_svg(t, days, kinds, page)
         for t in entries
     )
-    items = [(COLOURS[k], kinds.get(k) or page["reachable"]) for k in ("tls_mitm", "tls", "dns", "tcp", "http", "none")]
+    shown = ("tls_mitm", "tls", "dns", "tcp", "http", "quic", "throttled", "none")  # issue 22: quic, throttled
+    items = [(COLOURS[k], kinds.get(k) or page["reachable"]) for k in shown]
     return f"<p>{e(page['timeline_intro'])}</p>" + legend(items) + f'<div id="timeline">{charts}</div>'
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 
 from probe.report.events import Episode
-from probe.report.queries import FINDINGS
+from probe.report.queries import FINDINGS, UNRESTRICTED
 
 MAX_TIMELINE_TARGETS = 40  # per network: the sites with the most findings
 MAX_MATRIX_TARGETS = 60  # sites with a finding first, then the most measured
@@ -57,7 +57,7 @@ def _outcome(shown: str) -> str:
     """A measurement's outcome in the matrix: a shown finding, `none`, or what else it was."""
     return (
         f"CASE WHEN {shown} THEN blocking WHEN blocking = 'none' THEN 'none' "
-        f"WHEN blocking IN {FINDINGS} THEN 'blocked_unconfirmed' "
+        f"WHEN blocking IN {FINDINGS} AND {UNRESTRICTED} THEN 'blocked_unconfirmed' "  # cut off: 'failed'
         "WHEN blocking IN ('offline', 'local_interception') THEN blocking ELSE 'failed' END"
     )
 

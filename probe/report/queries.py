@@ -14,7 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FINDINGS = ("dns", "tcp", "tls", "tls_mitm", "http")
+FINDINGS = ("dns", "tcp", "tls", "tls_mitm", "http", "quic", "throttled")  # issue 22: quic, throttled
+# The network's states that are episodes of their own (issue 22); records measured in any restricted
+# state (these, and no internet) are never a site's finding: the network's state explains them.
+NETWORK_EPISODES = ("cut_off_abroad", "allow_list")
+RESTRICTED = NETWORK_EPISODES + ("no_internet",)
 MAX_IDS = 20  # measurement ids named per episode; all are counted
 
 
@@ -79,7 +83,7 @@ _PLAIN = """filename AS file, schema_version, measurement_id, run_id,
     target.host AS target, target.input AS target_input, target.category AS category,
     CASE WHEN {asn_like} THEN 'AS' || regexp_replace(upper(network.asn), '^AS', '') ELSE network.asn END AS network,
     network.as_name AS as_name, upper(network.country) AS country, network.region AS place,
-    blocking, confidence, anomalies,
+    blocking, confidence, anomalies, network_state.state AS network_state,
     interceptor.catalog AS interceptor_catalog, interceptor.catalog_id AS catalog_id,
     interceptor.name AS interceptor_name, interceptor.issuer AS issuer, interceptor.matched_by AS matched_by,
     blockpage.id AS blockpage_id, blockpage.name AS blockpage_name, blockpage.matched AS blockpage_matched,
@@ -101,6 +105,7 @@ KEPT = [
     "blocking",
     "confidence",
     "anomalies",
+    "network_state",
     "interceptor_catalog",
     "catalog_id",
     "interceptor_name",
@@ -152,8 +157,11 @@ STATE = """CASE WHEN blocking = 'none' THEN 'reachable' ELSE blocking || '|' || 
     CASE WHEN blocking = 'tls_mitm' THEN coalesce(catalog_id, issuer) END, blockpage_id, '') END"""
 
 
+UNRESTRICTED = f"(network_state IS NULL OR network_state NOT IN {RESTRICTED})"
+
+
 def _shown(all_confidence: bool) -> str:
-    return f"blocking IN {FINDINGS}" + ("" if all_confidence else " AND confirmed")
+    return f"blocking IN {FINDINGS} AND {UNRESTRICTED}" + ("" if all_confidence else " AND confirmed")
 
 
 def days(dialect: Dialect, source: str, all_confidence: bool) -> str:
@@ -166,6 +174,26 @@ SELECT network_key, state, day, max(network), max(as_name), max(country), max(tz
     {d.distinct_list.format("category")}, {d.distinct_flat.format("anomalies")}, {d.first_ids}
 FROM (SELECT *, {STATE} AS state FROM {source} WHERE {_shown(all_confidence)}) findings
 GROUP BY network_key, state, day ORDER BY network_key, state, day"""
+
+
+def network_days(dialect: Dialect, source: str) -> str:
+    """Per network, network state (cut off from abroad, an allow-list) and local day: the same rows as
+    `days`, for the network's own episodes. Every record in the state counts as its evidence: the state
+    was judged from the reference endpoints, whatever the site's own verdict."""
+    d = dialect
+    return f"""
+SELECT network_key, network_state, day, max(network), max(as_name), max(country), max(tz),
+    count(*), count(*), min(time), max(time), min(local_time), max(local_time),
+    {d.distinct_list.format("target")}, {d.distinct_list.format("probe_id")}, {d.distinct_list.format("place")},
+    {d.distinct_list.format("category")}, {d.distinct_flat.format("anomalies")}, {d.first_ids}
+FROM {source} WHERE network_state IN {NETWORK_EPISODES}
+GROUP BY network_key, network_state, day ORDER BY network_key, network_state, day"""
+
+
+def network_clear(source: str) -> str:
+    """Days a network was seen with full connectivity (the end of its cut-off or allow-list)."""
+    return f"""
+SELECT network_key, day, min(time) FROM {source} WHERE network_state = 'full' GROUP BY network_key, day"""
 
 
 def clear(source: str, all_confidence: bool) -> str:
@@ -227,14 +255,16 @@ _COUNTED_APART = FINDINGS + ("none", "offline", "local_interception")
 
 def coverage(source: str) -> str:
     """Per network and local day: measured, and each measurement in exactly one column: reachable,
-    blocked (confirmed or not), failed (down, inconclusive, any other verdict), offline, or the
+    blocked (confirmed or not), failed (down, inconclusive, any other verdict, and a finding measured
+    while the network was cut off or allow-listed: the network's state, not the site's), offline, or the
     volunteer's own interception (an antivirus: the network's doing is unknown, and it is no block)."""
     return f"""
 SELECT network_key, day, max(network) AS network, max(as_name) AS as_name, count(*) AS measured,
     count(CASE WHEN blocking = 'none' THEN 1 END) AS reachable,
-    count(CASE WHEN blocking IN {FINDINGS} AND confirmed THEN 1 END) AS blocked_confirmed,
-    count(CASE WHEN blocking IN {FINDINGS} AND NOT confirmed THEN 1 END) AS blocked_unconfirmed,
-    count(CASE WHEN blocking IS NULL OR blocking NOT IN {_COUNTED_APART} THEN 1 END) AS failed,
+    count(CASE WHEN blocking IN {FINDINGS} AND confirmed AND {UNRESTRICTED} THEN 1 END) AS blocked_confirmed,
+    count(CASE WHEN blocking IN {FINDINGS} AND NOT confirmed AND {UNRESTRICTED} THEN 1 END) AS blocked_unconfirmed,
+    count(CASE WHEN blocking IS NULL OR blocking NOT IN {_COUNTED_APART}
+        OR (blocking IN {FINDINGS} AND NOT {UNRESTRICTED}) THEN 1 END) AS failed,
     count(CASE WHEN blocking = 'offline' THEN 1 END) AS offline,
     count(CASE WHEN blocking = 'local_interception' THEN 1 END) AS local_interception
 FROM {source} GROUP BY network_key, day ORDER BY network_key, day"""

@@ -20,6 +20,7 @@ from probe.report.events import Episode
 from probe.vocabulary.errors import InputError
 
 LANGUAGES = ("en", "ru")
+NETWORK_KINDS = ("cut_off_abroad", "allow_list")  # the network's own episodes (issue 22): no site is blamed
 MAX_SITES = 5  # sites named in a sentence; the rest are counted
 
 
@@ -206,11 +207,18 @@ def _values(members: list[Episode], template: dict[str, Any]) -> dict[str, Any]:
         issuer=common_name(first.evidence.get("issuer")) or "?",
         catalog=template.get("catalog", "") if first.evidence.get("catalog_id") else "",
         blockpage=first.evidence.get("blockpage_name") or "?",
-        how=how({a for e in members for a in e.anomalies}, template),
-        ongoing=template["ongoing"] if members[-1].ended is None else "",
+        how=how({a for e in members for a in e.anomalies}, template) if first.blocking not in NETWORK_KINDS else "",
+        ongoing=_ongoing(first, template) if members[-1].ended is None else "",
         sites=len(sites),
     )
     return values
+
+
+def _ongoing(first: Episode, template: dict[str, Any]) -> str:
+    """An episode not ended in the period: no site seen reachable again, or the network never seen whole."""
+    if first.blocking in NETWORK_KINDS:
+        return str(template.get("ongoing_network", template["ongoing"]))
+    return str(template["ongoing"])
 
 
 def sentence(members: list[Episode], template: dict[str, Any]) -> str | None:
@@ -282,11 +290,13 @@ def month_entry(
                     names=site_list({s for e in members for s in e.sites}, template),
                 )
         values["kind"] = kind_words(kind_of(first), template)
-        kind = "tls_mitm" if first.blocking == "tls_mitm" else "unavailable"
+        kind = first.blocking if first.blocking in ("tls_mitm", *NETWORK_KINDS) else "unavailable"
         lines.append(str(words[kind]).format(**values))
     if len(lines) == 1:
         lines.append(str(words["none"]).format(**month_values))
-    lines.append(_year_line(year_episodes, month, month_values, template))
+    # The year's count is of blocking and interception: a cut-off is the network's, said above, not counted.
+    lines.append(_year_line([e for e in year_episodes if e.blocking not in NETWORK_KINDS], month, month_values,
+                            template))  # fmt: skip
     return lines
 
 

@@ -27,6 +27,7 @@ _SCHEMA = (
     "schema_version INT, measurement_id STRING, run_id STRING, probe_id STRING, measurement_start_time STRING, "
     "target STRUCT<input: STRING, host: STRING, url: STRING, category: STRING>, "
     "network STRUCT<asn: STRING, as_name: STRING, country: STRING, region: STRING>, "
+    "network_state STRUCT<state: STRING>, "  # issue 22
     "anomalies ARRAY<STRING>, blocking STRING, confidence STRING, "
     "interceptor STRUCT<catalog: STRING, catalog_id: STRING, name: STRING, country: STRING, issuer: STRING, "
     "matched_by: STRING, matched_certificate: INT>, "

@@ -14,6 +14,7 @@ import duckdb
 from probe.report.events import Episode
 from probe.report.load import FINDINGS, Problems
 from probe.report.page_data import cited, matrix, timelines
+from probe.report.queries import UNRESTRICTED
 
 
 @dataclass
@@ -67,7 +68,8 @@ def summarise(
     assert totals is not None
     findings: dict[str, dict[str, int]] = {}
     for blocking, confirmed, count in con.execute(
-        f"SELECT blocking, confirmed, count(*) FROM m WHERE blocking IN {FINDINGS} GROUP BY ALL ORDER BY ALL"
+        f"SELECT blocking, confirmed, count(*) FROM m WHERE blocking IN {FINDINGS} AND {UNRESTRICTED} "
+        "GROUP BY ALL ORDER BY ALL"  # issue 22: a finding measured cut off is the network's state
     ).fetchall():
         findings.setdefault(blocking, {"episodes": 0, "sites": 0, "networks": 0, "confirmed": 0, "unconfirmed": 0})[
             "confirmed" if confirmed else "unconfirmed"
@@ -85,7 +87,7 @@ def summarise(
     ).fetchall():
         zones[zone] = sorted({n if not n.startswith("unknown:") else "unknown" for n in networks})
     verdicts = dict(con.execute("SELECT blocking, count(*) FROM m GROUP BY ALL ORDER BY 2 DESC").fetchall())
-    shown = f"blocking IN {FINDINGS}" + ("" if all_confidence else " AND confirmed")
+    shown = f"blocking IN {FINDINGS} AND {UNRESTRICTED}" + ("" if all_confidence else " AND confirmed")
     per = (
         f"count(*) AS measurements, count(*) FILTER (WHERE {shown}) AS findings, "
         "count(DISTINCT target) FILTER (WHERE " + shown + ") AS sites_blocked, "

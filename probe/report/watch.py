@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from probe.report.alerting import Detector, Signal, signal_of
+from probe.report.alerting import Detector, Signal, network_signal_of, signal_of
 from probe.report.changepoint import DEFAULT_EVIDENCE, iso, parse_time
 from probe.report.deliver import Webhook, atom, deliver, write_atomically
 from probe.report.follow import Reading, read_new
@@ -111,8 +111,7 @@ def _new_signals(
     seen: dict[str, set[str]] = {day: set(ids) for day, ids in state.get("seen", {}).items()}
     horizon = parse_time(state["newest"]) - window if state.get("newest") else None
     signals = []
-    for record in records:
-        signal = signal_of(record)
+    for signal in (s for r in records for s in (signal_of(r), network_signal_of(r))):  # issue 22: the network's
         if signal is None:
             continue
         if horizon is not None and signal.time < horizon:

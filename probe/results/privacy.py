@@ -47,6 +47,7 @@ PAGE_TEXT: frozenset[tuple[str, ...]] = frozenset({
     ("observations", "helpers", "*", "response", "http", "location"),
     ("observations", "redirect_error", "location"),
     ("observations", "redirect_refused", "url"),
+    ("observations", "quic", "alt_svc"),  # issue 22: the Alt-Svc header's value, kept with the QUIC handshakes
     ("analysis", "redirect_hop", "url"),
     ("blockpage", "matched"),
 })  # fmt: skip

@@ -85,6 +85,7 @@ def judgement_fields(judgement: Judgement) -> dict[str, Any]:
             "redirect_hop": judgement.redirect_hop,
             "forensics": judgement.forensics,
             "national_ca": judgement.national_ca,
+            "throttle": judgement.throttle,  # issue 22
         },
         "anomalies": judgement.anomalies,
         "blocking": judgement.blocking,

@@ -19,6 +19,7 @@ from probe.analyze.certs import CERTIFICATE_ERRORS, decode_chain, describe_certi
 from probe.results.files import open_text, results_files
 from probe.results.forensics_text import forensics_lines
 from probe.results.privacy import scrub_page_text
+from probe.results.throughput_text import throughput_lines  # issue 22
 from probe.vocabulary.anomalies import ANOMALIES, Anomaly
 
 GROUP_NAMES_UP_TO = 5  # a group of no more targets than this names them
@@ -72,6 +73,8 @@ PROOF_WORDS = {
     "blockpage_fingerprint": "a blockpage fingerprint",
     "local_interceptor_catalog": "a catalogued local interceptor",
     "os_store_forges_every_name": "this machine's own trust store",
+    "quic_control_sni_completed": "the control name's QUIC handshake completing at the same address",  # issue 22
+    "control_flows": "the same server's flows for the control name and for none, at full speed",  # issue 22
 }
 
 
@@ -83,6 +86,7 @@ def format_record(record: dict[str, Any]) -> str:
         f"  anomalies: {', '.join(record['anomalies']) or '-'}",
         f"  measured:  {record['measurement_start_time']}  id {record['measurement_id']}",
     ]
+    lines += _network_state_lines(record.get("network_state"))  # issue 22: the network's state meanwhile
     interceptor = record.get("interceptor")
     if interceptor:
         named = interceptor.get("name") or "not in any catalog"
@@ -123,6 +127,9 @@ def format_record(record: dict[str, Any]) -> str:
     for request in observations.get("http_requests", []):
         outcome = request["failure"] or f"{request['status']} {request.get('title') or ''}".strip()
         lines.append(f"  http GET {request['request']['host']}{request['request']['path']}: {outcome}")
+    lines += _quic_lines(observations.get("quic"))  # issue 22: QUIC
+    throttle = (record.get("analysis") or {}).get("throttle")  # issue 22: throttling
+    lines += throughput_lines(observations.get("throughput"), throttle)  # issue 22
     for asked in observations.get("helpers", []):
         view = asked.get("response")
         if view is None:
@@ -140,6 +147,47 @@ def format_record(record: dict[str, Any]) -> str:
     if record.get("error"):
         lines.append(f"  probe error: {_last_line(record['error'])}")
     return "\n".join(lines) + "\n"
+
+
+NETWORK_STATE_WORDS = {  # issue 22 (docs/verdicts.md, "The network's state")
+    "full": "full connectivity",
+    "cut_off_abroad": "cut off from abroad (domestic services answered, no foreign one)",
+    "allow_list": "an allow-list (domestic services and some foreign ones answered, others not)",
+    "no_internet": "no internet (no reference service answered)",
+    "unknown": "unknown (too little evidence)",
+}
+
+
+def _network_state_lines(state: dict[str, Any] | None) -> list[str]:
+    """The network's state while the target was measured; a restricted one explains the site's failure."""
+    if not state:
+        return []
+    counts = (f"domestic {state['domestic']['answered']}/{state['domestic']['asked']}, "
+              f"foreign {state['foreign']['answered']}/{state['foreign']['asked']} answered")  # fmt: skip
+    lines = [f"  network:   {NETWORK_STATE_WORDS.get(state['state'], state['state'])} ({counts}; {state['basis']})"]
+    if state["state"] in ("cut_off_abroad", "allow_list", "no_internet"):
+        lines.append("             a failure here is the network's state, not this site's blocking")
+    return lines
+
+
+def _quic_lines(quic: dict[str, Any] | None) -> list[str]:
+    """Why QUIC was tried, then each handshake and how it ended (issue 22)."""
+    if not quic:
+        return []
+    why = f"h3 advertised ({quic['alt_svc']})" if quic.get("reason") == "alt_svc" else "asked (--quic always)"
+    lines = [f"  quic: {why}"]
+    for h in quic.get("handshakes") or []:
+        if h["failure"] is None:
+            outcome = f"{h.get('negotiated_protocol') or '-'} (QUIC {h.get('quic_version') or '?'})"
+            page = h.get("http_status") or h.get("http_failure")
+            outcome += f", HTTP/3 {page}" if page else ""
+        elif h.get("datagrams_received"):
+            alert = f" (alert {h['alert']})" if h.get("alert") else ""
+            outcome = f"{h['failure']}{alert} after {h['datagrams_received']} datagrams"
+        else:
+            outcome = f"{h['failure']}, nothing came back"
+        lines.append(f"  quic {h['address']}:{h['port']} sni={h['server_name']} ({h['purpose']}): {outcome}")
+    return lines
 
 
 def _last_line(text: str) -> str:

@@ -17,11 +17,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from probe.analyze.verdict import AnalysisContext, judge
-from probe.forensics.examine import Forensics
+import msgspec
+
+from probe.analyze.network_state import judge_check, no_route_fields, state_fields
+from probe.analyze.verdict import AnalysisContext, judge_observations
+from probe.forensics.examine import Forensics, stopped_capture
 from probe.netx.classify import short_traceback
 from probe.netx.netcheck import has_route, source_address
-from probe.observe.measure import MeasureConfig, measure_target, observe_run_dns
+from probe.observe.measure import MeasureConfig, RunDns, measure_target, observe_run_dns
+from probe.observe.network_state import NetworkChecks, NetworkWatch
 from probe.results.offline import NO_ROUTE
 from probe.results.record import RunContext
 from probe.results.writer import ResultsWriter
@@ -36,6 +40,8 @@ from probe.run.runtime import TRIM_EVERY, Runtime, runtime, trim_memory
 from probe.run.signals import Interrupted
 from probe.run.summary import RunSummary as RunSummary  # re-exported: what commands read
 from probe.vocabulary.anomalies import CENSORSHIP, Blocking, Confidence
+from probe.vocabulary.netstate import RESTRICTED, NetworkCheck
+from probe.vocabulary.observations import ForensicState, Observations
 from probe.vocabulary.targets import Target
 
 # Targets measured and waiting for their last replies (a DNS window, the injection probe: about two
@@ -52,70 +58,111 @@ class _Run:
     forensics: Forensics | None
     recorder: Recorder
     rt: Runtime
-    clock_started: float
-    run_started: datetime
+    summary: RunSummary
+    network_state: dict[str, Any] | None = None  # the latest round's state, as every record carries it
 
-    def finish(
-        self, target: Target, started: datetime, observations: dict[str, Any] | None, error: str | None, offline: bool
-    ) -> None:
-        """A target's outcome to the recorder, with how far behind the probe was meanwhile."""
+    def heard(self, check: NetworkCheck) -> None:
+        """A round of the reference endpoints, judged: the state of the records that follow."""
+        self.network_state = state_fields(check, judge_check(check))
+        self.summary.network_states.append(
+            {k: self.network_state[k] for k in ("check", "checked_at", "state", "basis", "domestic", "foreign")}
+        )
+
+    def item(
+        self, target: Target, started: datetime, observations: Observations | None, error: str | None, offline: bool,
+        began: float | None = None,
+    ) -> Item:  # fmt: skip
+        """A target's outcome for the recorder, with how far behind the probe was meanwhile (from
+        `began`, time.monotonic() when its measuring started, the lag monitor's clock)."""
         own = self.config.own_addresses.snapshot()
         behind = None
-        if not offline:
-            began = self.clock_started + (started - self.run_started).total_seconds()
+        if not offline and began is not None:
             behind = self.rt.lag.lag_between(began, time.monotonic())
-        self.recorder.submit(Item(target, started, observations, error, offline, own, probe_lag=behind))
+        return Item(target, started, observations, error, offline, own, probe_lag=behind,
+                    network_state=self.network_state)  # fmt: skip
 
-    def not_measured(self, target: Target) -> None:
-        self.recorder.submit(Item(target, datetime.now(UTC), None, None, False, frozenset(), not_measured="deadline"))
+    async def finish(
+        self, target: Target, started: datetime, observations: Observations | None, error: str | None, offline: bool,
+        began: float | None = None,
+    ) -> None:  # fmt: skip
+        """A target's outcome to the recorder: a slot awaited (the loop never waits for the recorder)."""
+        await self.recorder.handed(self.item(target, started, observations, error, offline, began))
+
+    async def not_measured(self, targets: list[Target]) -> None:
+        for target in targets:  # in turn, each awaiting a slot
+            await self.recorder.handed(Item(target, datetime.now(UTC), None, None, False, frozenset(),
+                                            not_measured="deadline", network_state=self.network_state))  # fmt: skip
 
     async def forensic_steps(
-        self, target: Target, started: datetime, observations: dict[str, Any], ends: float | None
-    ) -> None:
+        self, target: Target, started: datetime, observations: Observations, ends: float | None
+    ) -> Observations:
         """The capture's state in every record and, for a finding (judged here, first), the TTL sweep."""
         forensics, config = self.forensics, self.config
         if forensics is None:
-            return
+            return observations
         stopped = forensics.capture.failure if forensics.capture is not None else None
-        if forensics.prepare(target.host, observations, started, config.roots, config.control_sni):
-            finding = judge({"host": target.host}, observations, started, False, self.analysis).blocking
+        seen, suspect = forensics.prepare(target.host, observations, started, config.roots, config.control_sni)
+        if suspect:
+            finding = judge_observations(target.host, observations, started, False, self.analysis).blocking
             sweep = forensics.sweep(target.host, target.port, observations, finding, config.control_sni,
                                     config.timeout, ends)  # fmt: skip
-            if sweep is not None:
-                observations["forensics"]["locate"] = await threads.blocking(sweep)
+            if isinstance(sweep, ForensicState):  # why it was not run
+                seen = msgspec.structs.replace(seen, locate=sweep)
+            elif sweep is not None:
+                seen = msgspec.structs.replace(seen, locate=await threads.blocking(sweep))
         if stopped is not None:  # the capture stopped before this target was complete: it says so
-            observations["forensics"]["capture"] = {"status": "stopped", "reason": stopped}
+            seen = msgspec.structs.replace(seen, capture=stopped_capture(stopped))
+        return msgspec.structs.replace(observations, forensics=seen)
 
-    async def one(self, target: Target, run_dns: asyncio.Task[dict[str, Any]], critical_done: Any) -> None:
+    async def one(self, target: Target, run_dns: asyncio.Task[RunDns], critical_done: Any) -> None:
         """One target, measured, completed and handed to the recorder."""
-        started = datetime.now(UTC)
-        observations: dict[str, Any] | None = None
+        started, began = datetime.now(UTC), time.monotonic()
         try:
             measured = await measure_target(target, self.config, started, critical_done)
         except Exception as exc:  # a probe bug must not cost the other targets; the record says what happened
             critical_done()
-            self.finish(target, started, None, short_traceback(exc), offline=False)
+            await self.finish(target, started, None, short_traceback(exc), offline=False, began=began)
             return
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # the run cancelled it (its deadline, an interruption): accounted for there
             critical_done()  # a step shared with another target was cancelled under it: a probe bug, recorded
-            self.finish(target, started, None, "CancelledError: a step shared with another target", offline=False)
+            await self.finish(target, started, None, "CancelledError: a step shared with another target", False, began)
             return
         observations, error = measured.observations, measured.error
         try:
-            if observations["dns"] is not None:
-                observations["dns"].update(await asyncio.shield(run_dns))  # the run's own DNS facts, in every record
-            await self.forensic_steps(target, started, observations, measured.deadline.ends)
+            if observations.dns is not None:  # the run's own DNS facts, in every record
+                once = await asyncio.shield(run_dns)
+                dns = msgspec.structs.replace(observations.dns, control_identity=once.control_identity,
+                                              resolver_baseline=once.resolver_baseline)  # fmt: skip
+                observations = msgspec.structs.replace(observations, dns=dns)
+            observations = await self.forensic_steps(target, started, observations, measured.deadline.ends)
         except Exception as exc:
             error = short_traceback(exc)
-        self.finish(target, started, observations, error, offline=False)
+        await self.finish(target, started, observations, error, offline=False, began=began)
 
 
 async def _measure_all(
-    run: _Run, targets: list[Target], concurrency: int, ends: float | None, summary: RunSummary
-) -> None:
+    run: _Run, targets: list[Target], concurrency: int, ends: float | None, summary: RunSummary,
+    checks: NetworkChecks | None = None,
+) -> None:  # fmt: skip
+    """The network's state first (the reference endpoints, when asked for), then the targets."""
+    if checks is None or not checks.endpoints:
+        await _measure_targets(run, targets, concurrency, ends, summary, None)
+        return
+    watch = NetworkWatch(checks.endpoints, run.config, checks.every_targets, checks.every_seconds, run.heard)
+    try:
+        await watch.start()  # bounded: every endpoint at once, each within twice the timeout
+        await _measure_targets(run, targets, concurrency, ends, summary, watch)
+    finally:
+        watch.close()
+
+
+async def _measure_targets(
+    run: _Run, targets: list[Target], concurrency: int, ends: float | None, summary: RunSummary,
+    watch: NetworkWatch | None,
+) -> None:  # fmt: skip
     """Targets are streamed in: at most the intake on the critical path at once (`concurrency`, fewer
     while the probe is behind), and a bounded number waiting for their last replies."""
     loop = asyncio.get_running_loop()
@@ -147,6 +194,8 @@ async def _measure_all(
         task = loop.create_task(run.one(target, run_dns, critical_done))
         measuring[task] = target
         task.add_done_callback(done)
+        if watch is not None:
+            watch.target_started()  # every so many targets, the endpoints are asked again meanwhile
 
     while True:
         while len(measuring) < run.rt.lag.allowed and len(finishing) < concurrency * FINISHING:
@@ -170,11 +219,14 @@ async def _measure_all(
             if ends is None or time.monotonic() < ends:
                 continue
             summary.deadline_reached = True
-            for target in [*measuring.values(), *queue]:
-                run.not_measured(target)
+            unmeasured = [*measuring.values(), *queue]
             for task in list(measuring):
-                task.cancel()
+                task.cancel()  # before any await: no target is recorded both measured and not
             measuring.clear()
+            if unmeasured:  # recorded by a task, awaited as the finishing ones are (Ctrl-C heard meanwhile)
+                recording = loop.create_task(run.not_measured(unmeasured))
+                finishing[recording] = unmeasured[0]
+                recording.add_done_callback(done)
             while finishing:  # measured already: only their last replies are awaited (each is bounded)
                 if run.rt.interrupted:  # Ctrl-C or SIGTERM meanwhile: the run stops now, records kept
                     raise Interrupted from None
@@ -200,13 +252,15 @@ def execute(
     deadline: float | None = None,
     show_progress: bool | None = None,
     forensics: Forensics | None = None,
+    network_checks: NetworkChecks | None = None,
 ) -> RunSummary:
     """Measure every target and write its record as soon as it is judged.
 
     An interruption stops the run between records: the summary says so, every finished record is
     in the file, and the measurements still running are abandoned. With a `deadline` (seconds for
     the whole run), targets not finished by then are recorded as not measured, and every finished
-    record is kept.
+    record is kept. With `network_checks`, the reference endpoints are asked before the first target
+    and again meanwhile, and every record carries the network's state (`network_state`).
     """
     run_started = datetime.now(UTC)
     clock_started = time.monotonic()
@@ -224,10 +278,14 @@ def execute(
         summary.verdicts[verdict.blocking] += 1
         if verdict.confidence == Confidence.CONFIRMED:
             summary.confirmed[verdict.blocking] += 1
+        restricted = (item.network_state or {}).get("state")
+        if restricted in RESTRICTED:  # the network's state explains it: never counted as site blocking
+            summary.during_restriction[verdict.blocking] += 1
         if verdict.blocking in CENSORSHIP or verdict.blocking == Blocking.LOCAL_INTERCEPTION:
-            summary.findings.append(
-                {"target": item.target.input, "blocking": verdict.blocking, "confidence": verdict.confidence}
-            )
+            finding = {"target": item.target.input, "blocking": verdict.blocking, "confidence": verdict.confidence}
+            if restricted in RESTRICTED:
+                finding["network_state"] = restricted
+            summary.findings.append(finding)
         if verdict.interceptor is not None:
             interception = {"host": item.target.host, "blocking": verdict.blocking, **verdict.interceptor}
             summary.interceptions.append(interception)
@@ -245,19 +303,21 @@ def execute(
             if forensics is not None and forensics.start() is not None:
                 config = replace(config, capture=forensics.capture)
             progress = Progress(progress_stream, len(targets), show_progress)
-            run = _Run(config, analysis, forensics, recorder, rt, clock_started, run_started)
+            run = _Run(config, analysis, forensics, recorder, rt, summary)
             # Asking the kernel's routing table sends nothing; its answer is also our own source address.
             route_probe = config.control_resolver.route_address if config.control_resolver else None
             source = source_address(route_probe) if route_probe is not None else None
             online = source is not None if route_probe is not None else has_route()
             if not online:
-                for target in targets:
-                    run.finish(target, datetime.now(UTC), None, None, offline=True)
+                if network_checks is not None and network_checks.endpoints:  # nothing was asked: no route
+                    run.network_state = no_route_fields(datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+                for target in targets:  # outside the loop: the recorder's `submit` waits in this thread
+                    recorder.submit(run.item(target, datetime.now(UTC), None, None, offline=True))
                 ended = NO_ROUTE
                 return summary
             config.own_addresses.add(source)
             try:
-                rt.run(lambda rt: _measure_all(run, targets, concurrency, ends, summary))
+                rt.run(lambda rt: _measure_all(run, targets, concurrency, ends, summary, network_checks))
             except (Interrupted, KeyboardInterrupt):
                 summary.interrupted = True
                 return summary

@@ -16,13 +16,15 @@ PLAIN = {
     "tcp": "blocked: no connection could be made to the site's addresses",
     "dns": "blocked by false answers from the network's name servers",
     "http": "blocked: a blockpage, or a cut connection, instead of the site's page",
+    "quic": "HTTP/3 (QUIC) blocked, while ordinary connections to the site worked",  # issue 22
+    "throttled": "slowed: connections naming the site were throttled or frozen, others were not",  # issue 22
     "local_interception": "intercepted by software on this computer (an antivirus or a company proxy), not the network",
     "down": "down for everyone (not blocked)",
     "inconclusive": "could not be judged (nothing proves blocking, nothing proves the contrary)",
     "offline": "not measured: this machine was offline",
     "none": "reachable, nothing found",
 }
-FINDINGS = ("tls_mitm", "tls", "tcp", "dns", "http", "local_interception")
+FINDINGS = ("tls_mitm", "tls", "tcp", "dns", "http", "quic", "throttled", "local_interception")  # issue 22
 
 
 class Progress:
@@ -100,6 +102,34 @@ OFFLINE = {
 }
 
 
+NETWORK_STATES = {
+    "full": "full connectivity: the foreign reference services answered",
+    "cut_off_abroad": "cut off from abroad: domestic services answered, no foreign one did",
+    "allow_list": "an allow-list: domestic services and some foreign ones answered, other foreign ones did not",
+    "no_internet": "no internet: no reference service answered",
+    "unknown": "unknown: too little evidence",
+}
+
+
+def network_lines(summary: Any) -> list[str]:
+    """The network's state in each round of the reference endpoints, and what it means for the findings."""
+    rounds = getattr(summary, "network_states", None) or []
+    if not rounds:
+        return []
+    lines = []
+    for number, item in enumerate(rounds):
+        if number and item["state"] == rounds[number - 1]["state"]:
+            continue  # a state is said when it begins, not at every round
+        counts = (f"domestic {item['domestic']['answered']}/{item['domestic']['asked']}, "
+                  f"foreign {item['foreign']['answered']}/{item['foreign']['asked']} answered")  # fmt: skip
+        lines.append(f"Network ({item['checked_at'][:19]}Z): {NETWORK_STATES[item['state']]} ({counts}).")
+    restricted = sum(summary.during_restriction.values())
+    if restricted:
+        lines.append(f"  {restricted} targets were measured while the network was restricted: their failures are "
+                     "the network's state, not the sites' blocking, and the report says so.")  # fmt: skip
+    return lines
+
+
 def offline_words(summary: Any) -> str:
     """Why an offline run (a `probe.run.execute.RunSummary`) measured nothing, in plain words."""
     return OFFLINE[summary.offline].format(host=getattr(summary, "portal", None) or "an unknown host")
@@ -110,6 +140,7 @@ def format_summary(summary: Any) -> str:
     lines = [f"Measured {summary.measured} of {summary.total} targets in {summary.duration:.0f} s."]
     if summary.offline:
         lines.append(offline_words(summary))
+    lines += network_lines(summary)
     lines += plain_summary(summary.verdicts)
     late = summary.not_measured - summary.verdicts.get("offline", 0)
     if late:

@@ -22,12 +22,16 @@ raises the writer's error.
 The recorder keeps nothing of the run's but its inbox, its outbox and the results file (the run's
 lock above all is let go), and it does not outlive the run: when the run dies, its inbox ends and
 the kernel signals it (PR_SET_PDEATHSIG); it writes what the run had sent, and ends.
+The run's loop never waits for it (`handed` awaits a slot: probe/run/outbox.py); at the run's end,
+one that makes no progress for STALLED seconds (stopped, stuck) is killed, and the run takes over.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import errno
 import itertools
 import multiprocessing
 import os
@@ -41,17 +45,22 @@ from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
-from probe.analyze.verdict import AnalysisContext, Judgement, judge
+from probe.analyze.verdict import AnalysisContext, Judgement, judge_observations
 from probe.results.privacy import error_text, scrub, scrubbed_line
 from probe.results.record import RunContext, build_record
 from probe.results.writer import ResultsWriter, encodable, encode_record, unencodable_place
+from probe.run.outbox import Outbox
 from probe.vocabulary.anomalies import Blocking, Confidence
+from probe.vocabulary.observations import Observations
+from probe.vocabulary.observations_encode import encode
 from probe.vocabulary.targets import Target
 
 IN_FLIGHT = 64  # items sent to the recorder and not yet confirmed; past it, measuring waits
-CLOSE_WAIT = 60.0  # seconds for the recorder to finish what it holds when the run ends
+CLOSE_WAIT = 60.0  # seconds at most for the recorder to finish what it holds when the run ends
+STALLED = 5.0  # seconds without progress (nothing read, nothing confirmed) after which it is stuck
 ORPHANED_WAIT = 30  # seconds a recorder whose run died has to write what the run had sent it
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_UNKILLABLE = "the recorder process could not be stopped (a disk that hangs?): the records it held are not written"
 
 
 def _measurement_id() -> str:
@@ -64,12 +73,13 @@ class Item:
 
     target: Target
     started: datetime
-    observations: dict[str, Any] | None
+    observations: Observations | None
     error: str | None
     offline: bool
     own_addresses: frozenset[str]
     not_measured: str | None = None  # why it was not measured (the run's deadline)
     probe_lag: float | None = None  # how far behind the probe was while measuring it (seconds)
+    network_state: dict[str, Any] | None = None  # issue 22: the network's state meanwhile (analyze.network_state)
     measurement_id: str = field(default_factory=_measurement_id)  # its record's: found again, never written twice
 
 
@@ -99,13 +109,19 @@ def record_line(item: Item, run: RunContext, analysis: AnalysisContext) -> tuple
     judgement, error = Judgement(blocking=Blocking.INCONCLUSIVE), item.error
     if error is None and item.not_measured is None:
         try:
-            judgement = judge({"host": item.target.host}, item.observations, item.started, item.offline, analysis)
+            judgement = judge_observations(item.target.host, item.observations, item.started, item.offline, analysis)
         except Exception as exc:  # an analysis bug: keep the observations, re-judge them later
             error = error_text(exc)  # module-relative frames: never a local path
-    record = build_record(run, item.target, item.started, item.observations, judgement, error, item.probe_lag)
+    try:
+        observations = encode(item.observations) if item.observations is not None else None
+    except Exception as exc:  # a bug in encoding: the record says so, without its observations
+        observations, error = None, "\n".join(filter(None, [error, f"observations not encodable: {error_text(exc)}"]))
+    record = build_record(run, item.target, item.started, observations, judgement, error, item.probe_lag)
     record["measurement_id"] = item.measurement_id
     if item.not_measured is not None:
         record["not_measured"] = item.not_measured
+    if item.network_state is not None:  # issue 22
+        record["network_state"] = item.network_state
     verdict = Verdict(judgement.blocking, judgement.confidence, judgement.interceptor)
     try:
         return scrubbed_line(record, item.own_addresses), verdict
@@ -127,6 +143,8 @@ def _unencodable(item: Item, run: RunContext, record: dict[str, Any], exc: Excep
     fallback["measurement_id"] = item.measurement_id
     if item.not_measured is not None:
         fallback["not_measured"] = item.not_measured
+    if item.network_state is not None:  # issue 22
+        fallback["network_state"] = item.network_state
     try:
         line = scrubbed_line(fallback, item.own_addresses)
     except Exception:  # then the run's own parts hold it: every value made JSON
@@ -154,6 +172,10 @@ class InlineRecorder:
         verdict = Verdict(Blocking(record["blocking"]), Confidence(record["confidence"]), record.get("interceptor"))
         with self._lock:
             self._written(item, verdict)
+
+    async def handed(self, item: Item) -> None:
+        """On the run's loop: judged and written here (where there is no recorder process)."""
+        self.submit(item)
 
     def close(self) -> None:
         return
@@ -237,8 +259,8 @@ class ProcessRecorder:
         self._inline = InlineRecorder(run, analysis, writer, written)
         self._pending: dict[int, Item] = {}
         self._keys = itertools.count()
-        self._slots = threading.BoundedSemaphore(IN_FLIGHT)
         self._lock = threading.Lock()
+        self._confirmed = 0  # verdicts back: the recorder's progress
         self._gone = threading.Event()
         self._taken_over = False
         inherited = _open_descriptors()  # the run's lock among them
@@ -255,6 +277,7 @@ class ProcessRecorder:
         self._process.start()
         inbox.close()
         outbox.close()
+        self._outbox = Outbox(self._send, IN_FLIGHT)  # the only writer of the inbox
         self._reader = threading.Thread(target=self._read, name="recorder-verdicts", daemon=True)
         self._reader.start()
 
@@ -270,48 +293,73 @@ class ProcessRecorder:
             with self._lock:
                 item = self._pending.pop(key)
                 self._inline._written(item, answer)
-            self._slots.release()
+                self._confirmed += 1
+            self._outbox.freed()
         self._gone.set()
-        for _ in range(IN_FLIGHT):  # wake a submitter waiting for a slot that will never come back
-            with contextlib.suppress(ValueError):
-                self._slots.release()
+        self._outbox.end()  # whoever waits for a slot that will never come back is told
 
-    def submit(self, item: Item) -> None:
-        """Raises the writer's error once a line could not be written (a full disk): the run stops."""
-        if not self._gone.is_set():
-            self._slots.acquire()
+    def _register(self, item: Item) -> int | None:
+        """The item kept until its verdict is back, under its key; None once the recorder is gone
+        (the run has written the item itself)."""
         if self._gone.is_set():
             self._take_over()
             self._inline.submit(item)
-            return
+            return None
         with self._lock:
             key = next(self._keys)
             self._pending[key] = item
+        return key
+
+    def _put(self, key: int, item: Item, loop: asyncio.AbstractEventLoop | None) -> None:
+        """The item to the recorder, in the slot taken for it."""
         try:
-            self._send.send((key, item))
-        except OSError:  # the recorder is gone: the item stays pending, written on taking over
-            pass
+            self._outbox.put((key, item), loop)
         except Exception:  # the item cannot be sent as it is (it would not pickle): encoded here
-            with contextlib.suppress(Exception):  # else it stays pending, written on taking over
-                self._send.send((key, Encoded(*record_line(item, self._inline.run, self._inline.analysis))))
+            try:
+                self._outbox.put((key, Encoded(*record_line(item, self._inline.run, self._inline.analysis))), loop)
+            except Exception:  # it stays pending, written on taking over; its slot is free again
+                self._outbox.freed()
+
+    async def handed(self, item: Item) -> None:
+        """On the run's loop: a slot awaited, never the recorder; a task cancelled meanwhile (an
+        interruption) leaves its item pending, written on closing. Raises as `submit` does."""
+        key = self._register(item)
+        if key is not None and (self._outbox.try_take() or await self._outbox.slot()):
+            self._put(key, item, asyncio.get_running_loop())
+        elif key is not None:  # the recorder went away meanwhile: the item is written on taking over
+            self._take_over()
+
+    def submit(self, item: Item) -> None:
+        """Outside the loop (the offline path): the slot and the pipe waited for in this thread. Raises
+        the writer's error once a line could not be written (a full disk): the run stops."""
+        key = self._register(item)
+        if key is not None and self._outbox.take():
+            self._put(key, item, None)
+            self._outbox.drain(None)
+        elif key is not None:
+            self._take_over()
 
     def _take_over(self) -> None:
         """The recorder is gone (or must go): the run writes from now on, first what it had handed
-        over and not seen confirmed, but for the records the recorder wrote before it died."""
+        over and not seen confirmed, but for the records the recorder wrote before it died. Raises
+        the writer's error once a line could not be written (a full disk): the run stops."""
         if self._taken_over:
             return
         self._taken_over = True
         self._process.join(CLOSE_WAIT)
         if self._process.is_alive():  # stuck: it must write nothing once the run does
             self._process.kill()
-            self._process.join()
-        self._reader.join()  # it ends with the recorder's outbox
+            self._process.join(CLOSE_WAIT)
+        writer = self._inline.writer
+        if self._process.is_alive():  # unkillable: in the kernel, on a disk that hangs; nor can the run write
+            writer.failure = writer.failure or OSError(errno.EIO, _UNKILLABLE)
+        else:
+            self._reader.join()  # it ends with the recorder's outbox
         with self._lock:
             left = list(self._pending.values())
             self._pending.clear()
-        writer = self._inline.writer
         if writer.failure is not None:
-            return  # nothing more can be written: the run stops
+            raise writer.failure  # nothing more can be written: the run stops
         writer.cut_partial_line()  # a recorder killed mid-line
         found = writer.records_among({item.measurement_id for item in left})
         for item in left:
@@ -326,13 +374,16 @@ class ProcessRecorder:
         that could not be written is the writer's `failure`, for the run to raise."""
         if self._send.closed:
             return
-        with contextlib.suppress(OSError):
-            self._send.send(None)
-        self._send.close()
         try:
-            self._take_over()
-        except OSError as exc:
-            self._inline.writer.failure = self._inline.writer.failure or exc
+            self._outbox.let_finish(self._process, lambda: self._confirmed, CLOSE_WAIT, STALLED)
+        finally:  # a second Ctrl-C cuts the wait short: the run takes over all the same
+            self._send.close()
+            if self._process.is_alive():  # stuck: it must write nothing once the run does
+                self._process.kill()
+            try:
+                self._take_over()
+            except OSError as exc:
+                self._inline.writer.failure = self._inline.writer.failure or exc
 
 
 Recorder = InlineRecorder | ProcessRecorder

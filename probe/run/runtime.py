@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probe.netx.dnsloop import close_clients
+from probe.observe.helperclient import close_clients as close_helper_clients
 from probe.run import threads
 from probe.run.lag import LagMonitor
 
@@ -89,6 +90,7 @@ def runtime(concurrency: int) -> Iterator[Runtime]:
             if left:
                 loop.run_until_complete(asyncio.wait(left, timeout=5))
             loop.run_until_complete(close_clients())
+            loop.run_until_complete(close_helper_clients())
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # a getaddrinfo that never returns is not waited for
             asyncio.set_event_loop(None)

@@ -10,6 +10,7 @@ from typing import Any
 
 from probe.results.offline import CAPTIVE_PORTAL, NO_INTERNET, captive_portal, mark_offline, no_internet
 from probe.vocabulary.anomalies import CENSORSHIP, Blocking
+from probe.vocabulary.netstate import RESTRICTED
 
 
 @dataclass
@@ -30,10 +31,25 @@ class RunSummary:
     interrupted: bool = False
     deadline_reached: bool = False
     capture_stopped: str | None = None  # why the packet capture stopped mid-run, if it did
+    # Each round of the reference endpoints: check, checked_at, state, basis, domestic and foreign counts.
+    network_states: list[dict[str, Any]] = field(default_factory=list)
+    during_restriction: Counter[str] = field(default_factory=Counter)  # verdicts measured cut off, allow-listed
+
+    @property
+    def restricted_states(self) -> list[str]:
+        """The restricted states the run saw (cut off from abroad, an allow-list, no internet), in order."""
+        seen = [s["state"] for s in self.network_states if s["state"] in RESTRICTED]
+        return list(dict.fromkeys(seen))
+
+    @property
+    def domestic_answered(self) -> bool:
+        """A domestic service (not the system's resolver) answered in some round: the run had a network."""
+        return any(s["domestic"]["answered"] for s in self.network_states)
 
     @property
     def blocking_found(self) -> bool:
-        return any(self.verdicts[v] for v in CENSORSHIP)
+        """Site blocking found: findings measured while the network was restricted are its state's, not a site's."""
+        return any(self.verdicts[v] - self.during_restriction[v] > 0 for v in CENSORSHIP)
 
     @property
     def exit_reason(self) -> str:
@@ -60,12 +76,16 @@ class RunSummary:
             "offline": self.offline,
             "portal": self.portal,
             "capture_stopped": self.capture_stopped,
+            "network_states": self.network_states,
         }
 
     def conclude(self, cause: str | None) -> None:
         """A finished run: with no route, no internet or a captive portal (`probe.results.offline`), its
         records are marked offline, and nothing measured is claimed: every target counts as not measured."""
-        cause = cause or (NO_INTERNET if self.measured and no_internet(self.results_path) else None)
+        # A domestic service answered (a cut-off from abroad, an allow-list): the run had a network, and
+        # what it measured is kept, attributed to the network's state (docs/verdicts.md).
+        if cause is None and self.measured and not self.domestic_answered and no_internet(self.results_path):
+            cause = NO_INTERNET
         if cause is None and self.measured:
             self.portal = captive_portal(self.results_path)
             cause = CAPTIVE_PORTAL if self.portal else None

@@ -1,13 +1,13 @@
 """The run's one thread boundary: what blocks, and only that, runs in these threads.
 
-Everything a run measures is a coroutine on its event loop (`probe.run.runtime`), but for three
-things that block and have no asynchronous form:
+Everything a run measures is a coroutine on its event loop (`probe.run.runtime`), the helpers'
+questions included (`probe.observe.helperclient`), but for three things that block and have no
+asynchronous form:
 - getaddrinfo, as every program on the machine resolves (`netx.dnsloop.lookup_system` runs it here,
   the loop's default executor);
 - the TTL sweep of packet forensics (`probe.forensics.locate`: raw sockets and waits, seconds long);
-- the helpers' questions (`probe.observe.helperclient`: a few kept connections per helper, each its
-  own thread, fed in order) and the packet capture's reader (`probe.forensics.capture`), which are
-  long-lived threads of their own, started by the run after its recorder is forked.
+- the packet capture's reader (`probe.forensics.capture`), a long-lived thread of its own, started by
+  the run after its recorder is forked.
 Nothing else in a run starts a thread or hands work to one.
 """
 

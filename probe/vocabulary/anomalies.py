@@ -82,8 +82,16 @@ class Anomaly(StrEnum):
     HTTP_BLOCKPAGE_SUSPECTED = "http.blockpage_suspected"
     HTTP_BLOCKPAGE_TRAITS = "http.blockpage_traits"
     HTTP_REDIRECT_HOP = "http.redirect_hop"
+    QUIC_TIMEOUT = "quic.timeout"  # issue 22: QUIC
+    QUIC_REFUSED = "quic.refused"
+    QUIC_FAILURE = "quic.failure"
+    QUIC_SNI_TRIGGERED = "quic.sni_triggered"
+    QUIC_FAILS_FOR_ANY_NAME = "quic.fails_for_any_name"
     HELPER_FAILED = "helper.failed"
     HELPER_SAME_FAILURE = "helper.same_failure"
+    THROUGHPUT_THROTTLED = "throughput.throttled"  # issue 22: throttling
+    THROUGHPUT_FROZEN = "throughput.frozen"
+    THROUGHPUT_UNSTABLE = "throughput.unstable"
 
 
 DESCRIPTIONS: dict[Anomaly, str] = {
@@ -154,8 +162,16 @@ DESCRIPTIONS: dict[Anomaly, str] = {
     Anomaly.HTTP_BLOCKPAGE_SUSPECTED: "No fingerprint matches, but strong signs agree: a redirect to another host, carrying the original host or URL, served from the resolver's network or a private address. Verdict `http`, unconfirmed.",
     Anomaly.HTTP_BLOCKPAGE_TRAITS: "The page differs from the helper's and has a blockpage's traits (blocking words, none of the site's own content), but matches no fingerprint: verdict `http`, unconfirmed (a site's own geo-block or a CDN's challenge looks alike).",
     Anomaly.HTTP_REDIRECT_HOP: "The finding is on a redirect hop, not the target's first response (the hop is named in `analysis.redirect_hop`).",
+    Anomaly.QUIC_TIMEOUT: "The QUIC (HTTP/3) handshake with the target's name timed out while TLS over TCP to the same address worked; `datagrams_received` 0 is silence: UDP/443 dropped on the way, or nothing serving QUIC there.",
+    Anomaly.QUIC_REFUSED: "The QUIC handshake was refused (ICMP port unreachable for UDP/443) while TLS over TCP to the same address worked.",
+    Anomaly.QUIC_FAILURE: "The QUIC handshake failed in another way (the peer closed it, with a TLS alert or a QUIC error): the server answered over QUIC; a hint, never a verdict on its own.",
+    Anomaly.QUIC_SNI_TRIGGERED: "At the same address the control name completed a QUIC handshake while the target's name got silence or a refusal (and TLS over TCP worked): the name triggers the QUIC blocking. Confirmed.",
+    Anomaly.QUIC_FAILS_FOR_ANY_NAME: "The control name's QUIC handshake failed too: UDP/443 to the address is dropped for every name, or no QUIC server listens there (a server that advertises h3 and does not serve it, a network or home firewall that drops UDP/443 look the same). Unconfirmed.",
     Anomaly.HELPER_FAILED: "A helper (control vantage) could not be reached or refused the request; verdicts rest on what the probe saw alone.",
     Anomaly.HELPER_SAME_FAILURE: "The helper failed at the same stage from outside the network: the site is down for everyone, not blocked.",
+    Anomaly.THROUGHPUT_THROTTLED: "In every round of downloads from one server (at least two), the flow whose ClientHello carried the target's name was at most a quarter as fast as the slowest flow with the control name or none, while those were healthy and agreed with each other: the name is slowed (`analysis.throttle`).",
+    Anomaly.THROUGHPUT_FROZEN: "In every round, the flow with the target's name stalled at the same byte offset (within 4 KiB) while the flows with the control name or none went well past it: the name's flows are frozen after that many bytes (`analysis.throttle.offset`).",
+    Anomaly.THROUGHPUT_UNSTABLE: "The target's flow was slow in every round, but the healthy flows with the control name or none differed from each other as much: the link varies too much to blame the name. Recorded, no verdict.",
 }
 ANOMALIES: dict[str, str] = {str(code): text for code, text in DESCRIPTIONS.items()}
 
@@ -169,10 +185,12 @@ class Blocking(StrEnum):
     TLS = "tls"
     TLS_MITM = "tls_mitm"
     HTTP = "http"
+    QUIC = "quic"  # issue 22: HTTP/3 blocked while TCP and TLS work
     LOCAL_INTERCEPTION = "local_interception"
     DOWN = "down"
     OFFLINE = "offline"
     INCONCLUSIVE = "inconclusive"
+    THROTTLED = "throttled"  # issue 22: the name's flows slowed or frozen (analysis.throttle)
 
 
 class Confidence(StrEnum):
@@ -184,7 +202,9 @@ class Confidence(StrEnum):
 
 BLOCKING_VALUES = tuple(str(value) for value in Blocking)
 CONFIDENCE_VALUES = tuple(str(value) for value in Confidence)
-CENSORSHIP = frozenset({Blocking.DNS, Blocking.TCP, Blocking.TLS, Blocking.TLS_MITM, Blocking.HTTP})
+CENSORSHIP = frozenset(
+    {Blocking.DNS, Blocking.TCP, Blocking.TLS, Blocking.TLS_MITM, Blocking.HTTP, Blocking.QUIC, Blocking.THROTTLED}
+)  # issue 22: QUIC, throttling
 
 
 def markdown_table() -> str:

@@ -29,6 +29,7 @@ class Failure(StrEnum):
     HTTP_STATUS = "http_status_not_ok"  # a fetch that needed a 200 got another status
     UNSUPPORTED_URL = "unsupported_url"  # a URL the probe will not fetch (scheme, or an address on this machine)
     NO_CERTIFICATE = "no_certificate"  # an AIA URL answered with something that holds no certificate
+    QUIC_CLOSED = "quic_connection_closed"  # the QUIC peer closed the connection (an error that is no TLS alert)
 
 
 UNKNOWN_PREFIX = "unknown_failure: "

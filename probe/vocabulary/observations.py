@@ -16,14 +16,15 @@ know (a newer probe's), so that nothing read is lost when written again.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
 from msgspec import Struct, field
 
+from probe.vocabulary.observations_quic import QuicObservations  # issue 22: QUIC
 from probe.vocabulary.purposes import Purpose
+from probe.vocabulary.throughput import Throughput  # issue 22: throughput flows
 
-NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+NO_EXTRA: Mapping[str, Any] = {}  # shared, never written to (Mapping: read-only); a plain dict pickles
 
 
 class DnsAnswer(Struct, frozen=True):
@@ -344,6 +345,8 @@ class Observations(Struct, frozen=True):
     deadline_reached: str | None = None  # the step at which the target's own deadline ended it
     stage_error: str | None = None  # a probe bug in one stage: what the earlier stages saw is kept
     extra: Mapping[str, Any] = field(default_factory=lambda: NO_EXTRA)
+    quic: QuicObservations | None = None  # issue 22: QUIC handshakes, when h3 was advertised or asked for
+    throughput: Throughput | None = None  # issue 22: throughput flows (probe/vocabulary/throughput.py)
 
     def helper_view(self) -> HelperResponse | None:
         """The first helper that answered: how the target looks from outside the network."""

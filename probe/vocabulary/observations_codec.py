@@ -48,7 +48,9 @@ from probe.vocabulary.observations import (
     WireReply,
 )
 from probe.vocabulary.observations_encode import encode
+from probe.vocabulary.observations_quic import decode_quic  # issue 22: QUIC
 from probe.vocabulary.purposes import DEFAULT_PURPOSE, Purpose
+from probe.vocabulary.throughput_codec import decode_throughput  # issue 22
 
 __all__ = ["ObservationsError", "decode", "decode_sweep", "encode"]
 
@@ -192,7 +194,7 @@ def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def _helper_response(raw: Json | None) -> HelperResponse | None:
+def helper_response(raw: Json | None) -> HelperResponse | None:
     """The helper's own JSON, kept whole, with the views the rules read (lenient: a part that is
     not an object is no view)."""
     if raw is None:
@@ -216,7 +218,7 @@ def _helper_response(raw: Json | None) -> HelperResponse | None:
 
 
 def _helper(d: Json) -> HelperAnswer:
-    return HelperAnswer(d.get("helper"), d.get("status"), d.get("failure"), _helper_response(d.get("response")),  # type: ignore[arg-type]
+    return HelperAnswer(d.get("helper"), d.get("status"), d.get("failure"), helper_response(d.get("response")),  # type: ignore[arg-type]
                         d.get("t0"), d.get("t"))  # fmt: skip
 
 
@@ -264,7 +266,7 @@ def _forensics(d: Json | None) -> Forensics | None:
 
 _OBSERVATION_KEYS = frozenset({"dns", "tcp_connect", "tls_handshakes", "http_requests", "addresses_from", "helpers",
                                "redirect_lookups", "redirect_refused", "redirect_error", "forensics",
-                               "deadline_reached", "stage_error"})  # fmt: skip
+                               "deadline_reached", "stage_error", "throughput", "quic"})  # fmt: skip
 
 
 def decode(record_observations: Json) -> Observations:
@@ -293,6 +295,10 @@ def decode(record_observations: Json) -> Observations:
         error = None if error is None else RedirectError(error["location"], error["reason"])
         section = "forensics"
         forensics = _forensics(d.get("forensics"))
+        section = "throughput"  # issue 22
+        throughput = decode_throughput(d.get("throughput"))  # issue 22
+        section = "quic"  # issue 22: QUIC
+        quic = decode_quic(d.get("quic"))  # issue 22: QUIC
     except ObservationsError:
         raise
     except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
@@ -300,4 +306,6 @@ def decode(record_observations: Json) -> Observations:
     return Observations(
         dns, tcp, tls, http, d.get("addresses_from"), helpers, redirect_lookups, refused, error, forensics,
         d.get("deadline_reached"), d.get("stage_error"), _extra(d, _OBSERVATION_KEYS, 6),
+        throughput=throughput,  # issue 22
+        quic=quic,  # issue 22: QUIC
     )  # fmt: skip

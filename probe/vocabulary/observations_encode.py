@@ -25,6 +25,8 @@ from probe.vocabulary.observations import (
     TtlSweep,
     WirePacket,
 )
+from probe.vocabulary.observations_quic import encode_quic  # issue 22: QUIC
+from probe.vocabulary.throughput_codec import encode_throughput  # issue 22
 
 Json = dict[str, Any]
 
@@ -198,4 +200,8 @@ def encode(observations: Observations) -> Json:
                             "locate": None if locate is None else _e_state(locate)}  # fmt: skip
     _put(out, "deadline_reached", o.deadline_reached)
     _put(out, "stage_error", o.stage_error)
+    if o.throughput is not None:  # issue 22
+        out["throughput"] = encode_throughput(o.throughput)
+    if o.quic is not None:  # issue 22: QUIC
+        out["quic"] = encode_quic(o.quic)
     return _with_extra(out, o.extra)

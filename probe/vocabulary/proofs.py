@@ -29,6 +29,8 @@ class Proof(StrEnum):
     LOCAL_INTERCEPTOR_CATALOG = "local_interceptor_catalog"
     OS_STORE_FORGES_EVERY_NAME = "os_store_forges_every_name"
     BLOCKPAGE_FINGERPRINT = "blockpage_fingerprint"
+    CONTROL_FLOWS = "control_flows"  # issue 22: throttling
+    QUIC_CONTROL_SNI_COMPLETED = "quic_control_sni_completed"  # issue 22: QUIC
 
 
 DESCRIPTIONS: dict[Proof, str] = {
@@ -48,6 +50,8 @@ DESCRIPTIONS: dict[Proof, str] = {
     Proof.LOCAL_INTERCEPTOR_CATALOG: "The chain's issuer is a local interceptor the catalog names (antivirus, corporate gateway, debugging proxy).",
     Proof.OS_STORE_FORGES_EVERY_NAME: "The machine's own trust store accepts the chain, and the same issuer forged the control name too: software of the machine's owner.",
     Proof.BLOCKPAGE_FINGERPRINT: "The page matches a blockpage fingerprint (the catalog's, or OONI's public tables), and the helper, if asked, did not get the same page.",
+    Proof.CONTROL_FLOWS: "The helper's bulk endpoint sent the same bytes, in the same rounds, at full speed to flows with the control name and with no name, while the flow with the target's name was slowed or frozen every time: the name alone is the difference.",
+    Proof.QUIC_CONTROL_SNI_COMPLETED: "At the same address the control name completed a QUIC handshake while the target's name met silence or a refusal over UDP, and TLS over TCP with the target's name worked: the name triggers the QUIC blocking.",
 }
 
 

@@ -29,8 +29,11 @@ from probe.run.signals import Interrupted, raise_interrupted
 if TYPE_CHECKING:
     from probe.analyze.asn import AsNumbers
     from probe.forensics.examine import Forensics
+    from probe.loaders.reference_endpoints import ReferenceEndpoints
     from probe.netx.dns import ResolverSpec
     from probe.netx.own_addresses import OwnAddresses
+    from probe.observe.measure import MeasureConfig
+    from probe.observe.network_state import NetworkChecks
     from probe.run.execute import RunSummary
 
 
@@ -80,6 +83,7 @@ def command_run(args: argparse.Namespace) -> int:
         resolver = parse_resolver(args.resolver) if args.resolver else None
         control = None if args.control_resolver.lower() == "none" else parse_resolver(args.control_resolver)
         asn_table = load_asn_table(args.asn_db) if args.asn_db else None
+        endpoints = _reference_endpoints(args.reference_endpoints)
     except InputError as exc:  # a targets file, roots, a catalog, a resolver URL, an AS table
         return fail(str(exc))
     if args.targets == packaged_targets() and not args.quiet:  # no ./targets.txt: say which list is measured
@@ -116,12 +120,14 @@ def command_run(args: argparse.Namespace) -> int:
         injection_address=injection_address,
         injection_check=not args.no_injection_check,
         minting_test=not args.no_minting_test,
+        quic=args.quic,  # issue 22: QUIC
         helpers=tuple(args.helper),
         os_store=os_store,
         own_addresses=own_addresses,
         issuer_fetcher=IssuerFetcher(args.timeout, own_addresses),
         target_deadline=args.target_deadline or 6 * args.timeout,
         helper_token=args.helper_token or os.environ.get("PROBE_HELPER_TOKEN") or None,
+        throughput=args.throughput == "on" or (args.throughput == "auto" and bool(args.helper)),  # issue 22
     )
     try:
         nat64 = ("64:ff9b::/96", *(str(ipaddress.IPv6Network(p)) for p in args.nat64_prefix))
@@ -168,6 +174,9 @@ def command_run(args: argparse.Namespace) -> int:
         "rules_version": RULES_VERSION,
         "features": {"reply_ip_ttl": reply_ttl_available()},  # what this platform could observe
     }
+    checks = _network_checks(args, endpoints, config, network["country"])
+    if checks is not None and endpoints is not None:
+        reference["reference_endpoints"] = endpoints.describe()
     signal.signal(signal.SIGTERM, raise_interrupted)
     signal.signal(signal.SIGINT, raise_interrupted)
     lock = RunLock(args.lock or args.out / ".probe.run.lock")
@@ -179,7 +188,7 @@ def command_run(args: argparse.Namespace) -> int:
             summary = execute(
                 targets, config, analysis, network, reference, args.out, args.concurrency,
                 probe_id=probe_id, deadline=args.deadline, show_progress=False if args.quiet else None,
-                forensics=_forensics(args),
+                forensics=_forensics(args), network_checks=checks,
             )  # fmt: skip
             summary.results_path = compress(summary.results_path, args.compress)
     except Locked as exc:
@@ -205,6 +214,43 @@ def command_run(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(code)  # measuring threads are bounded, but there is no need to wait for them
     return code
+
+
+def _reference_endpoints(path: Path | None) -> ReferenceEndpoints | None:
+    """The catalog of reference endpoints (`--reference-endpoints FILE` instead of the shipped one;
+    'none': no network checks), every resolver URL in it checked now."""
+    from probe.loaders.reference_endpoints import ReferenceEndpointsError, load_reference_endpoints
+    from probe.netx.dns import ResolverSpecError, parse_resolver
+
+    if path is not None and str(path).lower() == "none":
+        return None
+    catalog = load_reference_endpoints(path)
+    for endpoint in [*catalog.foreign, *(e for c in catalog.countries.values() for e in c)]:
+        if endpoint.resolver is not None:
+            try:
+                parse_resolver(endpoint.resolver)
+            except ResolverSpecError as exc:
+                raise ReferenceEndpointsError(f"{path or 'reference_endpoints.json'}: {endpoint.name}: {exc}") from None
+    return catalog
+
+
+def _network_checks(
+    args: argparse.Namespace, catalog: ReferenceEndpoints | None, config: MeasureConfig, country: str | None
+) -> NetworkChecks | None:
+    """What the run asks of the network's state: the country's domestic endpoints, the foreign ones,
+    the run's control resolver and helpers; asked again every N targets and every so many minutes.
+    The shipped catalog is used where it knows the country's domestic services (without them a cut-off
+    cannot be told from no internet), never in a lab (`--lab`: public services are not the lab's); a
+    file given with --reference-endpoints always is."""
+    from probe.observe.network_state import NetworkChecks, run_endpoints
+
+    if catalog is None:
+        return None
+    shipped = args.reference_endpoints is None
+    if shipped and (args.lab or not country or country.upper() not in catalog.countries):
+        return None
+    endpoints = run_endpoints(catalog.for_country(country), config)
+    return NetworkChecks(endpoints, args.network_check_every, args.network_check_minutes * 60)
 
 
 def _consented(args: argparse.Namespace, count: int) -> bool:
