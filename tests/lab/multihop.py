@@ -24,18 +24,13 @@ TTL 1: only the next TTL tells the hop apart). The censor's hop found must not m
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import shutil
+import shlex
 import socket
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 from tests import pki
-from tests.lab.lab import REPO, LabError, _run, tear_down
+from tests.lab.chainworld import ChainWorld, probe_command
 
 CLIENT = "192.0.2.10"
 EDGE_CLIENT_SIDE, EDGE_CORE_SIDE = "192.0.2.1", "198.51.100.1"
@@ -69,39 +64,17 @@ AS_TABLE = (
 )
 
 
-class MultiHopLab:
+class MultiHopLab(ChainWorld):
     def __init__(self, name: str) -> None:
-        self.name = name
-        roles = ("client", "edge", "core", "transit", "world")
-        self.client, self.edge, self.core, self.transit, self.world = (f"{name}-{r}" for r in roles)
-        self.namespaces = (self.client, self.edge, self.core, self.transit, self.world)
-        self.directory = Path(tempfile.mkdtemp(prefix=f"{name}-"))
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.roots_pem = self.directory / "roots.pem"
+        super().__init__(name, ("client", "edge", "core", "transit", "world"))
+        self.client, self.edge, self.core, self.transit, self.world = self.namespaces
         self.asn_table = self.directory / "ip2asn.tsv"
-
-    def _ns(self, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return _run("ip", "netns", "exec", namespace, *args)
-
-    def up(self) -> MultiHopLab:
-        try:
-            self._pki()
-            self._network()
-            self._censor()
-            self._services()
-        except BaseException:
-            self.down()
-            raise
-        return self
 
     def _pki(self) -> None:
         d = self.directory
-        root = pki.make_root(pki.name(CN="Lab Public Root CA", O="Lab Trust Services", C="US"))
-        issuing = pki.make_intermediate(root, pki.name(CN="Lab Public Issuing CA", O="Lab Trust Services"))
-        pki.write_pem(self.roots_pem, [root.cert])
-        pki.make_leaf(issuing, [n for n, a in NAMES.items() if a in (SITES_ADDRESS, INTERCEPTED_ADDRESS)]).write(
-            d, "sites"
-        )
+        pki.make_leaf(
+            self._public_ca(), [n for n, a in NAMES.items() if a in (SITES_ADDRESS, INTERCEPTED_ADDRESS)]
+        ).write(d, "sites")
         authority = pki.make_root(
             pki.name(C="KZ", O="ISCA", CN="Information Security Certification Authority CA"), rsa_key=True
         )
@@ -110,30 +83,13 @@ class MultiHopLab:
         self.asn_table.write_text(AS_TABLE, encoding="utf-8")
 
     def _network(self) -> None:
-        for namespace in self.namespaces:
-            _run("ip", "netns", "add", namespace)
-            self._ns(namespace, "ip", "link", "set", "lo", "up")
-            etc = Path("/etc/netns") / namespace
-            etc.mkdir(parents=True, exist_ok=True)
-            (etc / "resolv.conf").write_text(f"nameserver {RESOLVER}\noptions timeout:2 attempts:1\n", encoding="ascii")
-        links = [(self.client, "c0", self.edge, "e0"), (self.edge, "e1", self.core, "k0"),
-                 (self.core, "k1", self.transit, "t0"), (self.transit, "t1", self.world, "w0")]  # fmt: skip
-        for left, left_if, right, right_if in links:
-            _run("ip", "link", "add", left_if, "netns", left, "type", "veth", "peer", "name", right_if, "netns", right)
-        steps = [
-            (self.client, f"ip addr add {CLIENT}/24 dev c0"),
-            (self.edge, f"ip addr add {EDGE_CLIENT_SIDE}/24 dev e0"),
-            (self.edge, f"ip addr add {EDGE_CORE_SIDE}/30 dev e1"),
-            (self.core, f"ip addr add {CORE_EDGE_SIDE}/30 dev k0"),
-            (self.core, f"ip addr add {CORE_TRANSIT_SIDE}/30 dev k1"),
-            (self.transit, f"ip addr add {TRANSIT_CORE_SIDE}/30 dev t0"),
-            (self.transit, f"ip addr add {TRANSIT_WORLD_SIDE}/30 dev t1"),
-            (self.world, f"ip addr add {WORLD}/30 dev w0"),
-        ]
-        for namespace, interface in ((self.client, "c0"), (self.edge, "e0"), (self.edge, "e1"), (self.core, "k0"),
-                                     (self.core, "k1"), (self.transit, "t0"), (self.transit, "t1"),
-                                     (self.world, "w0")):  # fmt: skip
-            steps.append((namespace, f"ip link set {interface} up"))
+        self._namespaces(dict.fromkeys(self.namespaces, RESOLVER))
+        steps = self._links([
+            (self.client, "c0", f"{CLIENT}/24", self.edge, "e0", f"{EDGE_CLIENT_SIDE}/24"),
+            (self.edge, "e1", f"{EDGE_CORE_SIDE}/30", self.core, "k0", f"{CORE_EDGE_SIDE}/30"),
+            (self.core, "k1", f"{CORE_TRANSIT_SIDE}/30", self.transit, "t0", f"{TRANSIT_CORE_SIDE}/30"),
+            (self.transit, "t1", f"{TRANSIT_WORLD_SIDE}/30", self.world, "w0", f"{WORLD}/30"),
+        ])  # fmt: skip
         for address in (SITES_ADDRESS, INTERCEPTED_ADDRESS, RESETTING_ADDRESS, SYN_RESET_ADDRESS, RESOLVER):
             steps.append((self.world, f"ip addr add {address}/32 dev lo"))
         for router in (self.edge, self.core, self.transit):
@@ -158,8 +114,7 @@ class MultiHopLab:
             (self.world, f"ip route add 192.0.2.0/24 via {TRANSIT_WORLD_SIDE}"),
             (self.world, f"ip route add 198.51.100.0/24 via {TRANSIT_WORLD_SIDE}"),
         ]
-        for namespace, command in steps:
-            self._ns(namespace, *command.split())
+        self._steps(steps)
 
     def _censor(self) -> None:
         self._ns(self.core, "iptables", "-A", "FORWARD", "-p", "tcp", "-d", SYN_RESET_ADDRESS, "--syn", "-j",
@@ -175,42 +130,15 @@ class MultiHopLab:
                      "string", "--string", name, "--algo", "bm", "-m", "limit", "--limit", "1/day",
                      "--limit-burst", str(lost), "-j", "DROP")  # fmt: skip
 
-    def _spawn(self, namespace: str, label: str, *args: str) -> None:
-        log = (self.directory / f"{label}.log").open("wb")
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "PYTHONPATH": str(REPO),
-               "HOME": str(self.directory), "XDG_CACHE_HOME": str(self.directory / "cache"),
-               "XDG_CONFIG_HOME": str(self.directory / "config")}  # fmt: skip
-        self.processes.append(
-            subprocess.Popen(
-                ["ip", "netns", "exec", namespace, *args],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-        )
-
     def _services(self) -> None:
         d = self.directory
-        temp = d / "nginx-tmp"
-        temp.mkdir()
         page = '"<html><head><title>$host</title></head><body>The real $host.</body></html>"'
-        (d / "nginx.conf").write_text(
-            f"user root; daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx-error.log warn;\n"
-            f"events {{ worker_connections 256; }}\nhttp {{ access_log off; client_body_temp_path {temp}/b; "
-            f"proxy_temp_path {temp}/p; fastcgi_temp_path {temp}/f; uwsgi_temp_path {temp}/u; "
-            f"scgi_temp_path {temp}/s;\n"
-            f"  server {{ listen {SITES_ADDRESS}:443 ssl; listen {INTERCEPTED_ADDRESS}:443 ssl; server_name _;\n"
-            f"    ssl_certificate {d}/sites.pem; ssl_certificate_key {d}/sites.key;\n"
-            f"    location / {{ return 200 {page}; }} }}\n}}\n",
-            encoding="utf-8",
+        self._nginx(self.world, f"  server {{ listen {SITES_ADDRESS}:443 ssl; listen {INTERCEPTED_ADDRESS}:443 ssl; "
+                    f"server_name _;\n    ssl_certificate {d}/sites.pem; ssl_certificate_key {d}/sites.key;\n"
+                    f"    location / {{ return 200 {page}; }} }}\n")  # fmt: skip
+        self._dnsmasq(
+            self.world, "dnsmasq", RESOLVER, *(f"--address=/{name}/{address}" for name, address in NAMES.items())
         )
-        self._spawn(self.world, "nginx", "nginx", "-c", str(d / "nginx.conf"))
-        answers = [f"--address=/{name}/{address}" for name, address in NAMES.items()]
-        self._spawn(self.world, "dnsmasq", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
-                    "--no-hosts", "--bind-interfaces", f"--listen-address={RESOLVER}", "--user=root", "--pid-file=",
-                    *answers)  # fmt: skip
         self._spawn(self.world, "resetting", sys.executable, "-m", "tests.lab.multihop", "reset-server",
                     RESETTING_ADDRESS)  # fmt: skip
         self._spawn(self.core, "mitm", "mitmdump", "--mode", "transparent", "--listen-port", str(PROXY_PORT),
@@ -221,37 +149,12 @@ class MultiHopLab:
         self._wait(self.world, "tcp", f"{RESETTING_ADDRESS}:443")
         self._wait(self.core, "tcp", f":{PROXY_PORT}")
 
-    def _wait(self, namespace: str, proto: str, needle: str) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            flag = "-ltnH" if proto == "tcp" else "-lunH"
-            listening = _run("ip", "netns", "exec", namespace, "ss", flag, check=False).stdout
-            if needle in listening:
-                return
-            time.sleep(0.1)
-        logs = {p.name: p.read_text(errors="replace")[-500:] for p in self.directory.glob("*.log")}
-        raise LabError(f"nothing listens on {needle} in {namespace} after 30 s: {json.dumps(logs)}")
-
     def probe(self, *args: str, drop_raw: bool = False, timeout: float = 240) -> subprocess.CompletedProcess[str]:
         """The real `probe` in the client namespace; `drop_raw` takes CAP_NET_RAW away first (capsh)."""
-        command = [sys.executable, "-m", "probe", *args]
+        command = probe_command(*args)
         if drop_raw:
-            command = ["capsh", "--drop=cap_net_raw", "--", "-c", " ".join(_quote(part) for part in command)]
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "PYTHONPATH": str(REPO),
-               "HOME": str(self.directory), "XDG_CACHE_HOME": str(self.directory / "cache")}  # fmt: skip
-        return subprocess.run(["ip", "netns", "exec", self.client, *command], capture_output=True, text=True,
-                              timeout=timeout, env=env, cwd=self.directory)  # fmt: skip
-
-    def down(self) -> None:
-        tear_down(self.processes, self.namespaces)
-        self.processes.clear()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _quote(part: str) -> str:
-    import shlex
-
-    return shlex.quote(part)
+            command = ["capsh", "--drop=cap_net_raw", "--", "-c", shlex.join(command)]
+        return self._probe(self.client, command, timeout)
 
 
 def reset_server(address: str) -> None:

@@ -24,16 +24,12 @@ everything torn down by `down()` (also when building fails halfway).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 from tests import pki
-from tests.lab.lab import REPO, LabError, _run, tear_down
+from tests.lab.chainworld import ChainWorld, probe_command
+from tests.lab.lab import LabError
 
 CLIENT_A, ISP_A = "192.0.2.10", "192.0.2.1"
 CLIENT_B, ISP_B = "192.0.2.74", "192.0.2.65"
@@ -71,61 +67,29 @@ def endpoints_catalog() -> dict[str, object]:
     }
 
 
-class NetStateLab:
+class NetStateLab(ChainWorld):
     def __init__(self, name: str) -> None:
-        self.name = name
-        self.client_a, self.client_b, self.isp, self.world = (f"{name}-{r}" for r in ("ca", "cb", "isp", "world"))
-        self.namespaces = (self.client_a, self.client_b, self.isp, self.world)
-        self.directory = Path(tempfile.mkdtemp(prefix=f"{name}-"))
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.roots_pem = self.directory / "roots.pem"
+        super().__init__(name, ("ca", "cb", "isp", "world"))
+        self.client_a, self.client_b, self.isp, self.world = self.namespaces
         self.endpoints = self.directory / "reference-endpoints.json"
         self.chains = {self.client_a: "NETSTATE_A", self.client_b: "NETSTATE_B"}
 
-    def _ns(self, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return _run("ip", "netns", "exec", namespace, *args)
-
-    def up(self) -> NetStateLab:
-        try:
-            tear_down([], self.namespaces)  # a lab of the same name left by a crash
-            self._pki()
-            self._network()
-            self._services()
-        except BaseException:
-            self.down()
-            raise
-        return self
-
     def _pki(self) -> None:
-        root = pki.make_root(pki.name(CN="Lab Public Root CA", O="Lab Trust Services", C="US"))
-        issuing = pki.make_intermediate(root, pki.name(CN="Lab Public Issuing CA", O="Lab Trust Services"))
-        pki.write_pem(self.roots_pem, [root.cert])
-        pki.make_leaf(issuing, [*DOMESTIC_NAMES, *FOREIGN_NAMES]).write(self.directory, "sites")
+        pki.make_leaf(self._public_ca(), [*DOMESTIC_NAMES, *FOREIGN_NAMES]).write(self.directory, "sites")
         self.endpoints.write_text(json.dumps(endpoints_catalog(), indent=1), encoding="utf-8")
 
     def _network(self) -> None:
-        for namespace in self.namespaces:
-            _run("ip", "netns", "add", namespace)
-            self._ns(namespace, "ip", "link", "set", "lo", "up")
-            etc = Path("/etc/netns") / namespace
-            etc.mkdir(parents=True, exist_ok=True)
-            resolver = RESOLVER if namespace == self.world else ISP_RESOLVER
-            (etc / "resolv.conf").write_text(f"nameserver {resolver}\noptions timeout:2 attempts:1\n", encoding="ascii")
-        for left, left_if, right, right_if in ((self.client_a, "a0", self.isp, "ia"), (self.client_b, "b0", self.isp,
-                                               "ib"), (self.isp, "iw", self.world, "wi")):  # fmt: skip
-            _run("ip", "link", "add", left_if, "netns", left, "type", "veth", "peer", "name", right_if, "netns", right)
+        self._namespaces({n: RESOLVER if n == self.world else ISP_RESOLVER for n in self.namespaces})
         steps = [
-            (self.client_a, f"ip addr add {CLIENT_A}/26 dev a0"),
-            (self.client_b, f"ip addr add {CLIENT_B}/26 dev b0"),
-            (self.isp, f"ip addr add {ISP_A}/26 dev ia"),
-            (self.isp, f"ip addr add {ISP_B}/26 dev ib"),
-            (self.isp, f"ip addr add {ISP_WORLD}/30 dev iw"),
+            *self._links(
+                [
+                    (self.client_a, "a0", f"{CLIENT_A}/26", self.isp, "ia", f"{ISP_A}/26"),
+                    (self.client_b, "b0", f"{CLIENT_B}/26", self.isp, "ib", f"{ISP_B}/26"),
+                    (self.isp, "iw", f"{ISP_WORLD}/30", self.world, "wi", f"{WORLD_ISP}/30"),
+                ]
+            ),
             (self.isp, f"ip addr add {ISP_RESOLVER}/32 dev lo"),
-            (self.world, f"ip addr add {WORLD_ISP}/30 dev wi"),
         ]
-        for namespace, interface in ((self.client_a, "a0"), (self.client_b, "b0"), (self.isp, "ia"), (self.isp, "ib"),
-                                     (self.isp, "iw"), (self.world, "wi")):  # fmt: skip
-            steps.append((namespace, f"ip link set {interface} up"))
         for address in (EGOV, BANK, NEWS, ANYCAST_A, ANYCAST_B, ANYCAST_C, RESOLVER):
             steps.append((self.world, f"ip addr add {address}/32 dev lo"))
         steps.append((self.isp, "sysctl -qw net.ipv4.ip_forward=1"))
@@ -141,8 +105,7 @@ class NetStateLab:
         for client, interface in ((self.client_a, "ia"), (self.client_b, "ib")):
             chain = self.chains[client]
             steps += [(self.isp, f"iptables -N {chain}"), (self.isp, f"iptables -A FORWARD -i {interface} -j {chain}")]
-        for namespace, command in steps:
-            self._ns(namespace, *command.split())
+        self._steps(steps)
 
     def set_profile(self, client: str, profile: str) -> None:
         """The ISP's rules for one client's traffic: `full`, `cut_off`, `allow_list` or `no_internet`."""
@@ -158,65 +121,25 @@ class NetStateLab:
             self._ns(self.isp, "iptables", "-A", chain, "-d", prefix, "-j", "RETURN")
         self._ns(self.isp, "iptables", "-A", chain, "-j", "DROP")
 
-    def _spawn(self, namespace: str, label: str, *args: str) -> None:
-        log = (self.directory / f"{label}.log").open("wb")
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": str(self.directory)}
-        self.processes.append(
-            subprocess.Popen(
-                ["ip", "netns", "exec", namespace, *args],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-        )
-
     def _services(self) -> None:
         d = self.directory
-        temp = d / "nginx-tmp"
-        temp.mkdir()
         listens = " ".join(f"listen {a}:443 ssl;" for a in (EGOV, BANK, NEWS, ANYCAST_A, ANYCAST_B, ANYCAST_C))
         page = '"<html><head><title>$host</title></head><body>The real $host.</body></html>"'
-        (d / "nginx.conf").write_text(
-            f"user root; daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx-error.log warn;\n"
-            f"events {{ worker_connections 256; }}\nhttp {{ access_log off; client_body_temp_path {temp}/b; "
-            f"proxy_temp_path {temp}/p; fastcgi_temp_path {temp}/f; uwsgi_temp_path {temp}/u; "
-            f"scgi_temp_path {temp}/s;\n"
-            f"  server {{ {listens} server_name _;\n"
-            f"    ssl_certificate {d}/sites.pem; ssl_certificate_key {d}/sites.key;\n"
-            f"    location / {{ return 200 {page}; }} }}\n}}\n",
-            encoding="utf-8",
-        )
-        self._spawn(self.world, "nginx", "nginx", "-c", str(d / "nginx.conf"))
+        self._nginx(self.world, f"  server {{ {listens} server_name _;\n"
+                    f"    ssl_certificate {d}/sites.pem; ssl_certificate_key {d}/sites.key;\n"
+                    f"    location / {{ return 200 {page}; }} }}\n")  # fmt: skip
         every = {**DOMESTIC_NAMES, **FOREIGN_NAMES}
-        common = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-                  "--bind-interfaces", "--user=root", "--pid-file="]  # fmt: skip
-        self._spawn(self.world, "dnsmasq-public", *common, f"--listen-address={RESOLVER}",
-                    *(f"--address=/{n}/{a}" for n, a in every.items()))  # fmt: skip
+        self._dnsmasq(self.world, "dnsmasq-public", RESOLVER, *(f"--address=/{n}/{a}" for n, a in every.items()))
         # The ISP's resolver answers the country's names itself and asks abroad for the rest.
-        self._spawn(self.isp, "dnsmasq-isp", *common, f"--listen-address={ISP_RESOLVER}", f"--server={RESOLVER}",
-                    *(f"--address=/{n}/{a}" for n, a in DOMESTIC_NAMES.items()))  # fmt: skip
+        self._dnsmasq(self.isp, "dnsmasq-isp", ISP_RESOLVER, f"--server={RESOLVER}",
+                      *(f"--address=/{n}/{a}" for n, a in DOMESTIC_NAMES.items()))  # fmt: skip
         self._wait(self.world, "tcp", f"{EGOV}:443")
         self._wait(self.world, "udp", f"{RESOLVER}:53")
         self._wait(self.isp, "udp", f"{ISP_RESOLVER}:53")
 
-    def _wait(self, namespace: str, proto: str, needle: str) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            listening = _run("ip", "netns", "exec", namespace, "ss", "-ltnH" if proto == "tcp" else "-lunH").stdout
-            if needle in listening:
-                return
-            time.sleep(0.1)
-        logs = {p.name: p.read_text(errors="replace")[-500:] for p in self.directory.glob("*.log")}
-        raise LabError(f"nothing listens on {needle} in {namespace} after 30 s: {json.dumps(logs)}")
-
     def probe(self, client: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """The real `probe` in a client namespace."""
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "PYTHONPATH": str(REPO),
-               "HOME": str(self.directory), "XDG_CACHE_HOME": str(self.directory / "cache")}  # fmt: skip
-        return subprocess.run(["ip", "netns", "exec", client, sys.executable, "-m", "probe", *args],
-                              capture_output=True, text=True, timeout=timeout, env=env, cwd=self.directory)  # fmt: skip
+        return self._probe(client, probe_command(*args), timeout)
 
     def run(self, client: str, out: Path, targets: list[str], *extra: str) -> subprocess.CompletedProcess[str]:
         """`probe run` over `targets` from `client`, given the lab's reference endpoints, resolver and roots."""
@@ -228,8 +151,3 @@ class NetStateLab:
             "--timeout", "2", "--dns-window", "0.3", "--no-forensics", "--country", "KZ", "--asn", "AS64500",
             "--reference-endpoints", str(self.endpoints), "--json", "--yes", *extra,
         )  # fmt: skip
-
-    def down(self) -> None:
-        tear_down(self.processes, self.namespaces)
-        self.processes.clear()
-        shutil.rmtree(self.directory, ignore_errors=True)

@@ -18,19 +18,12 @@ everything torn down by `down()` (also when building fails halfway).
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 from tests import pki
-from tests.lab.lab import REPO, LabError, _run, tear_down
+from tests.lab.chainworld import SimpleChain, probe_command
 
-CLIENT, ISP_CLIENT_SIDE, ISP_WORLD_SIDE, WORLD = "192.0.2.10", "192.0.2.1", "198.51.100.1", "198.51.100.2"
 SITES, RESOLVER, HELPER = "203.0.113.10", "203.0.113.53", "203.0.113.90"
 THROTTLED_NAME, FROZEN_NAME, CLEAN_NAME, CONTROL_NAME, HELPER_NAME = (
     "throttled.lab", "frozen.lab", "clean.lab", "control.lab", "helper.lab",
@@ -44,34 +37,14 @@ BIG_PAGE_BYTES = 80 << 10
 HELPER_URL = f"https://{HELPER}/"
 
 
-class ThrottleLab:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.client, self.isp, self.world = (f"{name}-{role}" for role in ("client", "isp", "world"))
-        self.namespaces = (self.client, self.isp, self.world)
-        self.directory = Path(tempfile.mkdtemp(prefix=f"{name}-"))
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.roots_pem = self.directory / "roots.pem"
-
-    def _ns(self, namespace: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return _run("ip", "netns", "exec", namespace, *args, check=check)
-
-    def up(self) -> ThrottleLab:
-        try:
-            self._pki()
-            self._network()
-            self._censor()
-            self._services()
-        except BaseException:
-            self.down()
-            raise
-        return self
+class ThrottleLab(SimpleChain):
+    isp_interfaces = ("i0", "i1")
+    world_addresses = (SITES, RESOLVER, HELPER)
+    resolver = RESOLVER
 
     def _pki(self) -> None:
         d = self.directory
-        root = pki.make_root(pki.name(CN="Lab Public Root CA", O="Lab Trust Services", C="US"))
-        issuing = pki.make_intermediate(root, pki.name(CN="Lab Public Issuing CA", O="Lab Trust Services"))
-        pki.write_pem(self.roots_pem, [root.cert])
+        issuing = self._public_ca()
         pki.make_leaf(issuing, [n for n, a in NAMES.items() if a == SITES]).write(d, "sites")
         pki.make_leaf(issuing, [HELPER_NAME, HELPER]).write(d, "helper")
         www = d / "www"
@@ -84,36 +57,6 @@ class ThrottleLab:
             (www / name / BIG_PAGE.lstrip("/")).write_text(
                 f"<html><head><title>{name}</title></head><body>{filler}</body></html>\n", encoding="utf-8"
             )
-
-    def _network(self) -> None:
-        for namespace in self.namespaces:
-            _run("ip", "netns", "add", namespace)
-            self._ns(namespace, "ip", "link", "set", "lo", "up")
-            etc = Path("/etc/netns") / namespace
-            etc.mkdir(parents=True, exist_ok=True)
-            (etc / "resolv.conf").write_text(f"nameserver {RESOLVER}\noptions timeout:2 attempts:1\n", encoding="ascii")
-        _run("ip", "link", "add", "c0", "netns", self.client, "type", "veth", "peer", "name", "i0", "netns", self.isp)
-        _run("ip", "link", "add", "i1", "netns", self.isp, "type", "veth", "peer", "name", "w0", "netns", self.world)
-        steps = [
-            (self.client, f"ip addr add {CLIENT}/24 dev c0"),
-            (self.isp, f"ip addr add {ISP_CLIENT_SIDE}/24 dev i0"),
-            (self.isp, f"ip addr add {ISP_WORLD_SIDE}/30 dev i1"),
-            (self.world, f"ip addr add {WORLD}/30 dev w0"),
-            (self.client, "ip link set c0 up"),
-            (self.isp, "ip link set i0 up"),
-            (self.isp, "ip link set i1 up"),
-            (self.world, "ip link set w0 up"),
-            (self.isp, "sysctl -qw net.ipv4.ip_forward=1"),
-            # Only the lab's own networks are routed; no namespace has a default route.
-            (self.client, f"ip route add 198.51.100.0/24 via {ISP_CLIENT_SIDE}"),
-            (self.client, f"ip route add 203.0.113.0/24 via {ISP_CLIENT_SIDE}"),
-            (self.isp, f"ip route add 203.0.113.0/24 via {WORLD}"),
-            (self.world, f"ip route add 192.0.2.0/24 via {ISP_WORLD_SIDE}"),
-        ]
-        for address in (SITES, RESOLVER, HELPER):
-            steps.append((self.world, f"ip addr add {address}/32 dev lo"))
-        for namespace, command in steps:
-            self._ns(namespace, *command.split())
 
     def _censor(self) -> None:
         isp = self.isp
@@ -128,41 +71,14 @@ class ThrottleLab:
                  "--connbytes", f"{FREEZE_BYTES}:", "--connbytes-dir", "reply", "--connbytes-mode", "bytes",
                  "-j", "DROP")  # fmt: skip
 
-    def _spawn(self, namespace: str, label: str, *args: str) -> None:
-        log = (self.directory / f"{label}.log").open("wb")
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "PYTHONPATH": str(REPO),
-               "HOME": str(self.directory), "XDG_CACHE_HOME": str(self.directory / "cache"),
-               "XDG_CONFIG_HOME": str(self.directory / "config")}  # fmt: skip
-        self.processes.append(
-            subprocess.Popen(
-                ["ip", "netns", "exec", namespace, *args],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-        )
-
     def _services(self) -> None:
         d = self.directory
-        temp = d / "nginx-tmp"
-        temp.mkdir()
-        (d / "nginx.conf").write_text(
-            f"user root; daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/nginx-error.log warn;\n"
-            f"events {{ worker_connections 256; }}\nhttp {{ access_log off; client_body_temp_path {temp}/b; "
-            f"proxy_temp_path {temp}/p; fastcgi_temp_path {temp}/f; uwsgi_temp_path {temp}/u; "
-            f"scgi_temp_path {temp}/s;\n"
-            f"  server {{ listen {SITES}:443 ssl; server_name _;\n"
-            f"    ssl_certificate {d}/sites.pem; ssl_certificate_key {d}/sites.key;\n"
-            f"    root {d}/www/$host; }}\n}}\n",
-            encoding="utf-8",
+        self._nginx(self.world, f"  server {{ listen {SITES}:443 ssl; server_name _;\n"
+                    f"    ssl_certificate {d}/sites.pem; ssl_certificate_key {d}/sites.key;\n"
+                    f"    root {d}/www/$host; }}\n")  # fmt: skip
+        self._dnsmasq(
+            self.world, "dnsmasq", RESOLVER, *(f"--address=/{name}/{address}" for name, address in NAMES.items())
         )
-        self._spawn(self.world, "nginx", "nginx", "-c", str(d / "nginx.conf"))
-        answers = [f"--address=/{name}/{address}" for name, address in NAMES.items()]
-        self._spawn(self.world, "dnsmasq", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
-                    "--no-hosts", "--bind-interfaces", f"--listen-address={RESOLVER}", "--user=root", "--pid-file=",
-                    *answers)  # fmt: skip
         self._spawn(self.world, "helper", sys.executable, "-m", "probe", "helper", "serve", "--listen",
                     f"{HELPER}:443", "--tls-cert", str(d / "helper.pem"), "--tls-key", str(d / "helper.key"),
                     "--roots", str(self.roots_pem), "--allow-documentation-addresses", "--timeout", "3")  # fmt: skip
@@ -170,22 +86,9 @@ class ThrottleLab:
         self._wait(self.world, "udp", f"{RESOLVER}:53")
         self._wait(self.world, "tcp", f"{HELPER}:443")
 
-    def _wait(self, namespace: str, proto: str, needle: str) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            listening = self._ns(namespace, "ss", "-ltnH" if proto == "tcp" else "-lunH", check=False).stdout
-            if needle in listening:
-                return
-            time.sleep(0.1)
-        logs = {p.name: p.read_text(errors="replace")[-500:] for p in self.directory.glob("*.log")}
-        raise LabError(f"nothing listens on {needle} in {namespace} after 30 s: {json.dumps(logs)}")
-
     def probe(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
         """The real `probe` in the client namespace."""
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "PYTHONPATH": str(REPO),
-               "HOME": str(self.directory), "XDG_CACHE_HOME": str(self.directory / "cache")}  # fmt: skip
-        return subprocess.run(["ip", "netns", "exec", self.client, sys.executable, "-m", "probe", *args],
-                              capture_output=True, text=True, timeout=timeout, env=env, cwd=self.directory)  # fmt: skip
+        return self._probe(self.client, probe_command(*args), timeout)
 
     def run(self, out: str, targets: list[str], *extra: str) -> subprocess.CompletedProcess[str]:
         """`probe run` over `targets` with the lab's roots, resolver and control name."""
@@ -196,8 +99,3 @@ class ThrottleLab:
             "--control-resolver", f"udp://{RESOLVER}", "--control-sni", CONTROL_NAME, "--lab", "--os-store", "none",
             "--timeout", "3", "--no-forensics", "--quiet", "--yes", *extra,
         )  # fmt: skip
-
-    def down(self) -> None:
-        tear_down(self.processes, self.namespaces)
-        self.processes.clear()
-        shutil.rmtree(self.directory, ignore_errors=True)
