@@ -7,7 +7,6 @@ same. Unit tests cover the capability check, the rules, and that scapy stays uni
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shutil
@@ -473,15 +472,11 @@ _REASON = missing_prerequisites() or (None if shutil.which("capsh") else "capsh 
 def path_lab() -> Iterator:
     if _REASON:
         pytest.skip(_REASON)
+    from tests.lab.chainworld import running
     from tests.lab.multihop import MultiHopLab
 
-    lab = MultiHopLab(f"mh{os.getpid() % 100000}")
-    atexit.register(lab.down)
-    try:
-        yield lab.up()
-    finally:
-        lab.down()
-        atexit.unregister(lab.down)
+    with running(MultiHopLab(f"mh{os.getpid() % 100000}")) as lab:
+        yield lab
 
 
 def _run(lab, drop_raw: bool) -> dict[str, dict]:  # type: ignore[no-untyped-def]

@@ -9,7 +9,6 @@ with a cut-off becomes one episode of `probe report`, in English and Russian, ne
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 from collections.abc import Iterator
@@ -147,15 +146,11 @@ def test_the_run_summary_says_the_state_and_sets_its_findings_apart(tmp_path: Pa
 def lab() -> Iterator[Any]:
     if _REASON:
         pytest.skip(_REASON)
+    from tests.lab.chainworld import running
     from tests.lab.netstate import NetStateLab
 
-    world = NetStateLab(f"ns{os.getpid() % 100000}")
-    atexit.register(world.down)
-    try:
-        yield world.up()
-    finally:
-        world.down()
-        atexit.unregister(world.down)
+    with running(NetStateLab(f"ns{os.getpid() % 100000}")) as world:
+        yield world
 
 
 TARGETS = ["egov.lab", "news.lab", "anycast-b.lab"]

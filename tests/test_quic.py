@@ -6,7 +6,6 @@ ISP that drops UDP/443 to one address, and a censor that drops the QUIC flows na
 from __future__ import annotations
 
 import asyncio
-import atexit
 import base64
 import datetime as dt
 import json
@@ -367,15 +366,11 @@ def quic_lab() -> Iterator[Any]:
     reason = missing_prerequisites()
     if reason:
         pytest.skip(reason)
+    from tests.lab.chainworld import running
     from tests.lab.quicworld import QuicWorld
 
-    lab = QuicWorld(f"qw{os.getpid() % 100000}")
-    atexit.register(lab.down)
-    try:
-        yield lab.up()
-    finally:
-        lab.down()
-        atexit.unregister(lab.down)
+    with running(QuicWorld(f"qw{os.getpid() % 100000}")) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ own download without a helper (at most unconfirmed).
 from __future__ import annotations
 
 import asyncio
-import atexit
 import os
 import shutil
 import socket
@@ -220,15 +219,11 @@ _REASON = missing_prerequisites()
 def throttle_lab() -> Iterator:
     if _REASON:
         pytest.skip(_REASON)
+    from tests.lab.chainworld import running
     from tests.lab.throttle import ThrottleLab
 
-    lab = ThrottleLab(f"thr{os.getpid() % 100000}")
-    atexit.register(lab.down)
-    try:
-        yield lab.up()
-    finally:
-        lab.down()
-        atexit.unregister(lab.down)
+    with running(ThrottleLab(f"thr{os.getpid() % 100000}")) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="module")

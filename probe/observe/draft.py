@@ -65,8 +65,13 @@ class Draft:
                 break
         return changed
 
-    def target_connects(self) -> list[TcpConnect]:
-        return [tcp for tcp in self.tcp_connect if tcp.purpose == Purpose.TARGET]
+    def reached_address(self) -> str | None:
+        """The address where the target's own TLS handshake completed (what QUIC and the throughput
+        flows go to), if any."""
+        for handshake in self.tls_handshakes:
+            if handshake.purpose == Purpose.TARGET and handshake.failure is None:
+                return handshake.address
+        return None
 
     def build(self) -> Observations:
         """The frozen observations: the capture's packets as they are now (the target is complete)."""

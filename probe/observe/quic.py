@@ -70,14 +70,6 @@ def _advertised(draft: Draft, host: str) -> tuple[str, int] | None:
     return None
 
 
-def _tls_address(draft: Draft) -> str | None:
-    """The address where the target's own TLS handshake completed: the one TCP reached."""
-    for handshake in draft.tls_handshakes:
-        if handshake.purpose == Purpose.TARGET and handshake.failure is None:
-            return handshake.address
-    return None
-
-
 class QuicInFlight:
     """The target's QUIC handshakes, started beside the late DNS replies and the helpers' answers."""
 
@@ -90,7 +82,7 @@ class QuicInFlight:
         if mode == "off" or target.scheme != "https" or target.is_ip_literal:
             return cls(None)
         observations = visit.observations
-        address = _tls_address(observations)
+        address = observations.reached_address()
         advertised = _advertised(observations, target.host)
         if address is None or (advertised is None and mode != "always"):
             return cls(None)

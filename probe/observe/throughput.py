@@ -23,9 +23,7 @@ from urllib.parse import urlsplit
 
 from probe.netx.bulk import download
 from probe.observe.config import MeasureConfig, Visit
-from probe.observe.draft import Draft
 from probe.vocabulary.failures import Failure
-from probe.vocabulary.purposes import Purpose
 from probe.vocabulary.targets import Target
 from probe.vocabulary.throughput import FLOW_CONTROL, FLOW_NONE, FLOW_TARGET, Throughput
 from probe.vocabulary.throughput_codec import decode_throughput
@@ -87,7 +85,8 @@ async def _observe(target: Target, visit: Visit) -> dict[str, Any] | None:
         host, path = urlsplit(url).hostname or "", urlsplit(url).path  # a helper may sit under a path
     elif target.scheme == "https":
         source, url = "site", target.url
-        where = _site_address(visit.observations, target.port)
+        reached = visit.observations.reached_address()
+        where = (reached, target.port) if reached is not None else None
         headers = {"Range": f"bytes=0-{SIZE - 1}"}
         host, path = target.host, target.path
     else:
@@ -97,7 +96,7 @@ async def _observe(target: Target, visit: Visit) -> dict[str, Any] | None:
     if where is None:
         observation["stopped"] = "no_address"
         return observation
-    if target.scheme == "https" and _site_address(visit.observations, target.port) is None:
+    if target.scheme == "https" and visit.observations.reached_address() is None:
         # The name's own handshake did not complete (reset, silence, a dead site): the TLS rules
         # judge that, and flows with the name would only repeat it at the helper's expense.
         observation["stopped"] = "no_handshake"
@@ -188,11 +187,3 @@ async def _helper_address(helper_url: str, timeout: float) -> tuple[str, int] | 
         return None
     addresses = sorted((str(info[4][0]) for info in found), key=lambda a: ":" in a)
     return (addresses[0], port) if addresses else None
-
-
-def _site_address(observations: Draft, port: int) -> tuple[str, int] | None:
-    """The address at which the target's own handshake completed."""
-    for handshake in observations.tls_handshakes:
-        if handshake.purpose == Purpose.TARGET and handshake.failure is None:
-            return handshake.address, port
-    return None

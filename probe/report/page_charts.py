@@ -57,6 +57,20 @@ def legend(items: list[tuple[str, str]]) -> str:
     )
 
 
+def _day_labels(days: list[date], left: int, step: int, y: int, css: str) -> list[str]:
+    """A chart's day axis: each day's number (every seventh when there are many days), and the month
+    under the first day and under each month's first."""
+    labelled = len(days) <= MAX_LABELLED_DAYS
+    labels = []
+    for column, day in enumerate(days):
+        x = left + column * step
+        if labelled or column % 7 == 0:
+            labels.append(f'<text{css} x="{x + (step - 2) / 2}" y="{y}" text-anchor="middle">{day.day}</text>')
+        if day.day == 1 or column == 0:
+            labels.append(f'<text x="{x}" y="{y + 14}">{day.isoformat()[:7]}</text>')
+    return labels
+
+
 def _bars(rows: list[dict[str, Any]], days: list[date], page: dict[str, Any]) -> str:
     """One network's stacked bars: a bar per local day, its height the day's measurements."""
     by_day = {row["day"]: row for row in rows}
@@ -73,15 +87,9 @@ def _bars(rows: list[dict[str, Any]], days: list[date], page: dict[str, Any]) ->
         f'<text x="{left - 4}" y="{top + height}" text-anchor="end">0</text>'
         f'<line x1="{left}" x2="{width - 4}" y1="{top + height + 0.5}" y2="{top + height + 0.5}" stroke="#999"/>',
     ]
-    labelled = len(days) <= MAX_LABELLED_DAYS
+    parts += _day_labels(days, left, step, top + height + 14, "")
     for column, day in enumerate(days):
         x = left + column * step
-        if labelled or column % 7 == 0:
-            parts.append(
-                f'<text x="{x + (step - 2) / 2}" y="{top + height + 14}" text-anchor="middle">{day.day}</text>'
-            )
-        if day.day == 1 or column == 0:
-            parts.append(f'<text x="{x}" y="{top + height + 28}">{day.isoformat()[:7]}</text>')
         row = by_day.get(day)
         if row is None:
             parts.append(
@@ -155,15 +163,7 @@ def _timeline_svg(entry: dict[str, Any], days: list[date], kinds: dict[str, str]
         f'height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
     ]
     bottom = top + cell * len(targets)
-    labelled = len(days) <= MAX_LABELLED_DAYS
-    for column, day in enumerate(days):
-        x = left + column * cell
-        if labelled or column % 7 == 0:
-            parts.append(
-                f'<text class="day" x="{x + (cell - 2) / 2}" y="{bottom + 12}" text-anchor="middle">{day.day}</text>'
-            )
-        if day.day == 1 or column == 0:
-            parts.append(f'<text x="{x}" y="{bottom + 26}">{day.isoformat()[:7]}</text>')
+    parts += _day_labels(days, left, cell, bottom + 12, ' class="day"')
     for row, target in enumerate(targets):
         y = top + row * cell
         parts.append(f'<text x="{left - 6}" y="{y + cell - 5}" text-anchor="end">{e(target[:28])}</text>')

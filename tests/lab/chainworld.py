@@ -12,6 +12,8 @@ Documentation addresses only; only the lab's own networks are routed, no namespa
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -19,9 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Self
+from typing import Self, TypeVar
 
 from tests import pki
 from tests.lab import topology
@@ -32,6 +34,20 @@ ISP_WORLD_SIDE, WORLD = topology.ISP_WORLD_SIDE, topology.WORLD_ADDRESS
 # A veth link: each end's namespace, interface and address with its prefix length.
 Link = tuple[str, str, str, str, str, str]
 Step = tuple[str, str]  # namespace, command (split on spaces)
+
+
+World = TypeVar("World", bound="ChainWorld")
+
+
+@contextlib.contextmanager
+def running(world: World) -> Iterator[World]:
+    """A world up for a test module, torn down after it, and at exit should the tests be killed."""
+    atexit.register(world.down)
+    try:
+        yield world.up()
+    finally:
+        world.down()
+        atexit.unregister(world.down)
 
 
 class ChainWorld:
