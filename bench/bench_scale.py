@@ -21,6 +21,7 @@ docs/performance.md holds the latest table. Needs root (namespaces), nginx and d
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import math
 import os
@@ -320,6 +321,9 @@ def main() -> int:
     missing = [tool for tool in ("nginx", "dnsmasq", "openssl") if shutil.which(tool) is None]
     if missing:
         parser.error(f"not installed: {', '.join(missing)}")
+    # Bytecode compiled first, as pip does when it installs the wheel: a volunteer's probe never
+    # compiles its source at start (a checkout run with PYTHONDONTWRITEBYTECODE would, every run).
+    compileall.compile_dir(str(args.probe_tree / "probe"), quiet=1)
     sizes = [args.names] if args.names is not None else args.sizes
     if not sizes:
         parser.error("--sizes: at least one size")

@@ -16,11 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from probe.analyze import forensics as judged
 from probe.forensics.capability import raw_capability
+from probe.vocabulary.observations import SweepTry
 from probe.vocabulary.observations_codec import decode, decode_sweep
+from probe.vocabulary.observations_encode import encode_sweep
 from tests.conftest import by_host, read_results
 from tests.lab.lab import missing_prerequisites
 
@@ -214,6 +217,11 @@ def _side(outcome: str, routers: list[str], leaf: str | None = None) -> dict:
     return {"outcome": outcome, "routers": routers, "unreachable_from": [], "leaf_sha256": leaf}
 
 
+def _tried(side: dict) -> SweepTry:
+    """A scripted exchange's result, typed as the sweep's own exchanges make theirs."""
+    return msgspec.convert(side, SweepTry)
+
+
 def test_the_censor_hop_is_where_the_target_meets_interference_and_the_control_passes() -> None:
     from probe.analyze.common import AnalysisContext
 
@@ -292,7 +300,7 @@ def test_the_sweep_tries_a_silent_exchange_twice_and_stays_bounded(monkeypatch: 
             def __init__(self, capture, address, port, ttl, name, wait, clock):  # type: ignore[no-untyped-def]
                 calls.append((ttl, name))
                 answers = path.get((ttl, name)) or [_side("timeout", [])]
-                self.step = dict(answers[min(len(answers) - 1, sum(1 for c in calls if c == (ttl, name)) - 1)])
+                self.step = _tried(answers[min(len(answers) - 1, sum(1 for c in calls if c == (ttl, name)) - 1)])
                 self.finished = True
 
         monkeypatch.setattr(sweep, "_Exchange", Exchange)
@@ -307,7 +315,7 @@ def test_the_sweep_tries_a_silent_exchange_twice_and_stays_bounded(monkeypatch: 
     calls = scripted({(1, "t"): [_side("expired", [edge])], (1, "c"): [_side("expired", [edge])],
                       (2, "t"): [_side("timeout", []), _side("expired", [core])], (2, "c"): [_side("expired", [core])],
                       (3, "t"): [_side("reset", [])], (3, "c"): [_side("expired", ["198.51.100.6"])]})  # fmt: skip
-    record = sweep.locate(None, "203.0.113.10", 443, "t", "c", 3, None)  # type: ignore[arg-type]
+    record = encode_sweep(sweep.locate(None, "203.0.113.10", 443, "t", "c", 3, None))  # type: ignore[arg-type]
     assert kept(calls, 3) == sorted([(1, "t"), (1, "c"), (2, "t"), (2, "c"), (2, "t"), (3, "t"), (3, "c")])
     assert [sorted(step) for step in record["steps"]] == [["control", "target", "ttl"],
                                                           ["control", "retry", "target", "ttl"],
@@ -316,12 +324,12 @@ def test_the_sweep_tries_a_silent_exchange_twice_and_stays_bounded(monkeypatch: 
     # The target silent where the control reached the server: one TTL more, then the sweep ends.
     calls = scripted({(1, "t"): [_side("expired", [edge])], (1, "c"): [_side("expired", [edge])],
                       (2, "c"): [_side("handshake", [], "cd")], (3, "c"): [_side("handshake", [], "cd")]})  # fmt: skip
-    record = sweep.locate(None, "203.0.113.10", 443, "t", "c", 3, None)  # type: ignore[arg-type]
+    record = encode_sweep(sweep.locate(None, "203.0.113.10", 443, "t", "c", 3, None))  # type: ignore[arg-type]
     assert ([step["ttl"] for step in record["steps"]], record["stopped"]) == ([1, 2, 3], "control_answered")
     assert calls.count((2, "t")) == calls.count((3, "t")) == 2 and calls.count((2, "c")) == 1
     # A silent path: three quiet TTLs, each tried twice on both sides, then it stops.
     calls = scripted({})
-    record = sweep.locate(None, "203.0.113.10", 443, "t", "c", 3, None)  # type: ignore[arg-type]
+    record = encode_sweep(sweep.locate(None, "203.0.113.10", 443, "t", "c", 3, None))  # type: ignore[arg-type]
     assert (len(record["steps"]), len(kept(calls, 3)), record["stopped"]) == (3, 12, "silent_path")
 
 
@@ -337,14 +345,14 @@ class _Timed:
         delay, self.answer = self.script.get((ttl, name), (wait, _side("expired", ["198.51.100.1"])))
         self.key, self.events, self.until = (ttl, name), 0, time.monotonic() + delay
         self.finished = self.cancelled = False
-        self.step: dict = {}
+        self.step: SweepTry | None = None
         self.made.append(self)
 
     def advance(self, revents: int) -> None:
         import time
 
         if time.monotonic() >= self.until:
-            self.step, self.finished = dict(self.answer), True
+            self.step, self.finished = _tried(self.answer), True
 
     def cancel(self) -> None:
         self.finished = self.cancelled = True
@@ -363,7 +371,7 @@ def test_the_sweep_reads_its_ttls_in_order_and_keeps_none_beyond_the_answer(monk
         (2, "t"): (0.0, _side("reset", [])), (2, "c"): (0.0, _side("expired", ["198.51.100.2"])),
         **{(ttl, name): (5.0, _side("reset", [])) for ttl in (3, 4) for name in ("t", "c")},
     })  # fmt: skip
-    record = sweep.locate(None, "203.0.113.10", 443, "t", "c", 3, None)  # type: ignore[arg-type]
+    record = encode_sweep(sweep.locate(None, "203.0.113.10", 443, "t", "c", 3, None))  # type: ignore[arg-type]
     assert ([step["ttl"] for step in record["steps"]], record["stopped"]) == ([1, 2], "answered")
     assert record["steps"][0]["target"]["routers"] == [edge]  # TTL 1 ended after TTL 2's answer: read first
     beyond = sorted(exchange.key for exchange in _Timed.made if exchange.cancelled)
@@ -380,7 +388,7 @@ def test_a_sweep_without_a_deadline_is_bounded_by_its_timeout(monkeypatch: pytes
     monkeypatch.setattr(_Timed, "made", [])
     monkeypatch.setattr(_Timed, "script", {})  # every exchange: a router's "time exceeded", after a wait
     timeout = 0.05  # 8 rounds of 0.05 s for 32 hops; the bound: 6 x 0.05 s
-    record = sweep.locate(None, "203.0.113.10", 443, "t", "c", timeout, None)  # type: ignore[arg-type]
+    record = encode_sweep(sweep.locate(None, "203.0.113.10", 443, "t", "c", timeout, None))  # type: ignore[arg-type]
     assert record["stopped"] == "deadline" and 0 < len(record["steps"]) < sweep.MAX_HOPS, record["stopped"]
 
 
@@ -388,9 +396,10 @@ SILENT_SWEEP = """
 import json
 from probe.forensics.capture import PacketCapture
 from probe.forensics.locate import locate
+from probe.vocabulary.observations_encode import encode_sweep
 
 capture = PacketCapture()
-print(json.dumps(locate(capture, "203.0.113.99", 443, None, None, 2.0, None)))
+print(json.dumps(encode_sweep(locate(capture, "203.0.113.99", 443, None, None, 2.0, None))))
 capture.close()
 """
 

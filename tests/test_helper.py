@@ -20,7 +20,8 @@ import requests
 
 from probe.helper.ratelimit import Lease, PerClient, RateLimiter, client_key
 from probe.netx.clock import Clock
-from probe.observe.helperclient import ask_helper, close_clients
+from probe.netx.pools import Pools
+from probe.observe.helperclient import ask_helper
 from probe.vocabulary.observations import HelperAnswer
 from tests.conftest import PkiFixture
 from tests.dnsmasq import free_udp_port
@@ -136,10 +137,8 @@ def test_rate_limiter_refills() -> None:
 
 def test_probe_records_a_refusal_and_an_unreachable_helper(helper: str, test_pki: PkiFixture) -> None:
     async def ask(helper_url: str, target_url: str, token: str | None) -> HelperAnswer:
-        try:
-            return (await ask_helper(helper_url, target_url, token, 2, str(test_pki.roots_pem), Clock()))[0]
-        finally:
-            await close_clients()
+        async with Pools() as pools:  # outside a run: pools of its own, closed at its end
+            return (await ask_helper(helper_url, target_url, token, 2, str(test_pki.roots_pem), Clock(), pools))[0]
 
     refused = asyncio.run(ask(helper, "https://10.1.2.3/", TOKEN))
     assert refused.status == 403 and refused.response is None
@@ -310,14 +309,12 @@ def test_a_probe_asks_a_helper_on_a_few_kept_connections(helper: str, test_pki: 
     relayed = f"https://127.0.0.1:{listener.getsockname()[1]}/"
 
     async def ask_twenty() -> list[HelperAnswer]:
-        try:
+        async with Pools() as pools:  # the run's pools: one client for the helper, on its few connections
             questions = [
-                HelperQuestions([relayed], f"https://10.0.0.{n}/", TOKEN, 2, str(test_pki.roots_pem), Clock())
+                HelperQuestions([relayed], f"https://10.0.0.{n}/", TOKEN, 2, str(test_pki.roots_pem), Clock(), pools)
                 for n in range(20)
             ]
             return [(await q.collected())[0][0] for q in questions]
-        finally:
-            await close_clients()
 
     try:
         answers = asyncio.run(ask_twenty())

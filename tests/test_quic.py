@@ -29,6 +29,7 @@ from probe.netx.quic import quic_handshake
 from probe.observe.quic import alt_svc_h3
 from probe.results.show import format_record
 from probe.vocabulary.observations_codec import decode, encode
+from probe.vocabulary.observations_quic import QuicHandshake
 from tests import pki
 from tests.conftest import PkiFixture, by_host, read_results
 from tests.lab.lab import missing_prerequisites
@@ -73,7 +74,7 @@ def test_a_completed_handshake_records_version_alpn_chain_and_the_pages_status(l
     if address == "::1" and not _loopback_v6():
         pytest.skip("no IPv6 loopback here")
 
-    async def go() -> dict[str, Any]:
+    async def go() -> QuicHandshake:
         server = await serve_h3(address, 0, str(cert), str(key))
         try:
             port = server._transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
@@ -82,16 +83,17 @@ def test_a_completed_handshake_records_version_alpn_chain_and_the_pages_status(l
             server.close()
 
     record = asyncio.run(go())
-    assert (record["failure"], record["quic_version"], record["negotiated_protocol"]) == (None, "0x00000001", "h3")
-    assert record["peer_certificates"] == [base64.b64encode(pki.der(c)).decode() for c in leaf.chain]
-    assert record["http_status"] == 200 and record["datagrams_received"] > 0
-    assert record["t0"] <= record["t_first_reply"] <= record["t"]
+    assert (record.failure, record.quic_version, record.negotiated_protocol) == (None, "0x00000001", "h3")
+    assert record.peer_certificates == tuple(base64.b64encode(pki.der(c)).decode() for c in leaf.chain)
+    assert record.http_status == 200 and record.datagrams_received > 0
+    assert record.t_first_reply is not None and record.t is not None
+    assert record.t0 <= record.t_first_reply <= record.t
 
 
 def test_silence_refusal_and_a_peers_alert_are_told_apart(leaf_files: Any) -> None:
     cert, key, _ = leaf_files
 
-    async def go() -> tuple[dict[str, Any], ...]:
+    async def go() -> tuple[QuicHandshake, ...]:
         from aioquic.asyncio import serve
         from aioquic.quic.configuration import QuicConfiguration
 
@@ -110,12 +112,13 @@ def test_silence_refusal_and_a_peers_alert_are_told_apart(leaf_files: Any) -> No
         return refused, silent, closed
 
     refused, silent, closed = asyncio.run(go())
-    assert (refused["failure"], refused["datagrams_received"]) == ("connection_refused", 0)
-    assert (silent["failure"], silent["datagrams_received"], silent["quic_version"]) == (
+    assert (refused.failure, refused.datagrams_received) == ("connection_refused", 0)
+    assert (silent.failure, silent.datagrams_received, silent.quic_version) == (
         "generic_timeout_error", 0, None
     )  # fmt: skip
-    assert (closed["failure"], closed["alert"]) == ("ssl_failed_handshake", "no_application_protocol")
-    assert closed["datagrams_received"] > 0 and closed["t"] < 1.5  # the peer's close, not aioquic's draining
+    assert (closed.failure, closed.alert) == ("ssl_failed_handshake", "no_application_protocol")
+    assert closed.datagrams_received > 0 and closed.t is not None
+    assert closed.t < 1.5  # the peer's close, not aioquic's draining
 
 
 def test_a_cancelled_handshake_leaves_no_socket_open() -> None:

@@ -103,6 +103,7 @@ def test_a_bad_row_is_rejected_with_its_place_and_reason() -> None:
     add_dns_table(tables, header.replace("body", "dns") + "x.weird,isp,,dns,full,not a name!,5,ZZ,test\n")
     assert [r["name"] for r in tables.rejected] == ["x.bad", "x.weird"]
     assert tables.rejected[0]["line"] == 2 and "regular expression" in tables.rejected[0]["reason"]
+    assert "missing )" in tables.rejected[0]["reason"]  # RE2's own reason, not only that it failed
     assert [row.name for row in tables.http] == ["x.ok"]
 
 

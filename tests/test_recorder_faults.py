@@ -390,7 +390,9 @@ def _observed(target: Any, config: Any, started: datetime) -> Observations:
     return Observations(None, (), (), (), addresses_from="literal", helpers=helpers, stage_error=stage_error)
 
 
-async def _measured(target: Any, config: Any, started: datetime, critical_done: Any = None) -> Measured:
+async def _measured(
+    target: Any, config: Any, started: datetime, critical_done: Any = None, begun: Any = None
+) -> Measured:
     """A finished measurement, nothing left to wait for."""
     return Measured(_observed(target, config, started), None, Deadline(1))
 
@@ -517,7 +519,9 @@ def test_a_capture_that_stops_mid_run_is_said_in_every_later_record_and_the_summ
     urls = [site.url(f"/ok{n}") for n in range(6)]
     measure = run_module.measure_target
 
-    async def measure_or_break_the_capture(target: Any, config: Any, started: datetime, critical_done: Any) -> Any:
+    async def measure_or_break_the_capture(
+        target: Any, config: Any, started: datetime, critical_done: Any, begun: Any = None
+    ) -> Any:
         if target.input == urls[3]:  # the first three are recorded; then the capture fails
             bound = time.monotonic() + 60
             while time.monotonic() < bound and sum(p.read_bytes().count(b"\n") for p in out.rglob("*.jsonl")) < 3:
@@ -525,7 +529,7 @@ def test_a_capture_that_stops_mid_run_is_said_in_every_later_record_and_the_summ
             for sock in config.capture._sockets:
                 sock.close()
             config.capture._thread.join(30)
-        return await measure(target, config, started, critical_done)
+        return await measure(target, config, started, critical_done, begun)
 
     monkeypatch.setattr(run_module, "measure_target", measure_or_break_the_capture)
     code = main(_run_args(_targets(tmp_path / "targets.txt", urls), out, "--concurrency", "1", "--json"))

@@ -38,7 +38,9 @@ def _observed(target: Any, config: Any, started: datetime) -> Observations:
     return Observations(None, (), (), (), addresses_from="literal")
 
 
-async def _measured(target: Any, config: Any, started: datetime, critical_done: Any = None) -> Measured:
+async def _measured(
+    target: Any, config: Any, started: datetime, critical_done: Any = None, begun: Any = None
+) -> Measured:
     """A finished measurement, nothing left to wait for."""
     return Measured(_observed(target, config, started), None, Deadline(1))
 

@@ -32,6 +32,7 @@ from probe.netx.bulk import download
 from probe.netx.clock import Clock
 from probe.vocabulary.anomalies import Anomaly, Blocking
 from probe.vocabulary.observations_codec import decode, encode
+from probe.vocabulary.throughput import BulkFlow
 from tests.conftest import PkiFixture, by_host, read_results
 from tests.lab.lab import missing_prerequisites
 
@@ -170,7 +171,7 @@ def bulk_helper(test_pki: PkiFixture) -> Iterator[tuple[int, HelperConfig]]:
         server.server_close()
 
 
-def _bulk(port: int, sni: str | None, size: int, token: str | None = "t0ken") -> dict[str, Any]:
+def _bulk(port: int, sni: str | None, size: int, token: str | None = "t0ken") -> BulkFlow:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return asyncio.run(download("127.0.0.1", port, sni, "helper.example", "/v1/bulk", size=size, bound=10, stall=3,
                                 step_timeout=3, clock=Clock(), headers=headers))  # fmt: skip
@@ -180,10 +181,10 @@ def test_the_bulk_endpoint_answers_any_name_and_none(bulk_helper: tuple[int, Hel
     port, config = bulk_helper
     for sni in ("site.example", "example.org", None):  # names the helper's certificate does not carry, and none
         flow = _bulk(port, sni, 256 << 10)
-        assert (flow["status"], flow["failure"], flow["bytes"]) == (200, None, 256 << 10), flow
-        assert flow["content_length"] == config.bulk_bytes and flow["samples"][-1][1] == 256 << 10
-        assert flow["tcp_info"] is not None and flow["tcp_info"]["bytes_received"] > 256 << 10
-    assert _bulk(port, None, 1024, token=None)["status"] == 401  # the helper's token applies
+        assert (flow.status, flow.failure, flow.bytes) == (200, None, 256 << 10), flow
+        assert flow.content_length == config.bulk_bytes and flow.samples[-1][1] == 256 << 10
+        assert flow.tcp_info is not None and flow.tcp_info.bytes_received > 256 << 10
+    assert _bulk(port, None, 1024, token=None).status == 401  # the helper's token applies
 
 
 def test_the_bulk_endpoint_bounds_what_one_client_holds(bulk_helper: tuple[int, HelperConfig]) -> None:
@@ -197,13 +198,13 @@ def test_the_bulk_endpoint_bounds_what_one_client_holds(bulk_helper: tuple[int, 
             reader.sendall(b"GET /v1/bulk HTTP/1.1\r\nHost: helper.example\r\nAuthorization: Bearer t0ken\r\n\r\n")
             reader.recv(100)
             readers.append(reader)
-        assert _bulk(port, None, 1024)["status"] == 429  # one more from the same client: refused at once
+        assert _bulk(port, None, 1024).status == 429  # one more from the same client: refused at once
     finally:
         for reader in readers:  # a reset, as the probe ends an unfinished flow: the slots come back
             reader.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             reader.close()
     for _ in range(50):
-        if _bulk(port, None, 1024)["status"] == 200:
+        if _bulk(port, None, 1024).status == 200:
             break
         time.sleep(0.1)
     else:

@@ -8,12 +8,16 @@ intranet) fall back to their last two labels.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
-import tldextract
+if TYPE_CHECKING:
+    import tldextract
 
 
 @functools.cache
 def _extractor() -> tldextract.TLDExtract:
+    import tldextract  # here: with `requests` under it, 60 ms of a run's start, and most records never ask
+
     return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 

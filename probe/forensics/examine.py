@@ -13,13 +13,14 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
+import msgspec
+
 from probe.forensics.capture import PacketCapture
 from probe.forensics.locate import locate
 from probe.observe.config import TrustAnchors
 from probe.vocabulary.anomalies import Blocking
 from probe.vocabulary.observations import Forensics as ForensicObservations
 from probe.vocabulary.observations import ForensicState, Observations, TtlSweep
-from probe.vocabulary.observations_codec import decode_sweep
 from probe.vocabulary.purposes import Purpose
 
 LOCATED = {Blocking.TCP: None, Blocking.TLS: "client_hello", Blocking.TLS_MITM: "client_hello"}
@@ -99,9 +100,8 @@ class Forensics:
         address = target.address
 
         def located() -> TtlSweep:
-            record = locate(capture, address, port, server_name, control, timeout, ends)
-            record["finding"] = str(finding)
-            return decode_sweep(record)  # the sweep's own steps, typed
+            swept = locate(capture, address, port, server_name, control, timeout, ends)  # typed as it is made
+            return msgspec.structs.replace(swept, finding=str(finding))
 
         return located
 

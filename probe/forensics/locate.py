@@ -50,12 +50,12 @@ import select
 import socket
 import ssl
 import time
-from typing import Any
 
 from probe.forensics.capture import PacketCapture
 from probe.netx import classify as errors
 from probe.netx.clock import Clock
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.observations import SweepRetry, SweepStep, SweepTry, TtlSweep, WirePacket
 
 MAX_HOPS = 32
 STEP_WAIT = 1.0  # seconds for one exchange at one TTL (an ICMP reply takes milliseconds)
@@ -77,14 +77,18 @@ def _context() -> ssl.SSLContext:
 class _Exchange:
     """One exchange at one TTL, a ClientHello (server_name given) or a SYN (None) limited to `ttl`,
     driven without blocking: `advance` with what `poll` said of its socket (`events`) until
-    `finished`, at the latest at `until`. Its result is `step`."""
+    `finished`, at the latest at `until`. Its result is `step`, typed once it is over."""
 
     def __init__(
         self, capture: PacketCapture, address: str, port: int, ttl: int, server_name: str | None, wait: float,
         clock: Clock,
     ) -> None:  # fmt: skip
         self.ttl, self.server_name, self.wait, self.clock, self.capture = ttl, server_name, wait, clock, capture
-        self.step: dict[str, Any] = {"outcome": None, "failure": None, "leaf_sha256": None, "t0": clock.now()}
+        self.t0 = clock.now()
+        self.outcome: str | None = None
+        self.failure: str | None = None
+        self.leaf_sha256: str | None = None
+        self.step: SweepTry | None = None  # once finished (None: cancelled before its end)
         self.finished = False
         self.events = select.POLLOUT  # what it waits for on its socket; 0 in its ICMP grace
         self.tls: ssl.SSLSocket | None = None
@@ -155,31 +159,32 @@ class _Exchange:
             self._failed(exc)
             return
         leaf = self.tls.getpeercert(binary_form=True)
-        self.step["leaf_sha256"] = hashlib.sha256(leaf).hexdigest() if leaf else None
+        self.leaf_sha256 = hashlib.sha256(leaf).hexdigest() if leaf else None
         self._ended("handshake")
 
     def _failed(self, exc: BaseException) -> None:
-        self.step["failure"] = failure = errors.classify(exc)
+        self.failure = failure = errors.classify(exc)
         connecting = self.tls is None and self.server_name is not None
         self._ended("connect_failed" if connecting else _outcome(failure))
 
     def _ended(self, outcome: str) -> None:
         """The exchange is over: its ICMP grace begins (the socket stays open, unread)."""
-        self.step["outcome"] = outcome
+        self.outcome = outcome
         self.events = 0
         self.until = time.monotonic() + ICMP_GRACE
 
     def _close(self) -> None:
         self.cancel()
-        step, routers, packets = self.step, self.routers, self.packets
-        step["routers"] = sorted({r["router"] for r in routers if r["icmp_type"] == 11})
-        step["unreachable_from"] = sorted({r["router"] for r in routers if r["icmp_type"] == 3})
-        step["packets"] = [dict(p) for p in packets]
-        step["t"] = self.clock.now()
-        if step["outcome"] == "timeout" and any(p["payload"] for p in packets):
-            step["outcome"] = "answered"  # the server spoke (a TLS 1.2 flight) though the handshake could not end
-        elif step["outcome"] in ("timeout", "failed") and step["routers"]:
-            step["outcome"] = "expired"  # died at a router on the way (a SYN's connect says "unreachable")
+        routers = tuple(sorted({r["router"] for r in self.routers if r["icmp_type"] == 11}))
+        unreachable_from = tuple(sorted({r["router"] for r in self.routers if r["icmp_type"] == 3}))
+        packets = tuple(WirePacket(p["flags"], p["ip_ttl"], p["ip_id"], p["payload"], p["t"]) for p in self.packets)
+        outcome = self.outcome
+        if outcome == "timeout" and any(p.payload for p in packets):
+            outcome = "answered"  # the server spoke (a TLS 1.2 flight) though the handshake could not end
+        elif outcome in ("timeout", "failed") and routers:
+            outcome = "expired"  # died at a router on the way (a SYN's connect says "unreachable")
+        self.step = SweepTry(outcome, routers, self.failure, self.leaf_sha256, unreachable_from, packets, self.t0,
+                             self.clock.now())  # fmt: skip
 
     def cancel(self) -> None:
         """Stop at once: the capture forgets it, the socket is closed (a try beyond the sweep's end)."""
@@ -198,18 +203,14 @@ def _outcome(failure: str | None) -> str:
     return "failed"
 
 
-def _answered(step: dict[str, Any]) -> bool:
+def _answered(side: SweepTry) -> bool:
     """Something other than a router answered: the server, or the censor in its name."""
-    return step["outcome"] not in ("timeout", "expired", "connect_failed", None) or bool(step["unreachable_from"])
+    return side.outcome not in ("timeout", "expired", "connect_failed", None) or bool(side.unreachable_from)
 
 
-def _unclear(side: dict[str, Any]) -> bool:
+def _unclear(side: SweepTry) -> bool:
     """Worth a second try: nothing came back (no router, no answer), or no connection to try on."""
-    return side["outcome"] == "connect_failed" or (side["outcome"] == "timeout" and not side["routers"])
-
-
-def _tries(step: dict[str, Any], side: str) -> list[dict[str, Any]]:
-    return [t for t in (step.get(side), (step.get("retry") or {}).get(side)) if t is not None]
+    return side.outcome == "connect_failed" or (side.outcome == "timeout" and not side.routers)
 
 
 class _Sweep:
@@ -223,8 +224,8 @@ class _Sweep:
         self.capture, self.address, self.port, self.names = capture, address, port, names
         self.wait, self.clock, self.ends = wait, clock, ends
         self.running: list[tuple[_Exchange, Side, bool]] = []  # each exchange, its TTL and side, a retry?
-        self.first: dict[Side, dict[str, Any]] = {}
-        self.again: dict[Side, dict[str, Any]] = {}
+        self.first: dict[Side, SweepTry] = {}
+        self.again: dict[Side, SweepTry] = {}
         self.settled: set[Side] = set()  # every try this side of this TTL will have is over
         self.launched = 0  # TTLs started: 1 .. launched
         self.read = 0  # TTLs read by the stopping rules: 1 .. read
@@ -232,7 +233,7 @@ class _Sweep:
         self.quiet = 0
         self.control_through = False  # the control got through at the TTL before, where the target met silence
 
-    def run(self, steps: list[dict[str, Any]]) -> str:
+    def run(self, steps: list[SweepStep]) -> str:
         """Exchanges until the path's answer is clear; the steps up to it appended; why it stopped."""
         while True:
             self._launch()
@@ -266,11 +267,13 @@ class _Sweep:
 
     def _over(self, exchange: _Exchange, key: Side, retry: bool) -> None:
         """One try ended: kept; a second try at once where the first met silence or no connection."""
+        step = exchange.step
+        assert step is not None, "an exchange over without its step"
         if retry:
-            self.again[key] = exchange.step
+            self.again[key] = step
         else:
-            self.first[key] = exchange.step
-            if _unclear(exchange.step) and time.monotonic() + self.wait <= self.ends:
+            self.first[key] = step
+            if _unclear(step) and time.monotonic() + self.wait <= self.ends:
                 self._start(key, self.names[key[1]], retry=True)
                 return
         self.settled.add(key)
@@ -292,7 +295,7 @@ class _Sweep:
                 self.running.remove(entry)
                 self._over(exchange, key, retry)
 
-    def _read(self, steps: list[dict[str, Any]]) -> str | None:
+    def _read(self, steps: list[SweepStep]) -> str | None:
         """The complete TTLs after the last one read, in order, through the stopping rules."""
         while True:
             ttl = self.read + 1
@@ -302,27 +305,26 @@ class _Sweep:
                 return "deadline" if self.out_of_time else None
             if not all((ttl, side) in self.settled for side in self.names):
                 return None
-            step: dict[str, Any] = {"ttl": ttl, **{side: self.first[(ttl, side)] for side in self.names}}
-            retry = {side: self.again[(ttl, side)] for side in self.names if (ttl, side) in self.again}
-            if retry:
-                step["retry"] = retry
+            retry = SweepRetry(self.again.get((ttl, "target")), self.again.get((ttl, "control")))
+            step = SweepStep(ttl, self.first.get((ttl, "target")), self.first.get((ttl, "control")),
+                             retry if retry.target is not None or retry.control is not None else None)  # fmt: skip
             steps.append(step)
             self.read = ttl
             stopped = self._stops(step)
             if stopped is not None:
                 return stopped
 
-    def _stops(self, step: dict[str, Any]) -> str | None:
+    def _stops(self, step: SweepStep) -> str | None:
         """The stopping rules, for one TTL after the ones before it."""
-        targets, controls = _tries(step, "target"), _tries(step, "control")
+        targets, controls = step.tries("target"), step.tries("control")
         if any(_answered(side) for side in targets):
             return "answered"
         if any(_answered(side) for side in controls):  # the control got through where the target did not
-            silent = all(side["outcome"] == "timeout" and not side["routers"] for side in targets)
+            silent = all(side.outcome == "timeout" and not side.routers for side in targets)
             if self.control_through or not silent:
                 return "control_answered"
             self.control_through = True  # one TTL more: does the target's silence hold beyond?
-        self.quiet = self.quiet + 1 if not any(side["routers"] for side in (*targets, *controls)) else 0
+        self.quiet = self.quiet + 1 if not any(side.routers for side in (*targets, *controls)) else 0
         return "silent_path" if self.quiet >= QUIET_HOPS else None
 
 
@@ -334,19 +336,18 @@ def locate(
     control_sni: str | None,
     timeout: float,
     ends: float | None,
-) -> dict[str, Any]:
-    """Every TTL's exchanges, target and control side by side, until the path's answer is clear."""
+) -> TtlSweep:
+    """Every TTL's exchanges, target and control side by side, until the path's answer is clear,
+    typed as they are made (the run's forensic steps add the finding the sweep was asked for)."""
     mode = "client_hello" if server_name is not None else "syn"
     clock = Clock()
     bound = time.monotonic() + SWEEP_TIMEOUTS * timeout
-    record: dict[str, Any] = {"status": "done", "address": address, "port": port, "mode": mode,
-                              "server_name": server_name, "control_sni": control_sni, "steps": []}  # fmt: skip
     names = {"target": server_name, **({"control": control_sni} if mode == "client_hello" and control_sni else {})}
     ends = bound if ends is None else min(ends, bound)
     sweep = _Sweep(capture, address, port, names, min(timeout, STEP_WAIT), clock, ends)
+    steps: list[SweepStep] = []
     try:
-        record["stopped"] = sweep.run(record["steps"])
+        stopped = sweep.run(steps)
     finally:
         sweep.cancel()  # the TTLs beyond the answer, still in flight: closed, not recorded
-    record["t"] = clock.now()
-    return record
+    return TtlSweep("done", address, port, mode, server_name, control_sni, tuple(steps), stopped, clock.now())

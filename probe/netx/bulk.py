@@ -22,13 +22,13 @@ import contextlib
 import socket
 import struct
 import time
-from typing import Any
 
 from probe.netx import classify as errors
 from probe.netx.clock import Clock
 from probe.netx.connect import Stream, open_tcp, open_tls
 from probe.netx.own_addresses import OwnAddresses
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.throughput import FLOW_TARGET, BulkFlow, TcpInfo
 
 MAX_HEADER_BYTES = 16 << 10
 MAX_BULK_BYTES = 4 << 20  # no flow reads more, whatever it is asked
@@ -38,7 +38,7 @@ SAMPLE_GROWTH = 1.5
 READ_SIZE = 65536
 
 
-def tcp_info(sock: socket.socket) -> dict[str, int] | None:
+def tcp_info(sock: socket.socket) -> TcpInfo | None:
     """What Linux's TCP_INFO says of a connection (None elsewhere, or when the kernel says less)."""
     option = getattr(socket, "TCP_INFO", None)
     if option is None:
@@ -49,59 +49,48 @@ def tcp_info(sock: socket.socket) -> dict[str, int] | None:
         return None
     if len(raw) < 144:  # bytes_received and segs_in came with Linux 4.1-4.2
         return None
-    info = {
-        "rtt_us": struct.unpack_from("I", raw, 68)[0],
-        "rttvar_us": struct.unpack_from("I", raw, 72)[0],
-        "total_retrans": struct.unpack_from("I", raw, 100)[0],
-        "bytes_received": struct.unpack_from("Q", raw, 128)[0],
-        "segs_in": struct.unpack_from("I", raw, 140)[0],
-    }
-    if len(raw) >= 152:
-        info["min_rtt_us"] = struct.unpack_from("I", raw, 148)[0]
-    if len(raw) >= 228:  # Linux 5.4
-        info["rcv_ooopack"] = struct.unpack_from("I", raw, 224)[0]
-    return info
+    return TcpInfo(
+        rtt_us=struct.unpack_from("I", raw, 68)[0],
+        rttvar_us=struct.unpack_from("I", raw, 72)[0],
+        total_retrans=struct.unpack_from("I", raw, 100)[0],
+        bytes_received=struct.unpack_from("Q", raw, 128)[0],
+        segs_in=struct.unpack_from("I", raw, 140)[0],
+        min_rtt_us=struct.unpack_from("I", raw, 148)[0] if len(raw) >= 152 else None,
+        rcv_ooopack=struct.unpack_from("I", raw, 224)[0] if len(raw) >= 228 else None,  # Linux 5.4
+    )
 
 
-def _record(address: str, port: int, server_name: str | None, clock: Clock) -> dict[str, Any]:
-    return {
-        "address": address,
-        "port": port,
-        "server_name": server_name,
-        "status": None,
-        "failure": None,
-        "bytes": 0,
-        "content_length": None,
-        "samples": [],
-        "stalled_at": None,
-        "stalled_at_wire": None,
-        "tcp_info": None,
-        "t_connect": None,
-        "t_handshake": None,
-        "t_request": None,
-        "t0": clock.now(),
-        "t": None,
-    }
+class _Body:
+    """What the request and its response came to, while the body is read (a flow's facts)."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.content_length: int | None = None
+        self.failure: str | None = None
+        self.stalled_at: int | None = None
+        self.bytes = 0
+        self.samples: tuple[tuple[float, int], ...] = ()
+        self.t_request: float | None = None
 
 
 class _Sampler:
     """Body bytes at exponentially spaced times since the request went out."""
 
     def __init__(self, started: float) -> None:
-        self.started, self.next_at, self.samples = started, FIRST_SAMPLE, list[list[float]]()
+        self.started, self.next_at, self.samples = started, FIRST_SAMPLE, list[tuple[float, int]]()
 
     def see(self, received: int, now: float) -> None:
         elapsed = now - self.started
         while elapsed >= self.next_at and len(self.samples) < MAX_SAMPLES - 1:
-            self.samples.append([round(elapsed, 4), received])
+            self.samples.append((round(elapsed, 4), received))
             while self.next_at <= elapsed:
                 self.next_at *= SAMPLE_GROWTH
 
-    def end(self, received: int, now: float) -> list[list[float]]:
-        last = [round(now - self.started, 4), received]
+    def end(self, received: int, now: float) -> tuple[tuple[float, int], ...]:
+        last = (round(now - self.started, 4), received)
         if not self.samples or self.samples[-1] != last:
             self.samples.append(last)
-        return self.samples
+        return tuple(self.samples)
 
 
 def _status_of(head: bytes) -> tuple[int | None, int | None]:
@@ -137,35 +126,37 @@ async def download(
     clock: Clock,
     headers: dict[str, str] | None = None,
     own: OwnAddresses | None = None,
-) -> dict[str, Any]:
+    kind: str = FLOW_TARGET,
+    round_number: int = 0,
+) -> BulkFlow:
     """One flow: connect, handshake with `server_name`, GET `path` from `host`, read at most `size`
     body bytes. The whole flow ends within `bound` seconds (connect and handshake each within
-    `step_timeout` too), a flow with no byte for `stall` seconds ends as stalled. Always a record."""
-    record = _record(address, port, server_name, clock)
+    `step_timeout` too), a flow with no byte for `stall` seconds ends as stalled. Always a record,
+    labelled with the caller's `kind` (which name it carries) and `round_number`."""
+    t0 = clock.now()
     size = max(0, min(size, MAX_BULK_BYTES))
     ends = time.monotonic() + bound
     sock, connected = await open_tcp(address, port, min(step_timeout, bound), clock, own)
-    record["t_connect"] = connected.t
     if sock is None:
-        record["failure"], record["t"] = connected.failure, clock.now()
-        return record
+        return BulkFlow(kind, round_number, address, port, server_name, None, connected.failure, 0, None, (), None,
+                        None, None, connected.t, None, None, t0, clock.now())  # fmt: skip
     handshake_bound = max(0.05, min(step_timeout, ends - time.monotonic()))
     stream, handshake = await open_tls(sock, address, port, server_name, handshake_bound, clock)
-    record["t_handshake"] = handshake.t
     if stream is None:
-        record["failure"], record["t"] = handshake.failure, clock.now()
-        return record
+        return BulkFlow(kind, round_number, address, port, server_name, None, handshake.failure, 0, None, (), None,
+                        None, None, connected.t, handshake.t, None, t0, clock.now())  # fmt: skip
+    body = _Body()
     try:
-        await _read_flow(stream, record, request_bytes(host, path, headers or {}), size, ends, stall, clock)
+        await _read_flow(stream, body, request_bytes(host, path, headers or {}), size, ends, stall, clock)
     finally:
-        record["tcp_info"] = tcp_info(stream.sock)
-        if record["stalled_at"] is not None and record["tcp_info"] is not None:
-            record["stalled_at_wire"] = record["tcp_info"]["bytes_received"]
-        if record["failure"] is not None:
+        info = tcp_info(stream.sock)
+        if body.failure is not None:
             _abort(stream.sock)  # the server stops sending at once, even where a censor drops what it sends
         stream.close()
-        record["t"] = clock.now()
-    return record
+    wire = info.bytes_received if body.stalled_at is not None and info is not None else None
+    return BulkFlow(kind, round_number, address, port, server_name, body.status, body.failure, body.bytes,
+                    body.content_length, body.samples, body.stalled_at, wire, info, connected.t, handshake.t,
+                    body.t_request, t0, clock.now())  # fmt: skip
 
 
 def _abort(sock: socket.socket) -> None:
@@ -175,7 +166,7 @@ def _abort(sock: socket.socket) -> None:
 
 
 async def _read_flow(
-    stream: Stream, record: dict[str, Any], request: bytes, size: int, ends: float, stall: float, clock: Clock
+    stream: Stream, found: _Body, request: bytes, size: int, ends: float, stall: float, clock: Clock
 ) -> None:
     """The request, the head, then the body until `size`, the response's end, a stall or `ends`."""
     head, body = b"", 0
@@ -183,39 +174,39 @@ async def _read_flow(
     try:
         async with asyncio.timeout_at(asyncio.get_running_loop().time() + max(0.0, ends - time.monotonic())):
             await stream.send(request)
-            record["t_request"] = clock.now()
+            found.t_request = clock.now()
             sampler = _Sampler(time.monotonic())
             while True:
                 try:
                     async with asyncio.timeout(stall):
                         data = await stream.recv(READ_SIZE)
                 except TimeoutError:
-                    record["stalled_at"], record["failure"] = body, Failure.GENERIC_TIMEOUT
+                    found.stalled_at, found.failure = body, Failure.GENERIC_TIMEOUT
                     break
                 if not data:
-                    if record["status"] is None or (record["content_length"] or 0) > body:
-                        record["failure"] = Failure.EOF_ERROR
+                    if found.status is None or (found.content_length or 0) > body:
+                        found.failure = Failure.EOF_ERROR
                     break
-                if record["status"] is None:
+                if found.status is None:
                     head += data
                     if b"\r\n\r\n" not in head:
                         if len(head) > MAX_HEADER_BYTES:
-                            record["failure"] = Failure.HTTP_INVALID_RESPONSE
+                            found.failure = Failure.HTTP_INVALID_RESPONSE
                             break
                         continue
                     head, _, data = head.partition(b"\r\n\r\n")
-                    record["status"], record["content_length"] = _status_of(head)
-                    if record["status"] is None:
-                        record["failure"] = Failure.HTTP_INVALID_RESPONSE
+                    found.status, found.content_length = _status_of(head)
+                    if found.status is None:
+                        found.failure = Failure.HTTP_INVALID_RESPONSE
                         break
                 body += len(data)
                 sampler.see(min(body, size), time.monotonic())
-                if body >= size or (record["content_length"] is not None and body >= record["content_length"]):
+                if body >= size or (found.content_length is not None and body >= found.content_length):
                     break
     except TimeoutError:  # the flow's bound: what came is the measurement
-        record["failure"] = record["failure"] or Failure.GENERIC_TIMEOUT
+        found.failure = found.failure or Failure.GENERIC_TIMEOUT
     except Exception as exc:  # noqa: BLE001 - a network step: classified, never raised
-        record["failure"] = errors.classify(exc)
-    record["bytes"] = min(body, size)
+        found.failure = errors.classify(exc)
+    found.bytes = min(body, size)
     if sampler is not None:
-        record["samples"] = sampler.end(record["bytes"], time.monotonic())
+        found.samples = sampler.end(found.bytes, time.monotonic())

@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 import dns.exception
 import dns.message
 import dns.name
-import dns.query
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import functools
 import socket
 from collections.abc import Callable
 from typing import Any
 
-import dns.asyncquery
 import dns.message
 
 from probe.netx import classify as errors
@@ -38,11 +36,9 @@ from probe.netx.dns import (
     system_lookup,
     udp_ask_for,
 )
+from probe.netx.pools import Pools, needed
 from probe.netx.wire import TargetWatch
 from probe.vocabulary.observations import DnsLookup, DnsQuery
-
-_DOH: dict[tuple[str, int], Any] = {}  # one pooled DoH client per roots file and event loop
-
 
 FirstReply = Callable[[str, ReplyFields], None]  # (query type, what the first reply says)
 
@@ -82,37 +78,34 @@ def udp_batch_blocking(
     return asyncio.run(udp_batch(asks, timeout, window, clock, watch))
 
 
-def _doh_client(roots: str) -> Any:
-    """One pooled DoH client per roots file on this loop (HTTP/2 where the server offers it)."""
+def _doh_client(roots: str, pools: Pools | None) -> Any:
+    """The run's pooled DoH client for a roots file (HTTP/2 where the server offers it)."""
     import httpx2
 
-    key = (roots, id(asyncio.get_running_loop()))
-    client = _DOH.get(key)
-    if client is None:
-        client = _DOH[key] = httpx2.AsyncClient(verify=_verifying_context(roots), http1=True, http2=True)
-    return client
+    def make() -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(verify=_verifying_context(roots), http1=True, http2=True)
 
-
-async def close_clients() -> None:
-    """The run's DoH clients, closed on its loop before the loop is."""
-    key_loop = id(asyncio.get_running_loop())
-    for key in [k for k in _DOH if k[1] == key_loop]:
-        client = _DOH.pop(key)
-        with contextlib.suppress(Exception):  # closing only
-            await client.aclose()
+    return needed(pools, "DNS over HTTPS").client(("doh", roots), make)
 
 
 async def query_stream(
-    spec: ResolverSpec, hostname: str, qtype: str, timeout: float, roots: str, clock: Clock, rdclass: str = "IN"
-) -> DnsQuery:
-    """One question over TCP, DNS over TLS or DNS over HTTPS, recorded whatever happens."""
+    spec: ResolverSpec, hostname: str, qtype: str, timeout: float, roots: str, clock: Clock, rdclass: str = "IN",
+    *, pools: Pools | None,
+) -> DnsQuery:  # fmt: skip
+    """One question over TCP, DNS over TLS or DNS over HTTPS (on the run's pooled client: `pools`),
+    recorded whatever happens."""
+    import dns.asyncquery  # here: its import (DoQ, HTTP/3 and trio among it) costs 0.2 s, and UDP needs none
+
     query = _make_query(hostname, qtype, rdclass)
+    if spec.transport == "https":
+        needed(pools, "DNS over HTTPS")  # no pools is a bug, never an observation: checked before the try
     t0 = clock.now()
     try:
         reply: dns.message.Message
         async with asyncio.timeout(timeout):  # DoT and DoH time out per operation: one bound for all
             if spec.transport == "https":
-                reply = await dns.asyncquery.https(query, spec.address, timeout=timeout, client=_doh_client(roots))
+                client = _doh_client(roots, pools)
+                reply = await dns.asyncquery.https(query, spec.address, timeout=timeout, client=client)
             elif spec.transport == "tcp":
                 reply = await dns.asyncquery.tcp(query, spec.address, timeout=timeout, port=spec.port)
             else:
@@ -130,26 +123,28 @@ async def query_stream(
 
 async def lookup_with_resolver(
     spec: ResolverSpec, hostname: str, timeout: float, window: float, roots: str, clock: Clock,
-    on_first_reply: FirstReply | None = None,
+    on_first_reply: FirstReply | None = None, *, pools: Pools | None,
 ) -> DnsLookup:  # fmt: skip
     """Ask a resolver for A and AAAA; the lookup with its queries and combined result. Over UDP,
-    `on_first_reply` is told each question's first reply while the window for later ones is open."""
+    `on_first_reply` is told each question's first reply while the window for later ones is open;
+    over DoH, the run's `pools` hold the client (none needed otherwise)."""
     if spec.transport == "udp":
         ask = udp_ask_for(spec, "lookup", hostname)
         queries = (await udp_batch([ask], timeout, window, clock, on_first_reply=on_first_reply))["lookup"]
     else:
-        queries = list(
-            await asyncio.gather(*(query_stream(spec, hostname, q, timeout, roots, clock) for q in QUERY_TYPES))
-        )
+        asked = (query_stream(spec, hostname, q, timeout, roots, clock, pools=pools) for q in QUERY_TYPES)
+        queries = list(await asyncio.gather(*asked))
     return combine_lookup(spec.url, spec.transport, hostname, queries)
 
 
-async def identity_query(spec: ResolverSpec, timeout: float, window: float, roots: str, clock: Clock) -> DnsQuery:
+async def identity_query(
+    spec: ResolverSpec, timeout: float, window: float, roots: str, clock: Clock, *, pools: Pools | None
+) -> DnsQuery:
     """Ask a resolver who it is (CHAOS TXT id.server): a transparent proxy answers as itself."""
     if spec.transport == "udp":
         ask = UdpAsk("id", spec.url, spec.address, spec.port, "id.server", ("TXT",), rdclass="CH")
         return (await udp_batch([ask], timeout, window, clock))["id"][0]
-    return await query_stream(spec, "id.server", "TXT", timeout, roots, clock, rdclass="CH")
+    return await query_stream(spec, "id.server", "TXT", timeout, roots, clock, rdclass="CH", pools=pools)
 
 
 async def lookup_system(hostname: str, port: int, clock: Clock) -> DnsLookup:

@@ -11,6 +11,7 @@ cost: anything less plain is declined and left to dnspython.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -79,6 +80,7 @@ def _answer_counts(message: bytes) -> int:
     return sum(int.from_bytes(message[i : i + 2], "big") for i in (6, 8, 10))
 
 
+@functools.lru_cache(maxsize=1024)  # every reply's source: a run's few resolvers and sites, parsed once each
 def same_host(address: str) -> str:
     """One spelling per address: `::ffff:192.0.2.1` is 192.0.2.1, `2001:DB8::1` 2001:db8::1, no zone."""
     try:

@@ -33,6 +33,8 @@ from probe.netx import classify as errors
 from probe.netx.clock import Clock
 from probe.netx.http import USER_AGENT
 from probe.vocabulary.failures import Failure
+from probe.vocabulary.observations_quic import QuicHandshake
+from probe.vocabulary.purposes import Purpose
 
 CRYPTO_ERROR = 0x100  # RFC 9001 4.8: CRYPTO_ERROR + the TLS alert's number
 IDLE_TIMEOUT = 60.0  # aioquic's own idle timer: far beyond any step, so the step's bound always ends first
@@ -159,26 +161,6 @@ class _Driver(asyncio.DatagramProtocol):
         self.transport.abort()
 
 
-def _record(address: str, port: int, server_name: str | None, clock: Clock) -> dict[str, Any]:
-    return {
-        "address": address,
-        "port": port,
-        "server_name": server_name,
-        "quic_version": None,
-        "negotiated_protocol": None,
-        "peer_certificates": [],
-        "failure": None,
-        "alert": None,
-        "error_code": None,
-        "datagrams_received": 0,
-        "t0": clock.now(),
-        "t_first_reply": None,
-        "t": None,
-        "http_status": None,
-        "http_failure": None,
-    }
-
-
 def _configuration(server_name: str | None) -> QuicConfiguration:
     configuration = QuicConfiguration(is_client=True, alpn_protocols=list(H3_ALPN), idle_timeout=IDLE_TIMEOUT)
     configuration.verify_mode = ssl.CERT_NONE
@@ -208,10 +190,16 @@ async def quic_handshake(
     timeout: float,
     clock: Clock,
     get_path: str | None = None,
-) -> dict[str, Any]:
+    purpose: Purpose = Purpose.TARGET,
+) -> QuicHandshake:
     """A QUIC handshake offering HTTP/3 within `timeout`, then (with `get_path`, once it completed)
     one HTTP/3 GET of the path within another `timeout`. Never raises for the network's doing."""
-    record = _record(address, port, server_name, clock)
+    t0, t = clock.now(), None
+    alpn: str | None = None
+    failure: str | None = None
+    alert: str | None = None
+    error_code: int | None = None
+    http: tuple[int | None, str | None] = (None, None)  # the GET's status, or its failure
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     loop = asyncio.get_running_loop()
     quic = QuicConnection(configuration=_configuration(server_name))
@@ -223,24 +211,21 @@ async def quic_handshake(
         driver.transmit()
         async with asyncio.timeout(timeout):
             alpn = await asyncio.shield(driver.handshake)
-        record["negotiated_protocol"] = alpn
-        record["t"] = clock.now()
+        t = clock.now()
         if get_path is not None:
-            await _get(driver, server_name or address, get_path, timeout, record)
+            http = await _get(driver, server_name or address, get_path, timeout)
     except Exception as exc:  # classified as every network step is (anything unforeseen: unknown_failure)
-        if record["t"] is None:
-            record["t"] = clock.now()
-            record["failure"], record["alert"], record["error_code"] = _classify(exc)
+        if t is None:
+            t = clock.now()
+            failure, alert, error_code = _classify(exc)
     finally:
         driver.close()
-        record["datagrams_received"] = driver.received
-        record["t_first_reply"] = driver.first_reply
-        record["quic_version"] = _version(quic) if driver.received else None
-        record["peer_certificates"] = _presented_chain(quic)
-    return record
+    version = _version(quic) if driver.received else None
+    return QuicHandshake(address, port, server_name, purpose, version, alpn, tuple(_presented_chain(quic)), failure,
+                         alert, error_code, driver.received, t0, driver.first_reply, t, *http)  # fmt: skip
 
 
-async def _get(driver: _Driver, authority: str, path: str, timeout: float, record: dict[str, Any]) -> None:
+async def _get(driver: _Driver, authority: str, path: str, timeout: float) -> tuple[int | None, str | None]:
     """One GET over HTTP/3; its status, or its failure (the handshake's result stands either way)."""
     try:
         driver.h3 = H3Connection(driver.quic)
@@ -250,9 +235,9 @@ async def _get(driver: _Driver, authority: str, path: str, timeout: float, recor
         driver.h3.send_headers(stream, headers, end_stream=True)
         driver.transmit()
         async with asyncio.timeout(timeout):
-            record["http_status"] = await asyncio.shield(driver.response)
+            return await asyncio.shield(driver.response), None
     except Exception as exc:
-        record["http_failure"] = _classify(exc)[0]
+        return None, _classify(exc)[0]
 
 
 def _classify(exc: BaseException) -> tuple[str, str | None, int | None]:

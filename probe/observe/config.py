@@ -1,5 +1,6 @@
-"""What a measurement needs to know (timeouts, resolvers, controls, helpers, trust anchors: the
-run's `MeasureConfig`, never changed), and one target's measurement in progress (`Visit`)."""
+"""What a measurement needs to know (timeouts, resolvers, controls, helpers, trust anchors, the
+run's pooled clients: the run's `MeasureConfig`, never changed), and one target's measurement in
+progress (`Visit`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from probe.netx.clock import Clock
 from probe.netx.deadline import Deadline
 from probe.netx.dns import ResolverSpec
 from probe.netx.own_addresses import OwnAddresses
+from probe.netx.pools import Pools, needed
 from probe.netx.wire import PacketWatcher, TargetWatch
 from probe.observe.aia import IssuerFetcher
 from probe.observe.draft import Draft
@@ -55,6 +57,13 @@ class MeasureConfig:
     capture: PacketWatcher | None = None  # the run's packet capture (forensics, CAP_NET_RAW), if any
     throughput: bool = False  # issue 22: throughput flows (observe/throughput.py), after the page
     quic: str = "auto"  # issue 22: QUIC handshakes where h3 is advertised (auto), always, or off
+    # The run's pooled clients and slots (DoH, helpers, throughput): its runtime's, handed in by the
+    # run (probe/run/runtime.py closes them); None outside a run, where nothing pooled may be asked.
+    pools: Pools | None = None
+
+    def run_pools(self, what: str) -> Pools:
+        """The run's pools, or a clear error naming `what` needed them (a caller's bug)."""
+        return needed(self.pools, what)
 
     def deadline(self) -> Deadline:
         """A new target's deadline, its time running from now."""

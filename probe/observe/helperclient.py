@@ -2,25 +2,24 @@
 
 Only the target's URL is sent. An unreachable or refusing helper is recorded as such, and the
 verdicts then rest on what the probe knows alone. The questions are coroutines on the run's loop:
-one pooled HTTP client per helper and loop, on a few kept connections (`HELPER_CONNECTIONS`), made
-on first use and closed with the run's loop (`close_clients`). Where the helper saw us come from
-(`client_address` in its answer) is ours, never the record's: it is taken out of the answer here.
+one pooled HTTP client per helper, on a few kept connections (`HELPER_CONNECTIONS`), made on first
+use and held by the run's pools (`netx.pools`), which close with the run. Where the helper saw us
+come from (`client_address` in its answer) is ours, never the record's: it is taken out of the
+answer here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
-import threading
 from typing import Any
 
 import httpx2
-import requests
 
 from probe.netx import classify as errors
 from probe.netx.clock import Clock
 from probe.netx.dns import _verifying_context
+from probe.netx.pools import Pools
 from probe.vocabulary.failures import Failure, helper_refused, unknown
 from probe.vocabulary.observations import HelperAnswer
 from probe.vocabulary.observations_codec import helper_response
@@ -30,26 +29,16 @@ API_PATH = "v1/measure"
 # are kept, so that fifty probes are two hundred connections at most, not one per target.
 HELPER_CONNECTIONS = 4
 
-_CLIENTS: dict[tuple[str, str, int], httpx2.AsyncClient] = {}  # (helper, roots, loop) -> its pooled client
 
+def _client(helper_url: str, roots: str, pools: Pools) -> httpx2.AsyncClient:
+    """The run's pooled client for a helper (and roots file): at most HELPER_CONNECTIONS connections."""
 
-def _client(helper_url: str, roots: str, step_timeout: float) -> httpx2.AsyncClient:
-    key = (helper_url, roots, id(asyncio.get_running_loop()))
-    client = _CLIENTS.get(key)
-    if client is None:
+    def make() -> httpx2.AsyncClient:
         limits = httpx2.Limits(max_connections=HELPER_CONNECTIONS, max_keepalive_connections=HELPER_CONNECTIONS)
-        client = _CLIENTS[key] = httpx2.AsyncClient(verify=_verifying_context(roots), limits=limits, http1=True,
-                                                    http2=False, follow_redirects=False)  # fmt: skip
-    return client
+        return httpx2.AsyncClient(verify=_verifying_context(roots), limits=limits, http1=True, http2=False,
+                                  follow_redirects=False)  # fmt: skip
 
-
-async def close_clients() -> None:
-    """This loop's helper clients, closed on the loop before it is."""
-    loop = id(asyncio.get_running_loop())
-    for key in [k for k in _CLIENTS if k[2] == loop]:
-        client = _CLIENTS.pop(key)
-        with contextlib.suppress(Exception):  # closing only
-            await client.aclose()
+    return pools.client(("helper", helper_url, roots), make)
 
 
 def _classify(exc: BaseException) -> str:
@@ -71,9 +60,10 @@ def _classify(exc: BaseException) -> str:
 
 
 async def ask_helper(
-    helper_url: str, target_url: str, token: str | None, step_timeout: float, roots: str, clock: Clock
+    helper_url: str, target_url: str, token: str | None, step_timeout: float, roots: str, clock: Clock, pools: Pools
 ) -> tuple[HelperAnswer, str | None]:
-    """One question to one helper, recorded whatever happens; and where the helper saw us come from."""
+    """One question to one helper (on the run's pooled client for it, in `pools`), recorded whatever
+    happens; and where the helper saw us come from."""
     t0 = clock.now()
     status: int | None = None
     failure: str | None = None
@@ -84,8 +74,8 @@ async def ask_helper(
     # question may first wait for one of the few connections.
     timeout = httpx2.Timeout(connect=step_timeout, read=4 * step_timeout + 5, write=step_timeout,
                              pool=4 * step_timeout + 10)  # fmt: skip
-    try:
-        reply = await _client(helper_url, roots, step_timeout).post(
+    try:  # no pools (a RuntimeError) is a bug, never an observation: not caught here
+        reply = await _client(helper_url, roots, pools).post(
             endpoint, json={"url": target_url}, headers=headers, timeout=timeout
         )
         status = reply.status_code
@@ -108,13 +98,15 @@ class HelperQuestions:
     collecting waits at most `bound` seconds from the moment it was asked."""
 
     def __init__(
-        self, helpers: list[str], target_url: str, token: str | None, step_timeout: float, roots: str, clock: Clock
-    ) -> None:
+        self, helpers: list[str], target_url: str, token: str | None, step_timeout: float, roots: str, clock: Clock,
+        pools: Pools,
+    ) -> None:  # fmt: skip
         self.helpers = helpers
         self.bound = 2 * (4 * step_timeout + 10)
         loop = asyncio.get_running_loop()
         self._asked = [
-            loop.create_task(ask_helper(helper, target_url, token, step_timeout, roots, clock)) for helper in helpers
+            loop.create_task(ask_helper(helper, target_url, token, step_timeout, roots, clock, pools))
+            for helper in helpers
         ]
 
     async def collected(self) -> tuple[list[HelperAnswer], list[str]]:
@@ -141,27 +133,20 @@ class HelperQuestions:
             asked.cancel()
 
 
-_LOCAL = threading.local()
-
-
-def _session() -> requests.Session:
-    """The session of `ask_address`, asked once a run before measuring (a thread's own)."""
-    session = getattr(_LOCAL, "session", None)
-    if session is None:
-        session = _LOCAL.session = requests.Session()
-    return session
-
-
 def ask_address(helper_url: str, token: str | None, timeout: float, roots: str) -> str | None:
     """Where a helper sees this probe come from (`GET /v1/address`), or None. Never recorded: the
-    caller looks up its network's AS and country, then scrubs the address."""
+    caller looks up its network's AS and country, then scrubs the address. Asked once a helper
+    before the run: a session of its own, closed after."""
+    import requests  # here: 30 ms of every run's start otherwise, for a question asked only with a helper
+
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        reply = _session().get(
-            helper_url.rstrip("/") + "/v1/address", headers=headers, timeout=timeout, verify=roots,
-            allow_redirects=False,
-        )  # fmt: skip
-        body = reply.json() if reply.status_code == 200 else None
+        with requests.Session() as session:
+            reply = session.get(
+                helper_url.rstrip("/") + "/v1/address", headers=headers, timeout=timeout, verify=roots,
+                allow_redirects=False,
+            )  # fmt: skip
+            body = reply.json() if reply.status_code == 200 else None
     except (requests.exceptions.RequestException, ValueError):
         return None
     address = body.get("client_address") if isinstance(body, dict) else None

@@ -32,7 +32,16 @@ from probe.vocabulary.observations import ControlIdentity, DnsLookup, DnsObserva
 from probe.vocabulary.purposes import Purpose
 from probe.vocabulary.targets import Target
 
-__all__ = ["MeasureConfig", "Measured", "RunDns", "TrustAnchors", "measure_target", "observe_run_dns"]
+__all__ = [
+    "Begun",
+    "MeasureConfig",
+    "Measured",
+    "RunDns",
+    "TrustAnchors",
+    "begin_target",
+    "measure_target",
+    "observe_run_dns",
+]
 
 
 def _injection_address(config: MeasureConfig, control: DnsLookup | None) -> str | None:
@@ -83,8 +92,9 @@ class DnsInFlight:
             self._system = _task(lookup_system(hostname, port, self.clock))
         elif config.resolver.transport != "udp":
             self._system = _task(
-                lookup_with_resolver(config.resolver, hostname, timeout, window, config.roots.path, self.clock)
-            )
+                lookup_with_resolver(config.resolver, hostname, timeout, window, config.roots.path, self.clock,
+                                     pools=config.pools)  # issue 21: the run's pools
+            )  # fmt: skip
 
     async def _control_and_probe(self, spec: ResolverSpec) -> tuple[DnsLookup, DnsQuery | None]:
         """The control's lookup and (when it names the address) the injection probe. The probe goes
@@ -100,7 +110,7 @@ class DnsInFlight:
 
         control_task = _task(lookup_with_resolver(
             spec, self.hostname, deadline.timeout, deadline.window, config.roots.path, self.clock,
-            on_first_reply=first_reply if probing else None,
+            on_first_reply=first_reply if probing else None, pools=config.pools,  # issue 21: the run's pools
         ))  # fmt: skip
         try:
             if not probing:
@@ -202,19 +212,51 @@ class Measured:
     deadline: Deadline
 
 
-async def measure_target(
-    target: Target, config: MeasureConfig, started: datetime, critical_done: Callable[[], None] | None = None
-) -> Measured:
-    """The critical path of one target (DNS until the system's answer, TCP, TLS, HTTP) within its own
-    deadline, each step getting what is left; then (`critical_done` called: the run may take the
-    next target in) late DNS replies and the helpers' answers are awaited and joined."""
+@dataclass
+class Begun:
+    """A target whose questions are out (its DNS, the helpers'), not yet on its critical path: the
+    run starts them ahead of a measuring slot, so that their listening windows overlap other
+    targets' handshakes instead of trailing the run (`begin_target`)."""
+
+    visit: Visit
+    dns: DnsInFlight | None
+    questions: HelperQuestions | None
+
+    def cancel(self) -> None:
+        """A target that never got its slot (the run's deadline, an interruption): let it all go."""
+        if self.dns is not None:
+            self.dns.cancel()
+        if self.questions is not None:
+            self.questions.cancel()
+        if self.visit.watch is not None:
+            self.visit.watch.close()
+
+
+def begin_target(target: Target, config: MeasureConfig, started: datetime) -> Begun:
+    """A target's DNS questions (and the helpers') sent now; its critical path waits for `measure_target`."""
     visit = Visit.begin(config, started)
-    observations, clock = visit.observations, visit.clock
     questions = None
     if config.helpers:
         questions = HelperQuestions(list(config.helpers), target.url, config.helper_token, config.timeout,
-                                    config.roots.path, clock)  # fmt: skip
+                                    config.roots.path, visit.clock, config.run_pools("the helpers"))  # fmt: skip
     dns = None if target.is_ip_literal else DnsInFlight(target.host, target.port, visit)
+    return Begun(visit, dns, questions)
+
+
+async def measure_target(
+    target: Target, config: MeasureConfig, started: datetime, critical_done: Callable[[], None] | None = None,
+    begun: Begun | None = None,
+) -> Measured:  # fmt: skip
+    """The critical path of one target (DNS until the system's answer, TCP, TLS, HTTP) within its own
+    deadline, each step getting what is left; then (`critical_done` called: the run may take the
+    next target in) late DNS replies and the helpers' answers are awaited and joined. `begun`: its
+    questions sent already (`begin_target`); its deadline runs from now all the same."""
+    if begun is None:
+        begun = begin_target(target, config, started)
+    else:
+        begun.visit.deadline = config.deadline()  # the critical path's time runs from its slot
+    visit, dns, questions = begun.visit, begun.dns, begun.questions
+    observations = visit.observations
     try:
         try:
             await _observe_target(target, visit, dns)
@@ -229,12 +271,7 @@ async def measure_target(
         except TimeoutError:  # every wait is bounded: this only guards against a bug, and says so
             error = "TimeoutError: the target's completion passed its bound (a probe bug): observations incomplete"
     finally:
-        if dns is not None:
-            dns.cancel()
-        if questions is not None:
-            questions.cancel()
-        if visit.watch is not None:
-            visit.watch.close()  # what arrived for the target's connections is in their records now
+        begun.cancel()  # what arrived for the target's connections is in their records now
     return Measured(observations.build(), error or observations.stage_error, visit.deadline)
 
 
@@ -336,8 +373,8 @@ async def observe_run_dns(config: MeasureConfig, baseline_name: str) -> RunDns:
     identity = baseline = None
     if config.control_resolver is not None and config.control_plain is not None:
         plain, encrypted = await asyncio.gather(
-            identity_query(config.control_plain, timeout, window, roots, clock),
-            identity_query(config.control_resolver, timeout, window, roots, clock),
+            identity_query(config.control_plain, timeout, window, roots, clock, pools=config.pools),  # issue 21
+            identity_query(config.control_resolver, timeout, window, roots, clock, pools=config.pools),
         )
         identity = ControlIdentity(plain, encrypted)
     udp_system = config.resolver if config.resolver is not None else config.system_udp

@@ -103,7 +103,8 @@ async def _dns(endpoint: Endpoint, config: MeasureConfig, clock: Clock) -> tuple
         failure = lookup.failure
         # getaddrinfo's "no such name" is the resolver's reply; its other failures cannot be told from silence
         return failure in (None, Failure.DNS_NXDOMAIN, Failure.DNS_NO_ANSWER), failure
-    lookup = await lookup_with_resolver(spec, endpoint.query, config.timeout, DNS_WINDOW, config.roots.path, clock)
+    lookup = await lookup_with_resolver(spec, endpoint.query, config.timeout, DNS_WINDOW, config.roots.path, clock,
+                                        pools=config.pools)  # fmt: skip
     return _replied(lookup), None if _replied(lookup) else lookup.failure
 
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import asyncio
 
-from probe.netx.quic import quic_handshake
 from probe.observe.config import Visit
 from probe.observe.draft import Draft
-from probe.vocabulary.observations_quic import QuicObservations, decode_quic
+from probe.vocabulary.observations_quic import QuicObservations
 from probe.vocabulary.purposes import Purpose
 from probe.vocabulary.targets import Target
 
@@ -110,11 +109,10 @@ async def _handshakes(
     control = visit.config.control_sni
     if control and control != target.host:
         names.append((Purpose.CONTROL_SNI, control))
+    from probe.netx.quic import quic_handshake  # here: aioquic's import is 50 ms of every run's start
+
     # The target's page once more over HTTP/3 (its status shows h3 is served); the control's is not asked.
     made = await asyncio.gather(*(quic_handshake(address, port, name, step, visit.clock,
-                                                 target.path or "/" if purpose == Purpose.TARGET else None)
+                                                 target.path or "/" if purpose == Purpose.TARGET else None, purpose)
                                   for purpose, name in names))  # fmt: skip
-    handshakes = [{**record, "purpose": str(purpose)} for (purpose, _), record in zip(names, made, strict=True)]
-    found = decode_quic({"reason": reason, "alt_svc": header, "handshakes": handshakes})
-    assert found is not None
-    return found
+    return QuicObservations(reason, header, tuple(made))

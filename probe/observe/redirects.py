@@ -98,5 +98,6 @@ async def _lookup_for_redirect(host: str, port: int, visit: Visit) -> DnsLookup:
     """Resolve a redirect's host as a browser on this machine would."""
     config, clock = visit.config, visit.clock
     if config.resolver is not None:
-        return await lookup_with_resolver(config.resolver, host, visit.deadline.step(), 0.0, config.roots.path, clock)
+        return await lookup_with_resolver(config.resolver, host, visit.deadline.step(), 0.0, config.roots.path, clock,
+                                          pools=config.pools)  # fmt: skip
     return await lookup_system(host, port, clock)

@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import weakref
-from typing import Any
 from urllib.parse import urlsplit
 
 from probe.netx.bulk import download
 from probe.observe.config import MeasureConfig, Visit
 from probe.vocabulary.failures import Failure
 from probe.vocabulary.targets import Target
-from probe.vocabulary.throughput import FLOW_CONTROL, FLOW_NONE, FLOW_TARGET, Throughput
-from probe.vocabulary.throughput_codec import decode_throughput
+from probe.vocabulary.throughput import FLOW_CONTROL, FLOW_NONE, FLOW_TARGET, BulkFlow, Throughput
 
 BULK_PATH = "/v1/bulk"
 SIZE = 256 << 10  # bytes a flow reads: past a TSPU's 16-20 KB freeze, and long enough to leave slow start
@@ -40,8 +37,6 @@ HEALTHY = 0.5  # a first round whose target flow has at least this share of the 
 # The order of the flows in each round: each kind leads once.
 ORDERS = ((FLOW_TARGET, FLOW_CONTROL, FLOW_NONE), (FLOW_CONTROL, FLOW_NONE, FLOW_TARGET),
           (FLOW_NONE, FLOW_TARGET, FLOW_CONTROL))  # fmt: skip
-
-_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
 
 def flow_seconds(timeout: float) -> float:
@@ -59,22 +54,14 @@ def completion_seconds(config: MeasureConfig) -> float:
     return bound(config.timeout) if config.throughput else 0.0
 
 
-def _slot() -> asyncio.Semaphore:
-    loop = asyncio.get_running_loop()
-    slot = _SLOTS.get(loop)
-    if slot is None:
-        slot = _SLOTS[loop] = asyncio.Semaphore(1)
-    return slot
+def _slot(visit: Visit) -> asyncio.Semaphore:
+    """The run's one throughput slot, kept in the run's pools."""
+    return visit.config.run_pools("throughput flows").semaphore("throughput", 1)
 
 
 async def observe_throughput(target: Target, visit: Visit) -> Throughput | None:
     """The target's throughput observation (the record's `observations.throughput`), or None when
     nothing name-based can be compared (an IP literal, plain http:// without a helper)."""
-    found = await _observe(target, visit)
-    return None if found is None else decode_throughput(found)
-
-
-async def _observe(target: Target, visit: Visit) -> dict[str, Any] | None:
     config = visit.config
     if target.is_ip_literal:
         return None
@@ -91,16 +78,12 @@ async def _observe(target: Target, visit: Visit) -> dict[str, Any] | None:
         host, path = target.host, target.path
     else:
         return None
-    observation: dict[str, Any] = {"source": source, "url": url, "size": SIZE, "control_sni": config.control_sni,
-                                   "flows": [], "rounds": 0}  # fmt: skip
     if where is None:
-        observation["stopped"] = "no_address"
-        return observation
+        return Throughput(source, url, SIZE, config.control_sni, (), 0, "no_address")
     if target.scheme == "https" and visit.observations.reached_address() is None:
         # The name's own handshake did not complete (reset, silence, a dead site): the TLS rules
         # judge that, and flows with the name would only repeat it at the helper's expense.
-        observation["stopped"] = "no_handshake"
-        return observation
+        return Throughput(source, url, SIZE, config.control_sni, (), 0, "no_handshake")
     names = {FLOW_TARGET: target.host, FLOW_CONTROL: config.control_sni, FLOW_NONE: None}
     if config.control_sni is None:
         names.pop(FLOW_CONTROL)
@@ -108,27 +91,27 @@ async def _observe(target: Target, visit: Visit) -> dict[str, Any] | None:
         names.pop(FLOW_NONE)  # a site without a name serves its default host: no comparison
     try:
         async with asyncio.timeout(QUEUE_SECONDS):
-            await _slot().acquire()
+            await _slot(visit).acquire()
     except TimeoutError:
-        observation["stopped"] = "busy"
-        return observation
+        return Throughput(source, url, SIZE, config.control_sni, (), 0, "busy")
     try:
-        await _rounds(observation, names, where, host, path, headers, visit)
+        flows, rounds, stopped = await _rounds(names, where, host, path, headers, visit)
     finally:
-        _slot().release()
-    return observation
+        _slot(visit).release()
+    return Throughput(source, url, SIZE, config.control_sni, tuple(flows), rounds, stopped)
 
 
 async def _rounds(
-    observation: dict[str, Any],
     names: dict[str, str | None],
     where: tuple[str, int],
     host: str,
     path: str,
     headers: dict[str, str],
     visit: Visit,
-) -> None:
+) -> tuple[list[BulkFlow], int, str | None]:
+    """The flows made, the rounds made, and why no more were (None: every round was made)."""
     config = visit.config
+    flows: list[BulkFlow] = []
     for number in range(ROUNDS):
         for kind in ORDERS[number % len(ORDERS)]:
             if kind not in names:
@@ -136,39 +119,38 @@ async def _rounds(
             flow = await download(
                 where[0], where[1], names[kind], host, path, size=SIZE, bound=flow_seconds(config.timeout),
                 stall=STALL_SECONDS, step_timeout=config.timeout, clock=visit.clock, headers=headers,
-                own=config.own_addresses,
+                own=config.own_addresses, kind=kind, round_number=number,
             )  # fmt: skip
-            observation["flows"].append({"kind": kind, "round": number, **flow})
-        observation["rounds"] = number + 1
-        verdict = _round_shows(observation["flows"], number)
+            flows.append(flow)
+        verdict = _round_shows(flows, number)
         if verdict is not None:
-            observation["stopped"] = verdict
-            return
+            return flows, number + 1, verdict
+    return flows, ROUNDS, None
 
 
-def _rate(flow: dict[str, Any]) -> float | None:
+def _rate(flow: BulkFlow) -> float | None:
     """Body bytes a second, capped at what a flow of SIZE can measure (analysis counts alike)."""
-    samples = flow["samples"]
+    samples = flow.samples
     if not samples or samples[-1][0] <= 0:
         return None
     return min(float(samples[-1][1]) / float(samples[-1][0]), SIZE / FAST_SECONDS)
 
 
-def _round_shows(flows: list[dict[str, Any]], number: int) -> str | None:
+def _round_shows(flows: list[BulkFlow], number: int) -> str | None:
     """Why no more rounds are worth making after this one (None: go on). Observing does not judge:
     this only decides whether repeating could show anything (docs/verdicts.md gives the rule)."""
-    this = [f for f in flows if f["round"] == number]
-    target = [f for f in this if f["kind"] == FLOW_TARGET]
-    others = [f for f in this if f["kind"] != FLOW_TARGET]
-    if not target or not others or all(f["status"] not in ANSWERED for f in others):
+    this = [f for f in flows if f.round == number]
+    target = [f for f in this if f.kind == FLOW_TARGET]
+    others = [f for f in this if f.kind != FLOW_TARGET]
+    if not target or not others or all(f.status not in ANSWERED for f in others):
         return "no_contrast"  # the helper unreachable or refusing for every other name: nothing to compare with
-    failed = target[0]["failure"] not in (None, Failure.GENERIC_TIMEOUT)  # reset, closed: not a slowdown
-    if number == 0 and failed and target[0]["stalled_at"] is None:
+    failed = target[0].failure not in (None, Failure.GENERIC_TIMEOUT)  # reset, closed: not a slowdown
+    if number == 0 and failed and target[0].stalled_at is None:
         return "target_failed"
     if number > 0:
         return None
     rate, other_rates = _rate(target[0]), [r for r in map(_rate, others) if r is not None]
-    healthy = target[0]["stalled_at"] is None and not target[0]["failure"] and target[0]["status"] in ANSWERED
+    healthy = target[0].stalled_at is None and not target[0].failure and target[0].status in ANSWERED
     if healthy and rate is not None and other_rates and rate >= HEALTHY * min(other_rates):
         return "healthy"
     return None

@@ -24,7 +24,7 @@ from probe.analyze.verdict import AnalysisContext, judge_observations
 from probe.forensics.examine import Forensics, stopped_capture
 from probe.netx.classify import short_traceback
 from probe.netx.netcheck import has_route, source_address
-from probe.observe.measure import MeasureConfig, RunDns, measure_target, observe_run_dns
+from probe.observe.measure import Begun, MeasureConfig, RunDns, begin_target, measure_target, observe_run_dns
 from probe.observe.network_state import NetworkChecks, NetworkWatch
 from probe.results.offline import NO_ROUTE
 from probe.results.record import RunContext
@@ -47,6 +47,14 @@ from probe.vocabulary.targets import Target
 # Targets measured and waiting for their last replies (a DNS window, the injection probe: about two
 # seconds), per measuring slot: enough that the windows never hold the measuring slots back.
 FINISHING = 6
+# Targets whose questions are out ahead of a measuring slot, per slot (`begin_target`): at a few
+# hundred targets a second, about a DNS window's worth, so that the last targets' windows overlap
+# the handshakes before them instead of trailing the run by a second. Never more than have finished
+# their critical path so far: the first questions of a run still go out in the intake's slow start.
+AHEAD = 5
+# Files a target may hold open at most while in flight (its DNS sockets, a connection): targets in
+# flight are never more than the run's open files allow (`runtime.open_files_allowed`).
+FILES_PER_TARGET = 8
 
 
 @dataclass
@@ -114,11 +122,15 @@ class _Run:
             seen = msgspec.structs.replace(seen, capture=stopped_capture(stopped))
         return msgspec.structs.replace(observations, forensics=seen)
 
-    async def one(self, target: Target, run_dns: asyncio.Task[RunDns], critical_done: Any) -> None:
-        """One target, measured, completed and handed to the recorder."""
+    async def one(self, target: Target, run_dns: asyncio.Task[RunDns], slot: asyncio.Event, critical_done: Any) -> None:
+        """One target: its questions sent, then (once `slot` is set) measured, completed and handed
+        to the recorder."""
         started, began = datetime.now(UTC), time.monotonic()
+        begun: Begun | None = None
         try:
-            measured = await measure_target(target, self.config, started, critical_done)
+            begun = begin_target(target, self.config, started)
+            await slot.wait()
+            measured = await measure_target(target, self.config, started, critical_done, begun)
         except Exception as exc:  # a probe bug must not cost the other targets; the record says what happened
             critical_done()
             await self.finish(target, started, None, short_traceback(exc), offline=False, began=began)
@@ -126,6 +138,8 @@ class _Run:
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
+                if begun is not None:
+                    begun.cancel()
                 raise  # the run cancelled it (its deadline, an interruption): accounted for there
             critical_done()  # a step shared with another target was cancelled under it: a probe bug, recorded
             await self.finish(target, started, None, "CancelledError: a step shared with another target", False, began)
@@ -170,13 +184,16 @@ async def _measure_targets(
     wake = run.rt.wake
     # Once a run (who answers the control, the resolver's usual IP TTL), meanwhile: joined per record.
     run_dns = loop.create_task(observe_run_dns(run.config, run.config.control_sni or "example.org"))
+    waiting: dict[asyncio.Task[None], tuple[Target, asyncio.Event]] = {}  # questions out, in order
     measuring: dict[asyncio.Task[None], Target] = {}
     finishing: dict[asyncio.Task[None], Target] = {}
     failures: list[BaseException] = []
     queue = iter(targets)
     exhausted = False
+    through = 0  # targets past their critical path: the most that may be ahead
 
     def done(task: asyncio.Task[None]) -> None:
+        waiting.pop(task, None)
         measuring.pop(task, None)
         finishing.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
@@ -187,28 +204,43 @@ async def _measure_targets(
         task: asyncio.Task[None] | None = None
 
         def critical_done() -> None:
+            nonlocal through
             if task is not None and measuring.pop(task, None) is not None:
                 finishing[task] = target
+                through += 1
                 wake.set()
 
-        task = loop.create_task(run.one(target, run_dns, critical_done))
-        measuring[task] = target
+        slot = asyncio.Event()
+        task = loop.create_task(run.one(target, run_dns, slot, critical_done))
+        waiting[task] = (target, slot)
         task.add_done_callback(done)
         if watch is not None:
             watch.target_started()  # every so many targets, the endpoints are asked again meanwhile
 
+    in_flight = max(1, (run.rt.open_files - 64) // FILES_PER_TARGET)  # 64: the run's own files (results, lock)
     while True:
-        while len(measuring) < run.rt.lag.allowed and len(finishing) < concurrency * FINISHING:
+        allowed = run.rt.lag.allowed
+        ahead = min(AHEAD * allowed, through)
+        while (
+            len(measuring) + len(waiting) < allowed + ahead
+            and len(finishing) < concurrency * FINISHING
+            and len(waiting) + len(measuring) + len(finishing) < in_flight
+        ):
             upcoming = next(queue, None)
             if upcoming is None:
                 exhausted = True
                 break
             start(upcoming)
+        while waiting and len(measuring) < allowed:  # the longest waiting takes the free slot
+            task = next(iter(waiting))
+            target, slot = waiting.pop(task)
+            measuring[task] = target
+            slot.set()
         if failures:
             raise failures[0]
         if run.rt.interrupted:
             raise Interrupted
-        if not measuring and not finishing and exhausted:
+        if not waiting and not measuring and not finishing and exhausted:
             return
         wake.clear()
         try:
@@ -219,10 +251,11 @@ async def _measure_targets(
             if ends is None or time.monotonic() < ends:
                 continue
             summary.deadline_reached = True
-            unmeasured = [*measuring.values(), *queue]
-            for task in list(measuring):
+            unmeasured = [*measuring.values(), *(target for target, _ in waiting.values()), *queue]
+            for task in [*measuring, *waiting]:
                 task.cancel()  # before any await: no target is recorded both measured and not
             measuring.clear()
+            waiting.clear()
             if unmeasured:  # recorded by a task, awaited as the finishing ones are (Ctrl-C heard meanwhile)
                 recording = loop.create_task(run.not_measured(unmeasured))
                 finishing[recording] = unmeasured[0]
@@ -299,7 +332,8 @@ def execute(
     recorder = start_recorder(context, analysis, writer, written)
     ended: str | None = None  # set when the run ends (not interrupted, nor failed): NO_ROUTE, or ""
     try:
-        with runtime(concurrency) as rt:
+        with runtime(concurrency, lookups=concurrency * (1 + AHEAD)) as rt:
+            config = replace(config, pools=rt.pools)  # issue 21: the run's pooled clients, closed with its loop
             if forensics is not None and forensics.start() is not None:
                 config = replace(config, capture=forensics.capture)
             progress = Progress(progress_stream, len(targets), show_progress)

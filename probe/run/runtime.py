@@ -1,7 +1,7 @@
 """The run's runtime, made and closed by one function (`runtime`): one event loop that every
-target's measurement runs on, the run's thread boundary (`threads`) as its executor, the lag monitor
-that sets the intake, SIGINT and SIGTERM turned into an event the run reads, and glibc's memory
-tuning.
+target's measurement runs on, the run's thread boundary (`threads`) as its executor, the run's
+pooled clients and slots (`Pools`: closed on the loop before it is), the lag monitor that sets the
+intake, SIGINT and SIGTERM turned into an event the run reads, and glibc's memory tuning.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from probe.netx.dnsloop import close_clients
-from probe.observe.helperclient import close_clients as close_helper_clients
+from probe.netx.pools import Pools
 from probe.run import threads
 from probe.run.lag import LagMonitor
 
@@ -53,12 +52,42 @@ def _few_malloc_arenas() -> None:
             _LIBC.mallopt(M_ARENA_MAX, 2)
 
 
+def open_files_allowed() -> int:
+    """How many files the run may hold open: the soft limit raised to the hard one first (a shell's
+    1,024 is fewer than a hundred measuring slots' sockets, each target's DNS window holding three).
+    A socket the kernel refused would be recorded as the network's failure."""
+    try:
+        import resource
+    except ImportError:  # not on Unix: the platform's own limits
+        return 1 << 16
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    return soft if soft != resource.RLIM_INFINITY else 1 << 16
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (declared for Linux and macOS): asyncio's API, with
+    its selector, callbacks and timers in C (a tenth less CPU per target: docs/performance.md);
+    asyncio's own loop elsewhere."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 @dataclass
 class Runtime:
     loop: asyncio.AbstractEventLoop
     lag: LagMonitor
+    pools: Pools  # the run's pooled clients and slots (what measures gets them as MeasureConfig.pools)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # the run's main task has news
     interrupted: bool = False  # SIGINT or SIGTERM came while measuring
+    open_files: int = 1 << 16  # files the run may hold open (`open_files_allowed`)
 
     def _interrupt(self) -> None:
         self.interrupted = True
@@ -71,16 +100,19 @@ class Runtime:
 
 
 @contextlib.contextmanager
-def runtime(concurrency: int) -> Iterator[Runtime]:
-    """The run's loop, threads and lag monitor; everything still running when it closes is cancelled."""
+def runtime(concurrency: int, lookups: int | None = None) -> Iterator[Runtime]:
+    """The run's loop, threads, pools and lag monitor; everything still running when it closes is
+    cancelled, then the pools are closed on the loop, whatever ended the run.
+    `lookups`: how many targets' getaddrinfo may be in flight at once (`concurrency` by default)."""
     _few_malloc_arenas()
-    loop = asyncio.new_event_loop()
-    pool = threads.pool(concurrency)
+    loop = new_loop()
+    pool = threads.pool(lookups if lookups is not None else concurrency)
     loop.set_default_executor(pool)
     asyncio.set_event_loop(loop)
+    pools = Pools(loop)
     lag = LagMonitor(concurrency)
     try:
-        yield Runtime(loop, lag)
+        yield Runtime(loop, lag, pools, open_files=open_files_allowed())
     finally:
         lag.close()
         try:
@@ -89,12 +121,13 @@ def runtime(concurrency: int) -> Iterator[Runtime]:
                 task.cancel()
             if left:
                 loop.run_until_complete(asyncio.wait(left, timeout=5))
-            loop.run_until_complete(close_clients())
-            loop.run_until_complete(close_helper_clients())
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)  # a getaddrinfo that never returns is not waited for
-            asyncio.set_event_loop(None)
-            loop.close()
+            try:
+                loop.run_until_complete(pools.aclose())
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)  # a getaddrinfo that never returns is not waited for
+                asyncio.set_event_loop(None)
+                loop.close()
 
 
 @contextlib.contextmanager

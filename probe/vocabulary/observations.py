@@ -265,6 +265,8 @@ class SweepTry(Struct, frozen=True):
     leaf_sha256: str | None = None
     unreachable_from: tuple[str, ...] = ()
     packets: tuple[WirePacket, ...] | None = None
+    t0: float | None = None  # when the try began and ended (absent from records before issue 21)
+    t: float | None = None
     extra: Mapping[str, Any] = field(default_factory=lambda: NO_EXTRA)
 
 

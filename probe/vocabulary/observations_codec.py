@@ -222,7 +222,7 @@ def _helper(d: Json) -> HelperAnswer:
                         d.get("t0"), d.get("t"))  # fmt: skip
 
 
-_TRY_KEYS = frozenset({"outcome", "routers", "failure", "leaf_sha256", "unreachable_from", "packets"})
+_TRY_KEYS = frozenset({"outcome", "routers", "failure", "leaf_sha256", "unreachable_from", "packets", "t0", "t"})
 
 
 def _try(d: Json | None) -> SweepTry | None:
@@ -230,7 +230,7 @@ def _try(d: Json | None) -> SweepTry | None:
         return None
     return SweepTry(d.get("outcome"), tuple(d.get("routers") or ()), d.get("failure"), d.get("leaf_sha256"),
                     tuple(d.get("unreachable_from") or ()), _maybe_many(d.get("packets"), _packet),
-                    _extra(d, _TRY_KEYS, 6))  # fmt: skip
+                    d.get("t0"), d.get("t"), _extra(d, _TRY_KEYS, 6))  # fmt: skip
 
 
 def _step(d: Json) -> SweepStep:

@@ -152,6 +152,8 @@ def _e_try(t: SweepTry | None) -> Json | None:
                  "routers": list(t.routers), "unreachable_from": list(t.unreachable_from)}  # fmt: skip
     if t.packets is not None:
         out["packets"] = [_e_packet(p) for p in t.packets]
+    _put(out, "t0", t.t0)
+    _put(out, "t", t.t)
     return _with_extra(out, t.extra)
 
 
@@ -178,6 +180,11 @@ def _e_state(state: ForensicState | TtlSweep) -> Json:
     for key in ("stopped", "t", "finding"):
         _put(out, key, getattr(state, key))
     return _with_extra(out, state.extra)
+
+
+def encode_sweep(sweep: TtlSweep) -> Json:
+    """The TTL sweep's record (`forensics.locate` when it ran), as `encode` writes it."""
+    return _e_state(sweep)
 
 
 def encode(observations: Observations) -> Json:

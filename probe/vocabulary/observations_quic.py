@@ -63,7 +63,7 @@ _HANDSHAKE_KEYS = ("address", "port", "server_name", "quic_version", "negotiated
 
 def decode_quic(d: Json | None) -> QuicObservations | None:
     """The record's `observations.quic` (KeyError, TypeError or ValueError when malformed: the codec
-    names the section)."""
+    names the section). Rejudging only: netx/quic.py makes its `QuicHandshake`s directly."""
     if d is None:
         return None
     if not isinstance(d, dict):

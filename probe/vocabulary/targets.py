@@ -14,6 +14,7 @@ a target may not carry a user name or password (`user@host`) nor name port 0.
 from __future__ import annotations
 
 import csv
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ class Url:
         return _serialise(self.scheme, self.host, self.port, self.path)
 
 
+@functools.lru_cache(maxsize=4096)  # asked several times per target while measuring: a name raises here
 def is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host)

@@ -33,7 +33,8 @@ class TcpInfo(Struct, frozen=True):
 
 
 class BulkFlow(Struct, frozen=True):
-    """One download: one connection, one SNI, one GET, read until the size, a stall or its bound."""
+    """One download: one connection, one SNI, one GET, read until the size, a stall or its bound
+    (made by netx/bulk.py)."""
 
     kind: str  # target, control, none
     round: int

@@ -33,6 +33,7 @@ def _flow(d: Json) -> BulkFlow:
 
 
 def decode_throughput(d: Json | None) -> Throughput | None:
+    """The record's `observations.throughput`. Rejudging only: netx/bulk.py makes its `BulkFlow`s directly."""
     if d is None:
         return None
     if not isinstance(d, dict):
