@@ -1,0 +1,169 @@
+"""The run's intake: questions sent ahead of a measuring slot, targets in flight bounded by the
+files the run may open, the loop it runs on, and what a run's start does not import."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from probe.netx.deadline import Deadline
+from probe.observe.measure import Measured
+from probe.run import execute as run_module
+from probe.run import recorder as recorder_module
+from probe.run import runtime as runtime_module
+from probe.vocabulary.observations import Observations
+from probe.vocabulary.targets import parse_target
+from tests.conftest import PkiFixture, read_results
+from tests.test_run import _context
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _Begun:
+    """What `begin_target` hands over, as the fakes below see it."""
+
+    def __init__(self, host: str, log: list[tuple[str, str, float]]) -> None:
+        self.host, self.log = host, log
+
+    def cancel(self) -> None:
+        self.log.append(("cancelled", self.host, time.monotonic()))
+
+
+def _fakes(
+    monkeypatch: pytest.MonkeyPatch, critical: dict[str, float], completion: float
+) -> list[tuple[str, str, float]]:
+    """begin_target and measure_target replaced: each step logged with its time; a target's critical
+    path takes `critical[host]` seconds (0.05 unless named), its completion `completion`."""
+    log: list[tuple[str, str, float]] = []
+
+    def begin(target: Any, config: Any, started: datetime) -> _Begun:
+        log.append(("begun", target.host, time.monotonic()))
+        return _Begun(target.host, log)
+
+    async def measure(target: Any, config: Any, started: datetime, critical_done: Any, begun: Any) -> Measured:
+        assert isinstance(begun, _Begun) and begun.host == target.host  # its own questions, handed on
+        log.append(("measuring", target.host, time.monotonic()))
+        await asyncio.sleep(critical.get(target.host, 0.05))
+        log.append(("critical_done", target.host, time.monotonic()))
+        critical_done()
+        await asyncio.sleep(completion)  # its last replies, the slot free meanwhile
+        log.append(("complete", target.host, time.monotonic()))
+        return Measured(Observations(None, (), (), (), addresses_from="literal"), None, Deadline(1))
+
+    monkeypatch.setattr(run_module, "begin_target", begin)
+    monkeypatch.setattr(run_module, "measure_target", measure)
+    monkeypatch.setattr(recorder_module.threading, "active_count", lambda: 1)  # forks before its threads
+    return log
+
+
+def _when(log: list[tuple[str, str, float]], step: str, host: str) -> float:
+    return next(t for s, h, t in log if s == step and h == host)
+
+
+def test_a_targets_questions_go_out_before_its_slot_is_free(
+    monkeypatch: pytest.MonkeyPatch, test_pki: PkiFixture, tmp_path: Path
+) -> None:
+    """One measuring slot: the third target's questions go out while the second is still on its
+    critical path, so that its listening window overlaps the second's handshake; slots are still
+    taken in the list's order, and each record is written once."""
+    hosts = [f"192.0.2.{n}" for n in range(1, 6)]
+    log = _fakes(monkeypatch, {host: 0.2 for host in hosts[1:]}, completion=0.3)
+    config, context, network, reference = _context(test_pki)
+    targets = [parse_target(host, None, n) for n, host in enumerate(hosts, 1)]
+    summary = run_module.execute(targets, config, context, network, reference, tmp_path, 1, io.StringIO())
+    assert summary.measured == len(hosts)
+    assert sorted(r["target"]["host"] for r in read_results(tmp_path)) == sorted(hosts)
+    # Before any target has passed its critical path, none is begun ahead (the slow start).
+    assert _when(log, "begun", hosts[1]) >= _when(log, "critical_done", hosts[0])
+    # Then questions run ahead: the third's went out before the second left its slot.
+    assert _when(log, "begun", hosts[2]) < _when(log, "critical_done", hosts[1])
+    assert _when(log, "begun", hosts[3]) < _when(log, "critical_done", hosts[2])
+    measuring = [h for s, h, _ in log if s == "measuring"]
+    assert measuring == hosts  # one slot, in order
+    for first, second in zip(hosts, hosts[1:], strict=False):  # never two on the critical path at once
+        assert _when(log, "measuring", second) >= _when(log, "critical_done", first)
+
+
+def test_the_runs_deadline_records_targets_waiting_for_a_slot_as_not_measured(
+    monkeypatch: pytest.MonkeyPatch, test_pki: PkiFixture, tmp_path: Path
+) -> None:
+    """A target whose questions went out but which never got a slot is not measured, once, and its
+    questions are let go."""
+    hosts = [f"192.0.2.{n}" for n in range(1, 5)]
+    log = _fakes(monkeypatch, {hosts[1]: 5.0}, completion=0.2)
+    config, context, network, reference = _context(test_pki)
+    targets = [parse_target(host, None, n) for n, host in enumerate(hosts, 1)]
+    summary = run_module.execute(targets, config, context, network, reference, tmp_path, 1, io.StringIO(),
+                                 deadline=0.6)  # fmt: skip
+    records = {r["target"]["host"]: r for r in read_results(tmp_path)}
+    assert sorted(records) == sorted(hosts) and summary.deadline_reached
+    assert records[hosts[0]].get("not_measured") is None and records[hosts[0]]["blocking"] == "none"
+    assert [records[h].get("not_measured") for h in hosts[1:]] == ["deadline"] * 3
+    begun_ahead = {h for s, h, _ in log if s == "begun"} - {hosts[0]}
+    assert hosts[2] in begun_ahead  # it waited for the slot the second held
+    assert {h for s, h, _ in log if s == "cancelled"} == begun_ahead  # their questions let go
+
+
+def test_targets_in_flight_never_need_more_files_than_the_run_may_open(
+    monkeypatch: pytest.MonkeyPatch, test_pki: PkiFixture, tmp_path: Path
+) -> None:
+    """A socket the kernel refuses would be recorded as the network's failure: with room for three
+    targets' files, never more than three are in flight, whatever the concurrency."""
+    hosts = [f"192.0.2.{n}" for n in range(1, 13)]
+    log = _fakes(monkeypatch, {}, completion=0.1)
+    monkeypatch.setattr(runtime_module, "open_files_allowed", lambda: 64 + 3 * run_module.FILES_PER_TARGET)
+    config, context, network, reference = _context(test_pki)
+    targets = [parse_target(host, None, n) for n, host in enumerate(hosts, 1)]
+    summary = run_module.execute(targets, config, context, network, reference, tmp_path, 8, io.StringIO())
+    assert summary.measured == len(hosts)
+    # From its questions to its completion (a little before its task ends: never more than it held).
+    events = sorted([(t, +1) for s, _, t in log if s == "begun"] + [(t, -1) for s, _, t in log if s == "complete"])
+    in_flight = peak = 0
+    for _, change in events:
+        in_flight += change
+        peak = max(peak, in_flight)
+    assert peak == 3
+
+
+def test_a_run_raises_its_open_files_to_what_the_system_allows() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.fail(f"this test needs a finite hard limit above 256 (it is {hard})")
+    code = (
+        "import resource\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "from probe.run.runtime import open_files_allowed\n"
+        "print(open_files_allowed(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(hard), str(hard)]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uvloop is declared for Linux and macOS only")
+def test_the_run_measures_on_uvloop() -> None:
+    with runtime_module.runtime(4) as rt:
+        assert type(rt.loop).__module__.startswith("uvloop")
+
+
+def test_a_runs_start_imports_nothing_only_some_targets_need() -> None:
+    """What costs a run's start and only DoT/DoH, QUIC, a helper or a site's domain needs is imported
+    where it is used: dnspython's query transports (0.2 s, DoQ and trio among them), aioquic, requests,
+    tldextract."""
+    code = (
+        "import sys\n"
+        "import probe.cli.main, probe.cli.commands.run, probe.run.execute, probe.analyze.verdict\n"
+        "import probe.observe.measure, probe.observe.quic, probe.observe.helperclient, probe.loaders.catalogs\n"
+        "print(' '.join(sorted(m for m in ('aioquic', 'dns.asyncquery', 'dns.query', 'requests', 'tldextract', 'trio')"
+        " if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.split() == []
