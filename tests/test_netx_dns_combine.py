@@ -324,6 +324,25 @@ def test_a_question_is_written_byte_for_byte_as_dnspython_writes_it(hostname: st
     assert query_wire(hostname, qtype, rdclass, 0x1234) == expected.to_wire()
 
 
+@settings(max_examples=800, deadline=None, derandomize=True, database=None)
+@given(st.one_of(
+    st.lists(st.text("aZ09-_", min_size=0, max_size=70), min_size=1, max_size=6).map(".".join),
+    st.lists(st.text("ab", min_size=60, max_size=63), min_size=4, max_size=5).map(".".join),
+    st.text("aZ.-_\\é1 ", max_size=20),
+).flatmap(lambda name: st.sampled_from([name, name + "."])))  # fmt: skip
+def test_any_name_is_written_as_dnspython_writes_it_or_refused_alike(hostname: str) -> None:
+    """Plain names are written without dnspython (the hot path); each is dnspython's bytes, and a name
+    dnspython refuses (too long, an empty label) is refused all the same."""
+    try:
+        expected = dns.message.make_query(hostname, "A", want_dnssec=False)
+    except Exception as exc:  # noqa: BLE001 - whatever dnspython refuses, the probe refuses too
+        with pytest.raises(type(exc)):
+            query_wire(hostname, "A", "IN", 0x1234)
+        return
+    expected.id = 0x1234
+    assert query_wire(hostname, "A", "IN", 0x1234) == expected.to_wire()
+
+
 # --- the common reply read without dnspython: exactly as dnspython reads it, or not at all ----------
 
 
@@ -335,6 +354,23 @@ def _dnspython_fields(wire: bytes) -> tuple[str | None, tuple[DnsAnswer, ...], s
         return None
     fields = _message_fields(message, "")
     return fields.rcode, fields.answers, fields.failure
+
+
+@pytest.mark.parametrize(
+    ("flags", "rcode", "failure"),
+    [(0x8185, "REFUSED", "dns_refused_error"), (0x8183, "NXDOMAIN", "dns_nxdomain_error"),
+     (0x8182, "SERVFAIL", "dns_servfail_error"), (0x818B, "DSOTYPENI", "unknown_failure: rcode DSOTYPENI")],
+)  # fmt: skip
+def test_a_refusal_without_records_is_read_without_dnspython_as_dnspython_reads_it(
+    flags: int, rcode: str, failure: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resolver's usual answer to AAAA (REFUSED or NXDOMAIN, no record) takes the fast path too."""
+    wire = _reply_wire([], flags=flags)
+    assert _dnspython_fields(wire) == (rcode, (), failure)
+    monkeypatch.setattr(dns.message, "from_wire", None)  # dnspython's reader not called
+    read = _reply_fields(wire)
+    assert (read.rcode, read.answers, read.failure) == (rcode, (), failure)
+    assert plain_answers(wire) is None  # plain answers are NOERROR's only
 
 
 def _rr(name: bytes, kind: int, ttl: int, data: bytes, klass: int = 1) -> bytes:
@@ -430,3 +466,5 @@ def test_any_reply_reads_the_same_with_or_without_dnspython(
         plain = plain_answers(sample)
         if plain is not None:
             assert _dnspython_fields(sample) == ("NOERROR", tuple(DnsAnswer(*row) for row in plain), None), sample
+        read = _reply_fields(sample)  # any rcode: the fast reader's fields, or dnspython's
+        assert (read.rcode, read.answers, read.failure) == (_dnspython_fields(sample) or (None, (), read.failure))

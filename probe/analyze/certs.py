@@ -40,9 +40,14 @@ class ReferenceRoots:
         return Store(list(self.certificates))
 
     def validates(self, chain_b64: list[str], host: str, at: datetime) -> bool:
-        """Whether a recorded chain (base64 DER, leaf first) is valid for `host` at `at`."""
+        """Whether a recorded chain (base64 DER, leaf first) is valid for `host` at `at`. Asked while
+        measuring, for every target: its leaf (never seen again) is parsed for the verifier alone,
+        not described; the intermediates come from the run's cache."""
+        if not chain_b64:
+            return False
         try:
-            chain = decode_chain(chain_b64)
+            leaf = x509.load_der_x509_certificate(base64.b64decode(chain_b64[0]))
+            chain = [leaf, *decode_chain(chain_b64[1:])]
         except CERTIFICATE_ERRORS:
             return False
         return verify_chain(chain, host, at, self)[0]

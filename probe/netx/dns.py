@@ -10,6 +10,7 @@ import base64
 import functools
 import ipaddress
 import os
+import re
 import secrets
 import socket
 import ssl
@@ -30,7 +31,7 @@ from msgspec import Struct
 from probe.netx import classify as errors
 from probe.netx import udpwire
 from probe.netx.clock import Clock
-from probe.netx.dnsmatch import plain_answers
+from probe.netx.dnsmatch import plain_reply
 from probe.vocabulary.errors import InputError
 from probe.vocabulary.failures import Failure, unknown
 from probe.vocabulary.observations import DnsAnswer, DnsLookup, DnsQuery, DnsReply
@@ -155,24 +156,26 @@ class ReplyFields(Struct, frozen=True):
         return None
 
 
-def _message_fields(reply: dns.message.Message, raw: str) -> ReplyFields:
-    rcode = reply.rcode()
+def _rcode_words(rcode: int) -> tuple[str, str | None]:
+    """An rcode's name, and the failure it is (None for NOERROR)."""
     text = dns.rcode.to_text(rcode)
     if rcode in _RCODE_FAILURES:
-        failure: str | None = _RCODE_FAILURES[rcode]
-    elif rcode != dns.rcode.NOERROR:
-        failure = unknown(f"rcode {text}")
-    else:
-        failure = None
+        return text, _RCODE_FAILURES[rcode]
+    return text, (unknown(f"rcode {text}") if rcode != dns.rcode.NOERROR else None)
+
+
+def _message_fields(reply: dns.message.Message, raw: str) -> ReplyFields:
+    text, failure = _rcode_words(reply.rcode())
     return ReplyFields(raw, text, _answers(reply), failure)
 
 
 def _reply_fields(wire: bytes) -> ReplyFields:
     """What one reply says: rcode, answers and failure; a reply that does not parse says so."""
     raw = base64.b64encode(wire).decode("ascii")
-    plain = plain_answers(wire)
+    plain = plain_reply(wire)
     if plain is not None:  # the common reply: read as dnspython reads it, without its cost (the hot path)
-        return ReplyFields(raw, "NOERROR", tuple(DnsAnswer(*row) for row in plain), None)
+        text, failure = _rcode_words(plain[0])
+        return ReplyFields(raw, text, tuple(DnsAnswer(*row) for row in plain[1]), failure)
     try:
         reply = dns.message.from_wire(wire)
     except Exception as exc:
@@ -185,14 +188,22 @@ def _unreadable_fields(wire: bytes) -> ReplyFields:
     return ReplyFields(base64.b64encode(wire).decode("ascii"), None, (), Failure.DNS_BOGUS_REPLY)
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?")
+
+
 @functools.lru_cache(maxsize=1024)
 def _name_wire(hostname: str) -> bytes:
-    """A name in wire form (uncompressed, as the only name of a question), as dnspython writes it."""
+    """A name in wire form (uncompressed, as the only name of a question), as dnspython writes it:
+    a plain ASCII name (letters, digits, `-`, `_`) written here, anything else by dnspython."""
+    if len(hostname) <= 254 and _PLAIN_NAME.fullmatch(hostname) and len(hostname.rstrip(".")) <= 253:
+        labels = hostname.rstrip(".").encode("ascii").split(b".")
+        return b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
     wire: bytes | None = dns.name.from_text(hostname).to_wire()
     assert wire is not None  # no file given: the bytes
     return wire
 
 
+@functools.lru_cache(maxsize=1024)  # a name is asked by several resolvers and the injection probe: written once
 def _question_section(hostname: str, qtype: str, rdclass: str) -> bytes:
     """A query's question section as dnspython writes it: the name, its type and class."""
     kind, klass = dns.rdatatype.from_text(qtype), dns.rdataclass.from_text(rdclass)

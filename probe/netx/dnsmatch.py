@@ -162,12 +162,19 @@ def _plain_name(message: bytes, offset: int) -> tuple[str, int] | None:
 
 
 def plain_answers(message: bytes) -> list[tuple[str, str, int, str]] | None:
-    """A plain NOERROR reply's answers (name, type, TTL, data), exactly as dnspython reads and prints
-    them; None unless the reply is one: QR set, opcode QUERY, one question, nothing but A and AAAA
-    records of class IN in the answer section, no other section, nothing after. Records of one name
-    and type are one set as dnspython makes it: in order of first sight, duplicates once, the least
-    TTL (above 2^31-1 read as 0)."""
-    if len(message) < 12 or message[2] & 0xF8 != 0x80 or message[3] & 0x0F:
+    """A plain NOERROR reply's answers (`plain_reply`'s); None for any other reply."""
+    found = plain_reply(message)
+    return found[1] if found is not None and found[0] == 0 else None
+
+
+def plain_reply(message: bytes) -> tuple[int, list[tuple[str, str, int, str]]] | None:
+    """A plain reply's rcode and answers (name, type, TTL, data), exactly as dnspython reads and
+    prints them; None unless the reply is one: QR set, opcode QUERY, one question, nothing but A and
+    AAAA records of class IN in the answer section, no other section (so no EDNS: the rcode is the
+    header's), nothing after. Records of one name and type are one set as dnspython makes it: in
+    order of first sight, duplicates once, the least TTL (above 2^31-1 read as 0). A refusal or a
+    name error with no record is one too (a resolver's usual AAAA answer)."""
+    if len(message) < 12 or message[2] & 0xF8 != 0x80:
         return None
     if message[4:6] != b"\x00\x01" or message[8:12] != b"\x00\x00\x00\x00":
         return None
@@ -198,8 +205,8 @@ def plain_answers(message: bytes) -> list[tuple[str, str, int, str]] | None:
         return None
     if offset != len(message):
         return None
-    return [(name, "A" if kind == A else "AAAA", min(ttls), _address(data))
-            for (_, kind), (name, datas, ttls) in sets.items() for data in datas]  # fmt: skip
+    return message[3] & 0x0F, [(name, "A" if kind == A else "AAAA", min(ttls), _address(data))
+                               for (_, kind), (name, datas, ttls) in sets.items() for data in datas]  # fmt: skip
 
 
 def _address(data: bytes) -> str:
