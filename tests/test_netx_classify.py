@@ -209,3 +209,49 @@ def test_a_servers_alert_is_a_failed_handshake_with_its_description(
     context = inprocess.server_context(leaf.cert, leaf.key, alert=alert)
     raised = _attempt(client, inprocess.tls_server(context))
     _assert_classified(raised, Failure.SSL_FAILED_HANDSHAKE, description)
+
+
+# --- errors under a client library's wrappers (DoH, the helpers) ---------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_refused_doh_resolver_is_connection_refused() -> None:
+    """httpx wraps a refused connect in a bare OSError ("All connection attempts failed"): the
+    refusal under it is what the record says, never an unknown failure."""
+    import asyncio
+
+    import certifi
+
+    from probe.netx.clock import Clock
+    from probe.netx.dns import parse_resolver
+    from probe.netx.dnsloop import query_stream
+    from probe.netx.pools import Pools
+
+    async def ask() -> str | None:
+        async with Pools() as pools:
+            spec = parse_resolver(f"https://127.0.0.1:{_closed_port()}/dns-query")
+            query = await query_stream(spec, "site.example", "A", 2.0, certifi.where(), Clock(), pools=pools)
+            return query.failure
+
+    assert asyncio.run(ask()) == Failure.CONNECTION_REFUSED
+
+
+def test_the_error_under_wrappers_is_found_in_causes_contexts_and_groups() -> None:
+    from probe.netx.classify import socket_error_under
+
+    refused = ConnectionRefusedError(111, "Connect call failed")
+    wrapper = OSError("All connection attempts failed")
+    wrapper.__cause__ = ExceptionGroup("attempts", [refused])
+    outer = RuntimeError("a client's own error")
+    outer.__context__ = wrapper
+    assert socket_error_under(outer) is refused
+    assert classify(socket_error_under(outer) or outer) == Failure.CONNECTION_REFUSED
+    assert socket_error_under(OSError("only a wrapper")) is None
+    tls = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER]")
+    outer.__context__ = tls
+    assert socket_error_under(outer) is tls

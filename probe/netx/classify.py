@@ -49,6 +49,27 @@ def classify(exc: BaseException) -> str:
     return unknown(f"{name}: {detail}")
 
 
+def socket_error_under(exc: BaseException) -> OSError | ssl.SSLError | None:
+    """The socket's or TLS's own error under a client library's wrappers (httpx's, anyio's): the
+    first error with an errno, or a TLS error, among the causes and contexts, an exception group's
+    first member included. A bare OSError without an errno ("All connection attempts failed") only
+    wraps one. None when there is none."""
+    cause: BaseException | None = exc
+    for _ in range(16):  # a chain is short; a cycle is not followed for ever
+        if cause is None:
+            return None
+        if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+            cause = cause.exceptions[0]
+            continue
+        if isinstance(cause, ssl.SSLError):
+            return cause
+        wraps_only = type(cause) is OSError and cause.errno is None  # it wraps the error: look under it
+        if isinstance(cause, OSError) and not type(cause).__module__.startswith("http") and not wraps_only:
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def classify_gai(code: int | None) -> str:
     """getaddrinfo's error codes, as far as glibc tells them apart."""
     if code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)):

@@ -125,11 +125,9 @@ def _classify_dns_exception(exc: BaseException) -> str:
         return Failure.DNS_BOGUS_REPLY
     name = type(exc).__name__
     if type(exc).__module__.startswith(("httpx", "httpcore")):  # dnspython's DoH transport
-        cause: BaseException | None = exc
-        while cause is not None:  # the socket or TLS error underneath says what happened
-            if isinstance(cause, (OSError, ssl.SSLError)) and not type(cause).__module__.startswith("http"):
-                return errors.classify(cause)
-            cause = cause.__cause__ or cause.__context__
+        underneath = errors.socket_error_under(exc)  # the socket or TLS error underneath says what happened
+        if underneath is not None:
+            return errors.classify(underneath)
         if "Timeout" in name:
             return Failure.GENERIC_TIMEOUT
         if "SSL" in str(exc) or "certificate" in str(exc).lower():

@@ -45,15 +45,11 @@ def _classify(exc: BaseException) -> str:
     """What failed, in the project's words: the HTTP client's error, or the socket's under it."""
     if isinstance(exc, (httpx2.TimeoutException, TimeoutError)):
         return Failure.GENERIC_TIMEOUT
-    cause: BaseException | None = exc
-    for _ in range(8):  # the client wraps the socket's own error (a refusal, a failed handshake)
-        cause = cause.__cause__ or cause.__context__ if cause is not None else None
-        if cause is None:
-            break
-        if isinstance(cause, ssl.SSLError):
+    underneath = errors.socket_error_under(exc)  # the client wraps the socket's own error (a refusal, a handshake)
+    if underneath is not None and underneath is not exc:
+        if isinstance(underneath, ssl.SSLError):
             return Failure.SSL_FAILED_HANDSHAKE
-        if isinstance(cause, OSError) and (cause.errno is not None or type(cause) is not OSError):
-            return errors.classify(cause)  # the socket's own error (a bare OSError only wraps one)
+        return errors.classify(underneath)
     if isinstance(exc, httpx2.HTTPError):
         return unknown(str(exc) or type(exc).__name__)
     return errors.classify(exc)
