@@ -37,7 +37,7 @@ from probe.vocabulary.failures import Failure, unknown
 from probe.vocabulary.observations import DnsAnswer, DnsLookup, DnsQuery, DnsReply
 
 QUERY_TYPES = ("A", "AAAA")
-_RCODE_FAILURES = {
+_RCODE_FAILURES: dict[int, Failure] = {
     dns.rcode.NXDOMAIN: Failure.DNS_NXDOMAIN,
     dns.rcode.SERVFAIL: Failure.DNS_SERVFAIL,
     dns.rcode.REFUSED: Failure.DNS_REFUSED,
@@ -156,7 +156,7 @@ class ReplyFields(Struct, frozen=True):
 
 def _rcode_words(rcode: int) -> tuple[str, str | None]:
     """An rcode's name, and the failure it is (None for NOERROR)."""
-    text = dns.rcode.to_text(rcode)
+    text = dns.rcode.to_text(dns.rcode.Rcode.make(rcode))
     if rcode in _RCODE_FAILURES:
         return text, _RCODE_FAILURES[rcode]
     return text, (unknown(f"rcode {text}") if rcode != dns.rcode.NOERROR else None)
