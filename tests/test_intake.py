@@ -156,14 +156,14 @@ def test_the_run_measures_on_uvloop() -> None:
 
 def test_a_runs_start_imports_nothing_only_some_targets_need() -> None:
     """What costs a run's start and only DoT/DoH, QUIC, a helper or a site's domain needs is imported
-    where it is used: dnspython's query transports (0.2 s, DoQ and trio among them), aioquic, requests,
-    tldextract."""
+    where it is used: dnspython's query transports (0.2 s, DoQ and trio among them), aioquic, the helpers'
+    HTTP clients (httpx2, requests), tldextract."""
+    lazy = ("aioquic", "dns.asyncquery", "dns.query", "httpx2", "requests", "tldextract", "trio")
     code = (
         "import sys\n"
         "import probe.cli.main, probe.cli.commands.run, probe.run.execute, probe.analyze.verdict\n"
         "import probe.observe.measure, probe.observe.quic, probe.observe.helperclient, probe.loaders.catalogs\n"
-        "print(' '.join(sorted(m for m in ('aioquic', 'dns.asyncquery', 'dns.query', 'requests', 'tldextract', 'trio')"
-        " if m in sys.modules)))"
+        f"print(' '.join(sorted(m for m in {lazy!r} if m in sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.split() == []

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any
-
-import httpx2
+from typing import TYPE_CHECKING, Any
 
 from probe.netx import classify as errors
 from probe.netx.clock import Clock
@@ -24,6 +22,9 @@ from probe.vocabulary.failures import Failure, helper_refused, unknown
 from probe.vocabulary.observations import HelperAnswer
 from probe.vocabulary.observations_codec import helper_response
 
+if TYPE_CHECKING:
+    import httpx2
+
 API_PATH = "v1/measure"
 # Questions one probe has in flight to one helper at once: a polite client, whose few connections
 # are kept, so that fifty probes are two hundred connections at most, not one per target.
@@ -32,6 +33,8 @@ HELPER_CONNECTIONS = 4
 
 def _client(helper_url: str, roots: str, pools: Pools) -> httpx2.AsyncClient:
     """The run's pooled client for a helper (and roots file): at most HELPER_CONNECTIONS connections."""
+
+    import httpx2  # here, as in `ask_helper`: a run without a helper never imports it
 
     def make() -> httpx2.AsyncClient:
         limits = httpx2.Limits(max_connections=HELPER_CONNECTIONS, max_keepalive_connections=HELPER_CONNECTIONS)
@@ -43,6 +46,8 @@ def _client(helper_url: str, roots: str, pools: Pools) -> httpx2.AsyncClient:
 
 def _classify(exc: BaseException) -> str:
     """What failed, in the project's words: the HTTP client's error, or the socket's under it."""
+    import httpx2
+
     if isinstance(exc, (httpx2.TimeoutException, TimeoutError)):
         return Failure.GENERIC_TIMEOUT
     underneath = errors.socket_error_under(exc)  # the client wraps the socket's own error (a refusal, a handshake)
@@ -60,6 +65,8 @@ async def ask_helper(
 ) -> tuple[HelperAnswer, str | None]:
     """One question to one helper (on the run's pooled client for it, in `pools`), recorded whatever
     happens; and where the helper saw us come from."""
+    import httpx2  # here: 20 ms of every run's start otherwise, for runs with a helper only
+
     t0 = clock.now()
     status: int | None = None
     failure: str | None = None
