@@ -52,7 +52,7 @@ FINISHING = 6
 # hundred targets a second, about a DNS window's worth, so that the last targets' windows overlap
 # the handshakes before them instead of trailing the run by a second. Never more than have finished
 # their critical path so far: the first questions of a run still go out in the intake's slow start.
-AHEAD = 3
+AHEAD = 5
 # Files a target may hold open at most while in flight (its DNS sockets, a connection): targets in
 # flight are never more than the run's open files allow (`runtime.open_files_allowed`).
 FILES_PER_TARGET = 8
