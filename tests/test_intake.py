@@ -167,3 +167,86 @@ def test_a_runs_start_imports_nothing_only_some_targets_need() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.split() == []
+
+
+def test_a_target_that_fails_before_its_slot_is_recorded_once_even_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A probe bug while its questions go out: the target's error record waits for a recorder slot
+    (the recorder is behind); the run's deadline meanwhile must not record it again as not measured."""
+    import types
+
+    from probe.run.lag import LagMonitor
+    from probe.run.summary import RunSummary
+
+    handed: list[tuple[str, str | None]] = []
+
+    class BehindRecorder:  # as the real one: the item registered first, then a slot awaited
+        async def handed(self, item: Any) -> None:
+            handed.append((item.target.host, item.not_measured))
+            if item.not_measured is None:
+                await asyncio.Event().wait()  # no slot before the deadline
+
+    def begin(target: Any, config: Any, started: datetime) -> Any:
+        if target.host == "bad.example":
+            raise RuntimeError("a probe bug while the questions go out")
+        return types.SimpleNamespace(cancel=lambda: None)
+
+    async def measure(target: Any, config: Any, started: datetime, critical_done: Any, begun: Any) -> Measured:
+        if target.host.startswith("fast"):
+            critical_done()
+            await asyncio.sleep(0.2)
+            raise asyncio.CancelledError  # ends the task quietly (a stand-in for its record)
+        await asyncio.sleep(3600)
+        raise AssertionError("cancelled by the run's deadline first")
+
+    async def run_dns(config: Any, name: str) -> None:
+        return None
+
+    monkeypatch.setattr(run_module, "begin_target", begin)
+    monkeypatch.setattr(run_module, "measure_target", measure)
+    monkeypatch.setattr(run_module, "observe_run_dns", run_dns)
+    hosts = [*(f"fast{n}.example" for n in range(1, 5)), *(f"slow{n}.example" for n in range(1, 5)), "bad.example"]
+    targets = [parse_target(f"https://{host}/", None, n) for n, host in enumerate(hosts, 1)]
+
+    async def main() -> None:
+        rt = types.SimpleNamespace(lag=LagMonitor(4), wake=asyncio.Event(), interrupted=False, open_files=1 << 16)
+        config = types.SimpleNamespace(control_sni=None, own_addresses=types.SimpleNamespace(snapshot=frozenset))
+        run = run_module._Run(config, None, None, BehindRecorder(), rt, RunSummary(Path("/tmp/x"), len(hosts)))  # type: ignore[arg-type]
+        measuring = asyncio.ensure_future(run_module._measure_targets(run, targets, 4, time.monotonic() + 1.0,
+                                                                      run.summary, None))  # fmt: skip
+        await asyncio.wait([measuring], timeout=3)
+        rt.lag.close()
+        measuring.cancel()
+
+    asyncio.run(main())
+    assert [h for h in handed if h[0] == "bad.example"] == [("bad.example", None)]  # its error, once
+    assert {h for h, why in handed if why == "deadline"} == {f"slow{n}.example" for n in range(1, 5)}
+
+
+def test_the_systems_lookup_is_bounded_from_its_start_not_from_the_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target that waited ahead of its slot gets no more time for getaddrinfo than one that did not:
+    a lookup slower than `--timeout` + 1 s is a timeout for every target alike."""
+    from probe.netx.clock import Clock
+    from probe.observe import measure
+    from probe.observe.config import MeasureConfig, Visit
+    from probe.vocabulary.failures import Failure
+    from probe.vocabulary.observations import DnsLookup
+
+    async def slow_getaddrinfo(hostname: str, port: int, clock: Clock) -> DnsLookup:
+        await asyncio.sleep(2.5)  # past the bound (1 s + 1 s) from the lookup's start
+        raise AssertionError("never answered within its bound")
+
+    monkeypatch.setattr(measure, "lookup_system", slow_getaddrinfo)
+    config = MeasureConfig(timeout=1.0, roots=None, resolver=None, control_resolver=None, control_sni=None,  # type: ignore[arg-type]
+                           injection_check=False)  # fmt: skip
+
+    async def waited_then_asked() -> DnsLookup:
+        dns = measure.DnsInFlight("site.example", 443, Visit.begin(config, datetime.now()))
+        await asyncio.sleep(1.0)  # waiting for a measuring slot
+        found = await dns.system()  # what is left of its bound, not a new one (that would see it raise)
+        dns.cancel()
+        return found
+
+    found = asyncio.run(waited_then_asked())
+    assert found.failure == Failure.GENERIC_TIMEOUT and found.addresses == ()

@@ -246,12 +246,20 @@ def test_the_error_under_wrappers_is_found_in_causes_contexts_and_groups() -> No
 
     refused = ConnectionRefusedError(111, "Connect call failed")
     wrapper = OSError("All connection attempts failed")
-    wrapper.__cause__ = ExceptionGroup("attempts", [refused])
+    wrapper.__cause__ = ExceptionGroup("attempts", [refused, ConnectionRefusedError(111, "again")])
     outer = RuntimeError("a client's own error")
     outer.__context__ = wrapper
     assert socket_error_under(outer) is refused
     assert classify(socket_error_under(outer) or outer) == Failure.CONNECTION_REFUSED
-    assert socket_error_under(OSError("only a wrapper")) is None
+    # Addresses that failed differently (no IPv6 route, IPv4 refused) are no one failure.
+    wrapper.__cause__ = ExceptionGroup("attempts", [OSError(101, "Network is unreachable"), refused])
+    assert socket_error_under(outer) is None
+    # A wrapper of its own class (anyio's ConnectionFailed is an OSError without an errno) is looked under.
+    wrapped = type("ConnectionFailed", (OSError,), {})("All connection attempts failed")
+    wrapped.__cause__ = refused
+    assert socket_error_under(wrapped) is refused
+    reset = ConnectionResetError()  # no errno, no cause: its class is the failure
+    assert socket_error_under(reset) is reset
     tls = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER]")
     outer.__context__ = tls
     assert socket_error_under(outer) is tls

@@ -104,6 +104,16 @@ def test_a_bad_row_is_rejected_with_its_place_and_reason() -> None:
     assert [r["name"] for r in tables.rejected] == ["x.bad", "x.weird"]
     assert tables.rejected[0]["line"] == 2 and "regular expression" in tables.rejected[0]["reason"]
     assert "missing )" in tables.rejected[0]["reason"]  # RE2's own reason, not only that it failed
+
+
+def test_a_pattern_re2_parses_but_cannot_compile_is_rejected_alone() -> None:
+    """Parsing is not enough: a pattern too big to compile would fail the whole set at the first body
+    matched, and every record with a page would be judged with an error."""
+    tables = FingerprintTables()
+    header = "name,scope,other_names,location_found,pattern_type,pattern,confidence_no_fp,expected_countries,source\n"
+    add_http_table(tables, header + "x.huge,nat,,body,regexp,\\pL{1000},5,ZZ,t\nx.ok,nat,,body,contains,ok,5,ZZ,t\n")
+    assert [r["name"] for r in tables.rejected] == ["x.huge"]
+    assert [row.name for row in tables.match_response("it is ok", {})] == ["x.ok"]
     assert [row.name for row in tables.http] == ["x.ok"]
 
 

@@ -141,24 +141,8 @@ def _check(values: dict[str, str]) -> str | None:
     return None
 
 
-def _unusable(regex: str, checker: Any) -> str | None:
-    """Why RE2 cannot use `regex`, or None. Parsed into a set (a tenth of a compile's cost: the
-    shipped table is checked at every run's start); only a failure is compiled, for RE2's reason."""
-    try:
-        checker.Add(regex)
-        return None
-    except re2.error:
-        pass
-    try:
-        re2.compile(regex, _options())
-    except re2.error as exc:
-        return exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-    return "RE2 cannot add it to a set"
-
-
 def add_http_table(tables: FingerprintTables, text: str, source: str = HTTP_SOURCE) -> None:
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    checker = re2.Set.SearchSet(_options())  # never compiled: only each pattern's parse
     for values in reader:
         line = reader.line_num
         reason = _check(values)
@@ -170,8 +154,10 @@ def add_http_table(tables: FingerprintTables, text: str, source: str = HTTP_SOUR
             continue
         location = "body" if where == "body" else "header:" + where.split(".", 1)[1]
         row = _row(values, source, location)
-        detail = _unusable(row.regex(), checker)
-        if detail is not None:
+        try:  # compiled, not only parsed: a pattern RE2 parses but cannot compile would fail the whole set
+            re2.compile(row.regex(), _options())
+        except re2.error as exc:
+            detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
             _reject(tables, source, line, row.name, f"pattern is not a usable regular expression: {detail}")
             continue
         tables.http.append(row)

@@ -50,21 +50,23 @@ def classify(exc: BaseException) -> str:
 
 
 def socket_error_under(exc: BaseException) -> OSError | ssl.SSLError | None:
-    """The socket's or TLS's own error under a client library's wrappers (httpx's, anyio's): the
-    first error with an errno, or a TLS error, among the causes and contexts, an exception group's
-    first member included. A bare OSError without an errno ("All connection attempts failed") only
-    wraps one. None when there is none."""
+    """The socket's or TLS's own error under a client library's wrappers (httpx's, anyio's), among
+    the causes and contexts: the first OSError that is not a wrapper, or a TLS error. A wrapper is an
+    OSError without an errno raised `from` another error ("All connection attempts failed"). An
+    exception group (several addresses tried) gives its members' error when they all failed alike,
+    else None: an IPv6 route missing and an IPv4 refusal are not one failure. None when there is none."""
     cause: BaseException | None = exc
     for _ in range(16):  # a chain is short; a cycle is not followed for ever
         if cause is None:
             return None
-        if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
-            cause = cause.exceptions[0]
-            continue
+        if isinstance(cause, BaseExceptionGroup):
+            found = [socket_error_under(member) for member in cause.exceptions]
+            alike = {classify(error) for error in found if error is not None}
+            return found[0] if found and None not in found and len(alike) == 1 else None
         if isinstance(cause, ssl.SSLError):
             return cause
-        wraps_only = type(cause) is OSError and cause.errno is None  # it wraps the error: look under it
-        if isinstance(cause, OSError) and not type(cause).__module__.startswith("http") and not wraps_only:
+        wrapper = cause.__cause__ is not None and getattr(cause, "errno", None) is None
+        if isinstance(cause, OSError) and not type(cause).__module__.startswith("http") and not wrapper:
             return cause
         cause = cause.__cause__ or cause.__context__
     return None

@@ -141,8 +141,11 @@ class DnsInFlight:
         """The system resolver's answer: what the connection uses. getaddrinfo has no timeout of its
         own: past the step's bound the lookup is recorded as timed out."""
         if self._system is not None:
+            # Bounded from the lookup's start, not from when its target got a slot: the same slow
+            # resolver is a timeout for every target, however long each waited ahead of its slot.
+            left = self.deadline.timeout + 1 - (self.clock.now() - self.started)
             try:
-                async with asyncio.timeout(self.deadline.timeout + 1):  # not wait_for: 3.11's can swallow a cancel
+                async with asyncio.timeout(max(0.0, left)):  # not wait_for: 3.11's can swallow a cancel
                     return await asyncio.shield(self._system)
             except TimeoutError:
                 timed_out = _timed_out(self.hostname, self.started, self.clock)

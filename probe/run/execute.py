@@ -205,8 +205,10 @@ async def _measure_targets(
         task: asyncio.Task[None] | None = None
 
         def critical_done() -> None:
+            """Past its critical path (or failed before it: then from `waiting`), into `finishing`:
+            its record is on its way, and the run's deadline never records it again."""
             nonlocal through
-            if task is not None and measuring.pop(task, None) is not None:
+            if task is not None and (measuring.pop(task, None) or waiting.pop(task, None)) is not None:
                 finishing[task] = target
                 through += 1
                 wake.set()
@@ -333,8 +335,11 @@ def execute(
     # it, and the recorder forked next shares its pages instead of copying each one the collector
     # touches (15 MiB less for the run's processes together; docs/performance.md).
     gc.freeze()
-    # Forked before any thread of the run starts (the progress display's and the capture's included).
-    recorder = start_recorder(context, analysis, writer, written)
+    try:  # forked before any thread of the run starts (the progress display's and the capture's included)
+        recorder = start_recorder(context, analysis, writer, written)
+    except BaseException:
+        gc.unfreeze()
+        raise
     ended: str | None = None  # set when the run ends (not interrupted, nor failed): NO_ROUTE, or ""
     try:
         with runtime(concurrency, lookups=concurrency * (1 + AHEAD)) as rt:
