@@ -250,3 +250,18 @@ def test_the_systems_lookup_is_bounded_from_its_start_not_from_the_slot(monkeypa
 
     found = asyncio.run(waited_then_asked())
     assert found.failure == Failure.GENERIC_TIMEOUT and found.addresses == ()
+
+
+def test_a_deadline_with_less_than_a_steps_moment_left_is_expired() -> None:
+    """A step's timer may fire a little early (the loop's clock, read once an iteration): the few
+    milliseconds left then are no time for another step (the sandwich's second control would get a
+    moment too short to mean anything)."""
+    import dataclasses
+
+    from probe.netx.deadline import MIN_STEP
+
+    now = time.monotonic()
+    assert not dataclasses.replace(Deadline(2.0), ends=now + 1.0).expired
+    assert dataclasses.replace(Deadline(2.0), ends=now + MIN_STEP / 5).expired
+    assert dataclasses.replace(Deadline(2.0), ends=now - 1.0).expired
+    assert not Deadline(2.0).expired  # no end: never expired

@@ -36,8 +36,11 @@ class Deadline:
 
     @property
     def expired(self) -> bool:
+        """The target's time is up: less than a step's moment is left. A step's timer may fire a
+        little before the deadline (an event loop reads its clock once an iteration: uvloop's, under
+        load, tens of milliseconds stale); what remains then is no time for another step."""
         left = self.left()
-        return left is not None and left <= 0
+        return left is not None and left < MIN_STEP
 
     @property
     def lookup_bound(self) -> float:
