@@ -20,6 +20,7 @@ from probe.observe.measure import Measured
 from probe.run import execute as run_module
 from probe.run import recorder as recorder_module
 from probe.run import runtime as runtime_module
+from probe.run.lag import PERIOD, LagMonitor
 from probe.vocabulary.observations import Observations
 from probe.vocabulary.targets import parse_target
 from tests.conftest import PkiFixture, read_results
@@ -33,9 +34,17 @@ class _Begun:
 
     def __init__(self, host: str, log: list[tuple[str, str, float]]) -> None:
         self.host, self.log = host, log
+        self.dns = _Answered()
 
     def cancel(self) -> None:
         self.log.append(("cancelled", self.host, time.monotonic()))
+
+
+class _Answered:
+    """A target's DNS in flight whose system answer comes at once (the next loop iteration)."""
+
+    def when_answered(self, callback: Any) -> None:
+        asyncio.get_running_loop().call_soon(callback)
 
 
 def _fakes(
@@ -91,6 +100,40 @@ def test_a_targets_questions_go_out_before_its_slot_is_free(
     assert measuring == hosts  # one slot, in order
     for first, second in zip(hosts, hosts[1:], strict=False):  # never two on the critical path at once
         assert _when(log, "measuring", second) >= _when(log, "critical_done", first)
+
+
+def test_the_slow_start_is_clocked_by_the_resolvers_answers(
+    monkeypatch: pytest.MonkeyPatch, test_pki: PkiFixture, tmp_path: Path
+) -> None:
+    """The intake starts at a quarter of the slots and, with a resolver that answers at once, is
+    whole within its first answers, not after the lag timer's periods (three at concurrency 8)."""
+    hosts = [f"192.0.2.{n}" for n in range(1, 9)]
+    log = _fakes(monkeypatch, dict.fromkeys(hosts, 0.6), completion=0.0)
+    config, context, network, reference = _context(test_pki)
+    targets = [parse_target(host, None, n) for n, host in enumerate(hosts, 1)]
+    summary = run_module.execute(targets, config, context, network, reference, tmp_path, 8, io.StringIO())
+    assert summary.measured == len(hosts)
+    measuring = sorted(t for s, _, t in log if s == "measuring")
+    assert len(measuring) == 8
+    # The timer alone lets a quarter more in each PERIOD: the eighth would start 0.3 s after the first.
+    assert measuring[-1] - measuring[0] < 2 * PERIOD
+
+
+def test_answers_grow_the_intake_only_while_the_probe_keeps_up() -> None:
+    lag = LagMonitor(100)
+    assert lag.allowed == 25
+    for _ in range(25):
+        lag.answered()
+    assert lag.allowed == 50  # each answer lets one more in: doubling each round trip
+    lag.note(1.0, 1.5)  # behind: the intake shrinks, and answers do not grow it back
+    assert lag.allowed == 35
+    for _ in range(30):
+        lag.answered()
+    assert lag.allowed == 35
+    lag.note(1.1, 0.0)  # caught up: the timer and the answers grow it again
+    for _ in range(100):
+        lag.answered()
+    assert lag.allowed == 100
 
 
 def test_the_runs_deadline_records_targets_waiting_for_a_slot_as_not_measured(
@@ -190,7 +233,7 @@ def test_a_target_that_fails_before_its_slot_is_recorded_once_even_at_the_deadli
     def begin(target: Any, config: Any, started: datetime) -> Any:
         if target.host == "bad.example":
             raise RuntimeError("a probe bug while the questions go out")
-        return types.SimpleNamespace(cancel=lambda: None)
+        return types.SimpleNamespace(cancel=lambda: None, dns=None)
 
     async def measure(target: Any, config: Any, started: datetime, critical_done: Any, begun: Any) -> Measured:
         if target.host.startswith("fast"):

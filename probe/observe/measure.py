@@ -130,6 +130,15 @@ class DnsInFlight:
             if not named.done():
                 named.cancel()
 
+    def when_answered(self, callback: Callable[[], None]) -> None:
+        """`callback` once the system's answer is in (or its lookup ended otherwise): the run's slow
+        start is clocked by the resolver's answers."""
+        task = self._system if self._system is not None else self._batch
+        if task is None:
+            callback()
+        else:
+            task.add_done_callback(lambda _: callback())
+
     def _lookup_of(
         self, answered: dict[str, list[DnsQuery]], label: str, spec: ResolverSpec | None
     ) -> DnsLookup | None:

@@ -77,6 +77,11 @@ class _Run:
             {k: self.network_state[k] for k in ("check", "checked_at", "state", "basis", "domestic", "foreign")}
         )
 
+    def answered(self) -> None:
+        """A target's system answer is in: the intake's slow start may let another in."""
+        self.rt.lag.answered()
+        self.rt.wake.set()
+
     def item(
         self, target: Target, started: datetime, observations: Observations | None, error: str | None, offline: bool,
         began: float | None = None,
@@ -130,6 +135,10 @@ class _Run:
         begun: Begun | None = None
         try:
             begun = begin_target(target, self.config, started)
+            if begun.dns is not None:
+                begun.dns.when_answered(self.answered)
+            else:  # an address: no question for the resolver
+                self.answered()
             await slot.wait()
             measured = await measure_target(target, self.config, started, critical_done, begun)
         except Exception as exc:  # a probe bug must not cost the other targets; the record says what happened

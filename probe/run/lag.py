@@ -33,7 +33,9 @@ class LagMonitor:
         self.ceiling = max(1, ceiling)
         self.floor = max(1, min(self.ceiling, floor if floor is not None else self.ceiling // 10))
         # A slow start: a hundred targets' first questions at once overflow a home router's (or a
-        # local resolver's) socket buffer, and getaddrinfo waits five seconds to ask again.
+        # local resolver's) socket buffer, and getaddrinfo waits five seconds to ask again. It is
+        # clocked by the resolver's answers (`answered`), as TCP's is by acknowledgements, and by
+        # the timer: a quick resolver lets the whole intake in within its first round trips.
         self._allowed = float(max(self.floor, self.ceiling // GROW))
         self._when: list[float] = []
         self._lag: list[float] = []
@@ -67,6 +69,13 @@ class LagMonitor:
                 self._last_cut = when
             elif lag < LAG_LOW:
                 self._allowed = min(float(self.ceiling), self._allowed + max(1.0, self.ceiling / GROW))
+
+    def answered(self) -> None:
+        """A target's system answer is in: the resolver kept up, one more target may come in (the
+        intake doubles each round trip of the resolver), unless the probe is behind."""
+        with self._lock:
+            if not self._lag or self._lag[-1] < LAG_LOW:
+                self._allowed = min(float(self.ceiling), self._allowed + 1.0)
 
     @property
     def allowed(self) -> int:
