@@ -479,19 +479,22 @@ def test_a_recorder_dying_before_it_confirms_a_record_makes_no_duplicate(
     run_pid = os.getpid()
     hosts = [f"192.0.2.{n}" for n in range(10, 50)]
     targets = [parse_target(host, "NEWS", n) for n, host in enumerate(hosts, 1)]
-    write_line = ResultsWriter.write_line
+    write_lines = ResultsWriter.write_lines
 
-    def write_then_die(self: ResultsWriter, line: bytes) -> None:
-        if os.getpid() != run_pid and b'"192.0.2.20"' in line:
-            if moment == "mid_line":
-                os.write(self._fd, line[: len(line) // 2])
+    def write_then_die(self: ResultsWriter, lines: list[bytes]) -> None:
+        marked = [n for n, line in enumerate(lines) if b'"192.0.2.20"' in line]
+        if os.getpid() != run_pid and marked:
+            if moment == "mid_line":  # the lines before it whole, then half of it
+                for line in lines[: marked[0]]:
+                    os.write(self._fd, line)
+                os.write(self._fd, lines[marked[0]][: len(lines[marked[0]]) // 2])
             else:
-                write_line(self, line)
+                write_lines(self, lines)
             os._exit(9)  # as if the kernel had killed the recorder there
-        write_line(self, line)
+        write_lines(self, lines)
 
     monkeypatch.setattr(run_module, "measure_target", _measured)
-    monkeypatch.setattr(ResultsWriter, "write_line", write_then_die)
+    monkeypatch.setattr(ResultsWriter, "write_lines", write_then_die)
     monkeypatch.setattr(recorder_module.threading, "active_count", lambda: 1)
     config, context, network, reference = _context(test_pki)
     summary = run_module.execute(targets, config, context, network, reference, tmp_path, 4, io.StringIO())
@@ -542,3 +545,37 @@ def test_a_capture_that_stops_mid_run_is_said_in_every_later_record_and_the_summ
     assert summary["capture_stopped"] == states[3]["reason"]
     told = run_module.format_summary(run_module.RunSummary(out, 6, capture_stopped=summary["capture_stopped"]))
     assert f"Packet forensics: {summary['capture_stopped']}; the records completed after it say so." in told
+
+
+# --- a recorder that fell behind -----------------------------------------------------------------
+
+
+def test_a_recorder_behind_writes_what_waits_with_one_sync_and_confirms_it_after(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Records waiting in the recorder's inbox are written as one group and synced once (a sync per
+    record made the run's end wait for the disk a hundred times); each is confirmed, in order, only
+    once the sync is done; and the group after a stop is still written."""
+    from datetime import UTC
+
+    from probe.vocabulary.anomalies import Blocking, Confidence
+
+    writer = ResultsWriter(tmp_path, "0" * 32, datetime.now(UTC))
+    synced: list[int] = []  # the file's size at each sync
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_size), real_fsync(fd))[1])
+    inbox, send = multiprocessing.Pipe(duplex=False)
+    receive, outbox = multiprocessing.Pipe(duplex=False)
+    verdict = recorder_module.Verdict(Blocking.NONE, Confidence.UNCONFIRMED, None)
+    lines = [json.dumps({"n": n}).encode() + b"\n" for n in range(12)]
+    for key, line in enumerate(lines):
+        send.send((key, recorder_module.Encoded(line, verdict)))
+    send.send(None)
+    recorder_module._write_groups(inbox, outbox, None, None, writer)  # type: ignore[arg-type]
+    assert synced == [sum(len(line) for line in lines)]  # one sync, after the twelve lines
+    assert writer.path.read_bytes() == b"".join(lines)
+    confirmed = [receive.recv() for _ in lines]
+    assert [key for key, _ in confirmed] == list(range(12))
+    assert all(answer == verdict for _, answer in confirmed)
+    assert not receive.poll(0.1)  # nothing more: the run said stop
+    writer.close()

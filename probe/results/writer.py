@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,22 +43,29 @@ class ResultsWriter:
 
     def write_line(self, line: bytes) -> None:
         """One encoded record (`encode_record`, ending in a newline), written whole and synced, or
-        not at all: on an error (a full disk) the file is cut back to where the line began, and
-        this and every later line raise the error, which names the file and says the run stopped."""
+        not at all (`write_lines`, a group of one)."""
+        self.write_lines([line])
+
+    def write_lines(self, lines: Sequence[bytes]) -> None:
+        """Encoded records, each whole, and one sync for them all (a group commit: a recorder that
+        fell behind syncs once for what it caught up on, not once per record), or none of them: on
+        an error (a full disk) the file is cut back to where the group began, and this and every
+        later call raise the error, which names the file and says the run stopped."""
         if self.failure is not None:
             raise self.failure
-        # A signal arriving mid-line is held until the line is whole.
+        # A signal arriving mid-line is held until the lines are whole.
         mask = getattr(signal, "pthread_sigmask", None)  # not on Windows: there a line is written unmasked
         held = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if mask is not None else None
         try:
             start = os.fstat(self._fd).st_size
             try:
-                view = memoryview(line)
-                while view:  # one write, unless the disk filled up part way: then the error follows
-                    written = os.write(self._fd, view)
-                    if written == 0:
-                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                    view = view[written:]
+                for line in lines:
+                    view = memoryview(line)
+                    while view:  # one write, unless the disk filled up part way: then the error follows
+                        written = os.write(self._fd, view)
+                        if written == 0:
+                            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                        view = view[written:]
                 os.fsync(self._fd)
             except OSError as exc:
                 with contextlib.suppress(OSError):

@@ -57,6 +57,7 @@ from probe.vocabulary.targets import Target
 
 IN_FLIGHT = 64  # items sent to the recorder and not yet confirmed; past it, measuring waits
 CLOSE_WAIT = 60.0  # seconds at most for the recorder to finish what it holds when the run ends
+GROUP = IN_FLIGHT  # records written with one sync at most: as many as may be waiting
 STALLED = 5.0  # seconds without progress (nothing read, nothing confirmed) after which it is stuck
 ORPHANED_WAIT = 30  # seconds a recorder whose run died has to write what the run had sent it
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -191,27 +192,57 @@ def _serve(
     parent: int,
 ) -> None:
     """The recorder process: items in, records written, verdicts out, until the run says stop (None)
-    or goes away (the inbox ends once everything the run sent is read). A line that cannot be written
-    is answered with the writer's error, and the recorder ends: the run stops."""
+    or goes away (the inbox ends once everything the run sent is read). The items already waiting
+    are written as one group, with one sync, and confirmed once it is done. A group that cannot be
+    written is answered with the writer's error, and the recorder ends: the run stops."""
     _detach(inherited, {inbox.fileno(), outbox.fileno(), writer.fileno()}, parent)
+    _write_groups(inbox, outbox, run, analysis, writer)
+
+
+def _write_groups(
+    inbox: Connection, outbox: Connection, run: RunContext, analysis: AnalysisContext, writer: ResultsWriter
+) -> None:
+    """`_serve`'s work, in groups, until the run says stop or goes away, or a group fails."""
     while True:
+        group, ended = _next_group(inbox)
+        if group:
+            lines, verdicts = [], []
+            for _, item in group:
+                line, verdict = (
+                    (item.line, item.verdict) if isinstance(item, Encoded) else record_line(item, run, analysis)
+                )
+                lines.append(line)
+                verdicts.append(verdict)
+            answers: list[Verdict] | list[OSError]
+            try:
+                writer.write_lines(lines)
+                answers = verdicts
+            except OSError as exc:
+                answers = [writer.failure or exc] * len(group)
+            with contextlib.suppress(OSError):  # the run is gone: what it sent is written all the same
+                for (key, _), answer in zip(group, answers, strict=True):
+                    outbox.send((key, answer))
+            if isinstance(answers[0], OSError):
+                return
+        if ended:
+            return
+
+
+def _next_group(inbox: Connection) -> tuple[list[tuple[int, Any]], bool]:
+    """The next item and those already waiting behind it (GROUP at most), and whether the run said
+    stop (None) or went away (the inbox ended, or broke mid-message: the run takes over)."""
+    group: list[tuple[int, Any]] = []
+    while len(group) < GROUP:
         try:
+            if group and not inbox.poll():
+                break
             message = inbox.recv()
-        except Exception:  # ended (the run closed it, or died), or broken mid-message: the run takes over
-            return
+        except Exception:
+            return group, True
         if message is None:
-            return
-        key, item = message
-        line, verdict = (item.line, item.verdict) if isinstance(item, Encoded) else record_line(item, run, analysis)
-        answer: Verdict | OSError = verdict
-        try:
-            writer.write_line(line)
-        except OSError as exc:
-            answer = writer.failure or exc
-        with contextlib.suppress(OSError):  # the run is gone: what it sent is written all the same
-            outbox.send((key, answer))
-        if isinstance(answer, OSError):
-            return
+            return group, True
+        group.append(message)
+    return group, False
 
 
 def _detach(inherited: list[int], keep: set[int], parent: int) -> None:
