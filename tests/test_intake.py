@@ -199,9 +199,20 @@ def test_the_run_measures_on_uvloop() -> None:
 
 def test_a_runs_start_imports_nothing_only_some_targets_need() -> None:
     """What costs a run's start and only DoT/DoH, QUIC, a helper or a site's domain needs is imported
-    where it is used: dnspython's query transports (0.2 s, DoQ and trio among them), aioquic, the helpers'
-    HTTP clients (httpx2, requests), tldextract."""
-    lazy = ("aioquic", "dns.asyncquery", "dns.query", "httpx2", "requests", "tldextract", "trio")
+    where it is used: dnspython's query transports (0.2 s, DoQ and trio among them), its message and
+    name parsers (25 ms: plain replies and names are read and written without them), aioquic, the
+    helpers' HTTP clients (httpx2, requests), tldextract."""
+    lazy = (
+        "aioquic",
+        "dns.asyncquery",
+        "dns.message",
+        "dns.name",
+        "dns.query",
+        "httpx2",
+        "requests",
+        "tldextract",
+        "trio",
+    )
     code = (
         "import sys\n"
         "import probe.cli.main, probe.cli.commands.run, probe.run.execute, probe.analyze.verdict\n"

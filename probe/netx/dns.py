@@ -17,12 +17,10 @@ import ssl
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import dns.exception
-import dns.message
-import dns.name
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
@@ -35,6 +33,10 @@ from probe.netx.dnsmatch import plain_reply
 from probe.vocabulary.errors import InputError
 from probe.vocabulary.failures import Failure, unknown
 from probe.vocabulary.observations import DnsAnswer, DnsLookup, DnsQuery, DnsReply
+
+if TYPE_CHECKING:  # dns.message and dns.name are imported where a reply or a name needs them (25 ms
+    import dns.message  # of a run's start): the plain replies and names of a healthy run never do
+
 
 QUERY_TYPES = ("A", "AAAA")
 _RCODE_FAILURES: dict[int, Failure] = {
@@ -121,7 +123,7 @@ def _verifying_context(roots: str) -> ssl.SSLContext:
 def _classify_dns_exception(exc: BaseException) -> str:
     if isinstance(exc, dns.exception.Timeout):
         return Failure.GENERIC_TIMEOUT
-    if isinstance(exc, (dns.message.ShortHeader, dns.message.TrailingJunk, dns.exception.FormError)):
+    if isinstance(exc, dns.exception.FormError):  # ShortHeader, TrailingJunk and the like among them
         return Failure.DNS_BOGUS_REPLY
     name = type(exc).__name__
     if type(exc).__module__.startswith(("httpx", "httpcore")):  # dnspython's DoH transport
@@ -174,6 +176,8 @@ def _reply_fields(wire: bytes) -> ReplyFields:
     if plain is not None:  # the common reply: read as dnspython reads it, without its cost (the hot path)
         text, failure = _rcode_words(plain[0])
         return ReplyFields(raw, text, tuple(DnsAnswer(*row) for row in plain[1]), failure)
+    import dns.message
+
     try:
         reply = dns.message.from_wire(wire)
     except Exception as exc:
@@ -196,6 +200,8 @@ def _name_wire(hostname: str) -> bytes:
     if len(hostname) <= 254 and _PLAIN_NAME.fullmatch(hostname) and len(hostname.rstrip(".")) <= 253:
         labels = hostname.rstrip(".").encode("ascii").split(b".")
         return b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
+    import dns.name
+
     wire: bytes | None = dns.name.from_text(hostname).to_wire()
     assert wire is not None  # no file given: the bytes
     return wire
@@ -226,6 +232,8 @@ def query_ids(count: int) -> list[int]:
 
 
 def _make_query(hostname: str, qtype: str, rdclass: str = "IN") -> dns.message.Message:
+    import dns.message
+
     query = dns.message.make_query(hostname, qtype, rdclass=rdclass, want_dnssec=False)
     query.id = secrets.randbelow(65536)
     return query

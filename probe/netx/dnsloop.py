@@ -11,9 +11,7 @@ import base64
 import functools
 import socket
 from collections.abc import Callable
-from typing import Any
-
-import dns.message
+from typing import TYPE_CHECKING, Any
 
 from probe.netx import classify as errors
 from probe.netx import udpwire
@@ -39,6 +37,9 @@ from probe.netx.dns import (
 from probe.netx.pools import Pools, needed
 from probe.netx.wire import TargetWatch
 from probe.vocabulary.observations import DnsLookup, DnsQuery
+
+if TYPE_CHECKING:
+    import dns.message
 
 FirstReply = Callable[[str, ReplyFields], None]  # (query type, what the first reply says)
 
