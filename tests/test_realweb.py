@@ -117,6 +117,19 @@ def test_a_pattern_re2_parses_but_cannot_compile_is_rejected_alone() -> None:
     assert [row.name for row in tables.http] == ["x.ok"]
 
 
+def test_patterns_that_compile_alone_but_not_together_are_rejected_at_load_not_at_the_first_page() -> None:
+    """Two patterns that each compile but are too big for one set: matching would raise at the
+    first page judged (every such record an error); they are rejected when the table is loaded,
+    with why, and the other places' patterns still match."""
+    tables = FingerprintTables()
+    header = "name,scope,other_names,location_found,pattern_type,pattern,confidence_no_fp,expected_countries,source\n"
+    rows = "x.big1,nat,,body,regexp,\\pL{200}a,5,ZZ,t\nx.big2,nat,,body,regexp,\\pL{200}b,5,ZZ,t\n"
+    add_http_table(tables, header + rows + "x.server,nat,,header.server,contains,blocker,5,ZZ,t\n")
+    assert [(r["name"], r["line"]) for r in tables.rejected] == [("x.big1", 2), ("x.big2", 3)]
+    assert all("too big for one RE2 set" in r["reason"] for r in tables.rejected)
+    assert [row.name for row in tables.match_response("a page", {"server": "blocker 1.0"})] == ["x.server"]
+
+
 def test_matching_is_linear_on_a_hostile_body() -> None:
     """RE2 does not backtrack: a megabyte of near-matches is matched at once (not a timing assertion:
     the same body would hang a backtracking engine on `.*` patterns, and this test with it)."""

@@ -76,18 +76,35 @@ class FingerprintTables:
     def _index(self) -> dict[str, tuple[Any, list[Fingerprint]]]:
         """One compiled RE2 set per place (body, each header), built once."""
         if self._sets is None:
-            grouped: dict[str, list[Fingerprint]] = {}
-            for row in self.http:
-                grouped.setdefault(row.location, []).append(row)
-            sets: dict[str, tuple[Any, list[Fingerprint]]] = {}
-            for location, rows in grouped.items():
-                matcher = re2.Set.SearchSet(_options())
-                for row in rows:
-                    matcher.Add(row.regex())
-                matcher.Compile()
-                sets[location] = (matcher, rows)
-            self._sets = sets
+            self.compile_sets()
+        assert self._sets is not None
         return self._sets
+
+    def compile_sets(self) -> list[tuple[Fingerprint, str]]:
+        """Every place's set compiled now; the rows no set can hold are dropped from `http` and
+        returned with RE2's reason. A set is compiled whole first (a third of the time of each
+        pattern alone); only a set that fails is gone through pattern by pattern, and compiled
+        again without the patterns that cannot be compiled alone."""
+        grouped: dict[str, list[Fingerprint]] = {}
+        for row in self.http:
+            grouped.setdefault(row.location, []).append(row)
+        sets: dict[str, tuple[Any, list[Fingerprint]]] = {}
+        unusable: list[tuple[Fingerprint, str]] = []
+        for location, rows in grouped.items():
+            matcher = _compiled_set(rows)
+            if matcher is None:
+                failed = [(row, reason) for row in rows if (reason := _unusable(row)) is not None]
+                unusable += failed
+                rows = [row for row in rows if all(row is not bad for bad, _ in failed)]
+                matcher = _compiled_set(rows) if rows else None
+                if matcher is None:  # each compiles alone, not all together: none can be matched
+                    unusable += [(row, "the place's patterns together are too big for one RE2 set") for row in rows]
+                    continue
+            sets[location] = (matcher, rows)
+        if unusable:
+            self.http = [row for row in self.http if all(row is not bad for bad, _ in unusable)]
+        self._sets = sets
+        return unusable
 
     def match_response(self, body: str | None, headers: dict[str, str]) -> list[Fingerprint]:
         """Every HTTP row the response matches (body and headers)."""
@@ -105,6 +122,28 @@ class FingerprintTables:
             if row.scope != WEAK and row.pattern.lower() in normal:
                 return row
         return None
+
+
+def _compiled_set(rows: list[Fingerprint]) -> Any | None:
+    """The rows' patterns as one compiled RE2 search set, or None if one is refused or the set fails."""
+    matcher = re2.Set.SearchSet(_options())
+    try:
+        for row in rows:
+            matcher.Add(row.regex())
+        matcher.Compile()
+    except re2.error:
+        return None
+    return matcher
+
+
+def _unusable(row: Fingerprint) -> str | None:
+    """Why a row's pattern cannot be compiled alone (RE2's own reason), or None."""
+    try:  # compiled, not only parsed: a pattern RE2 parses but cannot compile would fail its set
+        re2.compile(row.regex(), _options())
+    except re2.error as exc:
+        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        return f"pattern is not a usable regular expression: {detail}"
+    return None
 
 
 def _reject(tables: FingerprintTables, source: str, line: int, name: str, reason: str) -> None:
@@ -142,7 +181,11 @@ def _check(values: dict[str, str]) -> str | None:
 
 
 def add_http_table(tables: FingerprintTables, text: str, source: str = HTTP_SOURCE) -> None:
+    """The table's rows, each checked; every pattern compiled now, in its place's set (the sets the
+    judge matches with, made once). Rows that cannot be used are rejected, in the table's order."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    refused: list[tuple[str, int, str, str]] = []  # source, line, name, reason
+    lines: dict[int, int] = {}  # id(row): its line
     for values in reader:
         line = reader.line_num
         reason = _check(values)
@@ -150,18 +193,18 @@ def add_http_table(tables: FingerprintTables, text: str, source: str = HTTP_SOUR
         if reason is None and where != "body" and not where.startswith("header."):
             reason = f"unknown location_found {where!r}"
         if reason is not None:
-            _reject(tables, source, line, values.get("name", ""), reason)
+            refused.append((source, line, values.get("name", ""), reason))
             continue
         location = "body" if where == "body" else "header:" + where.split(".", 1)[1]
         row = _row(values, source, location)
-        try:  # compiled, not only parsed: a pattern RE2 parses but cannot compile would fail the whole set
-            re2.compile(row.regex(), _options())
-        except re2.error as exc:
-            detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
-            _reject(tables, source, line, row.name, f"pattern is not a usable regular expression: {detail}")
-            continue
         tables.http.append(row)
-    tables._sets = None
+        lines[id(row)] = line
+    for row, reason in tables.compile_sets():  # a row of an earlier table only if the sets no longer fit together
+        refused.append(
+            (source, lines[id(row)], row.name, reason) if id(row) in lines else (row.source, 0, row.name, reason)
+        )
+    for where, line, name, reason in sorted(refused, key=lambda refusal: refusal[1]):
+        _reject(tables, where, line, name, reason)
 
 
 def add_dns_table(tables: FingerprintTables, text: str, source: str = DNS_SOURCE) -> None:
