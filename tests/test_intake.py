@@ -9,6 +9,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,38 @@ def test_the_slow_start_is_clocked_by_the_resolvers_answers(
     assert len(measuring) == 8
     # The timer alone lets a quarter more in each PERIOD: the eighth would start 0.3 s after the first.
     assert measuring[-1] - measuring[0] < 2 * PERIOD
+
+
+def test_targets_freed_together_are_taken_in_a_burst_a_turn(
+    monkeypatch: pytest.MonkeyPatch, test_pki: PkiFixture, tmp_path: Path
+) -> None:
+    """Critical paths that end in the same turn of the loop free their slots together: the targets
+    taken in for them send their questions at most a burst (the slow start's first, 25 at
+    concurrency 100) a turn, so that a resolver's socket buffer never gets them all at once."""
+    hosts = [f"192.0.2.{n}" for n in range(1, 201)]
+    log = _fakes(monkeypatch, {}, completion=0.0)
+    turns = [0]
+
+    def tick() -> None:
+        turns[0] += 1
+        asyncio.get_running_loop().call_soon(tick)
+
+    begin = run_module.begin_target
+
+    def counted(target: Any, config: Any, started: datetime) -> Any:
+        if turns[0] == 0:
+            asyncio.get_running_loop().call_soon(tick)
+        log.append(("turn", target.host, float(turns[0])))
+        return begin(target, config, started)
+
+    monkeypatch.setattr(run_module, "begin_target", counted)
+    config, context, network, reference = _context(test_pki)
+    targets = [parse_target(host, None, n) for n, host in enumerate(hosts, 1)]
+    summary = run_module.execute(targets, config, context, network, reference, tmp_path, 100, io.StringIO())
+    assert summary.measured == len(hosts)
+    per_turn = Counter(t for s, _, t in log if s == "turn")
+    assert sum(per_turn.values()) == len(hosts)
+    assert max(per_turn.values()) <= 25
 
 
 def test_answers_grow_the_intake_only_while_the_probe_keeps_up() -> None:

@@ -13,6 +13,7 @@ import gc
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,11 +78,6 @@ class _Run:
             {k: self.network_state[k] for k in ("check", "checked_at", "state", "basis", "domestic", "foreign")}
         )
 
-    def answered(self) -> None:
-        """A target's system answer is in: the intake's slow start may let another in."""
-        self.rt.lag.answered()
-        self.rt.wake.set()
-
     def item(
         self, target: Target, started: datetime, observations: Observations | None, error: str | None, offline: bool,
         began: float | None = None,
@@ -128,17 +124,20 @@ class _Run:
             seen = msgspec.structs.replace(seen, capture=stopped_capture(stopped))
         return msgspec.structs.replace(observations, forensics=seen)
 
-    async def one(self, target: Target, run_dns: asyncio.Task[RunDns], slot: asyncio.Event, critical_done: Any) -> None:
-        """One target: its questions sent, then (once `slot` is set) measured, completed and handed
-        to the recorder."""
+    async def one(
+        self, target: Target, run_dns: asyncio.Task[RunDns], slot: asyncio.Event, critical_done: Any,
+        answered: Callable[[], None],
+    ) -> None:  # fmt: skip
+        """One target: its questions sent (`answered` called once the system's answer is in), then
+        (once `slot` is set) measured, completed and handed to the recorder."""
         started, began = datetime.now(UTC), time.monotonic()
         begun: Begun | None = None
         try:
             begun = begin_target(target, self.config, started)
             if begun.dns is not None:
-                begun.dns.when_answered(self.answered)
+                begun.dns.when_answered(answered)
             else:  # an address: no question for the resolver
-                self.answered()
+                answered()
             await slot.wait()
             measured = await measure_target(target, self.config, started, critical_done, begun)
         except Exception as exc:  # a probe bug must not cost the other targets; the record says what happened
@@ -197,6 +196,11 @@ async def _measure_targets(
     waiting: dict[asyncio.Task[None], tuple[Target, asyncio.Event]] = {}  # questions out, in order
     measuring: dict[asyncio.Task[None], Target] = {}
     finishing: dict[asyncio.Task[None], Target] = {}
+    # Targets taken in at once: never more than the slow start's first burst, all run long. Slots
+    # freed together (a loop's turn can end a hundred critical paths) would otherwise send a hundred
+    # targets' questions at once, and a resolver's socket buffer drops what it cannot hold (a home
+    # router's, or this bench's dnsmasq on a busy machine); the rest are taken in the next turns.
+    burst = run.rt.lag.burst
     failures: list[BaseException] = []
     queue = iter(targets)
     exhausted = False
@@ -222,8 +226,13 @@ async def _measure_targets(
                 through += 1
                 wake.set()
 
+        def answered() -> None:
+            """Its system answer is in: the resolver kept up, the slow start may let another in."""
+            run.rt.lag.answered()
+            wake.set()
+
         slot = asyncio.Event()
-        task = loop.create_task(run.one(target, run_dns, slot, critical_done))
+        task = loop.create_task(run.one(target, run_dns, slot, critical_done, answered))
         waiting[task] = (target, slot)
         task.add_done_callback(done)
         if watch is not None:
@@ -233,16 +242,20 @@ async def _measure_targets(
     while True:
         allowed = run.rt.lag.allowed
         ahead = min(AHEAD * allowed, through)
+        taken = 0
         while (
             len(measuring) + len(waiting) < allowed + ahead
             and len(finishing) < concurrency * FINISHING
             and len(waiting) + len(measuring) + len(finishing) < in_flight
         ):
+            if taken == burst:  # the next turn takes more in: its questions go out first
+                break
             upcoming = next(queue, None)
             if upcoming is None:
                 exhausted = True
                 break
             start(upcoming)
+            taken += 1
         while waiting and len(measuring) < allowed:  # the longest waiting takes the free slot
             task = next(iter(waiting))
             target, slot = waiting.pop(task)
@@ -254,6 +267,9 @@ async def _measure_targets(
             raise Interrupted
         if not waiting and not measuring and not finishing and exhausted:
             return
+        if taken == burst:  # more may be taken in, after one turn of the loop (the questions sent)
+            await asyncio.sleep(0)
+            continue
         wake.clear()
         try:
             # Woken by a target, or after a lag period at most: the intake may have grown meanwhile.

@@ -36,7 +36,8 @@ class LagMonitor:
         # local resolver's) socket buffer, and getaddrinfo waits five seconds to ask again. It is
         # clocked by the resolver's answers (`answered`), as TCP's is by acknowledgements, and by
         # the timer: a quick resolver lets the whole intake in within its first round trips.
-        self._allowed = float(max(self.floor, self.ceiling // GROW))
+        self.burst = max(self.floor, self.ceiling // GROW)  # targets' first questions out at once, at most
+        self._allowed = float(self.burst)
         self._when: list[float] = []
         self._lag: list[float] = []
         self._lock = threading.Lock()  # the recorder's thread reads `lag_between` too
