@@ -8,7 +8,8 @@ measures there, in the same run:
 - `probe run` over the N healthy names (concurrency 100, zero added latency, packet forensics on as
   root): targets/s, CPU ms per target with every process of the run counted (start-up included),
   peak memory; and how many records got a verdict other than `none`, with their anomalies: on
-  healthy sites every such verdict is a failure of the probe (a FAIL line, exit code 1);
+  healthy sites every such verdict is a failure of the probe (a FAIL line, exit code 1); and the
+  UDP datagrams each side's kernel dropped for a full socket buffer (the probe's, the resolver's);
 - `openssl s_time -new` against the same server: CPU ms per full handshake, the probe's over it;
 - `nmap --script ssl-cert -p 443` over the same names (the first 1,000: it takes a minute a
   thousand), if nmap is installed: targets/s, the probe's over it;
@@ -220,7 +221,9 @@ def measure(size: int, args: argparse.Namespace, table: Table, first: bool) -> l
             spy = ["py-spy", "record", "--format", "raw", "--rate", "200", "--threads", "--subprocesses",
                    "-o", str(profile)]  # fmt: skip
             world.run(*spy, "--", *probe_args(world, targets, "results-profile", args.concurrency, 5), *forensics)
+        drops_before = world.udp_receive_drops()
         run = world.run(*probe_args(world, targets, "results-names", args.concurrency, 5), *forensics)
+        drops = {side: count - drops_before[side] for side, count in world.udp_receive_drops().items()}
         if run.returncode not in (0, 1):
             failures.append(f"FAIL: probe run over {size:,} names exited {run.returncode}: {run.stderr[-1500:]}")
         verdicts = Verdicts.read(directory / "results-names")
@@ -240,6 +243,8 @@ def measure(size: int, args: argparse.Namespace, table: Table, first: bool) -> l
         table.add(size, "healthy: records with any anomaly", str(verdicts.any_anomaly), verdicts.any_anomaly)
         table.add(size, "healthy: anomalies of all records (top 5)", top(verdicts.all_anomalies))
         table.add(size, "healthy: UDP DNS reply read after, median / p99 / max", verdicts.reply_delays())
+        table.add(size, "healthy: UDP datagrams dropped for a full buffer, probe / resolver side",
+                  f"{drops['client']} / {drops['world']}")  # fmt: skip
         if verdicts.failures(size):
             sample = directory.parent / f"bench-scale-{size}-not-none.json"
             sample.write_text(json.dumps(verdicts.sample, indent=1), encoding="utf-8")

@@ -168,6 +168,16 @@ class World:
             sh(*inside, "ip", "link", "set", "p0", "up")
             sh(*inside, "ip", "route", "add", "203.0.113.0/24", "via", f"{PROBES_NET}.1")
 
+    def udp_receive_drops(self) -> dict[str, int]:
+        """UDP datagrams each side's kernel dropped so far for a full socket buffer (`RcvbufErrors`):
+        the probe's (`client`) would be its own slowness, the world's the resolver's overload."""
+        found = {}
+        for side, ns in (("client", self.client), ("world", self.world)):
+            rows = [line.split() for line in sh("ip", "netns", "exec", ns, "cat", "/proc/net/snmp").stdout.splitlines()]
+            names, values = [row for row in rows if row[0] == "Udp:"][:2]
+            found[side] = int(dict(zip(names[1:], values[1:], strict=True))["RcvbufErrors"])
+        return found
+
     def serve_helper(self) -> None:
         d = self.directory
         self._spawn(
