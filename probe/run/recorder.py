@@ -6,7 +6,8 @@ competes with every measuring thread for the interpreter's lock: at a hundred ta
 judging in the run's thread was what set the pace. So on Linux a run forks one recorder process
 before any of its threads starts; it inherits the loaded roots and catalogs and the open results
 file, receives each target's observations through a pipe, judges, scrubs, writes and syncs the
-record, and sends back its verdict for the summary. Where there is no fork (macOS, Windows), or
+record (those waiting together as one group, with one sync), and sends back its verdict for the
+summary once it is synced. Where there is no fork (macOS, Windows), or
 the recorder cannot start, records are judged in the run's own thread (`InlineRecorder`).
 
 Nothing measured is lost, nothing is written twice. Each item carries its record's `measurement_id`
