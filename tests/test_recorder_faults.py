@@ -198,10 +198,10 @@ _ORPHAN = """
 import subprocess, sys, time
 from datetime import datetime
 from pathlib import Path
-from probe.run import recorder
+from probe.run import recorder, recorder_process
 from probe.results.record import RunContext
 from probe.results.writer import ResultsWriter
-recorder.ORPHANED_WAIT = 1
+recorder_process.ORPHANED_WAIT = 1
 run = RunContext(run_id="0" * 32, network={}, reference={})
 writer = ResultsWriter(Path(sys.argv[1]), run.run_id, datetime.now())
 process = recorder.ProcessRecorder(run, None, writer, lambda item, verdict: None)
@@ -558,6 +558,7 @@ def test_a_recorder_behind_writes_what_waits_with_one_sync_and_confirms_it_after
     once the sync is done; and the group after a stop is still written."""
     from datetime import UTC
 
+    from probe.run.recorder_process import write_groups
     from probe.vocabulary.anomalies import Blocking, Confidence
 
     writer = ResultsWriter(tmp_path, "0" * 32, datetime.now(UTC))
@@ -571,7 +572,7 @@ def test_a_recorder_behind_writes_what_waits_with_one_sync_and_confirms_it_after
     for key, line in enumerate(lines):
         send.send((key, recorder_module.Encoded(line, verdict)))
     send.send(None)
-    recorder_module._write_groups(inbox, outbox, None, None, writer)  # type: ignore[arg-type]
+    write_groups(inbox, outbox, recorder_module._line_of(None, None), writer)  # type: ignore[arg-type]
     assert synced == [sum(len(line) for line in lines)]  # one sync, after the twelve lines
     assert writer.path.read_bytes() == b"".join(lines)
     confirmed = [receive.recv() for _ in lines]

@@ -41,8 +41,7 @@ from probe.run.recorder import Item, Recorder, Verdict, start_recorder
 from probe.run.runtime import TRIM_EVERY, Runtime, runtime, trim_memory
 from probe.run.signals import Interrupted
 from probe.run.summary import RunSummary as RunSummary  # re-exported: what commands read
-from probe.vocabulary.anomalies import CENSORSHIP, Blocking, Confidence
-from probe.vocabulary.netstate import RESTRICTED, NetworkCheck
+from probe.vocabulary.netstate import NetworkCheck
 from probe.vocabulary.observations import ForensicState, Observations
 from probe.vocabulary.targets import Target
 
@@ -335,21 +334,7 @@ def execute(
         if item.not_measured is not None:
             summary.not_measured += 1
             return
-        summary.measured += 1
-        summary.verdicts[verdict.blocking] += 1
-        if verdict.confidence == Confidence.CONFIRMED:
-            summary.confirmed[verdict.blocking] += 1
-        restricted = (item.network_state or {}).get("state")
-        if restricted in RESTRICTED:  # the network's state explains it: never counted as site blocking
-            summary.during_restriction[verdict.blocking] += 1
-        if verdict.blocking in CENSORSHIP or verdict.blocking == Blocking.LOCAL_INTERCEPTION:
-            finding = {"target": item.target.input, "blocking": verdict.blocking, "confidence": verdict.confidence}
-            if restricted in RESTRICTED:
-                finding["network_state"] = restricted
-            summary.findings.append(finding)
-        if verdict.interceptor is not None:
-            interception = {"host": item.target.host, "blocking": verdict.blocking, **verdict.interceptor}
-            summary.interceptions.append(interception)
+        summary.count(item.target, verdict.blocking, verdict.confidence, verdict.interceptor, item.network_state)
         if progress is not None:
             progress.update(summary.measured, item.target.host, verdict.blocking, time.monotonic() - clock_started)
         if summary.measured % TRIM_EVERY == 0:

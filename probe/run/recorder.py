@@ -22,7 +22,8 @@ raises the writer's error.
 
 The recorder keeps nothing of the run's but its inbox, its outbox and the results file (the run's
 lock above all is let go), and it does not outlive the run: when the run dies, its inbox ends and
-the kernel signals it (PR_SET_PDEATHSIG); it writes what the run had sent, and ends.
+the kernel signals it (PR_SET_PDEATHSIG); it writes what the run had sent, and ends (the process's
+own side: probe/run/recorder_process.py).
 The run's loop never waits for it (`handed` awaits a slot: probe/run/outbox.py); at the run's end,
 one that makes no progress for STALLED seconds (stopped, stuck) is killed, and the run takes over.
 """
@@ -30,20 +31,16 @@ one that makes no progress for STALLED seconds (stopped, stuck) is killed, and t
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import errno
 import itertools
 import multiprocessing
 import os
-import signal
 import sys
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from multiprocessing.connection import Connection
 from typing import Any
 
 from probe.analyze.verdict import AnalysisContext, Judgement, judge_observations
@@ -51,6 +48,7 @@ from probe.results.privacy import error_text, scrub, scrubbed_line
 from probe.results.record import RunContext, build_record
 from probe.results.writer import ResultsWriter, encodable, encode_record, unencodable_place
 from probe.run.outbox import Outbox
+from probe.run.recorder_process import LineOf, open_descriptors, serve
 from probe.vocabulary.anomalies import Blocking, Confidence
 from probe.vocabulary.observations import Observations
 from probe.vocabulary.observations_encode import encode
@@ -58,10 +56,7 @@ from probe.vocabulary.targets import Target
 
 IN_FLIGHT = 64  # items sent to the recorder and not yet confirmed; past it, measuring waits
 CLOSE_WAIT = 60.0  # seconds at most for the recorder to finish what it holds when the run ends
-GROUP = IN_FLIGHT  # records written with one sync at most: as many as may be waiting
 STALLED = 5.0  # seconds without progress (nothing read, nothing confirmed) after which it is stuck
-ORPHANED_WAIT = 30  # seconds a recorder whose run died has to write what the run had sent it
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _UNKILLABLE = "the recorder process could not be stopped (a disk that hangs?): the records it held are not written"
 
 
@@ -183,105 +178,13 @@ class InlineRecorder:
         return
 
 
-def _serve(
-    inbox: Connection,
-    outbox: Connection,
-    run: RunContext,
-    analysis: AnalysisContext,
-    writer: ResultsWriter,
-    inherited: list[int],
-    parent: int,
-) -> None:
-    """The recorder process: items in, records written, verdicts out, until the run says stop (None)
-    or goes away (the inbox ends once everything the run sent is read). The items already waiting
-    are written as one group, with one sync, and confirmed once it is done. A group that cannot be
-    written is answered with the writer's error, and the recorder ends: the run stops."""
-    _detach(inherited, {inbox.fileno(), outbox.fileno(), writer.fileno()}, parent)
-    _write_groups(inbox, outbox, run, analysis, writer)
+def _line_of(run: RunContext, analysis: AnalysisContext) -> LineOf:
+    """What the recorder process makes of each item it receives: its line and verdict."""
 
+    def line_of(item: Item | Encoded) -> tuple[bytes, Verdict]:
+        return (item.line, item.verdict) if isinstance(item, Encoded) else record_line(item, run, analysis)
 
-def _write_groups(
-    inbox: Connection, outbox: Connection, run: RunContext, analysis: AnalysisContext, writer: ResultsWriter
-) -> None:
-    """`_serve`'s work, in groups, until the run says stop or goes away, or a group fails."""
-    while True:
-        group, ended = _next_group(inbox)
-        if group:
-            lines, verdicts = [], []
-            for _, item in group:
-                line, verdict = (
-                    (item.line, item.verdict) if isinstance(item, Encoded) else record_line(item, run, analysis)
-                )
-                lines.append(line)
-                verdicts.append(verdict)
-            answers: list[Verdict] | list[OSError]
-            try:
-                writer.write_lines(lines)
-                answers = verdicts
-            except OSError as exc:
-                answers = [writer.failure or exc] * len(group)
-            with contextlib.suppress(OSError):  # the run is gone: what it sent is written all the same
-                for (key, _), answer in zip(group, answers, strict=True):
-                    outbox.send((key, answer))
-            if isinstance(answers[0], OSError):
-                return
-        if ended:
-            return
-
-
-def _next_group(inbox: Connection) -> tuple[list[tuple[int, Any]], bool]:
-    """The next item and those already waiting behind it (GROUP at most), and whether the run said
-    stop (None) or went away (the inbox ended, or broke mid-message: the run takes over)."""
-    group: list[tuple[int, Any]] = []
-    while len(group) < GROUP:
-        try:
-            if group and not inbox.poll():
-                break
-            message = inbox.recv()
-        except Exception:
-            return group, True
-        if message is None:
-            return group, True
-        group.append(message)
-    return group, False
-
-
-def _detach(inherited: list[int], keep: set[int], parent: int) -> None:
-    """Let go of every descriptor the run had open at the fork but `keep`, and die with the run.
-
-    A recorder that outlived a killed run held its lock (every later run exited "locked" until a
-    reboot) and the run's end of its own inbox (so that the inbox never ended). Each is pointed at
-    /dev/null rather than closed: its number cannot then be reused under an object that still thinks
-    it owns it. A signal to the run's process group is the run's to handle, not the recorder's; but
-    SIGTERM once the run is gone (the kernel sends it, PR_SET_PDEATHSIG) leaves the recorder
-    ORPHANED_WAIT seconds to write what the run had sent before SIGALRM ends it."""
-    null = os.open(os.devnull, os.O_RDWR)
-    for descriptor in inherited:
-        if descriptor > 2 and descriptor not in keep and descriptor != null:
-            with contextlib.suppress(OSError):
-                os.dup2(null, descriptor, inheritable=False)
-    os.close(null)
-
-    def orphaned(signum: int, frame: Any) -> None:
-        if os.getppid() != parent:
-            signal.alarm(ORPHANED_WAIT)
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, orphaned)
-    signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    orphaned(signal.SIGTERM, None)  # the run may have died before the kernel was asked
-
-
-def _open_descriptors() -> list[int]:
-    """The descriptors open in this process (Linux: /proc/self/fd, less the listing's own)."""
-    found = []
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            os.fstat(int(name))
-            found.append(int(name))
-    return found
+    return line_of
 
 
 class ProcessRecorder:
@@ -295,14 +198,14 @@ class ProcessRecorder:
         self._confirmed = 0  # verdicts back: the recorder's progress
         self._gone = threading.Event()
         self._taken_over = False
-        inherited = _open_descriptors()  # the run's lock among them
+        inherited = open_descriptors()  # the run's lock among them
         context = multiprocessing.get_context("fork")
         inbox, self._send = context.Pipe(duplex=False)
         self._receive, outbox = context.Pipe(duplex=False)
         inherited += [self._send.fileno(), self._receive.fileno()]  # the run's ends of both pipes
         self._process = context.Process(
-            target=_serve,
-            args=(inbox, outbox, run, analysis, writer, inherited, os.getpid()),
+            target=serve,
+            args=(inbox, outbox, _line_of(run, analysis), writer, inherited, os.getpid()),
             name="probe-recorder",
             daemon=True,
         )

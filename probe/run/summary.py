@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from probe.results.offline import CAPTIVE_PORTAL, NO_INTERNET, captive_portal, mark_offline, no_internet
-from probe.vocabulary.anomalies import CENSORSHIP, Blocking
+from probe.vocabulary.anomalies import CENSORSHIP, Blocking, Confidence
 from probe.vocabulary.netstate import RESTRICTED
+from probe.vocabulary.targets import Target
 
 
 @dataclass
@@ -34,6 +35,27 @@ class RunSummary:
     # Each round of the reference endpoints: check, checked_at, state, basis, domestic and foreign counts.
     network_states: list[dict[str, Any]] = field(default_factory=list)
     during_restriction: Counter[str] = field(default_factory=Counter)  # verdicts measured cut off, allow-listed
+
+    def count(
+        self, target: Target, blocking: str, confidence: str, interceptor: dict[str, Any] | None,
+        network_state: dict[str, Any] | None,
+    ) -> None:  # fmt: skip
+        """A measured record is in the file: its verdict counted, a finding or an interception listed
+        (one measured in a restricted state of the network set apart: never counted as site blocking)."""
+        self.measured += 1
+        self.verdicts[blocking] += 1
+        if confidence == Confidence.CONFIRMED:
+            self.confirmed[blocking] += 1
+        restricted = (network_state or {}).get("state")
+        if restricted in RESTRICTED:
+            self.during_restriction[blocking] += 1
+        if blocking in CENSORSHIP or blocking == Blocking.LOCAL_INTERCEPTION:
+            finding = {"target": target.input, "blocking": blocking, "confidence": confidence}
+            if restricted in RESTRICTED:
+                finding["network_state"] = restricted
+            self.findings.append(finding)
+        if interceptor is not None:
+            self.interceptions.append({"host": target.host, "blocking": blocking, **interceptor})
 
     @property
     def restricted_states(self) -> list[str]:
