@@ -104,6 +104,50 @@ def test_an_endpoint_the_routing_table_cannot_reach_is_not_asked() -> None:
     assert result.stdout.split() == ["False", "False", "no_route"], result.stderr[-2000:]
 
 
+def test_a_bug_while_asking_an_endpoint_is_not_the_networks_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe bug asking the foreign endpoints must not read as a cut-off: they are recorded not
+    asked, with the bug, and the state stays unknown; a network error still counts as not answered."""
+    import asyncio
+
+    from probe.observe import network_state as observe_state
+    from probe.observe.config import MeasureConfig
+    from probe.vocabulary.netstate import Endpoint
+
+    async def buggy(endpoint: Any, config: Any, clock: Any) -> tuple[bool, str | None]:
+        if endpoint.side == Side.FOREIGN:
+            raise AttributeError("'NoneType' object has no attribute 'pools'")
+        return True, None
+
+    class Roots:
+        path = ""
+
+    monkeypatch.setattr(observe_state, "_https", buggy)
+    config = MeasureConfig(timeout=1.0, roots=Roots(), resolver=None, control_resolver=None, control_sni=None)  # type: ignore[arg-type]
+    endpoints = [
+        Endpoint(f"f{n}", Side.FOREIGN, Kind.HTTPS, host=f"f{n}.lab", address=f"192.0.2.{n}") for n in (1, 2, 3)
+    ]
+    endpoints += [
+        Endpoint(f"d{n}", Side.DOMESTIC, Kind.HTTPS, host=f"d{n}.lab", address=f"198.51.100.{n}") for n in (1, 2)
+    ]
+    monkeypatch.setattr(observe_state, "_unroutable", lambda endpoint: False)
+    check = asyncio.run(observe_state.check_network(tuple(endpoints), config, 0))
+    results = [r for r in check.results if r.side == Side.FOREIGN]
+    assert [(r.asked, r.answered) for r in results] == [(False, False)] * 3
+    assert all(r.failure is not None and r.failure.startswith("probe_error: AttributeError") for r in results)
+    assert judge_check(check).state == NetworkState.UNKNOWN  # not cut_off_abroad
+
+    async def refused(endpoint: Any, config: Any, clock: Any) -> tuple[bool, str | None]:
+        if endpoint.side == Side.FOREIGN:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return True, None
+
+    monkeypatch.setattr(observe_state, "_https", refused)
+    check = asyncio.run(observe_state.check_network(tuple(endpoints), config, 0))
+    assert [(r.asked, r.answered, r.failure) for r in check.results if r.side == Side.FOREIGN] == [
+        (True, False, "connection_refused")
+    ] * 3
+
+
 def test_the_shipped_catalog_names_its_sources_and_a_bad_file_names_its_place(tmp_path: Path) -> None:
     catalog = load_reference_endpoints()
     kz = catalog.for_country("kz")

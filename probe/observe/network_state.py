@@ -137,10 +137,20 @@ async def ask_endpoint(endpoint: Endpoint, config: MeasureConfig) -> EndpointRes
                 answered, failure = await _dns(endpoint, config, clock)
     except ResolverSpecError:
         answered, failure = False, unknown("the resolver URL cannot be used")
-    except Exception as exc:
+    except (OSError, EOFError, TimeoutError) as exc:  # the network's: its bound passed, a socket's error
         answered, failure = False, errors.classify(exc)
+    except Exception as exc:  # the probe's own bug: no evidence either way, never the network's failure
+        return EndpointResult(endpoint.name, endpoint.side, endpoint.kind, endpoint.origin, False,
+                              _probe_error(exc), time.monotonic() - started,
+                              asked=False)  # fmt: skip
     return EndpointResult(endpoint.name, endpoint.side, endpoint.kind, endpoint.origin, answered,
                           None if answered else str(failure), time.monotonic() - started)  # fmt: skip
+
+
+def _probe_error(exc: BaseException) -> str:
+    """A bug as an endpoint's failure: `probe_error: ` the exception, then where (module-relative)."""
+    *frames, last = errors.short_traceback(exc).splitlines() or [type(exc).__name__]
+    return f"probe_error: {last} (at {'; '.join(frame.strip() for frame in frames)})"[:500]
 
 
 async def check_network(endpoints: tuple[Endpoint, ...], config: MeasureConfig, index: int) -> NetworkCheck:

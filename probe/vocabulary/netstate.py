@@ -69,7 +69,8 @@ class EndpointResult(msgspec.Struct, frozen=True):
     failure: str | None  # the failure string (vocabulary.failures) when it did not answer
     elapsed: float  # seconds
     asked: bool = True  # False: the routing table has no route to its address (an IPv6-only network and
-    # an IPv4 endpoint): nothing was sent, and it counts neither way
+    # an IPv4 endpoint): nothing was sent; or asking it met a bug of the probe's (`probe_error: ...`);
+    # either way it counts neither way
 
 
 class NetworkCheck(msgspec.Struct, frozen=True):
