@@ -196,7 +196,8 @@ def test_a_bug_in_measuring_or_judging_is_recorded_without_local_paths(monkeypat
     broken = _stage_under_a_fake_home()
     target = parse_target("192.0.2.1", None, 1)
     monkeypatch.setattr(run, "measure_target", broken)
-    monkeypatch.setattr(run, "begin_target", lambda *args: None)  # its questions: none, an address
+    begun = type("Begun", (), {"dns": None, "cancel": lambda self: None})()  # its questions: none, an address
+    monkeypatch.setattr(run, "begin_target", lambda *args: begun)
     handed: list[Item] = []
 
     async def hand_over(self: object, item: Item) -> None:  # the run's loop hands each record over
@@ -209,7 +210,7 @@ def test_a_bug_in_measuring_or_judging_is_recorded_without_local_paths(monkeypat
     one = run._Run(config, None, None, recorder_stub, runtime, None)  # type: ignore[arg-type]
     slot = asyncio.Event()
     slot.set()  # its measuring slot, free
-    asyncio.run(one.one(target, None, slot, lambda: None))  # type: ignore[arg-type]
+    asyncio.run(one.one(target, None, slot, lambda: None, lambda: None))  # type: ignore[arg-type]
     (item,) = handed
     assert item.observations is None and item.error is not None
     _assert_no_local_path(item.error)
