@@ -218,7 +218,7 @@ def _follow(monkeypatch: pytest.MonkeyPatch, base: str, location: str) -> tuple[
     from datetime import UTC, datetime
 
     visit = Visit.begin(config, datetime.now(UTC))
-    observations = visit.observations
+    observations = visit.draft
     host = base.split("/")[2]
     asyncio.run(redirects.fetch_with_redirects(Stream(socket.socket()), host, "/", "192.0.2.1", base, visit))
     return connections, observations

@@ -79,7 +79,7 @@ class Visit:
     deadline: Deadline
     clock: Clock
     started: datetime
-    observations: Draft  # what has been observed so far, typed, filled in step by step
+    draft: Draft  # what has been observed so far, typed, filled in step by step (`build` makes the Observations)
     watch: TargetWatch | None = None
 
     @classmethod

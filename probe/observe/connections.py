@@ -59,7 +59,7 @@ async def open_connection(
     """Connect (and handshake, for TLS), recording each step with its purpose.
 
     Returns the stream to speak HTTP over (None if a step failed) and the handshake observed."""
-    config, clock, draft = visit.config, visit.clock, visit.observations
+    config, clock, draft = visit.config, visit.clock, visit.draft
     wires: list[Packets] = []
     sock, tcp = await open_tcp(address, port, visit.deadline.step(), clock, config.own_addresses, visit.watch,
                                purpose=purpose, hop=hop, on_wire=wires.append)  # fmt: skip
@@ -123,14 +123,14 @@ async def connect_with_contrast(
     valid = config.roots.validates(chain, name, started)
     if not valid and config.issuer_fetcher is not None:
         fetches = await complete_chain(chain, config.issuer_fetcher, visit.clock)
-        handshake = visit.observations.update_handshake(handshake, aia_fetches=tuple(fetches))
+        handshake = visit.draft.update_handshake(handshake, aia_fetches=tuple(fetches))
         fetched = [der for fetch in fetches for der in fetch.certificates]
         valid = bool(fetched) and config.roots.validates(chain + fetched, name, started)
     if not valid:
         if config.os_store is not None:
             # Machine state, not a judgement: whether this machine's own store trusts the chain.
             opinion = config.os_store.validates(chain, name, started)
-            handshake = visit.observations.update_handshake(handshake, os_store_valid=opinion)
+            handshake = visit.draft.update_handshake(handshake, os_store_valid=opinion)
         await ask_control()
         if server_name is not None and config.minting_test:
             # The minting test: does something at this address issue a certificate for any name asked?

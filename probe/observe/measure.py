@@ -268,12 +268,12 @@ async def measure_target(
     else:
         begun.visit.deadline = config.deadline()  # the critical path's time runs from its slot
     visit, dns, questions = begun.visit, begun.dns, begun.questions
-    observations = visit.observations
+    draft = visit.draft
     try:
         try:
             await _observe_target(target, visit, dns)
         except Exception as exc:  # a bug in one stage keeps what the earlier stages observed
-            observations.stage_error = short_traceback(exc)  # module-relative frames, never a local path
+            draft.stage_error = short_traceback(exc)  # module-relative frames, never a local path
         if critical_done is not None:
             critical_done()
         try:
@@ -284,7 +284,7 @@ async def measure_target(
             error = "TimeoutError: the target's completion passed its bound (a probe bug): observations incomplete"
     finally:
         begun.cancel()  # what arrived for the target's connections is in their records now
-    return Measured(observations.build(), error or observations.stage_error, visit.deadline)
+    return Measured(draft.build(), error or draft.stage_error, visit.deadline)
 
 
 def completion_bound(deadline: Deadline, questions: HelperQuestions | None) -> float:
@@ -297,29 +297,29 @@ async def _complete(
 ) -> str | None:
     """What is left once the page is in: late DNS replies, the helpers' answers. A bug here is the
     record's error, the observations kept."""
-    observations, config = visit.observations, visit.config
+    draft, config = visit.draft, visit.config
     quic: QuicInFlight | None = None  # issue 22: QUIC
     try:
         quic = QuicInFlight.start(target, visit)  # issue 22: QUIC handshakes, beside the late replies
         if dns is not None:
-            observations.dns = found = await dns.finish()  # late and duplicate replies join the record here
+            draft.dns = found = await dns.finish()  # late and duplicate replies join the record here
             if target.scheme == "http":
                 # Off the critical path and a step of its own: the target's deadline does not cut it,
                 # or a late check would fail and an honest CDN answer be judged inconsistent.
-                check = Visit(config, visit.deadline.untimed(), visit.clock, visit.started, observations, visit.watch)
+                check = Visit(config, visit.deadline.untimed(), visit.clock, visit.started, draft, visit.watch)
                 await _check_answer_over_tls(target.host, found, check)
         if questions is not None:
             # Where each helper saw us come from (`seen`) is ours, never for the record: the answers
             # come without it, and only then is it learned, so that the address book refusing one
             # cannot leave the others' in the record.
             answers, seen = await questions.collected()
-            observations.helpers = answers
+            draft.helpers = answers
             for address in seen:
                 config.own_addresses.add(address)
         throughput = await observe_throughput(target, visit) if config.throughput else None  # issue 22
         if throughput is not None:  # issue 22: throughput flows, after the page and the helpers' answers
-            observations.throughput = throughput
-        await quic.finish(observations)  # issue 22: QUIC (two steps at most: within the completion bound)
+            draft.throughput = throughput
+        await quic.finish(draft)  # issue 22: QUIC (two steps at most: within the completion bound)
     except Exception as exc:
         return short_traceback(exc)
     finally:
@@ -329,7 +329,7 @@ async def _complete(
 
 
 async def _observe_target(target: Target, visit: Visit, dns: DnsInFlight | None) -> None:
-    observations = visit.observations
+    draft = visit.draft
     if dns is None:
         addresses, address_source = [target.host], "literal"
     else:
@@ -339,13 +339,13 @@ async def _observe_target(target: Target, visit: Visit, dns: DnsInFlight | None)
             if control is not None and control.addresses:
                 # The local resolver denied the name: still look at what the path does to the real site.
                 addresses, address_source = list(control.addresses), "control"
-    observations.addresses_from = address_source if addresses else None
+    draft.addresses_from = address_source if addresses else None
     server_name = None if target.is_ip_literal else target.host
 
     use_tls = target.scheme == "https"
     for address in ordered(addresses):
         if visit.deadline.expired:
-            observations.deadline_reached = "connect"  # the target's time is up: no further address
+            draft.deadline_reached = "connect"  # the target's time is up: no further address
             break
         conn, handshake = await connect_with_contrast(address, target.port, use_tls, server_name, TARGET, visit)
         if conn is None and handshake is None:

@@ -80,9 +80,9 @@ class QuicInFlight:
         mode = visit.config.quic
         if mode == "off" or target.scheme != "https" or target.is_ip_literal:
             return cls(None)
-        observations = visit.observations
-        address = observations.reached_address()
-        advertised = _advertised(observations, target.host)
+        draft = visit.draft
+        address = draft.reached_address()
+        advertised = _advertised(draft, target.host)
         if address is None or (advertised is None and mode != "always"):
             return cls(None)
         reason, header, port = ("alt_svc", *advertised) if advertised else ("asked", None, 443)

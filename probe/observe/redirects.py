@@ -27,7 +27,7 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 async def fetch_with_redirects(stream: Stream, host: str, path: str, address: str, url: str, visit: Visit) -> None:
     """GET over a connected stream, then follow at most MAX_REDIRECTS redirects, each recorded."""
-    config, clock, draft = visit.config, visit.clock, visit.observations
+    config, clock, draft = visit.config, visit.clock, visit.draft
     try:
         request = await get(stream, host, path, visit.deadline.step(), clock, own=config.own_addresses,
                             address=address, url=url, redirect_index=0)  # fmt: skip

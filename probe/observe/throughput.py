@@ -72,7 +72,7 @@ async def observe_throughput(target: Target, visit: Visit) -> Throughput | None:
         host, path = urlsplit(url).hostname or "", urlsplit(url).path  # a helper may sit under a path
     elif target.scheme == "https":
         source, url = "site", target.url
-        reached = visit.observations.reached_address()
+        reached = visit.draft.reached_address()
         where = (reached, target.port) if reached is not None else None
         headers = {"Range": f"bytes=0-{SIZE - 1}"}
         host, path = target.host, target.path
@@ -80,7 +80,7 @@ async def observe_throughput(target: Target, visit: Visit) -> Throughput | None:
         return None
     if where is None:
         return Throughput(source, url, SIZE, config.control_sni, (), 0, "no_address")
-    if target.scheme == "https" and visit.observations.reached_address() is None:
+    if target.scheme == "https" and visit.draft.reached_address() is None:
         # The name's own handshake did not complete (reset, silence, a dead site): the TLS rules
         # judge that, and flows with the name would only repeat it at the helper's expense.
         return Throughput(source, url, SIZE, config.control_sni, (), 0, "no_handshake")
