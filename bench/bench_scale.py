@@ -368,7 +368,8 @@ def main() -> int:
             failures += measure(size, args, table, first=n == 0)
     finally:  # what was measured is shown even if a later size failed
         header = f"concurrency {args.concurrency}, {os.cpu_count()} cores, zero added latency, packet forensics"
-        table.print(f"{header} {forensics}")
+        marked = " (but the rows marked --no-forensics)" if args.blackholed and not args.no_forensics else ""
+        table.print(f"{header} {forensics}{marked}")
     for line in failures:
         print(line)
     return 1 if failures else 0
