@@ -439,6 +439,21 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(where)], check=False)
 
 
+def test_a_group_that_does_not_fit_keeps_as_many_whole_records_as_fit(small_disk: Path) -> None:
+    """A full disk mid-group: the group is cut back, then its records are written one by one, as
+    many as fit (each whole and synced), and the error says where the run stopped."""
+    from datetime import UTC
+
+    writer = ResultsWriter(small_disk, "0" * 32, datetime.now(UTC))
+    lines = [json.dumps({"n": n, "pad": "x" * 9000}).encode() + b"\n" for n in range(20)]  # 180 KB
+    written = writer.write_group(lines)
+    assert 1 <= written < len(lines)
+    assert writer.path.read_bytes() == b"".join(lines[:written])  # whole lines only, the ones counted
+    assert writer.failure is not None and "every record before it is whole" in str(writer.failure)
+    assert writer.write_group(lines[written:]) == 0  # nothing after it
+    writer.close()
+
+
 @pytest.mark.parametrize("recorder", ["process", "inline"])
 def test_a_full_disk_stops_the_run_with_only_whole_records_in_the_file(
     site: Site,
@@ -493,8 +508,17 @@ def test_a_recorder_dying_before_it_confirms_a_record_makes_no_duplicate(
             os._exit(9)  # as if the kernel had killed the recorder there
         write_lines(self, lines)
 
+    synced_by_the_run: list[int] = []
+    sync = ResultsWriter.sync
+
+    def counted_sync(self: ResultsWriter) -> None:
+        if os.getpid() == run_pid:
+            synced_by_the_run.append(self.path.read_bytes().count(b"\n"))
+        sync(self)
+
     monkeypatch.setattr(run_module, "measure_target", _measured)
     monkeypatch.setattr(ResultsWriter, "write_lines", write_then_die)
+    monkeypatch.setattr(ResultsWriter, "sync", counted_sync)
     monkeypatch.setattr(recorder_module.threading, "active_count", lambda: 1)
     config, context, network, reference = _context(test_pki)
     summary = run_module.execute(targets, config, context, network, reference, tmp_path, 4, io.StringIO())
@@ -502,6 +526,8 @@ def test_a_recorder_dying_before_it_confirms_a_record_makes_no_duplicate(
     assert summary.measured == len(hosts)
     assert sorted(r["target"]["host"] for r in records) == sorted(hosts)  # each once: none lost, none twice
     assert len({r["measurement_id"] for r in records}) == len(records)
+    if moment == "after_the_line":  # its whole group written, none confirmed: synced before it is counted
+        assert synced_by_the_run and synced_by_the_run[0] >= 1
 
 
 # --- the packet capture failing mid-run ----------------------------------------------------------
@@ -555,28 +581,73 @@ def test_a_recorder_behind_writes_what_waits_with_one_sync_and_confirms_it_after
 ) -> None:
     """Records waiting in the recorder's inbox are written as one group and synced once (a sync per
     record made the run's end wait for the disk a hundred times); each is confirmed, in order, only
-    once the sync is done; and the group after a stop is still written."""
+    once the sync is done; and the group before a stop is still written."""
     from datetime import UTC
 
     from probe.run.recorder_process import write_groups
     from probe.vocabulary.anomalies import Blocking, Confidence
 
     writer = ResultsWriter(tmp_path, "0" * 32, datetime.now(UTC))
-    synced: list[int] = []  # the file's size at each sync
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_size), real_fsync(fd))[1])
     inbox, send = multiprocessing.Pipe(duplex=False)
     receive, outbox = multiprocessing.Pipe(duplex=False)
+    synced: list[tuple[int, bool]] = []  # the file's size at each sync, and whether a verdict was out yet
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append((os.fstat(fd).st_size, receive.poll()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     verdict = recorder_module.Verdict(Blocking.NONE, Confidence.UNCONFIRMED, None)
     lines = [json.dumps({"n": n}).encode() + b"\n" for n in range(12)]
     for key, line in enumerate(lines):
         send.send((key, recorder_module.Encoded(line, verdict)))
     send.send(None)
     write_groups(inbox, outbox, recorder_module._line_of(None, None), writer)  # type: ignore[arg-type]
-    assert synced == [sum(len(line) for line in lines)]  # one sync, after the twelve lines
+    assert synced == [(sum(len(line) for line in lines), False)]  # one sync, after the lines, before any verdict
     assert writer.path.read_bytes() == b"".join(lines)
     confirmed = [receive.recv() for _ in lines]
     assert [key for key, _ in confirmed] == list(range(12))
     assert all(answer == verdict for _, answer in confirmed)
     assert not receive.poll(0.1)  # nothing more: the run said stop
     writer.close()
+
+
+def test_a_recorder_that_judges_slowly_but_steadily_is_not_taken_for_stuck(
+    monkeypatch: pytest.MonkeyPatch, test_pki: PkiFixture, tmp_path: Path
+) -> None:
+    """At a run's end a recorder that confirms nothing for STALLED seconds is killed and the run takes
+    over: a group is closed after GROUP_SECONDS of judging, so that heavy records (0.15 s each, a
+    group of 32 would take 4.8 s) still show progress, and nothing is taken over."""
+    run_pid = os.getpid()
+    real = recorder_module.record_line
+
+    def slow(item: Any, run: Any, analysis: Any) -> Any:
+        if os.getpid() != run_pid:
+            time.sleep(0.15)
+        return real(item, run, analysis)
+
+    taken: list[str] = []
+    submit, found = recorder_module.InlineRecorder.submit, recorder_module.InlineRecorder.found
+
+    def counted_submit(self: Any, item: Any) -> None:
+        taken.append(item.target.host)
+        submit(self, item)
+
+    def counted_found(self: Any, item: Any, record: Any) -> None:
+        taken.append(item.target.host)
+        found(self, item, record)
+
+    monkeypatch.setattr(recorder_module, "record_line", slow)
+    monkeypatch.setattr(recorder_module, "STALLED", 1.0)
+    monkeypatch.setattr(recorder_module.InlineRecorder, "submit", counted_submit)
+    monkeypatch.setattr(recorder_module.InlineRecorder, "found", counted_found)
+    monkeypatch.setattr(run_module, "measure_target", _measured)
+    monkeypatch.setattr(recorder_module.threading, "active_count", lambda: 1)
+    hosts = [f"192.0.2.{n}" for n in range(10, 50)]
+    targets = [parse_target(host, "NEWS", n) for n, host in enumerate(hosts, 1)]
+    config, context, network, reference = _context(test_pki)
+    summary = run_module.execute(targets, config, context, network, reference, tmp_path, 4, io.StringIO())
+    assert summary.measured == len(hosts)
+    assert sorted(r["target"]["host"] for r in read_results(tmp_path)) == sorted(hosts)
+    assert taken == []  # never killed as stuck: nothing taken over

@@ -1,8 +1,9 @@
 """Analysis: observations + catalogs -> anomalies, interceptor and verdict. Pure and repeatable.
 
 The verdict is the earliest stage (dns, then tcp, tls, http, the redirect hops, quic and throttling:
-`STAGES`) that failed in a way the control did not. Where no control could speak for a stage, the verdict is `inconclusive`, never a
-claim; with no network at all it is `offline`. docs/verdicts.md states the rules in prose.
+`STAGES`) that failed in a way the control did not. Where no control could speak for a stage, the
+verdict is `inconclusive`, never a claim; with no network at all it is `offline`. docs/verdicts.md
+states the rules in prose.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import orjson
 _MEASUREMENT_ID = re.compile(rb'"measurement_id":"([0-9a-f]{32})"')
 _INT_RANGE = (-(2**63), 2**64 - 1)  # what orjson encodes
 _DEPTH = 200  # orjson refuses deeper nesting (254)
+_HELD = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGALRM") if hasattr(signal, name)}
 
 
 class ResultsWriter:
@@ -46,6 +47,27 @@ class ResultsWriter:
         not at all (`write_lines`, a group of one)."""
         self.write_lines([line])
 
+    def write_group(self, lines: Sequence[bytes]) -> int:
+        """Records written with one sync (`write_lines`); if they do not all fit (a full disk), as
+        many as fit, each alone, and `failure` says why the next did not: how many were written."""
+        if self.failure is not None:
+            return 0
+        try:
+            self.write_lines(lines)
+            return len(lines)
+        except OSError:
+            self.failure = None  # the group is cut back: its lines once more, one by one
+        for written, line in enumerate(lines):
+            try:
+                self.write_line(line)
+            except OSError:
+                return written
+        return len(lines)
+
+    def sync(self) -> None:
+        """What was written so far on the disk (another process's lines: a recorder that died)."""
+        os.fsync(self._fd)
+
     def write_lines(self, lines: Sequence[bytes]) -> None:
         """Encoded records, each whole, and one sync for them all (a group commit: a recorder that
         fell behind syncs once for what it caught up on, not once per record), or none of them: on
@@ -53,9 +75,9 @@ class ResultsWriter:
         later call raise the error, which names the file and says the run stopped."""
         if self.failure is not None:
             raise self.failure
-        # A signal arriving mid-line is held until the lines are whole.
+        # A signal arriving mid-line is held until the lines are whole (SIGALRM: an orphaned recorder's end).
         mask = getattr(signal, "pthread_sigmask", None)  # not on Windows: there a line is written unmasked
-        held = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if mask is not None else None
+        held = mask(signal.SIG_BLOCK, _HELD) if mask is not None else None
         try:
             start = os.fstat(self._fd).st_size
             try:

@@ -297,6 +297,8 @@ class ProcessRecorder:
             raise writer.failure  # nothing more can be written: the run stops
         writer.cut_partial_line()  # a recorder killed mid-line
         found = writer.records_among({item.measurement_id for item in left})
+        if found:  # written by the recorder, perhaps not yet synced (it died between): on the disk first
+            writer.sync()
         for item in left:
             record = found.get(item.measurement_id)
             if record is not None:

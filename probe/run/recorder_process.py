@@ -8,13 +8,15 @@ import contextlib
 import ctypes
 import os
 import signal
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from probe.results.writer import ResultsWriter
 
-GROUP = 64  # records written with one sync at most: as many as the run may have in flight (IN_FLIGHT)
+GROUP = 32  # records written with one sync at most: half the run's IN_FLIGHT, so that it hands over meanwhile
+GROUP_SECONDS = 0.5  # a group takes no more once judging it has taken this long
 ORPHANED_WAIT = 30  # seconds a recorder whose run died has to write what the run had sent it
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -31,52 +33,54 @@ def serve(
 ) -> None:
     """The recorder process: items in, records written, verdicts out, until the run says stop (None)
     or goes away (the inbox ends once everything the run sent is read). The items already waiting
-    are written as one group, with one sync, and confirmed once it is done. A group that cannot be
-    written is answered with the writer's error, and the recorder ends: the run stops."""
+    are written as one group, with one sync, and confirmed once it is done. A line that cannot be
+    written (a full disk: each of the group's lines is then tried alone) is answered with the
+    writer's error, as is every later one of its group, and the recorder ends: the run stops."""
     _detach(inherited, {inbox.fileno(), outbox.fileno(), writer.fileno()}, parent)
     write_groups(inbox, outbox, line_of, writer)
 
 
 def write_groups(inbox: Connection, outbox: Connection, line_of: LineOf, writer: ResultsWriter) -> None:
-    """`serve`'s work, in groups, until the run says stop or goes away, or a group fails."""
+    """`serve`'s work, in groups, until the run says stop or goes away, or a line cannot be written."""
     while True:
-        group, ended = _next_group(inbox)
-        if group:
-            lines, verdicts = [], []
-            for _, item in group:
-                line, verdict = line_of(item)
-                lines.append(line)
-                verdicts.append(verdict)
-            answers: list[Any] | list[OSError]
-            try:
-                writer.write_lines(lines)
-                answers = verdicts
-            except OSError as exc:
-                answers = [writer.failure or exc] * len(group)
+        keys, lines, verdicts, ended = _next_group(inbox, line_of)
+        if keys:
+            written = writer.write_group(lines)  # as many as fit (all, but on a full disk)
+            failure = writer.failure
+            answers = verdicts[:written] + [failure] * (len(keys) - written)
             with contextlib.suppress(OSError):  # the run is gone: what it sent is written all the same
-                for (key, _), answer in zip(group, answers, strict=True):
+                for key, answer in zip(keys, answers, strict=True):
                     outbox.send((key, answer))
-            if isinstance(answers[0], OSError):
+            if written < len(keys):
                 return
         if ended:
             return
 
 
-def _next_group(inbox: Connection) -> tuple[list[tuple[int, Any]], bool]:
-    """The next item and those already waiting behind it (GROUP at most), and whether the run said
-    stop (None) or went away (the inbox ended, or broke mid-message: the run takes over)."""
-    group: list[tuple[int, Any]] = []
-    while len(group) < GROUP:
+def _next_group(inbox: Connection, line_of: LineOf) -> tuple[list[int], list[bytes], list[Any], bool]:
+    """The next item and those already waiting behind it, each made its line as it is read (GROUP
+    at most, and no more once GROUP_SECONDS have passed: the run counts confirmations as the
+    recorder's progress); and whether the run said stop (None) or went away (the inbox ended, or
+    broke mid-message: the run takes over)."""
+    keys: list[int] = []
+    lines: list[bytes] = []
+    verdicts: list[Any] = []
+    began = time.monotonic()
+    while len(keys) < GROUP and time.monotonic() - began < GROUP_SECONDS:
         try:
-            if group and not inbox.poll():
+            if keys and not inbox.poll():
                 break
             message = inbox.recv()
         except Exception:
-            return group, True
+            return keys, lines, verdicts, True
         if message is None:
-            return group, True
-        group.append(message)
-    return group, False
+            return keys, lines, verdicts, True
+        key, item = message
+        line, verdict = line_of(item)
+        keys.append(key)
+        lines.append(line)
+        verdicts.append(verdict)
+    return keys, lines, verdicts, False
 
 
 def _detach(inherited: list[int], keep: set[int], parent: int) -> None:
