@@ -8,7 +8,9 @@ suspected blockpages against login redirects and CDN pages, DNS64, and chains ju
 from __future__ import annotations
 
 import base64
+import csv
 import datetime as dt
+import io
 import ipaddress
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from probe.loaders.catalogs import load_catalogs
 from probe.loaders.roots import load_roots
 from tests import pki
 from tests.conftest import PkiFixture
+
+ROOT = Path(__file__).resolve().parents[1]
 
 AT = dt.datetime.now(dt.UTC)
 DATA = Path(__file__).resolve().parents[1] / "probe" / "data" / "ooni"
@@ -118,16 +122,35 @@ def test_a_pattern_re2_parses_but_cannot_compile_is_rejected_alone() -> None:
 
 
 def test_patterns_that_compile_alone_but_not_together_are_rejected_at_load_not_at_the_first_page() -> None:
-    """Two patterns that each compile but are too big for one set: matching would raise at the
+    """Two patterns that each compile alone but are too big for a set: matching would raise at the
     first page judged (every such record an error); they are rejected when the table is loaded,
-    with why, and the other places' patterns still match."""
+    with why, and the rest of their place and the other places still match."""
     tables = FingerprintTables()
     header = "name,scope,other_names,location_found,pattern_type,pattern,confidence_no_fp,expected_countries,source\n"
     rows = "x.big1,nat,,body,regexp,\\pL{200}a,5,ZZ,t\nx.big2,nat,,body,regexp,\\pL{200}b,5,ZZ,t\n"
-    add_http_table(tables, header + rows + "x.server,nat,,header.server,contains,blocker,5,ZZ,t\n")
+    rows += "x.ok,nat,,body,contains,blocked by order,5,ZZ,t\nx.server,nat,,header.server,contains,blocker,5,ZZ,t\n"
+    add_http_table(tables, header + rows)
     assert [(r["name"], r["line"]) for r in tables.rejected] == [("x.big1", 2), ("x.big2", 3)]
     assert all("too big for one RE2 set" in r["reason"] for r in tables.rejected)
-    assert [row.name for row in tables.match_response("a page", {"server": "blocker 1.0"})] == ["x.server"]
+    page = tables.match_response("page blocked by order", {"server": "blocker 1.0"})
+    assert sorted(row.name for row in page) == ["x.ok", "x.server"]
+    assert [row.name for row in tables.http] == ["x.ok", "x.server"]
+
+
+def test_one_pattern_too_big_for_the_shipped_body_set_costs_only_itself() -> None:
+    """Added to OONI's table (1,311 body patterns), one pattern that compiles alone but not with
+    them is the only row rejected: the body's fingerprints still match."""
+    text = (ROOT / "probe" / "data" / "ooni" / "fingerprints_http.csv").read_text(encoding="utf-8")
+    header = next(csv.reader(io.StringIO(text)))
+    row = dict.fromkeys(header, "")
+    row.update(name="x.big", scope="nat", location_found="body", pattern_type="regexp", pattern="\\pL{300}a",
+               confidence_no_fp="5", expected_countries="ZZ", source="t")  # fmt: skip
+    extra = io.StringIO()
+    csv.DictWriter(extra, header).writerow(row)
+    tables = FingerprintTables()
+    add_http_table(tables, text.rstrip("\n") + "\n" + extra.getvalue())
+    assert [r["name"] for r in tables.rejected] == ["x.big"]
+    assert sum(row.location == "body" for row in tables.http) == 1311
 
 
 def test_matching_is_linear_on_a_hostile_body() -> None:

@@ -22,6 +22,7 @@ HTTP_SOURCE = "ooni-blocking-fingerprints/fingerprints_http.csv"
 DNS_SOURCE = "ooni-blocking-fingerprints/fingerprints_dns.csv"
 SCOPES = frozenset({"nat", "isp", "prod", "inst", "vbw", "fp", "injb", "prov"})
 WEAK, FALSE_POSITIVE = "vbw", "fp"
+TOO_BIG = "pattern is too big for one RE2 set with its place's other patterns"
 _PATTERN_TYPES = frozenset({"full", "prefix", "contains", "regexp"})
 _LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOST_NAME = re2.compile(rf"^({_LABEL}\.)*{_LABEL}\.?$")
@@ -76,15 +77,17 @@ class FingerprintTables:
     def _index(self) -> dict[str, tuple[Any, list[Fingerprint]]]:
         """One compiled RE2 set per place (body, each header), built once."""
         if self._sets is None:
-            self.compile_sets()
+            for row, reason in self.compile_sets():  # rows added without a table's checks
+                _reject(self, row.source, None, row.name, reason)
         assert self._sets is not None
         return self._sets
 
     def compile_sets(self) -> list[tuple[Fingerprint, str]]:
         """Every place's set compiled now; the rows no set can hold are dropped from `http` and
-        returned with RE2's reason. A set is compiled whole first (a third of the time of each
-        pattern alone); only a set that fails is gone through pattern by pattern, and compiled
-        again without the patterns that cannot be compiled alone."""
+        returned with why. A set is compiled whole first (a third of the time of each pattern
+        alone); only a set that fails is gone through pattern by pattern, and then, if the patterns
+        that compile alone are still too big together, the first that breaks the set is found by
+        halving and dropped, and so on: one pattern too big costs itself, not its place."""
         grouped: dict[str, list[Fingerprint]] = {}
         for row in self.http:
             grouped.setdefault(row.location, []).append(row)
@@ -95,10 +98,10 @@ class FingerprintTables:
             if matcher is None:
                 failed = [(row, reason) for row in rows if (reason := _unusable(row)) is not None]
                 unusable += failed
-                rows = [row for row in rows if all(row is not bad for bad, _ in failed)]
+                rows, too_big = _fitting([row for row in rows if all(row is not bad for bad, _ in failed)])
+                unusable += [(row, TOO_BIG) for row in too_big]
                 matcher = _compiled_set(rows) if rows else None
-                if matcher is None:  # each compiles alone, not all together: none can be matched
-                    unusable += [(row, "the place's patterns together are too big for one RE2 set") for row in rows]
+                if matcher is None:
                     continue
             sets[location] = (matcher, rows)
         if unusable:
@@ -136,6 +139,28 @@ def _compiled_set(rows: list[Fingerprint]) -> Any | None:
     return matcher
 
 
+def _fitting(rows: list[Fingerprint]) -> tuple[list[Fingerprint], list[Fingerprint]]:
+    """The rows one set holds, in order, and those it cannot: each time the set fails, the first
+    row that breaks it (found by halving: the rows before it compile together) is left out."""
+    kept: list[Fingerprint] = []
+    left_out: list[Fingerprint] = []
+    rest = rows
+    while rest:
+        if _compiled_set(kept + rest) is not None:
+            return kept + rest, left_out
+        fits, breaks = 0, len(rest)  # kept + rest[:fits] compiles, kept + rest[:breaks] does not
+        while breaks - fits > 1:
+            middle = (fits + breaks) // 2
+            if _compiled_set(kept + rest[:middle]) is not None:
+                fits = middle
+            else:
+                breaks = middle
+        kept += rest[:fits]
+        left_out.append(rest[fits])
+        rest = rest[fits + 1 :]
+    return kept, left_out
+
+
 def _unusable(row: Fingerprint) -> str | None:
     """Why a row's pattern cannot be compiled alone (RE2's own reason), or None."""
     try:  # compiled, not only parsed: a pattern RE2 parses but cannot compile would fail its set
@@ -146,7 +171,7 @@ def _unusable(row: Fingerprint) -> str | None:
     return None
 
 
-def _reject(tables: FingerprintTables, source: str, line: int, name: str, reason: str) -> None:
+def _reject(tables: FingerprintTables, source: str, line: int | None, name: str, reason: str) -> None:
     tables.rejected.append({"source": source, "line": line, "name": name, "reason": reason})
 
 
@@ -184,7 +209,7 @@ def add_http_table(tables: FingerprintTables, text: str, source: str = HTTP_SOUR
     """The table's rows, each checked; every pattern compiled now, in its place's set (the sets the
     judge matches with, made once). Rows that cannot be used are rejected, in the table's order."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    refused: list[tuple[str, int, str, str]] = []  # source, line, name, reason
+    refused: list[tuple[str, int | None, str, str]] = []  # source, line (None: an earlier table's), name, reason
     lines: dict[int, int] = {}  # id(row): its line
     for values in reader:
         line = reader.line_num
@@ -201,10 +226,10 @@ def add_http_table(tables: FingerprintTables, text: str, source: str = HTTP_SOUR
         lines[id(row)] = line
     for row, reason in tables.compile_sets():  # a row of an earlier table only if the sets no longer fit together
         refused.append(
-            (source, lines[id(row)], row.name, reason) if id(row) in lines else (row.source, 0, row.name, reason)
+            (source, lines[id(row)], row.name, reason) if id(row) in lines else (row.source, None, row.name, reason)
         )
-    for where, line, name, reason in sorted(refused, key=lambda refusal: refusal[1]):
-        _reject(tables, where, line, name, reason)
+    for where, at, name, reason in sorted(refused, key=lambda refusal: (refusal[1] is None, refusal[1] or 0)):
+        _reject(tables, where, at, name, reason)
 
 
 def add_dns_table(tables: FingerprintTables, text: str, source: str = DNS_SOURCE) -> None:
