@@ -428,19 +428,19 @@ def test_a_helper_url_in_the_clear_is_refused(tmp_path: Path, capsys: pytest.Cap
 def test_a_getaddrinfo_that_never_returns_is_recorded_as_timed_out(monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
 
-    from probe.observe import measure
+    from probe.observe import dnsflight
     from probe.observe.config import MeasureConfig, Visit
 
     async def stuck(*args: object) -> DnsLookup:
         await asyncio.sleep(15)
         raise AssertionError("never asked for")
 
-    monkeypatch.setattr(measure, "lookup_system", stuck)
+    monkeypatch.setattr(dnsflight, "lookup_system", stuck)
     roots = type("Roots", (), {"path": "", "validates": lambda *a: False})()
     config = MeasureConfig(timeout=1, roots=roots, resolver=None, control_resolver=None, control_sni=None)  # type: ignore[arg-type]
 
     async def system() -> DnsLookup:
-        return await measure.DnsInFlight("stuck.example", 443, Visit.begin(config, dt.datetime.now(dt.UTC))).system()
+        return await dnsflight.DnsInFlight("stuck.example", 443, Visit.begin(config, dt.datetime.now(dt.UTC))).system()
 
     system_lookup = asyncio.run(system())
     assert (system_lookup.addresses, system_lookup.failure) == ((), "generic_timeout_error")
@@ -518,7 +518,7 @@ def test_a_control_resolver_that_stalls_is_recorded_as_timed_out(monkeypatch: py
     import asyncio
 
     from probe.netx.dns import parse_resolver
-    from probe.observe import measure
+    from probe.observe import dnsflight
     from probe.observe.config import MeasureConfig, Visit
 
     async def throttled(*args: object, **kwargs: object) -> DnsLookup:
@@ -528,8 +528,8 @@ def test_a_control_resolver_that_stalls_is_recorded_as_timed_out(monkeypatch: py
     async def nothing(*args: object) -> DnsLookup:
         return DnsLookup("system", "system", "slow.example", (), None, ())
 
-    monkeypatch.setattr(measure, "lookup_with_resolver", throttled)
-    monkeypatch.setattr(measure, "lookup_system", nothing)
+    monkeypatch.setattr(dnsflight, "lookup_with_resolver", throttled)
+    monkeypatch.setattr(dnsflight, "lookup_system", nothing)
     roots = type("Roots", (), {"path": "", "validates": lambda *a: False})()
     control_resolver = parse_resolver("https://198.51.100.53/dns-query")  # never reached: the lookup is replaced
     config = MeasureConfig(
@@ -538,7 +538,7 @@ def test_a_control_resolver_that_stalls_is_recorded_as_timed_out(monkeypatch: py
     )  # fmt: skip
 
     async def control_lookup() -> DnsLookup | None:
-        return await measure.DnsInFlight("slow.example", 443, Visit.begin(config, dt.datetime.now(dt.UTC))).control()
+        return await dnsflight.DnsInFlight("slow.example", 443, Visit.begin(config, dt.datetime.now(dt.UTC))).control()
 
     control = asyncio.run(control_lookup())
     assert control is not None and (control.addresses, control.failure) == ((), "generic_timeout_error")

@@ -315,7 +315,7 @@ def test_the_systems_lookup_is_bounded_from_its_start_not_from_the_slot(monkeypa
     """A target that waited ahead of its slot gets no more time for getaddrinfo than one that did not:
     a lookup slower than `--timeout` + 1 s is a timeout for every target alike."""
     from probe.netx.clock import Clock
-    from probe.observe import measure
+    from probe.observe import dnsflight
     from probe.observe.config import MeasureConfig, Visit
     from probe.vocabulary.failures import Failure
     from probe.vocabulary.observations import DnsLookup
@@ -324,12 +324,12 @@ def test_the_systems_lookup_is_bounded_from_its_start_not_from_the_slot(monkeypa
         await asyncio.sleep(2.5)  # past the bound (1 s + 1 s) from the lookup's start
         raise AssertionError("never answered within its bound")
 
-    monkeypatch.setattr(measure, "lookup_system", slow_getaddrinfo)
+    monkeypatch.setattr(dnsflight, "lookup_system", slow_getaddrinfo)
     config = MeasureConfig(timeout=1.0, roots=None, resolver=None, control_resolver=None, control_sni=None,  # type: ignore[arg-type]
                            injection_check=False)  # fmt: skip
 
     async def waited_then_asked() -> DnsLookup:
-        dns = measure.DnsInFlight("site.example", 443, Visit.begin(config, datetime.now()))
+        dns = dnsflight.DnsInFlight("site.example", 443, Visit.begin(config, datetime.now()))
         await asyncio.sleep(1.0)  # waiting for a measuring slot
         found = await dns.system()  # what is left of its bound, not a new one (that would see it raise)
         dns.cancel()
@@ -337,6 +337,44 @@ def test_the_systems_lookup_is_bounded_from_its_start_not_from_the_slot(monkeypa
 
     found = asyncio.run(waited_then_asked())
     assert found.failure == Failure.GENERIC_TIMEOUT and found.addresses == ()
+
+
+@pytest.mark.parametrize(
+    ("failure", "late", "grows"),
+    [(None, False, True), ("dns_nxdomain_error", False, True), ("generic_timeout_error", False, False),
+     (None, True, False), ("cancelled", False, False)],
+)  # fmt: skip
+def test_only_an_answer_in_time_grows_the_slow_start(
+    monkeypatch: pytest.MonkeyPatch, failure: str | None, late: bool, grows: bool
+) -> None:
+    """The slow start grows on the resolver's answers: addresses or a name that does not exist, in
+    time; not a lookup that failed, came back after its bound, or was let go."""
+    from probe.netx.clock import Clock
+    from probe.observe import dnsflight
+    from probe.observe.config import MeasureConfig, Visit
+    from probe.vocabulary.observations import DnsLookup
+
+    async def lookup(hostname: str, port: int, clock: Clock) -> DnsLookup:
+        await asyncio.sleep(2.2 if late else 0.01)  # the bound: --timeout (1 s) + 1 s
+        found = None if failure == "cancelled" else failure
+        return DnsLookup("system", "system", hostname, ("192.0.2.1",) if found is None else (), found, ())
+
+    monkeypatch.setattr(dnsflight, "lookup_system", lookup)
+    config = MeasureConfig(timeout=1.0, roots=None, resolver=None, control_resolver=None, control_sni=None,  # type: ignore[arg-type]
+                           injection_check=False)  # fmt: skip
+    heard: list[str] = []
+
+    async def asked() -> None:
+        dns = dnsflight.DnsInFlight("site.example", 443, Visit.begin(config, datetime.now()))
+        dns.when_answered(lambda: heard.append("answered"))
+        if failure == "cancelled":
+            await asyncio.sleep(0.001)
+            dns.cancel()
+        await asyncio.sleep(2.4 if late else 0.1)
+        dns.cancel()
+
+    asyncio.run(asked())
+    assert heard == (["answered"] if grows else [])
 
 
 def test_a_deadline_with_less_than_a_steps_moment_left_is_expired() -> None:

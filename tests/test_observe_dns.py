@@ -24,7 +24,8 @@ import msgspec
 
 from probe.netx.dns import _reply_fields, parse_resolver
 from probe.observe.config import MeasureConfig, Visit
-from probe.observe.measure import DnsInFlight, observe_run_dns
+from probe.observe.dnsflight import DnsInFlight
+from probe.observe.measure import observe_run_dns
 from probe.results.record import load_schema
 from probe.vocabulary.observations import DnsObservations, Observations
 from probe.vocabulary.observations_codec import decode, encode

@@ -247,7 +247,7 @@ async def _measure_targets(
             and len(finishing) < concurrency * FINISHING
             and len(waiting) + len(measuring) + len(finishing) < in_flight
         ):
-            if taken == burst:  # the next turn takes more in: its questions go out first
+            if taken == burst:  # the next turns take more in: these targets' questions go out first
                 break
             upcoming = next(queue, None)
             if upcoming is None:
@@ -266,8 +266,8 @@ async def _measure_targets(
             raise Interrupted
         if not waiting and not measuring and not finishing and exhausted:
             return
-        if taken == burst:  # more may be taken in, after one turn of the loop (the questions sent)
-            await asyncio.sleep(0)
+        if taken == burst and (ends is None or time.monotonic() < ends):  # more may be taken in: after a turn
+            await asyncio.sleep(0)  # (those taken in begin their questions first)
             continue
         wake.clear()
         try:
