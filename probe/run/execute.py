@@ -213,6 +213,11 @@ async def _measure_targets(
             failures.append(task.exception())  # type: ignore[arg-type]  # the results file failed (a full disk)
         wake.set()
 
+    def answered() -> None:
+        """A target's system answer is in: the resolver kept up, the slow start may let another in."""
+        run.rt.lag.answered()
+        wake.set()
+
     def start(target: Target) -> None:
         task: asyncio.Task[None] | None = None
 
@@ -224,11 +229,6 @@ async def _measure_targets(
                 finishing[task] = target
                 through += 1
                 wake.set()
-
-        def answered() -> None:
-            """Its system answer is in: the resolver kept up, the slow start may let another in."""
-            run.rt.lag.answered()
-            wake.set()
 
         slot = asyncio.Event()
         task = loop.create_task(run.one(target, run_dns, slot, critical_done, answered))
