@@ -54,12 +54,14 @@ def build_record(
     judgement: Judgement,
     error: str | None = None,
     probe_lag: float | None = None,
+    measurement_id: str | None = None,
 ) -> dict[str, Any]:
     """One target's record. `probe_lag`: how far behind the probe itself was while measuring it
-    (seconds; a measured target only), so that an analyst can discount records made under load."""
+    (seconds; a measured target only), so that an analyst can discount records made under load.
+    `measurement_id`: the run's for the target (it finds the record again), or a new one."""
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "measurement_id": uuid.uuid4().hex,
+        "measurement_id": measurement_id or uuid.uuid4().hex,
         "run_id": run.run_id,
         "probe_id": run.probe_id,
         "measurement_start_time": utc_timestamp(started),

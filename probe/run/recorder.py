@@ -113,8 +113,8 @@ def record_line(item: Item, run: RunContext, analysis: AnalysisContext) -> tuple
         observations = encode(item.observations) if item.observations is not None else None
     except Exception as exc:  # a bug in encoding: the record says so, without its observations
         observations, error = None, "\n".join(filter(None, [error, f"observations not encodable: {error_text(exc)}"]))
-    record = build_record(run, item.target, item.started, observations, judgement, error, item.probe_lag)
-    record["measurement_id"] = item.measurement_id
+    record = build_record(run, item.target, item.started, observations, judgement, error, item.probe_lag,
+                          item.measurement_id)  # fmt: skip
     if item.not_measured is not None:
         record["not_measured"] = item.not_measured
     if item.network_state is not None:  # issue 22
@@ -136,8 +136,7 @@ def _unencodable(item: Item, run: RunContext, record: dict[str, Any], exc: Excep
     if record.get("error"):
         error = f"{record['error']}\n{error}"
     judgement = Judgement(blocking=Blocking.INCONCLUSIVE)
-    fallback = build_record(run, item.target, item.started, None, judgement, error)
-    fallback["measurement_id"] = item.measurement_id
+    fallback = build_record(run, item.target, item.started, None, judgement, error, None, item.measurement_id)
     if item.not_measured is not None:
         fallback["not_measured"] = item.not_measured
     if item.network_state is not None:  # issue 22
