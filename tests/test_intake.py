@@ -192,11 +192,17 @@ def test_the_runs_deadline_records_targets_waiting_for_a_slot_as_not_measured(
 def test_targets_in_flight_never_need_more_files_than_the_run_may_open(
     monkeypatch: pytest.MonkeyPatch, test_pki: PkiFixture, tmp_path: Path
 ) -> None:
-    """A socket the kernel refuses would be recorded as the network's failure: with room for three
-    targets' files, never more than three are in flight, whatever the concurrency."""
+    """A socket the kernel refuses would be recorded as the network's failure: the targets in flight
+    and every getaddrinfo thread (one may outlive its target, holding its sockets) never need more
+    files than the run may open, whatever the concurrency: with 120, 14 lookup threads and three
+    targets."""
     hosts = [f"192.0.2.{n}" for n in range(1, 13)]
     log = _fakes(monkeypatch, {}, completion=0.1)
-    monkeypatch.setattr(runtime_module, "open_files_allowed", lambda: 64 + 3 * run_module.FILES_PER_TARGET)
+    room = 120
+    monkeypatch.setattr(runtime_module, "open_files_allowed", lambda: room)
+    sizes: list[int] = []
+    pool = runtime_module.threads.pool
+    monkeypatch.setattr(runtime_module.threads, "pool", lambda size: (sizes.append(size), pool(size))[1])
     config, context, network, reference = _context(test_pki)
     targets = [parse_target(host, None, n) for n, host in enumerate(hosts, 1)]
     summary = run_module.execute(targets, config, context, network, reference, tmp_path, 8, io.StringIO())
@@ -207,7 +213,9 @@ def test_targets_in_flight_never_need_more_files_than_the_run_may_open(
     for _, change in events:
         in_flight += change
         peak = max(peak, in_flight)
+    assert sizes == [14]  # half the files at most for the lookups (8 x 6 asked)
     assert peak == 3
+    assert 64 + runtime_module.FILES_PER_LOOKUP * sizes[0] + peak * run_module.FILES_PER_TARGET <= room
 
 
 def test_a_run_raises_its_open_files_to_what_the_system_allows() -> None:

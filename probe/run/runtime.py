@@ -52,6 +52,9 @@ def _few_malloc_arenas() -> None:
             _LIBC.mallopt(M_ARENA_MAX, 2)
 
 
+FILES_PER_LOOKUP = 2  # sockets a getaddrinfo thread may hold (glibc asks A and AAAA)
+
+
 def open_files_allowed() -> int:
     """How many files the run may hold open: the soft limit raised to the hard one first (a shell's
     1,024 is fewer than a hundred measuring slots' sockets, each target's DNS window holding three).
@@ -87,7 +90,7 @@ class Runtime:
     pools: Pools  # the run's pooled clients and slots (what measures gets them as MeasureConfig.pools)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # the run's main task has news
     interrupted: bool = False  # SIGINT or SIGTERM came while measuring
-    open_files: int = 1 << 16  # files the run may hold open (`open_files_allowed`)
+    open_files: int = 1 << 16  # files the run's targets may hold open (`open_files_allowed`, less its lookups')
 
     def _interrupt(self) -> None:
         self.interrupted = True
@@ -106,13 +109,18 @@ def runtime(concurrency: int, lookups: int | None = None) -> Iterator[Runtime]:
     `lookups`: how many targets' getaddrinfo may be in flight at once (`concurrency` by default)."""
     _few_malloc_arenas()
     loop = new_loop()
-    pool = threads.pool(lookups if lookups is not None else concurrency)
+    allowed = open_files_allowed()
+    # A getaddrinfo thread holds its sockets even once its target has let it go (past its bound, it
+    # cannot be stopped): the threads take at most half the files (never fewer than `concurrency`),
+    # and the targets' budget is what is left when every one of them holds its own.
+    lookups = min(lookups or concurrency, max(concurrency, (allowed - 64) // (2 * FILES_PER_LOOKUP)))
+    pool = threads.pool(lookups)
     loop.set_default_executor(pool)
     asyncio.set_event_loop(loop)
     pools = Pools(loop)
     lag = LagMonitor(concurrency)
     try:
-        yield Runtime(loop, lag, pools, open_files=open_files_allowed())
+        yield Runtime(loop, lag, pools, open_files=allowed - FILES_PER_LOOKUP * lookups)
     finally:
         lag.close()
         try:
