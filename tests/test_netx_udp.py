@@ -197,3 +197,34 @@ def test_a_buffer_the_listener_cannot_read_does_not_leave_the_exchange_unended(m
 
         (query,) = asyncio.run(bounded())["lookup"]
     assert query.failure == Failure.GENERIC_TIMEOUT
+
+
+@pytest.mark.timeout(20)
+def test_an_exchange_is_freed_when_it_ends_not_by_the_collector() -> None:
+    """A batch's sockets, questions and replies are freed as soon as its records are made: no
+    reference cycle keeps them (the listening's timer and callbacks, a question's first-reply
+    callback) until the collector runs, three sockets a target at hundreds of targets a second."""
+    import gc
+
+    told: list[str] = []
+
+    async def scenario() -> dict[str, list[DnsQuery]]:
+        return await udp_batch_on_loop(
+            [_ask(port)], 1.0, 0.1, Clock(), on_first_reply=lambda qtype, _: told.append(qtype)
+        )
+
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        with resolver(answer_at_once) as port:
+            queries = asyncio.run(scenario())["lookup"]
+        gc.collect()
+        left = [type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("probe.")]
+        sockets = [o for o in gc.garbage if isinstance(o, socket.socket)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert [q.failure for q in queries] == [None, None] and sorted(told) == ["A", "AAAA"]
+    assert left == [] and sockets == []

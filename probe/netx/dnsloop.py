@@ -68,7 +68,11 @@ async def udp_batch(
             if on_first_reply is not None:
                 asking.question.on_first_reply = functools.partial(_told, asking, on_first_reply)
             pending.append(asking)
-    await udpwire.listen([asking.question for asking in pending], timeout, window, clock.now, watch)
+    try:
+        await udpwire.listen([asking.question for asking in pending], timeout, window, clock.now, watch)
+    finally:
+        for asking in pending:  # the question's callback refers back to it: let go, freed at once
+            asking.question.on_first_reply = None
     return batch_records(asks, pending, clock)
 
 

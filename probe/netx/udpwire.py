@@ -254,45 +254,58 @@ async def listen(
     """
     loop = asyncio.get_running_loop()
     job = _Exchange(questions, timeout, window, now, watch)
+    listening = _Listening(job, loop)
     sockets: list[socket.socket] = []
-    over: asyncio.Future[None] = loop.create_future()
-    timer: asyncio.TimerHandle | None = None
-
-    def schedule() -> None:
-        nonlocal timer
-        if timer is not None:
-            timer.cancel()
-        timer = loop.call_at(loop.time() + max(0.0, job.end() - time.monotonic()), due)
-
-    def readable(sock: socket.socket) -> None:
-        try:
-            moved = job.receive(sock)
-        except Exception:  # noqa: BLE001 - one odd datagram must not stop the exchange's listening
-            return
-        if moved:
-            schedule()
-
-    def due() -> None:
-        with contextlib.suppress(Exception):  # one odd datagram must not leave the exchange unended
-            job.drain()  # read late (a busy probe) is not lost: what arrived in time counts
-        if job.end() > time.monotonic():
-            schedule()
-        elif not over.done():
-            over.set_result(None)
-
     try:
         sockets = job.send()
         for sock in sockets:
-            loop.add_reader(sock.fileno(), readable, sock)
-        schedule()
-        await over
+            loop.add_reader(sock.fileno(), listening.readable, sock)
+        listening.schedule()
+        await listening.over
     finally:
-        if timer is not None:
-            timer.cancel()
+        listening.stop()
         for sock in sockets:
             with contextlib.suppress(OSError, ValueError):
                 loop.remove_reader(sock.fileno())
         job.close()
+
+
+class _Listening:
+    """An exchange's listening on the loop: a reader per socket and one timer. Its timer refers back
+    to it until `stop`, and no longer: the exchange (its sockets and replies) is then freed as soon
+    as its caller lets go, not when the collector next runs (three sockets a target, hundreds of
+    targets a second)."""
+
+    def __init__(self, job: _Exchange, loop: asyncio.AbstractEventLoop) -> None:
+        self.job, self.loop = job, loop
+        self.over: asyncio.Future[None] = loop.create_future()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def schedule(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_at(self.loop.time() + max(0.0, self.job.end() - time.monotonic()), self.due)
+
+    def readable(self, sock: socket.socket) -> None:
+        try:
+            moved = self.job.receive(sock)
+        except Exception:  # noqa: BLE001 - one odd datagram must not stop the exchange's listening
+            return
+        if moved:
+            self.schedule()
+
+    def due(self) -> None:
+        with contextlib.suppress(Exception):  # one odd datagram must not leave the exchange unended
+            self.job.drain()  # read late (a busy probe) is not lost: what arrived in time counts
+        if self.job.end() > time.monotonic():
+            self.schedule()
+        elif not self.over.done():
+            self.over.set_result(None)
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 def exchange(
