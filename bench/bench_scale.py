@@ -46,6 +46,7 @@ from bench.scale_world import HELPER_NAME, RESOLVER, ROOT, SITE, World, probe_co
 from probe.forensics.locate import STEP_WAIT  # noqa: E402
 
 NMAP_NAMES = 1000
+HOLE_TIMEOUT = 2  # --timeout for the blackholed names: the connects' ideal is this, wave after wave
 NMAP_LABEL = f"nmap ssl-cert: targets/s (first {NMAP_NAMES:,} names)"
 
 
@@ -272,14 +273,15 @@ def measure(size: int, args: argparse.Namespace, table: Table, first: bool) -> l
                 table.add(size, NMAP_LABEL, "not installed (apt-get install nmap)")
         for count in args.blackholed:
             listed = write_names(directory / f"blackholed-{count}.txt", blackholed[:count])
-            connects = math.ceil(count / args.concurrency) * 2  # the connects' timeouts, wave after wave
-            for off in sorted({args.no_forensics, True}):
+            connects = math.ceil(count / args.concurrency) * HOLE_TIMEOUT  # the connects' timeouts, wave after wave
+            for off in [True] if args.no_forensics else [False, True]:
                 log(f"probe run over {count} blackholed names{', no forensics' if off else ''}")
                 out = f"results-blackholed-{count}{'-off' if off else ''}"
                 hole = world.run(
-                    *probe_args(world, listed, out, args.concurrency, 2), *(["--no-forensics"] if off else [])
+                    *probe_args(world, listed, out, args.concurrency, HOLE_TIMEOUT),
+                    *(["--no-forensics"] if off else []),
                 )
-                ideal = connects if off else max(connects, 2 + 2 * STEP_WAIT)  # the sweep's two waits of silence
+                ideal = connects if off else max(connects, HOLE_TIMEOUT + 2 * STEP_WAIT)  # the sweep's two silences
                 label = blackholed_label(count, off)
                 shown = f"{hole.wall:.1f} / {ideal:g} = {hole.wall / ideal:.2f}"
                 if ideal != connects:

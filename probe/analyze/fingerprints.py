@@ -84,28 +84,22 @@ class FingerprintTables:
 
     def compile_sets(self) -> list[tuple[Fingerprint, str]]:
         """Every place's set compiled now; the rows no set can hold are dropped from `http` and
-        returned with why. A set is compiled whole first (a third of the time of each pattern
-        alone); only a set that fails is gone through pattern by pattern, and then, if the patterns
-        that compile alone are still too big together, the first that breaks the set is found by
-        halving and dropped, and so on: one pattern too big costs itself, not its place."""
+        returned with why (RE2's reason when the pattern cannot be compiled alone). A set is
+        compiled whole first (a third of the time of each pattern alone); only one that fails is
+        searched, by halving, for the patterns that break it: each costs itself, not its place."""
         grouped: dict[str, list[Fingerprint]] = {}
         for row in self.http:
             grouped.setdefault(row.location, []).append(row)
         sets: dict[str, tuple[Any, list[Fingerprint]]] = {}
         unusable: list[tuple[Fingerprint, str]] = []
         for location, rows in grouped.items():
-            matcher = _compiled_set(rows)
-            if matcher is None:
-                failed = [(row, reason) for row in rows if (reason := _unusable(row)) is not None]
-                unusable += failed
-                rows, too_big = _fitting([row for row in rows if all(row is not bad for bad, _ in failed)])
-                unusable += [(row, TOO_BIG) for row in too_big]
-                matcher = _compiled_set(rows) if rows else None
-                if matcher is None:
-                    continue
-            sets[location] = (matcher, rows)
+            matcher, kept, left_out = _fitting(rows)
+            unusable += [(row, _unusable(row) or TOO_BIG) for row in left_out]
+            if matcher is not None:
+                sets[location] = (matcher, kept)
         if unusable:
-            self.http = [row for row in self.http if all(row is not bad for bad, _ in unusable)]
+            dropped = {id(row) for row, _ in unusable}
+            self.http = [row for row in self.http if id(row) not in dropped]
         self._sets = sets
         return unusable
 
@@ -139,15 +133,17 @@ def _compiled_set(rows: list[Fingerprint]) -> Any | None:
     return matcher
 
 
-def _fitting(rows: list[Fingerprint]) -> tuple[list[Fingerprint], list[Fingerprint]]:
-    """The rows one set holds, in order, and those it cannot: each time the set fails, the first
-    row that breaks it (found by halving: the rows before it compile together) is left out."""
+def _fitting(rows: list[Fingerprint]) -> tuple[Any | None, list[Fingerprint], list[Fingerprint]]:
+    """The rows one set holds, in order, compiled (None when it holds none), and those it cannot:
+    each time the set fails, the first row that breaks it (found by halving: the rows before it
+    compile together) is left out."""
     kept: list[Fingerprint] = []
     left_out: list[Fingerprint] = []
     rest = rows
     while rest:
-        if _compiled_set(kept + rest) is not None:
-            return kept + rest, left_out
+        matcher = _compiled_set(kept + rest)
+        if matcher is not None:
+            return matcher, kept + rest, left_out
         fits, breaks = 0, len(rest)  # kept + rest[:fits] compiles, kept + rest[:breaks] does not
         while breaks - fits > 1:
             middle = (fits + breaks) // 2
@@ -158,7 +154,7 @@ def _fitting(rows: list[Fingerprint]) -> tuple[list[Fingerprint], list[Fingerpri
         kept += rest[:fits]
         left_out.append(rest[fits])
         rest = rest[fits + 1 :]
-    return kept, left_out
+    return (_compiled_set(kept) if kept else None), kept, left_out
 
 
 def _unusable(row: Fingerprint) -> str | None:

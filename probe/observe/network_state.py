@@ -149,7 +149,7 @@ async def ask_endpoint(endpoint: Endpoint, config: MeasureConfig) -> EndpointRes
 
 def _probe_error(exc: BaseException) -> str:
     """A bug as an endpoint's failure: `probe_error: ` the exception, then where (module-relative)."""
-    *frames, last = errors.short_traceback(exc).splitlines() or [type(exc).__name__]
+    *frames, last = errors.short_traceback(exc).splitlines()
     return f"probe_error: {last} (at {'; '.join(frame.strip() for frame in frames)})"[:500]
 
 

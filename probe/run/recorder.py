@@ -48,13 +48,13 @@ from probe.results.privacy import error_text, scrub, scrubbed_line
 from probe.results.record import RunContext, build_record
 from probe.results.writer import ResultsWriter, encodable, encode_record, unencodable_place
 from probe.run.outbox import Outbox
-from probe.run.recorder_process import LineOf, open_descriptors, serve
+from probe.run.recorder_process import GROUP, LineOf, open_descriptors, serve
 from probe.vocabulary.anomalies import Blocking, Confidence
 from probe.vocabulary.observations import Observations
 from probe.vocabulary.observations_encode import encode
 from probe.vocabulary.targets import Target
 
-IN_FLIGHT = 64  # items sent to the recorder and not yet confirmed; past it, measuring waits
+IN_FLIGHT = 2 * GROUP  # items sent and not yet confirmed (two of its groups); past it, measuring waits
 CLOSE_WAIT = 60.0  # seconds at most for the recorder to finish what it holds when the run ends
 STALLED = 5.0  # seconds without progress (nothing read, nothing confirmed) after which it is stuck
 _UNKILLABLE = "the recorder process could not be stopped (a disk that hangs?): the records it held are not written"

@@ -15,7 +15,7 @@ from typing import Any
 
 from probe.results.writer import ResultsWriter
 
-GROUP = 32  # records written with one sync at most: half the run's IN_FLIGHT, so that it hands over meanwhile
+GROUP = 32  # records written with one sync at most: half of what the run may have in flight (IN_FLIGHT)
 GROUP_SECONDS = 0.5  # a group takes no more once judging it has taken this long
 ORPHANED_WAIT = 30  # seconds a recorder whose run died has to write what the run had sent it
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
